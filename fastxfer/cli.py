@@ -1,0 +1,224 @@
+"""Command line: the only place that prints to the user and exits.
+
+Exit codes: 0 done and verified; 1 unexpected failure; 2 usage; 3 trust
+(server not pinned or not matching, client not authorized); 4 connection;
+5 verification; 6 refused by the server (path, space, limits); 7 a local
+file unreadable or changed while sent; 8 protocol violation by the peer;
+9 some files stored, others not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+from .errors import FxError, UsageError
+
+EPILOG = """exit codes: 0 verified, 2 usage, 3 trust, 4 connection, 5 verification,
+6 refused by server, 7 local file, 8 protocol, 9 partial, 1 unexpected."""
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(i?b)?\s*", text.lower())
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 4M, 512K, 1G)")
+    return int(m.group(1)) * 1024 ** "_kmgt".index(m.group(2) or "_")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fastxfer",
+        description="Back files up to a fastxfer server over parallel encrypted "
+        "streams, verified by SHA-256.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
+
+    sub.add_parser("id", help="print this identity's fingerprint (creates it on first use)")
+
+    s = sub.add_parser("serve", help="run a backup server")
+    s.add_argument("--root", default="./fastxfer-backup", help="folder the backups go to (default: %(default)s)")
+    s.add_argument("--bind", default="0.0.0.0", metavar="ADDR", help="address to listen on (default: %(default)s)")
+    s.add_argument("--port", type=int, default=4455, help="port (default: %(default)s; 0 picks a free one)")
+    s.add_argument("--workers", type=int, default=None, help="worker processes (default: one per CPU)")
+
+    s = sub.add_parser("send", help="send files to a server", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("files", nargs="+", metavar="FILE")
+    s.add_argument("--to", required=True, metavar="HOST[:PORT]", help="the server (pinned with `fastxfer pin`)")
+    s.add_argument("--streams", type=int, default=None, help="parallel connections (default: automatic)")
+    s.add_argument("--chunk-size", type=parse_size, default=None, metavar="SIZE",
+                   help="chunk size, e.g. 4M (default: automatic)")
+    s.add_argument("--dest", default=None, metavar="DIR", help="folder on the server, below this client's folder")
+    s.add_argument("--sha256", action="store_true",
+                   help="also print each file's plain SHA-256, as sha256sum shows it")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the result")
+
+    t = sub.add_parser("trust", help="server side: which clients may send")
+    tsub = t.add_subparsers(dest="trust_cmd", metavar="ACTION", required=True)
+    ta = tsub.add_parser("add", help="authorize a client fingerprint under a name (its folder)")
+    ta.add_argument("fingerprint")
+    ta.add_argument("--name", required=True)
+    tsub.add_parser("list", help="list authorized clients")
+    tr = tsub.add_parser("remove", help="remove a client by fingerprint or name")
+    tr.add_argument("who", metavar="FP|NAME")
+
+    pn = sub.add_parser("pin", help="client side: trust a server fingerprint at HOST[:PORT]")
+    pn.add_argument("address", metavar="HOST[:PORT]")
+    pn.add_argument("fingerprint")
+    sub.add_parser("pins", help="list pinned servers")
+    up = sub.add_parser("unpin", help="forget the pin for HOST[:PORT]")
+    up.add_argument("address", metavar="HOST[:PORT]")
+    return p
+
+
+def cmd_id(_args: argparse.Namespace) -> int:
+    from .identity import format_fp, load_or_create
+
+    print(format_fp(load_or_create().fingerprint))
+    return 0
+
+
+def cmd_trust(args: argparse.Namespace) -> int:
+    from .identity import format_fp, home, parse_fp
+    from .trust import ClientList
+
+    clients = ClientList(home())
+    if args.trust_cmd == "add":
+        fp = parse_fp(args.fingerprint)
+        clients.add(fp, args.name)
+        print(f"authorized {format_fp(fp)} as {args.name}")
+    elif args.trust_cmd == "list":
+        for fp, name in sorted(clients.all().items(), key=lambda kv: kv[1]):
+            print(f"{name}\t{format_fp(bytes.fromhex(fp))}")
+    else:
+        try:
+            fp, name = parse_fp(args.who), None
+        except UsageError:
+            fp, name = None, args.who
+        if not clients.remove(fp, name):
+            raise UsageError(f"no authorized client matches {args.who!r}")
+        print(f"removed {args.who}")
+    return 0
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    from .identity import format_fp, home, parse_fp
+    from .trust import PinList, address_key, parse_address
+
+    pins = PinList(home())
+    if args.cmd == "pins":
+        for addr, fp in sorted(pins.all().items()):
+            print(f"{addr}\t{format_fp(bytes.fromhex(fp))}")
+        return 0
+    host, port = parse_address(args.address)
+    if args.cmd == "pin":
+        fp = parse_fp(args.fingerprint)
+        pins.add(host, port, fp)
+        print(f"pinned {address_key(host, port)} to {format_fp(fp)}")
+    elif not pins.remove(host, port):
+        raise UsageError(f"no pin for {address_key(host, port)}")
+    else:
+        print(f"unpinned {address_key(host, port)}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .identity import format_fp, home, load_or_create
+    from .master import Master, bind, setup_logging
+    from .store import Store
+    from .worker import WorkerConfig
+
+    setup_logging()
+    if args.workers is not None and not 1 <= args.workers <= 256:
+        raise UsageError("--workers must be between 1 and 256")
+    workers = args.workers
+    if workers is None:
+        import psutil
+
+        workers = psutil.cpu_count(logical=True) or 1
+    ident = load_or_create()
+    try:
+        Store(args.root)  # fails early, in the master, on an unusable root
+    except OSError as exc:
+        raise FxError(f"cannot use {args.root} as the root: {exc.strerror}") from None
+    listener = bind(args.bind, args.port)
+    host, port = listener.getsockname()[:2]
+    print(f"fastxfer server fingerprint: {format_fp(ident.fingerprint)}", flush=True)
+    print(f"root {os.path.abspath(args.root)}, {workers} workers", flush=True)
+    print(f"listening on {host}:{port}", flush=True)
+    config = WorkerConfig(os.path.abspath(args.root), str(home()), os.urandom(32))
+    Master(listener, workers, config).run()
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from .client import Sender, collect, human
+    from .identity import home, load_or_create
+    from .session import ControlClient
+    from .trust import PinList, parse_address
+
+    if args.streams is not None and not 1 <= args.streams <= 64:
+        raise UsageError("--streams must be between 1 and 64")
+    if args.dest is not None:
+        from .paths import split
+        from .errors import RefusedError
+
+        try:
+            split(args.dest.strip("/"))
+        except RefusedError as exc:
+            raise UsageError(f"--dest: {exc.message}") from None
+    host, port = parse_address(args.to)
+    sources = collect(args.files, args.dest)
+    ident = load_or_create()
+    control = ControlClient(host, port, ident, PinList(home()))
+    started = time.monotonic()
+    welcome = control.connect()
+    show = sys.stderr.isatty() and not args.quiet
+    sender = Sender(control, welcome, args.streams, args.chunk_size, args.sha256, show)
+    try:
+        results = sender.run(sources)
+    finally:
+        if sender.progress is not None:
+            sender.progress.close()
+        control.close()
+    elapsed = time.monotonic() - started
+    failed = [r for r in results if r.status == "failed"]
+    for r in results:
+        if r.status == "failed":
+            assert r.error is not None
+            print(f"ERROR: {r.error.message}", file=sys.stderr)
+            continue
+        word = "stored" if r.status == "stored" else "unchanged"
+        print(f"{word} {welcome.name}/{r.src.remote} ({human(r.src.size)}, verified)")
+        if r.sha256:
+            print(f"{r.sha256.hex()}  {r.src.local}")
+    rate = sender.bytes_sent / elapsed / 2**20 if elapsed else 0.0
+    print(f"sent {human(sender.bytes_sent)} in {elapsed:.2f} s ({rate:.0f} MiB/s) "
+          f"over {sender.streams_used} streams; {len(results) - len(failed)} of {len(results)} files verified")
+    if failed:
+        if len(failed) == 1 and len(results) == 1:
+            return failed[0].error.exit_code  # type: ignore[union-attr]
+        return 9
+    return 0
+
+
+COMMANDS = {"id": cmd_id, "trust": cmd_trust, "pin": cmd_pin, "pins": cmd_pin, "unpin": cmd_pin,
+            "serve": cmd_serve, "send": cmd_send}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.cmd](args)
+    except FxError as exc:
+        print(f"ERROR: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("ERROR: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,454 @@
+"""``fastxfer send``: plan, stream, acknowledge, commit.
+
+Theory of operation.  The control session names every file (put) and
+learns, per file, its transfer id, the chunk size the server recorded and
+the chunks the server already holds durably.  Missing chunks go into one
+queue that N stream threads drain: each reads a chunk with pread, hashes
+it, seals it and sends it; a reader thread per stream takes the server's
+acknowledgements, which come only once the chunk is on stable storage.
+Chunks the server already had are hashed locally in the background and
+compared with the server's record; a mismatch is sent again.  A stream
+that fails is reopened with backoff and fresh keys, and its unacknowledged
+chunks go back into the queue.  When every chunk of a file is
+acknowledged the main thread commits it with the hash-list digest, after
+checking that the local file did not change meanwhile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import stat
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from . import frames, layout
+from .errors import ConnectError, FxError, LocalFileError, PartialError, ProtocolError, from_wire
+from .session import ControlClient, Welcome, open_stream
+
+RETRIES = 8  # reopenings per stream before the send gives up
+BACKOFF_MAX = 5.0
+
+
+@dataclass
+class Source:
+    local: str
+    remote: str
+    size: int
+    mtime_ns: int
+    mode: int
+
+
+@dataclass(eq=False)
+class FileJob:
+    src: Source
+    fd: int
+    fid: bytes = b""
+    chunk: int = layout.DEFAULT_CHUNK
+    digests: list[bytes | None] = field(default_factory=list)
+    waiting: set[int] = field(default_factory=set)  # chunks not yet durable and checked
+    sha256: bytes | None = None
+    error: FxError | None = None
+
+    @property
+    def count(self) -> int:
+        return layout.chunk_count(self.src.size, self.chunk)
+
+
+@dataclass
+class Result:
+    src: Source
+    status: str  # stored, unchanged, failed
+    error: FxError | None = None
+    sha256: bytes | None = None
+    version: str | None = None
+
+
+def collect(paths: list[str], dest: str | None) -> list[Source]:
+    sources = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise LocalFileError(f"{path}: {exc.strerror}") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise LocalFileError(f"{path}: is a folder (folders are not supported yet)")
+        if not stat.S_ISREG(st.st_mode):
+            raise LocalFileError(f"{path}: not a regular file")
+        name = os.path.basename(os.path.normpath(path))
+        remote = f"{dest.strip('/')}/{name}" if dest and dest.strip("/") else name
+        sources.append(Source(path, remote, st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode)))
+    return sources
+
+
+def auto_streams(chunks: int) -> int:
+    cpus = os.cpu_count() or 2
+    return max(1, min(8, max(2, 2 * cpus), chunks))
+
+
+class Sender:
+    def __init__(self, control: ControlClient, welcome: Welcome, streams: int | None,
+                 chunk: int | None, want_sha256: bool, show_progress: bool) -> None:
+        self.control = control
+        self.welcome = welcome
+        self.streams_wanted = streams
+        self.chunk = chunk
+        self.want_sha256 = want_sha256
+        self.show_progress = show_progress
+        self.progress = None
+        self.jobs: queue.Queue[tuple[FileJob, int]] = queue.Queue()
+        self.by_fid: dict[bytes, FileJob] = {}
+        self.cond = threading.Condition()
+        self.ready: list[FileJob] = []
+        self.fatal: FxError | None = None
+        self.bytes_sent = 0
+        self.streams_used = 0
+
+    # -------------------------------------------------------------- plan
+
+    def run(self, sources: list[Source]) -> list[Result]:
+        results: list[Result] = []
+        files: list[FileJob] = []
+        for start in range(0, len(sources), frames.MAX_BATCH):
+            batch = sources[start : start + frames.MAX_BATCH]
+            results += self._put(batch, files)
+        total = sum(layout.chunk_span(job.src.size, job.chunk, i)[1] for job, i in list(self.jobs.queue))
+        self.progress = make_progress(total, self.show_progress)
+        self.max_chunk = max((f.chunk for f in files), default=layout.MIN_CHUNK)
+        background = [threading.Thread(target=self._each, args=(self._check_have, files), daemon=True)]
+        if self.want_sha256:
+            background.append(threading.Thread(target=self._each, args=(self._whole_sha256, files), daemon=True))
+        for t in background:
+            t.start()
+        n = self.streams_wanted or auto_streams(self.jobs.qsize())
+        n = min(n, max(1, self.jobs.qsize()))
+        self.streams_used = n if self.jobs.qsize() else 0
+        threads = [threading.Thread(target=self._stream, daemon=True) for _ in range(self.streams_used)]
+        for t in threads:
+            t.start()
+        results += self._commit_loop(files)
+        for t in threads + background:
+            t.join(timeout=5)
+        return results
+
+    def _put(self, batch: list[Source], files: list[FileJob]) -> list[Result]:
+        items, opened = [], []
+        results = []
+        for src in batch:
+            try:
+                fd = os.open(src.local, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                results.append(Result(src, "failed", LocalFileError(f"{src.local}: {exc.strerror}")))
+                continue
+            chunk = layout.choose_chunk(src.size, self.chunk)
+            opened.append(FileJob(src, fd, chunk=chunk))
+            items.append({"path": src.remote, "size": src.size, "mtime_ns": src.mtime_ns,
+                          "mode": src.mode, "chunk": chunk})
+        if not items:
+            return results
+        reply = self.control.call({"t": "put", "files": items}, "put_ok")
+        answers = frames.get_list(reply, "files")
+        if len(answers) != len(opened):
+            raise ProtocolError("server answered a different number of files")
+        for job, answer in zip(opened, answers):
+            answer = frames.get_obj(answer)
+            if answer.get("t") == "error":
+                os.close(job.fd)
+                results.append(Result(job.src, "failed", from_wire(str(answer.get("code")), str(answer.get("message")))))
+                continue
+            if answer.get("status") == "unchanged":
+                os.close(job.fd)
+                results.append(Result(job.src, "unchanged"))
+                continue
+            job.fid = frames.get_hex(answer, "fid", 16)
+            job.chunk = frames.get_int(answer, "chunk", layout.MIN_CHUNK, frames.MAX_CHUNK)
+            if not layout.valid_layout(job.src.size, job.chunk):
+                raise ProtocolError("server recorded an impossible chunk size")
+            have = {}
+            for entry in frames.get_list(answer, "have", layout.MAX_CHUNKS):
+                if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], int)):
+                    raise ProtocolError("malformed chunk list")
+                have[entry[0]] = bytes.fromhex(entry[1])
+            job.digests = [None] * job.count
+            job.waiting = set(range(job.count))
+            job.have = have  # type: ignore[attr-defined]
+            self.by_fid[job.fid] = job
+            files.append(job)
+            for i in range(job.count):
+                if i not in have:
+                    self.jobs.put((job, i))
+            if not job.waiting:
+                self.ready.append(job)
+        return results
+
+    # ---------------------------------------------------- local hashing
+
+    @staticmethod
+    def _each(work, files: list[FileJob]) -> None:
+        for job in files:
+            work(job)
+
+    def _read(self, job: FileJob, index: int, view: memoryview) -> int:
+        offset, length = layout.chunk_span(job.src.size, job.chunk, index)
+        got = 0
+        while got < length:
+            try:
+                n = os.preadv(job.fd, [view[got:length]], offset + got)
+            except OSError as exc:
+                raise LocalFileError(f"{job.src.local}: {exc.strerror}") from None
+            if n == 0:
+                raise LocalFileError(f"{job.src.local}: file shrank while it was sent; not stored")
+            got += n
+        return length
+
+    def _check_have(self, job: FileJob) -> None:
+        """Hash the chunks the server already holds; resend any that differ."""
+        have: dict[int, bytes] = getattr(job, "have", {})
+        buf = memoryview(bytearray(job.chunk))
+        try:
+            for index, theirs in sorted(have.items()):
+                n = self._read(job, index, buf)
+                mine = hashlib.sha256(buf[:n]).digest()
+                if mine == theirs:
+                    self._done(job, index, mine)
+                else:
+                    self.jobs.put((job, index))
+        except FxError as exc:
+            self._fail_file(job, exc)
+
+    def _whole_sha256(self, job: FileJob) -> None:
+        h = hashlib.sha256()
+        buf = memoryview(bytearray(1 << 20))
+        offset = 0
+        try:
+            while offset < job.src.size:
+                n = os.preadv(job.fd, [buf], offset)
+                if n == 0:
+                    raise LocalFileError(f"{job.src.local}: file shrank while it was sent; not stored")
+                h.update(buf[:n])
+                offset += n
+        except OSError as exc:
+            self._fail_file(job, LocalFileError(f"{job.src.local}: {exc.strerror}"))
+            return
+        except FxError as exc:
+            self._fail_file(job, exc)
+            return
+        with self.cond:
+            job.sha256 = h.digest()
+            self.cond.notify_all()
+
+    # ------------------------------------------------------------ state
+
+    def _done(self, job: FileJob, index: int, digest: bytes) -> None:
+        with self.cond:
+            if job.digests and job.digests[index] is None:
+                job.digests[index] = digest
+            job.waiting.discard(index)
+            if not job.waiting and job.error is None:
+                self.ready.append(job)
+                self.cond.notify_all()
+
+    def _fail_file(self, job: FileJob, exc: FxError) -> None:
+        with self.cond:
+            if job.error is None:
+                job.error = exc
+                self.ready.append(job)
+                self.cond.notify_all()
+
+    def _fail_all(self, exc: FxError) -> None:
+        with self.cond:
+            if self.fatal is None:
+                self.fatal = exc
+            self.cond.notify_all()
+
+    def _finished(self) -> bool:
+        with self.cond:
+            return self.fatal is not None or all(not f.waiting or f.error for f in self.by_fid.values())
+
+    # ------------------------------------------------------------ streams
+
+    def _stream(self) -> None:
+        failures = 0
+        while not self._finished():
+            inflight: dict[tuple[bytes, int], tuple[FileJob, int, bytes]] = {}
+            try:
+                self._stream_once(inflight)
+                return
+            except (ConnectError, ProtocolError) as exc:
+                for job, index, _digest in inflight.values():
+                    self.jobs.put((job, index))
+                failures += 1
+                if failures > RETRIES:
+                    self._fail_all(ConnectError(f"{exc.message} (gave up after {RETRIES} reconnects; "
+                                                "run the same send again to resume)"))
+                    return
+                time.sleep(min(BACKOFF_MAX, 0.2 * 2 ** (failures - 1)))
+            except FxError as exc:
+                self._fail_all(exc)
+                return
+
+    def _stream_once(self, inflight: dict) -> None:
+        host, port = self.control.host, self.control.port
+        conn, sealer, opener = open_stream(host, port, self.welcome)
+        lock = threading.Lock()
+        acked = threading.Event()
+        reader_error: list[FxError] = []
+
+        def reader() -> None:
+            try:
+                conn.settimeout(None)
+                while True:
+                    kind, rest = frames.parse_prefix(conn.recv_exact(frames.FRAME_PREFIX))
+                    body = conn.recv_exact(rest)
+                    head = frames.split_rest(kind, body)
+                    plain = opener.open(head.aad, body[len(head.header):])
+                    if kind == frames.ACK:
+                        for fid, offset in frames.parse_acks(head.header, plain):
+                            with lock:
+                                entry = inflight.pop((fid, offset), None)
+                            if entry:
+                                job, index, digest = entry
+                                self._done(job, index, digest)
+                        acked.set()
+                    elif kind == frames.ERROR:
+                        code, message = frames.parse_error(plain)
+                        raise from_wire({6: "refused", 5: "verify"}.get(code, "protocol"), message)
+                    else:
+                        raise ProtocolError(f"unexpected frame kind {kind} from server")
+            except FxError as exc:
+                reader_error.append(exc)
+                acked.set()
+
+        rt = threading.Thread(target=reader, daemon=True)
+        rt.start()
+        conn.settimeout(120.0)
+        plain = bytearray(self.max_chunk + frames.DIGEST)
+        out = bytearray(self.max_chunk + frames.DIGEST + frames.TAG)
+        synced = True
+        try:
+            while True:
+                if reader_error:
+                    raise reader_error[0]
+                try:
+                    job, index = self.jobs.get(timeout=0.05)
+                except queue.Empty:
+                    with lock:
+                        pending = bool(inflight)
+                    if not pending and self._finished():
+                        return
+                    if pending and not synced:
+                        self._send_sync(conn, sealer)
+                        synced = True
+                    acked.wait(0.2)
+                    acked.clear()
+                    continue
+                if job.error is not None or self.fatal is not None:
+                    continue
+                length = self._read(job, index, memoryview(plain))
+                view = memoryview(plain)
+                digest = hashlib.sha256(view[:length]).digest()
+                plain[length : length + frames.DIGEST] = digest
+                offset = index * job.chunk
+                header = frames.data_header(job.fid, offset, length)
+                sealed_len = length + frames.DIGEST + frames.TAG
+                sealer.seal_into(bytes([frames.DATA]) + header,
+                                 view[: length + frames.DIGEST], memoryview(out)[:sealed_len])
+                with lock:
+                    inflight[(job.fid, offset)] = (job, index, digest)
+                conn.send(frames.frame_prefix(frames.DATA, header, length + frames.DIGEST),
+                          memoryview(out)[:sealed_len])
+                synced = False
+                with self.cond:
+                    self.bytes_sent += length
+                if self.progress is not None:
+                    self.progress.update(length)
+                if self.jobs.empty() or index == job.count - 1:
+                    self._send_sync(conn, sealer)
+                    synced = True
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _send_sync(conn, sealer) -> None:
+        conn.send(frames.frame_prefix(frames.SYNC, b"", 0), sealer.seal(bytes([frames.SYNC]), b""))
+
+    # ------------------------------------------------------------ commit
+
+    def _commit_loop(self, files: list[FileJob]) -> list[Result]:
+        results: list[Result] = []
+        left = set(files)
+        while left:
+            with self.cond:
+                while not self.ready and self.fatal is None:
+                    self.cond.wait(0.5)
+                if self.fatal is not None and not self.ready:
+                    break
+                ready = [f for f in self.ready if f.error or not self.want_sha256 or f.sha256]
+                if not ready:
+                    self.cond.wait(0.1)
+                    continue
+                self.ready = [f for f in self.ready if f not in ready]
+            batch = []
+            for job in ready:
+                left.discard(job)
+                if job.error is None:
+                    job.error = self._changed(job)
+                if job.error is not None:
+                    results.append(Result(job.src, "failed", job.error))
+                    os.close(job.fd)
+                    continue
+                batch.append(job)
+            if batch:
+                results += self._commit(batch)
+        for job in left:
+            results.append(Result(job.src, "failed", self.fatal or PartialError("not sent")))
+            os.close(job.fd)
+        return results
+
+    @staticmethod
+    def _changed(job: FileJob) -> FxError | None:
+        st = os.fstat(job.fd)
+        if st.st_size != job.src.size or st.st_mtime_ns != job.src.mtime_ns:
+            return LocalFileError(f"{job.src.local}: changed while it was sent; not stored (send it again)")
+        return None
+
+    def _commit(self, batch: list[FileJob]) -> list[Result]:
+        items = []
+        for job in batch:
+            digest = layout.file_digest(job.src.size, job.chunk, job.digests)  # type: ignore[arg-type]
+            items.append({"fid": job.fid.hex(), "digest": digest.hex(),
+                          "sha256": job.sha256.hex() if job.sha256 else None})
+        reply = self.control.call({"t": "commit", "files": items}, "committed")
+        answers = frames.get_list(reply, "files")
+        if len(answers) != len(batch):
+            raise ProtocolError("server answered a different number of files")
+        results = []
+        for job, answer in zip(batch, answers):
+            os.close(job.fd)
+            answer = frames.get_obj(answer)
+            if answer.get("t") == "error":
+                results.append(Result(job.src, "failed", from_wire(str(answer.get("code")), str(answer.get("message")))))
+            else:
+                results.append(Result(job.src, str(answer.get("status")), sha256=job.sha256,
+                                      version=answer.get("version")))
+        return results
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def make_progress(total: int, show: bool):
+    if not show or total == 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                file=sys.stderr, dynamic_ncols=True, desc="sending")

@@ -1,0 +1,167 @@
+"""Server side of a control connection: authenticate, then put and commit.
+
+Theory of operation.  The worker holding the connection does the TLS
+handshake (server certificate = this server's identity), then sends a
+fresh 32-byte challenge.  The client answers with its certificate and an
+ECDSA signature over (context | challenge | server fingerprint | client
+fingerprint).  Only if that fingerprint is authorized (clients.json) and
+the signature checks out does the client get a name, a session secret and
+a stream ticket; until then nothing is created on disk.  After that the
+client names files (put), the worker answers with a transfer id, the
+recorded chunk size and the chunks already durable; when the client has
+every chunk acknowledged on its streams it sends the file digest (commit)
+and the worker verifies and renames the file into place.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import time
+from typing import Any
+
+from . import frames, identity, layout, limits
+from .errors import FxError, ProtocolError, TrustError
+from .frames import get_hex, get_int, get_list, get_obj, get_str
+from .keys import ServerKeys
+from .netio import Channel, Conn, tls_server
+from .store import Store
+from .trust import ClientList
+
+log = logging.getLogger("fastxfer.server")
+
+WIRE = {3: "trust", 5: "verify", 6: "refused", 8: "protocol"}
+
+
+def wire_error(exc: FxError) -> dict[str, Any]:
+    return {"t": "error", "code": WIRE.get(exc.exit_code, "refused"), "message": exc.message}
+
+
+class ControlSession:
+    def __init__(self, conn: Conn, ident: identity.Identity, clients: ClientList,
+                 keys: ServerKeys, store: Store) -> None:
+        self.raw = conn
+        self.ident = ident
+        self.clients = clients
+        self.keys = keys
+        self.store = store
+        self.name = ""
+
+    def run(self) -> None:
+        tls = tls_server(self.raw, self.ident.server_context(), limits.HANDSHAKE_DEADLINE)
+        chan = Channel(tls)
+        try:
+            self._authenticate(chan)
+        except FxError as exc:
+            log.warning("refused %s: %s", self.raw.peer, exc.message)
+            try:
+                chan.send(wire_error(exc))
+            except FxError:
+                pass
+            tls.close()
+            return
+        try:
+            self._serve(chan)
+        finally:
+            tls.close()
+
+    def _authenticate(self, chan: Channel) -> None:
+        deadline = time.monotonic() + limits.AUTH_DEADLINE
+        nonce = os.urandom(32)
+        chan.send({"t": "challenge", "v": 1, "nonce": base64.b64encode(nonce).decode()})
+        msg = frames.expect(chan.recv(max(0.1, deadline - time.monotonic())), "auth")
+        try:
+            cert = base64.b64decode(get_str(msg, "cert", 8192), validate=True)
+            sig = base64.b64decode(get_str(msg, "sig", 512), validate=True)
+        except ValueError:
+            raise ProtocolError("malformed authentication") from None
+        fp = identity.fingerprint_of(cert)
+        name = self.clients.name_of(fp)
+        shown = identity.format_fp(fp)
+        if name is None:
+            raise TrustError(
+                f"this client ({shown}) is not authorized on this server; "
+                f"on the server run: fastxfer trust add {shown} --name NAME"
+            )
+        identity.verify_auth(cert, sig, identity.auth_message(nonce, self.ident.fingerprint, fp))
+        session, ticket = self.keys.new_session(name, fp, int(time.time()) + limits.SESSION_TTL)
+        self.name = name
+        chan.send({
+            "t": "welcome", "name": name,
+            "ticket": base64.b64encode(ticket).decode(),
+            "secret": base64.b64encode(session.secret).decode(),
+            "max_chunk": frames.MAX_CHUNK,
+        })
+        log.info("client %s (%s) connected from %s", name, shown, self.raw.peer)
+
+    def _serve(self, chan: Channel) -> None:
+        while True:
+            try:
+                msg = chan.recv(limits.CONTROL_IDLE)
+            except FxError:
+                return  # client gone: its staging stays for a resume
+            kind = msg.get("t")
+            try:
+                if kind == "put":
+                    chan.send(self._put(msg))
+                elif kind == "commit":
+                    chan.send(self._commit(msg))
+                elif kind == "bye":
+                    return
+                else:
+                    raise ProtocolError(f"unexpected message {str(kind)[:40]!r}")
+            except ProtocolError as exc:
+                log.warning("client %s broke the protocol: %s", self.name, exc.message)
+                try:
+                    chan.send(wire_error(exc))
+                except FxError:
+                    pass
+                return
+
+    def _put(self, msg: dict[str, Any]) -> dict[str, Any]:
+        replies = []
+        for item in get_list(msg, "files"):
+            item = get_obj(item)
+            path = get_str(item, "path")
+            try:
+                reply = self.store.open_put(
+                    self.name, path,
+                    size=get_int(item, "size"),
+                    mtime_ns=get_int(item, "mtime_ns", -(2**62), 2**62),
+                    mode=get_int(item, "mode", 0, 0o7777),
+                    chunk=get_int(item, "chunk", layout.MIN_CHUNK, frames.MAX_CHUNK),
+                )
+            except ProtocolError:
+                raise
+            except FxError as exc:
+                log.warning("client %s: refused %r: %s", self.name, path, exc.message)
+                replies.append(wire_error(exc))
+                continue
+            replies.append({
+                "t": "ok", "fid": reply.fid.hex(), "chunk": reply.chunk, "status": reply.status,
+                "have": [[i, d.hex()] for i, d in sorted(reply.have.items())],
+            })
+        return {"t": "put_ok", "files": replies}
+
+    def _commit(self, msg: dict[str, Any]) -> dict[str, Any]:
+        replies = []
+        for item in get_list(msg, "files"):
+            item = get_obj(item)
+            fid = get_hex(item, "fid", 16)
+            digest = get_hex(item, "digest", 32)
+            sha = get_hex(item, "sha256", 32) if item.get("sha256") is not None else None
+            try:
+                stored = self.store.commit(self.name, fid, digest, sha)
+            except ProtocolError:
+                raise
+            except FxError as exc:
+                log.warning("client %s: commit refused: %s", self.name, exc.message)
+                replies.append(wire_error(exc))
+                continue
+            if stored.status == "stored":
+                log.info("client %s stored %r%s", self.name, stored.path,
+                         f" (older copy kept as {stored.version})" if stored.version else "")
+            replies.append({"t": "ok", "path": stored.path, "status": stored.status,
+                            "version": stored.version})
+        return {"t": "committed", "files": replies}

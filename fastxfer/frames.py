@@ -1,0 +1,279 @@
+"""Wire formats, as pure functions and decoders with no I/O.
+
+Control channel (inside TLS 1.3), both directions, one message per frame::
+
+    0        4                 4+L
+    | L u32  | JSON object, L bytes (UTF-8) |      L <= MAX_CONTROL
+
+Stream connection (plain TCP, every byte after the opening authenticated)::
+
+    client -> server opening
+    0        4       6          6+T             6+T+32
+    | "FXS1" | T u16 | ticket T | client_random 32 |
+
+    server -> client opening
+    0        4                   36
+    | "FXS1" | server_random 32  |
+
+    then frames, both directions
+    0        4       5                   5+H            5+H+B-H
+    | B u32  | kind  | header (H bytes,   | sealed body    |
+    |        | u8    |  fixed per kind)   | + 16-byte tag  |
+
+    B counts everything after itself.  AAD of the seal = kind + header;
+    the nonce is implicit (a counter per direction, see keys.py).
+
+    kind DATA (1): header = fid 16 | offset u64 | length u32
+                   body   = data (length) | SHA-256(data) 32
+    kind ACK  (2): header = count u32
+                   body   = (fid 16 | offset u64) * count
+    kind SYNC (3): header = empty, body = empty: make everything sent so
+                   far durable, then ACK it
+    kind ERROR(4): header = empty, body = code u8 | UTF-8 message
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ProtocolError
+
+MAX_CONTROL = 4 << 20
+MAX_BATCH = 4096  # files named in one put/commit
+MAX_PATH_BYTES = 4096
+MAX_CHUNK = 16 << 20
+TAG = 16
+DIGEST = 32
+FID = 16
+RANDOM = 32
+MAX_TICKET = 512
+MAX_ACKS = 4096
+STREAM_MAGIC = b"FXS1"
+
+DATA, ACK, SYNC, ERROR = 1, 2, 3, 4
+_HEADER = {
+    DATA: struct.Struct(">16sQI"),
+    ACK: struct.Struct(">I"),
+    SYNC: struct.Struct(""),
+    ERROR: struct.Struct(""),
+}
+_LEN = struct.Struct(">I")
+_FRAME_PREFIX = struct.Struct(">IB")
+_ACK_ENTRY = struct.Struct(">16sQ")
+_OPEN = struct.Struct(">4sH")
+
+# The largest frame a peer may announce: a full chunk with its digest.
+MAX_FRAME = 1 + _HEADER[DATA].size + MAX_CHUNK + DIGEST + TAG
+
+
+# ---------------------------------------------------------------- control
+
+
+def encode_msg(msg: dict[str, Any]) -> bytes:
+    body = json.dumps(msg, separators=(",", ":")).encode()
+    if len(body) > MAX_CONTROL:
+        raise ValueError("control message too large")
+    return _LEN.pack(len(body)) + body
+
+
+class MsgDecoder:
+    """Feed bytes in any split; take whole messages out."""
+
+    def __init__(self, limit: int = MAX_CONTROL) -> None:
+        self._buf = bytearray()
+        self._limit = limit
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def next(self) -> dict[str, Any] | None:
+        if len(self._buf) < 4:
+            return None
+        (size,) = _LEN.unpack_from(self._buf)
+        if size > self._limit:
+            raise ProtocolError(f"control message of {size} bytes exceeds the limit")
+        if len(self._buf) < 4 + size:
+            return None
+        body = bytes(self._buf[4 : 4 + size])
+        del self._buf[: 4 + size]
+        return parse_msg(body)
+
+    def wanted(self) -> int:
+        """Bytes still missing for the next message (at least 1)."""
+        if len(self._buf) < 4:
+            return 4 - len(self._buf)
+        (size,) = _LEN.unpack_from(self._buf)
+        return max(1, 4 + min(size, self._limit) - len(self._buf))
+
+
+def parse_msg(body: bytes) -> dict[str, Any]:
+    try:
+        msg = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ProtocolError("control message is not JSON") from None
+    if not isinstance(msg, dict) or not isinstance(msg.get("t"), str):
+        raise ProtocolError("control message has no type")
+    return msg
+
+
+# Typed accessors: everything the peer sends is checked at one place, and
+# everything malformed becomes ProtocolError.
+
+
+def get_str(msg: dict[str, Any], key: str, limit: int = MAX_PATH_BYTES) -> str:
+    value = msg.get(key)
+    if not isinstance(value, str) or len(value) > limit:
+        raise ProtocolError(f"field {key!r} must be a string of at most {limit} characters")
+    return value
+
+
+def get_int(msg: dict[str, Any], key: str, low: int = 0, high: int = 2**63 - 1) -> int:
+    value = msg.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ProtocolError(f"field {key!r} must be an integer in [{low}, {high}]")
+    return value
+
+
+def get_hex(msg: dict[str, Any], key: str, size: int) -> bytes:
+    value = get_str(msg, key, 2 * size)
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raw = b""
+    if len(raw) != size:
+        raise ProtocolError(f"field {key!r} must be {size} bytes in hex")
+    return raw
+
+
+def get_list(msg: dict[str, Any], key: str, limit: int = MAX_BATCH) -> list[Any]:
+    value = msg.get(key)
+    if not isinstance(value, list) or len(value) > limit:
+        raise ProtocolError(f"field {key!r} must be a list of at most {limit} items")
+    return value
+
+
+def get_obj(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ProtocolError("expected an object")
+    return value
+
+
+def expect(msg: dict[str, Any], kind: str) -> dict[str, Any]:
+    if msg.get("t") == "error":
+        from .errors import from_wire
+
+        raise from_wire(str(msg.get("code")), str(msg.get("message"))[:1000])
+    if msg.get("t") != kind:
+        raise ProtocolError(f"expected a {kind!r} message, got {str(msg.get('t'))[:40]!r}")
+    return msg
+
+
+# ----------------------------------------------------------------- stream
+
+
+def encode_open(ticket: bytes, client_random: bytes) -> bytes:
+    if len(ticket) > MAX_TICKET or len(client_random) != RANDOM:
+        raise ValueError("bad opening")
+    return _OPEN.pack(STREAM_MAGIC, len(ticket)) + ticket + client_random
+
+
+def parse_open_prefix(prefix: bytes) -> int:
+    """Given the first 6 bytes of a stream opening, return the ticket length."""
+    magic, size = _OPEN.unpack(prefix)
+    if magic != STREAM_MAGIC or not 0 < size <= MAX_TICKET:
+        raise ProtocolError("not a fastxfer stream opening")
+    return size
+
+
+OPEN_PREFIX = _OPEN.size
+
+
+def encode_open_reply(server_random: bytes) -> bytes:
+    return STREAM_MAGIC + server_random
+
+
+def parse_open_reply(data: bytes) -> bytes:
+    if len(data) != 4 + RANDOM or data[:4] != STREAM_MAGIC:
+        raise ProtocolError("server did not answer the stream opening")
+    return data[4:]
+
+
+@dataclass(frozen=True)
+class FrameHead:
+    """What the 5-byte prefix and the header of a frame say."""
+
+    kind: int
+    header: bytes  # raw header bytes: they are the AAD with the kind
+    sealed_len: int  # bytes of sealed body that follow the header
+
+    @property
+    def aad(self) -> bytes:
+        return bytes([self.kind]) + self.header
+
+
+FRAME_PREFIX = _FRAME_PREFIX.size
+
+
+def header_size(kind: int) -> int:
+    try:
+        return _HEADER[kind].size
+    except KeyError:
+        raise ProtocolError(f"unknown frame kind {kind}") from None
+
+
+def parse_prefix(prefix: bytes, limit: int = MAX_FRAME) -> tuple[int, int]:
+    """(kind, bytes after the kind byte) from a frame's first 5 bytes."""
+    size, kind = _FRAME_PREFIX.unpack(prefix)
+    hsize = header_size(kind)
+    if size > limit or size < 1 + hsize + TAG:
+        raise ProtocolError(f"frame of {size} bytes is out of bounds")
+    return kind, size - 1
+
+
+def split_rest(kind: int, rest: bytes | memoryview) -> FrameHead:
+    hsize = header_size(kind)
+    return FrameHead(kind, bytes(rest[:hsize]), len(rest) - hsize)
+
+
+def frame_prefix(kind: int, header: bytes, body_len: int) -> bytes:
+    """Prefix + header for a frame whose plaintext body is *body_len* bytes."""
+    return _FRAME_PREFIX.pack(1 + len(header) + body_len + TAG, kind) + header
+
+
+def data_header(fid: bytes, offset: int, length: int) -> bytes:
+    return _HEADER[DATA].pack(fid, offset, length)
+
+
+def parse_data_header(header: bytes, sealed_len: int) -> tuple[bytes, int, int]:
+    fid, offset, length = _HEADER[DATA].unpack(header)
+    if sealed_len != length + DIGEST + TAG or length > MAX_CHUNK:
+        raise ProtocolError("data frame length does not match its header")
+    return fid, offset, length
+
+
+def ack_header(count: int) -> bytes:
+    return _HEADER[ACK].pack(count)
+
+
+def encode_acks(entries: list[tuple[bytes, int]]) -> bytes:
+    return b"".join(_ACK_ENTRY.pack(fid, off) for fid, off in entries)
+
+
+def parse_acks(header: bytes, body: bytes) -> list[tuple[bytes, int]]:
+    (count,) = _HEADER[ACK].unpack(header)
+    if count > MAX_ACKS or len(body) != count * _ACK_ENTRY.size:
+        raise ProtocolError("malformed acknowledgement")
+    return [_ACK_ENTRY.unpack_from(body, i * _ACK_ENTRY.size) for i in range(count)]
+
+
+def encode_error(code: int, message: str) -> bytes:
+    return bytes([code]) + message.encode()[:1000]
+
+
+def parse_error(body: bytes) -> tuple[int, str]:
+    if not body:
+        raise ProtocolError("empty error frame")
+    return body[0], body[1:].decode(errors="replace")

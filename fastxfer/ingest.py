@@ -1,0 +1,126 @@
+"""Server side of a stream connection: open, then receive sealed chunks.
+
+A stream proves its session by its ticket (which only this server run can
+open) and then by every frame opening under keys derived from the session
+secret and both sides' fresh randoms.  Chunks are checked against their
+SHA-256, written at their offset with pwrite, and acknowledged only after
+they and their record entries are on stable storage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+
+from . import frames, keys, limits
+from .errors import FxError, ProtocolError, RefusedError
+from .keys import ServerKeys
+from .netio import Conn
+from .store import StagingFile, Store
+
+log = logging.getLogger("fastxfer.server")
+
+
+class StreamSession:
+    def __init__(self, conn: Conn, server_keys: ServerKeys, store: Store) -> None:
+        self.conn = conn
+        self.keys = server_keys
+        self.store = store
+        self.files: dict[bytes, StagingFile] = {}
+        self.unflushed = 0
+        self.acks: list[tuple[bytes, int]] = []
+        self._buf = bytearray()
+        self._plain = bytearray()
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except ProtocolError as exc:
+            log.warning("stream from %s dropped: %s", self.conn.peer, exc.message)
+            self._try_error(exc)
+        except RefusedError as exc:
+            log.warning("stream from %s refused: %s", self.conn.peer, exc.message)
+            self._try_error(exc)
+        except FxError:
+            pass  # peer vanished: what was flushed is recorded, the rest is resent
+        finally:
+            for f in self.files.values():
+                f.close()
+            self.conn.close()
+
+    def _try_error(self, exc: FxError) -> None:
+        if getattr(self, "sealer", None) is None:
+            return
+        try:
+            body = frames.encode_error(exc.exit_code, exc.message)
+            self.conn.send(frames.frame_prefix(frames.ERROR, b"", len(body)),
+                           self.sealer.seal(bytes([frames.ERROR]), body))
+        except FxError:
+            pass
+
+    def _open(self) -> None:
+        self.conn.settimeout(limits.HANDSHAKE_DEADLINE)
+        size = frames.parse_open_prefix(self.conn.recv_exact(frames.OPEN_PREFIX))
+        ticket = self.conn.recv_exact(size)
+        client_random = self.conn.recv_exact(frames.RANDOM)
+        session = self.keys.open_ticket(ticket, int(time.time()))
+        server_random = os.urandom(frames.RANDOM)
+        self.conn.send(frames.encode_open_reply(server_random))
+        c2s, s2c = keys.stream_keys(session.secret, client_random, server_random)
+        self.sealer, self.opener = keys.pair(c2s, s2c, "server")
+        self.client = session.client_name
+
+    def _run(self) -> None:
+        self.sealer = None
+        self._open()
+        self.conn.settimeout(limits.STREAM_IDLE)
+        while True:
+            if self.unflushed and not self.conn.readable(limits.FLUSH_IDLE):
+                self._flush()
+            kind, rest = frames.parse_prefix(self.conn.recv_exact(frames.FRAME_PREFIX))
+            if len(self._buf) < rest:
+                self._buf = bytearray(rest)
+            view = memoryview(self._buf)[:rest]
+            self.conn.recv_into_exact(view)
+            head = frames.split_rest(kind, view)
+            sealed = view[len(head.header):]
+            if kind == frames.DATA:
+                self._data(head, sealed)
+            elif kind == frames.SYNC:
+                self.opener.open(head.aad, sealed)
+                self._flush()
+            else:
+                raise ProtocolError(f"unexpected frame kind {kind} from client")
+
+    def _data(self, head: frames.FrameHead, sealed: memoryview) -> None:
+        fid, offset, length = frames.parse_data_header(head.header, head.sealed_len)
+        plain_len = length + frames.DIGEST
+        if len(self._plain) < plain_len:
+            self._plain = bytearray(plain_len)
+        plain = memoryview(self._plain)[:plain_len]
+        self.opener.open_into(head.aad, sealed, plain)
+        data, digest = plain[:length], bytes(plain[length:])
+        if hashlib.sha256(data).digest() != digest:
+            raise ProtocolError("chunk digest does not match its bytes")
+        staging = self.files.get(fid)
+        if staging is None:
+            staging = StagingFile(self.store, self.client, fid)
+            self.files[fid] = staging
+        staging.write(offset, data, digest)
+        self.acks.append((fid, offset))
+        self.unflushed += length
+        if self.unflushed >= limits.FLUSH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        for staging in self.files.values():
+            staging.flush()
+        self.unflushed = 0
+        while self.acks:
+            batch, self.acks = self.acks[: frames.MAX_ACKS], self.acks[frames.MAX_ACKS:]
+            header = frames.ack_header(len(batch))
+            body = frames.encode_acks(batch)
+            self.conn.send(frames.frame_prefix(frames.ACK, header, len(body)),
+                           self.sealer.seal(bytes([frames.ACK]) + header, body))

@@ -1,0 +1,16 @@
+"""Deadlines and bounds the server enforces (seconds, counts, bytes).
+
+Everything a peer can make the server wait for or hold is bounded here.
+docs/PROTOCOL.md lists the same numbers.
+"""
+
+HANDSHAKE_DEADLINE = 10.0  # first byte, TLS handshake, stream opening
+AUTH_DEADLINE = 10.0  # from TLS up to a verified client proof
+CONTROL_IDLE = 600.0  # an authenticated control connection with nothing to say
+STREAM_IDLE = 120.0  # a stream connection between frames
+SESSION_TTL = 24 * 3600  # a ticket opens streams for this long
+FLUSH_BYTES = 64 << 20  # received bytes a stream makes durable and acknowledges at once
+FLUSH_IDLE = 0.2  # ... or after this long with nothing more to read
+MAX_CONNECTIONS_PER_WORKER = 512
+DRAIN_DEADLINE = 30.0  # SIGTERM: running connections get this long
+STOP_DEADLINE = 3.0  # SIGINT: workers get this long before SIGKILL

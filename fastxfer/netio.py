@@ -1,0 +1,144 @@
+"""The one module that touches sockets for reading and writing.
+
+Everything above sees ``Conn`` (exact reads and whole writes with a
+deadline) and ``Channel`` (control messages).  Low-level failures become
+``ConnectError`` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from typing import Any
+
+from . import frames
+from .errors import ConnectError
+
+
+class Conn:
+    def __init__(self, sock: socket.socket, peer: str = "") -> None:
+        self.sock = sock
+        self.peer = peer
+
+    def settimeout(self, seconds: float | None) -> None:
+        self.sock.settimeout(seconds)
+
+    def recv_exact(self, size: int) -> bytes:
+        buf = bytearray(size)
+        self.recv_into_exact(memoryview(buf))
+        return bytes(buf)
+
+    def recv_into_exact(self, view: memoryview) -> None:
+        got = 0
+        total = len(view)
+        try:
+            while got < total:
+                n = self.sock.recv_into(view[got:], total - got)
+                if n == 0:
+                    raise ConnectError(f"connection closed by {self.peer or 'peer'}")
+                got += n
+        except socket.timeout:
+            raise ConnectError(f"{self.peer or 'peer'} timed out") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise ConnectError(f"connection to {self.peer or 'peer'} failed: {exc}") from None
+
+    def send(self, *parts: bytes | memoryview) -> None:
+        try:
+            if len(parts) == 1 or isinstance(self.sock, ssl.SSLSocket):
+                for part in parts:
+                    self.sock.sendall(part)
+                return
+            self._sendmsg_all(list(parts))
+        except socket.timeout:
+            raise ConnectError(f"{self.peer or 'peer'} timed out") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise ConnectError(f"connection to {self.peer or 'peer'} failed: {exc}") from None
+
+    def _sendmsg_all(self, parts: list[bytes | memoryview]) -> None:
+        # One syscall for header and body, without joining them (no copy).
+        views = [memoryview(p).cast("B") for p in parts]
+        while views:
+            sent = self.sock.sendmsg(views)
+            while views and sent >= len(views[0]):
+                sent -= len(views[0])
+                views.pop(0)
+            if views and sent:
+                views[0] = views[0][sent:]
+
+    def readable(self, timeout: float) -> bool:
+        import select
+
+        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+            return True
+        try:
+            r, _, _ = select.select([self.sock], [], [], timeout)
+        except (OSError, ValueError):
+            return True  # let the next read report the failure
+        return bool(r)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Channel:
+    """Control messages over a (TLS) connection."""
+
+    def __init__(self, conn: Conn) -> None:
+        self.conn = conn
+        self._decoder = frames.MsgDecoder()
+
+    def send(self, msg: dict[str, Any]) -> None:
+        self.conn.send(frames.encode_msg(msg))
+
+    def recv(self, timeout: float | None) -> dict[str, Any]:
+        self.conn.settimeout(timeout)
+        while True:
+            msg = self._decoder.next()
+            if msg is not None:
+                return msg
+            self._decoder.feed(self.conn.recv_exact(self._decoder.wanted()))
+
+
+def connect(host: str, port: int, timeout: float) -> Conn:
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except socket.timeout:
+        raise ConnectError(f"cannot connect to {host}:{port}: timed out") from None
+    except OSError as exc:
+        raise ConnectError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return Conn(sock, f"{host}:{port}")
+
+
+def tls_client(conn: Conn, ctx: ssl.SSLContext, timeout: float) -> Conn:
+    try:
+        conn.sock.settimeout(timeout)
+        tls = ctx.wrap_socket(conn.sock, server_hostname=None)
+    except socket.timeout:
+        raise ConnectError(f"TLS handshake with {conn.peer} timed out") from None
+    except (OSError, ssl.SSLError) as exc:
+        raise ConnectError(f"TLS handshake with {conn.peer} failed: {exc}") from None
+    return Conn(tls, conn.peer)
+
+
+def tls_server(conn: Conn, ctx: ssl.SSLContext, timeout: float) -> Conn:
+    try:
+        conn.sock.settimeout(timeout)
+        tls = ctx.wrap_socket(conn.sock, server_side=True)
+    except socket.timeout:
+        raise ConnectError(f"TLS handshake from {conn.peer} timed out") from None
+    except (OSError, ssl.SSLError) as exc:
+        raise ConnectError(f"TLS handshake from {conn.peer} failed: {exc}") from None
+    return Conn(tls, conn.peer)
+
+
+def peer_cert(conn: Conn) -> bytes:
+    sock = conn.sock
+    assert isinstance(sock, ssl.SSLSocket)
+    der = sock.getpeercert(binary_form=True)
+    if not der:
+        raise ConnectError(f"{conn.peer} presented no certificate")
+    return der

@@ -1,0 +1,47 @@
+"""Which paths a client may name (pure).
+
+A path on the wire is relative, '/'-separated, and each part is a plain
+name: never empty, '.', '..', or holding NUL; at most 255 bytes a part and
+4096 in all.  Names that are not UTF-8 travel as Python's surrogateescape
+form.  The store additionally refuses to pass through a symlink (it opens
+each folder with O_NOFOLLOW), so a link stored earlier cannot lead outside.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .errors import RefusedError
+
+MAX_PART = 255
+MAX_TOTAL = 4096
+MAX_DEPTH = 256
+
+
+def split(path: str) -> list[bytes]:
+    """The parts of a client-named path, or RefusedError saying why not."""
+    try:
+        raw = os.fsencode(path)
+    except (UnicodeError, TypeError):
+        raise RefusedError(f"path {path!r} cannot be encoded") from None
+    if not raw:
+        raise RefusedError("empty path")
+    if raw.startswith(b"/"):
+        raise RefusedError(f"absolute path refused: {path!r}")
+    if len(raw) > MAX_TOTAL:
+        raise RefusedError(f"path longer than {MAX_TOTAL} bytes refused")
+    parts = raw.split(b"/")
+    if len(parts) > MAX_DEPTH:
+        raise RefusedError(f"path deeper than {MAX_DEPTH} folders refused")
+    for part in parts:
+        if part in (b"", b".", b".."):
+            raise RefusedError(f"path with an empty, '.' or '..' part refused: {path!r}")
+        if b"\x00" in part:
+            raise RefusedError("path with a NUL byte refused")
+        if len(part) > MAX_PART:
+            raise RefusedError(f"name longer than {MAX_PART} bytes refused")
+    return parts
+
+
+def join(parts: list[bytes]) -> str:
+    return os.fsdecode(b"/".join(parts))

@@ -1,0 +1,101 @@
+"""Client side of the handshakes: the control session and stream openings.
+
+The server is checked against the fingerprint pinned for this exact
+HOST:PORT right after the TLS handshake; until then the client has sent
+nothing but its ClientHello.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass
+
+from . import frames, identity, keys
+from .errors import ProtocolError, TrustError
+from .netio import Channel, Conn, connect, peer_cert, tls_client
+from .trust import PinList, address_key
+
+CONNECT_TIMEOUT = 15.0
+REPLY_TIMEOUT = 600.0
+
+
+@dataclass
+class Welcome:
+    name: str
+    ticket: bytes
+    secret: bytes
+
+
+class ControlClient:
+    def __init__(self, host: str, port: int, ident: identity.Identity, pins: PinList) -> None:
+        self.host, self.port = host, port
+        self.ident = ident
+        self.pins = pins
+        self.chan: Channel | None = None
+
+    def connect(self) -> Welcome:
+        pinned = self.pins.get(self.host, self.port)
+        where = address_key(self.host, self.port)
+        conn = tls_client(connect(self.host, self.port, CONNECT_TIMEOUT),
+                          self.ident.client_context(), CONNECT_TIMEOUT)
+        server_fp = identity.fingerprint_of(peer_cert(conn))
+        shown = identity.format_fp(server_fp)
+        if pinned is None:
+            conn.close()
+            raise TrustError(
+                f"server {where} is not pinned. It presents fingerprint {shown}. "
+                f"If that is what `fastxfer id` prints on the server, run: fastxfer pin {where} {shown}"
+            )
+        if pinned != server_fp:
+            conn.close()
+            raise TrustError(
+                f"server {where} presents fingerprint {shown}, not the pinned "
+                f"{identity.format_fp(pinned)}: someone may be impersonating it; nothing was sent. "
+                f"If the server's identity changed on purpose, run: fastxfer unpin {where}, then pin the new one"
+            )
+        chan = Channel(conn)
+        challenge = frames.expect(chan.recv(CONNECT_TIMEOUT), "challenge")
+        try:
+            nonce = base64.b64decode(frames.get_str(challenge, "nonce", 64), validate=True)
+        except ValueError:
+            raise ProtocolError("malformed challenge") from None
+        if len(nonce) != 32:
+            raise ProtocolError("malformed challenge")
+        sig = self.ident.sign(identity.auth_message(nonce, server_fp, self.ident.fingerprint))
+        chan.send({
+            "t": "auth",
+            "cert": base64.b64encode(self.ident.cert_der).decode(),
+            "sig": base64.b64encode(sig).decode(),
+        })
+        welcome = frames.expect(chan.recv(CONNECT_TIMEOUT), "welcome")
+        try:
+            ticket = base64.b64decode(frames.get_str(welcome, "ticket", 1024), validate=True)
+            secret = base64.b64decode(frames.get_str(welcome, "secret", 64), validate=True)
+        except ValueError:
+            raise ProtocolError("malformed welcome") from None
+        self.chan = chan
+        return Welcome(frames.get_str(welcome, "name", 64), ticket, secret)
+
+    def call(self, msg: dict, reply: str) -> dict:
+        assert self.chan is not None
+        self.chan.send(msg)
+        return frames.expect(self.chan.recv(REPLY_TIMEOUT), reply)
+
+    def close(self) -> None:
+        if self.chan is not None:
+            try:
+                self.chan.send({"t": "bye"})
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
+            self.chan.conn.close()
+
+
+def open_stream(host: str, port: int, welcome: Welcome) -> tuple[Conn, keys.Sealer, keys.Opener]:
+    conn = connect(host, port, CONNECT_TIMEOUT)
+    client_random = os.urandom(frames.RANDOM)
+    conn.send(frames.encode_open(welcome.ticket, client_random))
+    server_random = frames.parse_open_reply(conn.recv_exact(4 + frames.RANDOM))
+    c2s, s2c = keys.stream_keys(welcome.secret, client_random, server_random)
+    sealer, opener = keys.pair(c2s, s2c, "client")
+    return conn, sealer, opener

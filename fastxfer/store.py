@@ -1,0 +1,397 @@
+"""The server's disk: staging files, chunk records, commit, versions, manifest.
+
+    ROOT/<client>/<path as sent>          committed files, nothing else
+    ROOT/.fastxfer/staging/<client>/<fid>.data   bytes being received
+    ROOT/.fastxfer/staging/<client>/<fid>.meta   JSON: path, size, mtime, mode, chunk
+    ROOT/.fastxfer/staging/<client>/<fid>.rec    chunk record (layout.py)
+    ROOT/.fastxfer/versions/<client>/<path>~<UTC time>   replaced copies
+    ROOT/.fastxfer/manifest.sqlite        what each client has stored
+
+Every folder below a client's is opened with O_NOFOLLOW from its parent's
+descriptor, so no symlink (stored, or planted by someone on the server) can
+lead a write outside the client's folder.  A file appears at its path only
+by rename after its hash list is verified and it is fsynced, so a reader of
+the backup never sees a half-written file; a replaced file is first
+hard-linked into versions/, so no update destroys the only copy.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import hashlib
+import json
+import os
+import sqlite3
+import stat
+import threading
+from dataclasses import dataclass
+
+from . import layout, paths
+from .errors import FxError, ProtocolError, RefusedError, VerifyError
+
+STATE = ".fastxfer"
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class PutReply:
+    fid: bytes
+    chunk: int
+    status: str  # "new", "resume" or "unchanged"
+    have: dict[int, bytes]
+
+
+@dataclass(frozen=True)
+class Stored:
+    path: str
+    status: str  # "stored" or "unchanged"
+    version: str | None  # name of the older version kept, if any
+
+
+def file_id(client: str, path: bytes, size: int, mtime_ns: int) -> bytes:
+    """Same file, same sender -> same staging, which is what makes resume find it."""
+    key = b"\x00".join([b"fastxfer fid v1", client.encode(), path, b"%d" % size, b"%d" % mtime_ns])
+    return hashlib.sha256(key).digest()[:16]
+
+
+def _open_dir(parent_fd: int, name: bytes, create: bool) -> int:
+    try:
+        return os.open(name, DIR_FLAGS, dir_fd=parent_fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+        try:
+            os.mkdir(name, 0o755, dir_fd=parent_fd)
+        except FileExistsError:
+            pass
+        return os.open(name, DIR_FLAGS, dir_fd=parent_fd)
+
+
+def open_chain(base_fd: int, parts: list[bytes], create: bool) -> int:
+    """Descriptor of base/parts..., never following a symlink."""
+    fd = os.dup(base_fd)
+    try:
+        for part in parts:
+            nxt = _open_dir(fd, part, create)
+            os.close(fd)
+            fd = nxt
+        return fd
+    except NotADirectoryError:
+        os.close(fd)
+        raise RefusedError(f"{paths.join(parts)}: a file or link is in the way of a folder") from None
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno == errno.ELOOP:
+            raise RefusedError(f"{paths.join(parts)}: a symlink is in the way of a folder") from None
+        raise
+
+
+def _write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
+
+
+def _read_whole(fd: int) -> bytes:
+    size = os.fstat(fd).st_size
+    return os.pread(fd, size, 0) if size else b""
+
+
+def space_error(needed: int, free: int) -> RefusedError:
+    return RefusedError(
+        f"not enough space on the server: {needed} bytes needed, {free} free"
+    )
+
+
+class StagingFile:
+    """One file being received, as a stream worker holds it."""
+
+    def __init__(self, store: Store, client: str, fid: bytes) -> None:
+        self.fid = fid
+        base = store.staging_fd(client, create=False)
+        try:
+            name = fid.hex().encode()
+            meta_fd = os.open(name + b".meta", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=base)
+            try:
+                meta = json.loads(_read_whole(meta_fd))
+            finally:
+                os.close(meta_fd)
+            self.size: int = meta["size"]
+            self.chunk: int = meta["chunk"]
+            self.count = layout.chunk_count(self.size, self.chunk)
+            self.data_fd = os.open(name + b".data", os.O_WRONLY | os.O_NOFOLLOW, dir_fd=base)
+            self.rec_fd = os.open(name + b".rec", os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW, dir_fd=base)
+        except (OSError, ValueError, KeyError):
+            raise ProtocolError(f"unknown transfer {fid.hex()}") from None
+        finally:
+            os.close(base)
+        self.pending: list[bytes] = []
+
+    def write(self, offset: int, data: memoryview, digest: bytes) -> None:
+        index, rem = divmod(offset, self.chunk)
+        if rem or index >= self.count or layout.chunk_span(self.size, self.chunk, index)[1] != len(data):
+            raise ProtocolError("chunk does not fit the file's layout")
+        try:
+            _write_all(self.data_fd, data, offset)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise RefusedError("not enough space on the server (disk full)") from None
+            raise
+        self.pending.append(layout.record_entry(index, digest))
+
+    def flush(self) -> None:
+        """Data first on stable storage, then the record that vouches for it."""
+        if not self.pending:
+            return
+        os.fdatasync(self.data_fd)
+        os.write(self.rec_fd, b"".join(self.pending))
+        os.fdatasync(self.rec_fd)
+        self.pending.clear()
+
+    def close(self) -> None:
+        os.close(self.data_fd)
+        os.close(self.rec_fd)
+
+
+class Store:
+    """One per worker process (the manifest connection is per thread)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        os.makedirs(os.path.join(self.root, STATE, "staging"), exist_ok=True)
+        os.makedirs(os.path.join(self.root, STATE, "versions"), exist_ok=True)
+        self.root_fd = os.open(self.root, DIR_FLAGS)
+        self.state_fd = os.open(STATE, DIR_FLAGS, dir_fd=self.root_fd)
+        self._local = threading.local()
+
+    # ------------------------------------------------------------- plumbing
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(os.path.join(self.root, STATE, "manifest.sqlite"), timeout=60)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS files (client TEXT, path BLOB, size INT,"
+                " mtime_ns INT, mode INT, chunk INT, digest BLOB, sha256 BLOB,"
+                " stored_ns INT, PRIMARY KEY (client, path))"
+            )
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS versions (client TEXT, path BLOB,"
+                " version TEXT, size INT, digest BLOB, sha256 BLOB, replaced_ns INT)"
+            )
+            db.commit()
+            self._local.db = db
+        return db
+
+    def staging_fd(self, client: str, create: bool) -> int:
+        return open_chain(self.state_fd, [b"staging", client.encode()], create)
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.root_fd)
+        return st.f_bavail * st.f_frsize
+
+    def lookup(self, client: str, path: bytes) -> tuple | None:
+        return self._db().execute(
+            "SELECT size, mtime_ns, digest FROM files WHERE client=? AND path=?", (client, path)
+        ).fetchone()
+
+    # ------------------------------------------------------------------ put
+
+    def open_put(self, client: str, path: str, size: int, mtime_ns: int, mode: int,
+                 chunk: int) -> PutReply:
+        parts = paths.split(path)
+        raw = b"/".join(parts)
+        fid = file_id(client, raw, size, mtime_ns)
+        row = self.lookup(client, raw)
+        if row and row[0] == size and row[1] == mtime_ns and self._is_file(client, parts):
+            return PutReply(fid, chunk, "unchanged", {})
+        base = self.staging_fd(client, create=True)
+        try:
+            existing = self._resume(base, fid, size, mtime_ns)
+            if existing is not None:
+                return existing
+            if not layout.valid_layout(size, chunk):
+                raise RefusedError(f"chunk size {chunk} is not allowed for {size} bytes")
+            free = self.free_bytes()
+            if size > free:
+                raise space_error(size, free)
+            self._create_staging(base, fid, {
+                "client": client, "path": path, "size": size,
+                "mtime_ns": mtime_ns, "mode": mode, "chunk": chunk,
+            })
+        finally:
+            os.close(base)
+        return PutReply(fid, chunk, "new", {})
+
+    def _is_file(self, client: str, parts: list[bytes]) -> bool:
+        try:
+            fd = open_chain(self.root_fd, [client.encode()] + parts[:-1], create=False)
+        except (OSError, FxError):
+            return False
+        try:
+            return stat.S_ISREG(os.stat(parts[-1], dir_fd=fd, follow_symlinks=False).st_mode)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+
+    def _resume(self, base: int, fid: bytes, size: int, mtime_ns: int) -> PutReply | None:
+        name = fid.hex().encode()
+        try:
+            meta_fd = os.open(name + b".meta", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=base)
+        except FileNotFoundError:
+            return None
+        try:
+            meta = json.loads(_read_whole(meta_fd))
+        finally:
+            os.close(meta_fd)
+        if meta.get("size") != size or meta.get("mtime_ns") != mtime_ns:
+            return None
+        chunk = meta["chunk"]
+        rec_fd = os.open(name + b".rec", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=base)
+        try:
+            have = layout.parse_record(_read_whole(rec_fd), layout.chunk_count(size, chunk))
+        finally:
+            os.close(rec_fd)
+        return PutReply(fid, chunk, "resume", have)
+
+    def _create_staging(self, base: int, fid: bytes, meta: dict) -> None:
+        name = fid.hex().encode()
+        data_fd = os.open(name + b".data", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=base)
+        try:
+            if meta["size"]:
+                os.posix_fallocate(data_fd, 0, meta["size"])
+        except OSError as exc:
+            os.close(data_fd)
+            os.unlink(name + b".data", dir_fd=base)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise space_error(meta["size"], self.free_bytes()) from None
+            raise
+        os.close(data_fd)
+        os.close(os.open(name + b".rec", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=base))
+        # The meta file appears last and atomically: its presence says the
+        # staging is complete enough to resume.
+        tmp = name + b".meta.tmp"
+        meta_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=base)
+        try:
+            os.write(meta_fd, json.dumps(meta).encode())
+            os.fsync(meta_fd)
+        finally:
+            os.close(meta_fd)
+        os.rename(tmp, name + b".meta", src_dir_fd=base, dst_dir_fd=base)
+        os.fsync(base)
+
+    def discard(self, client: str, fid: bytes) -> None:
+        base = self.staging_fd(client, create=False)
+        try:
+            for ext in (b".meta", b".rec", b".data"):
+                try:
+                    os.unlink(fid.hex().encode() + ext, dir_fd=base)
+                except FileNotFoundError:
+                    pass
+        finally:
+            os.close(base)
+
+    # --------------------------------------------------------------- commit
+
+    def commit(self, client: str, fid: bytes, digest: bytes, sha256: bytes | None) -> Stored:
+        try:
+            base = self.staging_fd(client, create=False)
+        except (OSError, FxError):
+            raise RefusedError(f"unknown transfer {fid.hex()}") from None
+        try:
+            return self._commit(base, client, fid, digest, sha256)
+        finally:
+            os.close(base)
+
+    def _commit(self, base: int, client: str, fid: bytes, digest: bytes, sha256: bytes | None) -> Stored:
+        name = fid.hex().encode()
+        try:
+            meta_fd = os.open(name + b".meta", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=base)
+        except FileNotFoundError:
+            raise RefusedError(f"unknown transfer {fid.hex()}") from None
+        try:
+            meta = json.loads(_read_whole(meta_fd))
+        finally:
+            os.close(meta_fd)
+        size, chunk, path = meta["size"], meta["chunk"], meta["path"]
+        count = layout.chunk_count(size, chunk)
+        rec_fd = os.open(name + b".rec", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=base)
+        try:
+            have = layout.parse_record(_read_whole(rec_fd), count)
+        finally:
+            os.close(rec_fd)
+        if len(have) != count:
+            raise RefusedError(
+                f"{path}: {count - len(have)} of {count} chunks are missing on the server; send again to resume"
+            )
+        if layout.file_digest(size, chunk, [have[i] for i in range(count)]) != digest:
+            self.discard(client, fid)
+            raise VerifyError(f"{path}: the server's copy does not match the sent file; nothing was stored")
+        parts = paths.split(path)
+        data_fd = os.open(name + b".data", os.O_RDWR | os.O_NOFOLLOW, dir_fd=base)
+        try:
+            # Never setuid, setgid or sticky on the server.
+            os.fchmod(data_fd, meta["mode"] & 0o777)
+            os.utime(data_fd, ns=(meta["mtime_ns"], meta["mtime_ns"]))
+            os.fsync(data_fd)
+        finally:
+            os.close(data_fd)
+        parent = open_chain(self.root_fd, [client.encode()] + parts[:-1], create=True)
+        try:
+            version = self._keep_old(parent, client, parts, digest)
+            if version == "unchanged":
+                self.discard(client, fid)
+                return Stored(path, "unchanged", None)
+            os.rename(name + b".data", parts[-1], src_dir_fd=base, dst_dir_fd=parent)
+            os.fsync(parent)
+        finally:
+            os.close(parent)
+        self._record(client, b"/".join(parts), meta, digest, sha256)
+        for ext in (b".meta", b".rec"):
+            os.unlink(name + ext, dir_fd=base)
+        return Stored(path, "stored", version)
+
+    def _keep_old(self, parent: int, client: str, parts: list[bytes], digest: bytes) -> str | None:
+        """Hard-link whatever is at the target into versions/ before it is replaced."""
+        try:
+            st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISDIR(st.st_mode):
+            raise RefusedError(f"{paths.join(parts)}: a folder is stored at that path")
+        row = self.lookup(client, b"/".join(parts))
+        if row and row[2] == digest and stat.S_ISREG(st.st_mode) and st.st_size == row[0]:
+            return "unchanged"
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        keep = (parts[-1][: 255 - len(stamp) - 1] + b"~" + stamp.encode())
+        vdir = open_chain(self.state_fd, [b"versions", client.encode()] + parts[:-1], create=True)
+        try:
+            os.link(parts[-1], keep, src_dir_fd=parent, dst_dir_fd=vdir, follow_symlinks=False)
+            os.fsync(vdir)
+        finally:
+            os.close(vdir)
+        self._db().execute(
+            "INSERT INTO versions SELECT client, path, ?, size, digest, sha256, ? FROM files"
+            " WHERE client=? AND path=?",
+            (keep.decode(errors="surrogateescape"), _now_ns(), client, b"/".join(parts)),
+        )
+        return keep.decode(errors="surrogateescape")
+
+    def _record(self, client: str, raw: bytes, meta: dict, digest: bytes, sha256: bytes | None) -> None:
+        db = self._db()
+        db.execute(
+            "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?)",
+            (client, raw, meta["size"], meta["mtime_ns"], meta["mode"], meta["chunk"], digest, sha256, _now_ns()),
+        )
+        db.commit()
+
+
+def _now_ns() -> int:
+    import time
+
+    return time.time_ns()

@@ -1,0 +1,137 @@
+"""A worker process: takes sockets from the master and serves each in a thread.
+
+A worker serves many connections at once (one thread each, bounded).  It
+looks at the first byte of each to tell a control connection (a TLS
+ClientHello, 0x16) from a stream connection ("FXS1") and drops anything
+else.  It leaves when its channel to the master closes (the master died or
+stopped it) or on SIGTERM, after letting running connections finish until
+the drain deadline; staging files stay resumable either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import fdpass, identity, limits
+from .control import ControlSession
+from .errors import FxError
+from .ingest import StreamSession
+from .keys import ServerKeys
+from .netio import Conn
+from .store import Store
+from .trust import ClientList
+
+log = logging.getLogger("fastxfer.server")
+
+BOOT_FAILED = 3  # exit code that tells the master not to respawn
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    root: str
+    home: str
+    server_secret: bytes
+
+
+class Worker:
+    def __init__(self, index: int, channel: socket.socket, config: WorkerConfig) -> None:
+        self.index = index
+        self.channel = channel
+        self.config = config
+        self.active = threading.BoundedSemaphore(limits.MAX_CONNECTIONS_PER_WORKER)
+        self.threads: set[threading.Thread] = set()
+        self.lock = threading.Lock()
+        self.draining = False
+
+    def boot(self) -> None:
+        folder = Path(self.config.home)
+        self.ident = identity.load_or_create(folder)
+        self.clients = ClientList(folder)
+        self.keys = ServerKeys(self.config.server_secret)
+        self.store = Store(self.config.root)
+
+    def run(self) -> None:
+        while not self.draining:
+            try:
+                got = fdpass.recv_socket(self.channel)
+            except InterruptedError:
+                continue
+            except OSError:
+                break
+            if got is None:
+                break
+            sock, peer = got
+            if not self.active.acquire(blocking=False):
+                log.warning("worker %d: too many connections, dropped %s", self.index, peer)
+                sock.close()
+                continue
+            t = threading.Thread(target=self._serve, args=(sock, peer), daemon=True)
+            with self.lock:
+                self.threads.add(t)
+            t.start()
+        self._drain()
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + limits.DRAIN_DEADLINE
+        while time.monotonic() < deadline:
+            with self.lock:
+                if not self.threads:
+                    return
+            time.sleep(0.05)
+
+    def _serve(self, sock: socket.socket, peer: str) -> None:
+        conn = Conn(sock, peer)
+        try:
+            sock.settimeout(limits.HANDSHAKE_DEADLINE)
+            first = sock.recv(1, socket.MSG_PEEK)
+            if first == b"\x16":
+                ControlSession(conn, self.ident, self.clients, self.keys, self.store).run()
+            elif first == b"F":
+                StreamSession(conn, self.keys, self.store).run()
+            elif first:
+                log.warning("dropped %s: not a fastxfer connection", peer)
+        except (OSError, socket.timeout):
+            pass
+        except FxError as exc:
+            log.warning("dropped %s: %s", peer, exc.message)
+        except Exception:
+            log.exception("connection from %s failed unexpectedly", peer)
+        finally:
+            conn.close()
+            with self.lock:
+                self.threads.discard(threading.current_thread())
+            self.active.release()
+
+
+def worker_main(index: int, channel: socket.socket, listen_fd: int, config: WorkerConfig) -> None:
+    """Entry point of a worker process (forked by the master)."""
+    os.close(listen_fd)
+    # The master decides how the pool stops; a Ctrl-C on the terminal goes to
+    # the whole process group, so workers ignore it and wait for the master.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    worker = Worker(index, channel, config)
+
+    def on_term(_sig: int, _frame: object) -> None:
+        worker.draining = True
+        try:
+            channel.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        worker.boot()
+    except Exception as exc:  # noqa: BLE001 - any boot failure must stop the pool
+        print(f"fastxfer: worker {index} cannot start: {exc}", file=sys.stderr, flush=True)
+        os._exit(BOOT_FAILED)
+    worker.run()
+    logging.shutdown()
+    os._exit(0)
