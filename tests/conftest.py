@@ -1,0 +1,147 @@
+"""Real servers on 127.0.0.1 ephemeral ports, real identities, real files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+FX = [sys.executable, "-m", "fastxfer"]
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while data := f.read(1 << 20):
+            h.update(data)
+    return h.hexdigest()
+
+
+def make_file(path: Path, size: int, seed: int = 0) -> Path:
+    """Deterministic pseudo-random bytes (fast, incompressible enough)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    block = hashlib.sha256(b"%d" % seed).digest() * (1 << 15)  # 1 MiB pattern
+    rnd = os.urandom(4096)
+    with open(path, "wb") as f:
+        left = size
+        i = 0
+        while left:
+            n = min(len(block), left)
+            # vary every MiB so chunks differ from each other
+            f.write((rnd + i.to_bytes(8, "big") + block)[:n])
+            left -= n
+            i += 1
+    return path
+
+
+def fx(home: Path, *args: str, timeout: float = 120, check: bool = False,
+       input: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, FASTXFER_HOME=str(home))
+    done = subprocess.run(FX + [str(a) for a in args], env=env, capture_output=True, text=True,
+                          timeout=timeout, input=input)
+    if check and done.returncode != 0:
+        raise AssertionError(f"fastxfer {args} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+@dataclass
+class Server:
+    home: Path
+    root: Path
+    proc: subprocess.Popen
+    port: int
+    fingerprint: str
+    log: Path
+    address: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.address = f"127.0.0.1:{self.port}"
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def worker_pids(self) -> list[int]:
+        import psutil
+
+        return [c.pid for c in psutil.Process(self.proc.pid).children()]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_server(home: Path, root: Path, workers: int = 2, port: int = 0) -> Server:
+    log = home.parent / f"server-{time.monotonic_ns()}.log"
+    fp = fx(home, "id", check=True).stdout.strip()
+    proc = subprocess.Popen(
+        FX + ["serve", "--root", str(root), "--bind", "127.0.0.1", "--port", str(port),
+              "--workers", str(workers)],
+        env=dict(os.environ, FASTXFER_HOME=str(home)),
+        stdout=subprocess.PIPE, stderr=open(log, "w"), text=True, start_new_session=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    for line in proc.stdout:
+        if line.startswith("listening on "):
+            return Server(home, root, proc, int(line.rsplit(":", 1)[1]), fp, log)
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    raise AssertionError(f"server did not start:\n{log.read_text()}")
+
+
+@dataclass
+class Client:
+    home: Path
+    name: str
+    fingerprint: str
+
+    def send(self, server: Server, *args: str | os.PathLike, timeout: float = 300) -> subprocess.CompletedProcess:
+        return fx(self.home, "send", *args, "--to", server.address, timeout=timeout)
+
+
+def make_client(tmp: Path, server: Server, name: str, pin: bool = True, trust: bool = True) -> Client:
+    home = tmp / f"client-{name}"
+    fp = fx(home, "id", check=True).stdout.strip()
+    if trust:
+        fx(server.home, "trust", "add", fp, "--name", name, check=True)
+    if pin:
+        fx(home, "pin", server.address, server.fingerprint, check=True)
+    return Client(home, name, fp)
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    srv = start_server(tmp_path / "server-home", tmp_path / "root")
+    yield srv
+    srv.stop()
+    srv.proc.stdout.close()  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def client(tmp_path: Path, server: Server) -> Client:
+    return make_client(tmp_path, server, "laptop")
+
+
+def files_under(root: Path) -> list[str]:
+    """Every entry below root, hidden state excluded, as relative paths."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        if Path(dirpath) == root and ".fastxfer" in dirnames:
+            dirnames.remove(".fastxfer")
+        for name in dirnames + filenames:
+            out.append(os.path.relpath(os.path.join(dirpath, name), root))
+    return sorted(out)
