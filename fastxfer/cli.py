@@ -129,6 +129,8 @@ def cmd_pin(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import sqlite3
+
     from .identity import format_fp, home, load_or_create
     from .master import Master, bind, setup_logging
     from .store import Store
@@ -144,9 +146,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers = psutil.cpu_count(logical=True) or 1
     ident = load_or_create()
     try:
-        Store(args.root)  # fails early, in the master, on an unusable root
-    except OSError as exc:
-        raise FxError(f"cannot use {args.root} as the root: {exc.strerror}") from None
+        Store(args.root).init_manifest()  # fails early, in the master, on an unusable root
+    except (OSError, sqlite3.Error) as exc:
+        raise FxError(f"cannot use {args.root} as the root: {getattr(exc, 'strerror', None) or exc}") from None
     listener = bind(args.bind, args.port)
     host, port = listener.getsockname()[:2]
     print(f"fastxfer server fingerprint: {format_fp(ident.fingerprint)}", flush=True)

@@ -56,9 +56,13 @@ class Master:
 
     def spawn(self, index: int) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # A worker must hold no other worker's channel, or a dead master
+        # would go unnoticed by the workers holding copies of its ends.
+        inherited = [self.listener.fileno(), self.wake_r, self.wake_w, parent.fileno()]
+        inherited += [s.channel.fileno() for s in self.slots if s is not None]
         process = self.ctx.Process(
             target=worker_main,
-            args=(index, child, self.listener.fileno(), self.config),
+            args=(index, child, inherited, self.config),
             name=f"fastxfer-worker-{index}",
             daemon=False,
         )

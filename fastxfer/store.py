@@ -168,12 +168,14 @@ class Store:
 
     # ------------------------------------------------------------- plumbing
 
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(os.path.join(self.root, STATE, "manifest.sqlite"), timeout=60)
+    def _manifest_path(self) -> str:
+        return os.path.join(self.root, STATE, "manifest.sqlite")
+
+    def init_manifest(self) -> None:
+        """Create the manifest once, in the master, before workers open it."""
+        db = sqlite3.connect(self._manifest_path(), timeout=60)
+        try:
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
             db.execute(
                 "CREATE TABLE IF NOT EXISTS files (client TEXT, path BLOB, size INT,"
                 " mtime_ns INT, mode INT, chunk INT, digest BLOB, sha256 BLOB,"
@@ -184,6 +186,14 @@ class Store:
                 " version TEXT, size INT, digest BLOB, sha256 BLOB, replaced_ns INT)"
             )
             db.commit()
+        finally:
+            db.close()
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self._manifest_path(), timeout=60)
+            db.execute("PRAGMA synchronous=FULL")
             self._local.db = db
         return db
 
@@ -206,6 +216,7 @@ class Store:
         parts = paths.split(path)
         raw = b"/".join(parts)
         fid = file_id(client, raw, size, mtime_ns)
+        self._check_parents(client, parts)
         row = self.lookup(client, raw)
         if row and row[0] == size and row[1] == mtime_ns and self._is_file(client, parts):
             return PutReply(fid, chunk, "unchanged", {})
@@ -226,6 +237,25 @@ class Store:
         finally:
             os.close(base)
         return PutReply(fid, chunk, "new", {})
+
+    def _check_parents(self, client: str, parts: list[bytes]) -> None:
+        """Refuse up front a path whose existing folders include a link or a file."""
+        fd = os.dup(self.root_fd)
+        try:
+            for i, part in enumerate([client.encode()] + parts[:-1]):
+                try:
+                    nxt = os.open(part, DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    return
+                except OSError as exc:
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                        shown = paths.join(parts[: max(i, 1)])
+                        raise RefusedError(f"{paths.join(parts)}: {shown} on the server is not a folder (a link or a file)") from None
+                    raise
+                os.close(fd)
+                fd = nxt
+        finally:
+            os.close(fd)
 
     def _is_file(self, client: str, parts: list[bytes]) -> bool:
         try:

@@ -111,9 +111,25 @@ class Worker:
             self.active.release()
 
 
-def worker_main(index: int, channel: socket.socket, listen_fd: int, config: WorkerConfig) -> None:
+def watch_parent(channel: socket.socket) -> None:
+    """Leave when the master is gone, even if something still holds our channel."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    try:
+        channel.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def worker_main(index: int, channel: socket.socket, inherited: list[int], config: WorkerConfig) -> None:
     """Entry point of a worker process (forked by the master)."""
-    os.close(listen_fd)
+    for fd in inherited:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    threading.Thread(target=watch_parent, args=(channel,), daemon=True).start()
     # The master decides how the pool stops; a Ctrl-C on the terminal goes to
     # the whole process group, so workers ignore it and wait for the master.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

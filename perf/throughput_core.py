@@ -124,6 +124,8 @@ def stop_process(proc: subprocess.Popen) -> None:
     try:
         proc.wait(STOP_GRACE)
     except subprocess.TimeoutExpired:
+        print(f"pid {proc.pid} ({proc.args[0]}) ignored SIGTERM for {STOP_GRACE:.0f} s: SIGKILL",
+              file=sys.stderr)
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -457,6 +459,9 @@ class RunResult:
     client_peak_rss_mib: float
     server_peak_rss_mib: float
     error: str = ""
+    other_cpu_s: float = 0.0  # busy CPU of everything else on the machine meanwhile: noise
+    steal_s: float = 0.0  # CPU the hypervisor gave to other guests
+    client_output: str = ""  # last lines the client printed (e.g. how many streams it chose)
     processes: dict = field(default_factory=dict)
 
 
@@ -471,6 +476,7 @@ def run_once(tool: Tool, src: Path, size: int, src_sha: str, rnd: int, timeout: 
     slug = re.sub(r"\W+", "_", tool.name)
     log = tool.log_dir / f"client-{rnd}-{slug}.log"
     server = TreeGroup(tool.server.pid, born_now=False)
+    machine0 = psutil.cpu_times()
     with open(log, "wb") as out:
         t0 = time.perf_counter()
         client = subprocess.Popen(tool.client_cmd, env=tool.env, cwd=REPO, stdin=subprocess.DEVNULL,
@@ -496,17 +502,29 @@ def run_once(tool: Tool, src: Path, size: int, src_sha: str, rnd: int, timeout: 
                 client.wait()
             _settle(monitor, server)
             monitor.stop()
+    busy, steal = machine_busy_since(machine0)
     ok = client.returncode == 0
     # Hash after the clock stopped: verification is ours, not part of the timing.
     verified = ok and tool.dest.exists() and sha256_file(tool.dest) == src_sha
     error = "" if ok else f"exit {client.returncode}: {tail(log)}"
     if ok and not verified:
         error = "destination missing or SHA-256 differs from source"
+    client_cpu, server_cpu = client_tree.cpu_seconds(), server.cpu_seconds()
     return RunResult(
         tool.name, rnd, ok, verified, round(wall, 3), round(size / MiB / wall, 1),
-        round(client_tree.cpu_seconds(), 3), round(server.cpu_seconds(), 3),
+        round(client_cpu, 3), round(server_cpu, 3),
         round(client_tree.peak_rss() / MiB, 1), round(server.peak_rss() / MiB, 1), error,
+        round(max(0.0, busy - client_cpu - server_cpu), 3), round(steal, 3), tail(log),
         {"client": client_tree.processes(), "server": server.processes()})
+
+
+def machine_busy_since(start) -> tuple[float, float]:
+    """(busy CPU s of the whole machine, steal s) since `start` (psutil.cpu_times()).
+    Wall time on a shared 2-core machine is only comparable when this stays small."""
+    now = psutil.cpu_times()
+    idle = ("idle", "iowait", "steal", "guest", "guest_nice")  # guest time is inside user
+    busy = sum(getattr(now, f) - getattr(start, f) for f in now._fields if f not in idle)
+    return busy, now.steal - start.steal
 
 
 def _kill_tree(root_pid: int, tree: TreeGroup) -> None:
@@ -681,13 +699,18 @@ def main(argv: list[str]) -> int:
                 label = "warm-up" if rnd < 0 else f"round {rnd + 1}"
                 status = "ok" if r.verified else f"FAILED {r.error}"
                 print(f"{label:8} {tool.name:16} {r.wall_s:7.2f} s {r.mib_s:7.1f} MiB/s "
-                      f"cpu {r.client_cpu_s:.2f}+{r.server_cpu_s:.2f} s  {status}", file=sys.stderr)
+                      f"cpu {r.client_cpu_s:.2f}+{r.server_cpu_s:.2f} s "
+                      f"(others {r.other_cpu_s:.2f}, steal {r.steal_s:.2f})  {status}", file=sys.stderr)
         rows = summarize(results, args.size)
         for row in rows:
             jlog.write("summary", **row)
         print(f"\nfile {args.size / MiB:.0f} MiB on {fs}, {args.runs} rounds, "
               f"{psutil.cpu_count()} CPUs, results {jlog.path.relative_to(REPO)}\n")
         print(markdown_table(rows))
+        others = [r.other_cpu_s for r in results]
+        print(f"\nother processes' CPU during a run: median {statistics.median(others):.2f} s, "
+              f"max {max(others):.2f} s; steal max {max(r.steal_s for r in results):.2f} s "
+              f"(large values: a busy machine, compare wall figures with care)")
         return 0 if all(r.verified for r in results) else 1
 
 

@@ -1,0 +1,82 @@
+"""A TCP relay on 127.0.0.1 that can damage what passes through it.
+
+``mutate(conn_index, first_bytes, offset, data) -> data`` sees every chunk
+going from client to server with the connection's number, its first bytes
+and the chunk's offset in that connection, and returns what to forward.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable
+
+Mutate = Callable[[int, bytes, int, bytes], bytes]
+
+
+class Relay:
+    def __init__(self, target_port: int, mutate: Mutate) -> None:
+        self.target_port = target_port
+        self.mutate = mutate
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.count = 0
+        self.lock = threading.Lock()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                a, _ = self.listener.accept()
+            except OSError:
+                return
+            b = socket.create_connection(("127.0.0.1", self.target_port))
+            with self.lock:
+                index = self.count
+                self.count += 1
+            threading.Thread(target=self._pump, args=(a, b, index, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(b, a, index, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, index: int, upstream: bool) -> None:
+        offset, first = 0, b""
+        try:
+            while data := src.recv(1 << 16):
+                if upstream:
+                    if len(first) < 4:
+                        first = (first + data)[:4]
+                    data = self.mutate(index, first, offset, data)
+                    offset += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.closed = True
+        self.listener.close()
+
+
+def flip_at(position: int, streams_only: bool = True, times: int = 1) -> Mutate:
+    """Flip one bit at *position* of the first *times* stream connections."""
+    hits: set[int] = set()
+    lock = threading.Lock()
+
+    def mutate(index: int, first: bytes, offset: int, data: bytes) -> bytes:
+        if streams_only and first[:4] != b"FXS1":
+            return data
+        if offset <= position < offset + len(data):
+            with lock:
+                if len(hits) >= times and index not in hits:
+                    return data
+                hits.add(index)
+            i = position - offset
+            return data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1 :]
+        return data
+
+    return mutate

@@ -1,0 +1,590 @@
+"""Pure tests of the wire formats in fastxfer.frames (no sockets, no processes)."""
+
+from __future__ import annotations
+
+import json
+import random
+import struct
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fastxfer import frames
+from fastxfer.errors import (
+    FxError,
+    ProtocolError,
+    RefusedError,
+    TrustError,
+    VerifyError,
+)
+from fastxfer.frames import (
+    ACK,
+    DATA,
+    DIGEST,
+    ERROR,
+    MAX_ACKS,
+    MAX_CHUNK,
+    MAX_CONTROL,
+    MAX_FRAME,
+    MAX_TICKET,
+    RANDOM,
+    STREAM_MAGIC,
+    SYNC,
+    TAG,
+    MsgDecoder,
+)
+
+MESSAGES = [
+    {"t": "hello", "v": 1},
+    {"t": "put", "files": [{"path": "a/b.txt", "size": 12}, {"path": "c", "size": 0}]},
+    {"t": "x"},
+    {"t": "unicode", "name": "caf\u00e9 \u2603 \U0001f600", "raw": "bad\udcff"},
+    {"t": "big", "blob": "z" * 70000},
+    {"t": "nested", "o": {"a": [1, 2, {"b": None}], "f": 1.5, "neg": -3}},
+]
+
+
+def _drain(dec: MsgDecoder) -> list[dict]:
+    out = []
+    while (msg := dec.next()) is not None:
+        out.append(msg)
+    return out
+
+
+def _random_splits(data: bytes, rng: random.Random) -> list[bytes]:
+    pieces = []
+    pos = 0
+    while pos < len(data):
+        n = rng.choice([1, 1, 2, 3, 4, 5, 7, 64, 1000, 40000])
+        pieces.append(data[pos : pos + n])
+        pos += n
+    return pieces
+
+
+# ---------------------------------------------------------------- control
+
+
+def test_encode_msg_layout() -> None:
+    wire = frames.encode_msg({"t": "a", "n": 1})
+    (size,) = struct.unpack(">I", wire[:4])
+    assert size == len(wire) - 4
+    assert json.loads(wire[4:]) == {"t": "a", "n": 1}
+
+
+def test_encode_msg_too_large() -> None:
+    with pytest.raises(ValueError):
+        frames.encode_msg({"t": "a", "blob": "x" * MAX_CONTROL})
+
+
+def test_decoder_whole_stream_at_once() -> None:
+    dec = MsgDecoder()
+    dec.feed(b"".join(frames.encode_msg(m) for m in MESSAGES))
+    assert _drain(dec) == MESSAGES
+    assert dec.next() is None
+    assert dec.wanted() == 4
+
+
+def test_decoder_one_byte_at_a_time() -> None:
+    wire = b"".join(frames.encode_msg(m) for m in MESSAGES[:4] + MESSAGES[5:])
+    dec = MsgDecoder()
+    got = []
+    for i in range(len(wire)):
+        dec.feed(wire[i : i + 1])
+        got.extend(_drain(dec))
+        assert dec.wanted() >= 1
+    assert got == MESSAGES[:4] + MESSAGES[5:]
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_decoder_random_splits(seed: int) -> None:
+    rng = random.Random(seed)
+    msgs = [rng.choice(MESSAGES) for _ in range(rng.randint(1, 12))]
+    wire = b"".join(frames.encode_msg(m) for m in msgs)
+    dec = MsgDecoder()
+    got = []
+    for piece in _random_splits(wire, rng):
+        dec.feed(piece)
+        got.extend(_drain(dec))
+        assert dec.wanted() >= 1
+    assert got == msgs
+
+
+def test_decoder_wanted_counts_missing_bytes() -> None:
+    wire = frames.encode_msg({"t": "abc"})
+    dec = MsgDecoder()
+    assert dec.wanted() == 4
+    dec.feed(wire[:2])
+    assert dec.wanted() == 2
+    dec.feed(wire[2:4])
+    assert dec.wanted() == len(wire) - 4
+    dec.feed(wire[4:-1])
+    assert dec.wanted() == 1
+    assert dec.next() is None
+    dec.feed(wire[-1:])
+    assert dec.wanted() == 1  # whole message buffered: still at least 1
+    assert dec.next() == {"t": "abc"}
+    assert dec.wanted() == 4
+
+
+def test_decoder_wanted_capped_by_limit() -> None:
+    dec = MsgDecoder(limit=100)
+    dec.feed(struct.pack(">I", 10**9))
+    assert 1 <= dec.wanted() <= 100
+
+
+def test_decoder_over_limit_prefix() -> None:
+    dec = MsgDecoder()
+    dec.feed(struct.pack(">I", MAX_CONTROL + 1))
+    with pytest.raises(ProtocolError):
+        dec.next()
+
+
+def test_decoder_custom_limit() -> None:
+    wire = frames.encode_msg({"t": "a", "pad": "x" * 50})
+    dec = MsgDecoder(limit=len(wire) - 5)
+    dec.feed(wire)
+    with pytest.raises(ProtocolError):
+        dec.next()
+    ok = MsgDecoder(limit=len(wire) - 4)
+    ok.feed(wire)
+    assert ok.next() == {"t": "a", "pad": "x" * 50}
+
+
+def test_decoder_limit_checked_before_body_arrives() -> None:
+    # The announced size alone is enough to refuse: no need to buffer 4 GiB.
+    dec = MsgDecoder()
+    dec.feed(b"\xff\xff\xff\xff")
+    with pytest.raises(ProtocolError):
+        dec.next()
+
+
+def _framed(body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"{",
+        b"\xff\xfe\x00",
+        b"\x80abc",
+        b"[1,2,3]",
+        b'"t"',
+        b"42",
+        b"null",
+        b"{}",
+        b'{"t": 1}',
+        b'{"t": null}',
+        b'{"t": ["a"]}',
+        b'{"type": "hello"}',
+        b"[" * 100000 + b"]" * 100000,
+        b"1" * 5000,
+    ],
+)
+def test_decoder_bad_bodies(body: bytes) -> None:
+    dec = MsgDecoder()
+    dec.feed(_framed(body))
+    with pytest.raises(ProtocolError):
+        dec.next()
+
+
+def test_parse_msg_accepts_minimal() -> None:
+    assert frames.parse_msg(b'{"t":""}') == {"t": ""}
+
+
+# ---------------------------------------------------------------- accessors
+
+
+def test_get_str() -> None:
+    msg = {"s": "abc", "n": 1, "b": b"abc", "l": ["a"], "none": None}
+    assert frames.get_str(msg, "s") == "abc"
+    assert frames.get_str(msg, "s", 3) == "abc"
+    for key in ("n", "b", "l", "none", "missing"):
+        with pytest.raises(ProtocolError):
+            frames.get_str(msg, key)
+    with pytest.raises(ProtocolError):
+        frames.get_str(msg, "s", 2)
+    with pytest.raises(ProtocolError):
+        frames.get_str({"s": "x" * (frames.MAX_PATH_BYTES + 1)}, "s")
+
+
+def test_get_int() -> None:
+    msg = {"i": 5, "z": 0, "neg": -1, "t": True, "f": False, "fl": 5.0, "s": "5", "big": 2**63}
+    assert frames.get_int(msg, "i") == 5
+    assert frames.get_int(msg, "z") == 0
+    assert frames.get_int(msg, "i", 5, 5) == 5
+    assert frames.get_int(msg, "neg", -1) == -1
+    for key in ("neg", "t", "f", "fl", "s", "big", "missing"):
+        with pytest.raises(ProtocolError):
+            frames.get_int(msg, key)
+    with pytest.raises(ProtocolError):
+        frames.get_int(msg, "i", 6)
+    with pytest.raises(ProtocolError):
+        frames.get_int(msg, "i", 0, 4)
+    # bool is an int subclass: True must not pass as 1 even where 1 is allowed
+    with pytest.raises(ProtocolError):
+        frames.get_int(msg, "t", 0, 1)
+
+
+def test_get_hex() -> None:
+    raw = bytes(range(16))
+    assert frames.get_hex({"h": raw.hex()}, "h", 16) == raw
+    assert frames.get_hex({"h": raw.hex().upper()}, "h", 16) == raw
+    bad = [
+        raw.hex()[:-2],  # too short
+        raw.hex() + "00",  # too long
+        raw.hex()[:-1] + "g",  # not hex
+        raw.hex()[:-1],  # odd length
+        " " + raw.hex()[:-1],
+        "",
+        16,
+        None,
+        list(raw),
+    ]
+    for value in bad:
+        with pytest.raises(ProtocolError):
+            frames.get_hex({"h": value}, "h", 16)
+    with pytest.raises(ProtocolError):
+        frames.get_hex({}, "h", 16)
+
+
+def test_get_list() -> None:
+    assert frames.get_list({"l": [1, 2]}, "l") == [1, 2]
+    assert frames.get_list({"l": []}, "l") == []
+    assert frames.get_list({"l": [0] * 3}, "l", 3) == [0, 0, 0]
+    for value in ({"a": 1}, "abc", (1, 2), None, 3):
+        with pytest.raises(ProtocolError):
+            frames.get_list({"l": value}, "l")
+    with pytest.raises(ProtocolError):
+        frames.get_list({"l": [0] * 4}, "l", 3)
+    with pytest.raises(ProtocolError):
+        frames.get_list({"l": [0] * (frames.MAX_BATCH + 1)}, "l")
+    with pytest.raises(ProtocolError):
+        frames.get_list({}, "l")
+
+
+def test_get_obj() -> None:
+    assert frames.get_obj({"a": 1}) == {"a": 1}
+    for value in ([], "x", None, 1):
+        with pytest.raises(ProtocolError):
+            frames.get_obj(value)
+
+
+def test_expect_passes_the_right_kind() -> None:
+    msg = {"t": "welcome", "name": "laptop"}
+    assert frames.expect(msg, "welcome") is msg
+
+
+def test_expect_wrong_kind() -> None:
+    with pytest.raises(ProtocolError) as info:
+        frames.expect({"t": "bye"}, "welcome")
+    assert type(info.value) is ProtocolError
+
+
+@pytest.mark.parametrize(
+    "code, cls",
+    [
+        ("trust", TrustError),
+        ("refused", RefusedError),
+        ("verify", VerifyError),
+        ("protocol", ProtocolError),
+        ("busy", RefusedError),
+        ("no-such-code", FxError),
+    ],
+)
+def test_expect_maps_error_codes(code: str, cls: type[FxError]) -> None:
+    with pytest.raises(FxError) as info:
+        frames.expect({"t": "error", "code": code, "message": "told you so"}, "welcome")
+    assert type(info.value) is cls
+    assert info.value.message == "told you so"
+
+
+def test_expect_error_message_is_bounded() -> None:
+    with pytest.raises(TrustError) as info:
+        frames.expect({"t": "error", "code": "trust", "message": "m" * 5000}, "welcome")
+    assert len(info.value.message) == 1000
+
+
+# ---------------------------------------------------------------- stream opening
+
+
+def test_open_roundtrip() -> None:
+    ticket = bytes(range(200))
+    rnd = bytes(range(100, 132))
+    wire = frames.encode_open(ticket, rnd)
+    assert wire[:4] == STREAM_MAGIC
+    assert len(wire) == frames.OPEN_PREFIX + len(ticket) + RANDOM
+    size = frames.parse_open_prefix(wire[: frames.OPEN_PREFIX])
+    assert size == len(ticket)
+    assert wire[frames.OPEN_PREFIX : frames.OPEN_PREFIX + size] == ticket
+    assert wire[frames.OPEN_PREFIX + size :] == rnd
+
+
+def test_open_max_ticket() -> None:
+    wire = frames.encode_open(b"t" * MAX_TICKET, bytes(RANDOM))
+    assert frames.parse_open_prefix(wire[:6]) == MAX_TICKET
+    with pytest.raises(ValueError):
+        frames.encode_open(b"t" * (MAX_TICKET + 1), bytes(RANDOM))
+    with pytest.raises(ValueError):
+        frames.encode_open(b"t", bytes(RANDOM - 1))
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        b"FXS0" + struct.pack(">H", 10),
+        b"fxs1" + struct.pack(">H", 10),
+        b"GET " + b"/ ",
+        b"\x16\x03\x01\x02\x00\x01",  # a TLS ClientHello
+        STREAM_MAGIC + struct.pack(">H", 0),
+        STREAM_MAGIC + struct.pack(">H", MAX_TICKET + 1),
+        STREAM_MAGIC + struct.pack(">H", 0xFFFF),
+    ],
+)
+def test_open_prefix_refused(prefix: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        frames.parse_open_prefix(prefix)
+
+
+def test_open_reply() -> None:
+    rnd = bytes(range(32))
+    wire = frames.encode_open_reply(rnd)
+    assert wire == STREAM_MAGIC + rnd
+    assert frames.parse_open_reply(wire) == rnd
+    for bad in (wire[:-1], wire + b"\x00", b"FXS2" + rnd, b""):
+        with pytest.raises(ProtocolError):
+            frames.parse_open_reply(bad)
+
+
+# ---------------------------------------------------------------- frames
+
+
+def test_header_sizes() -> None:
+    assert frames.header_size(DATA) == 16 + 8 + 4
+    assert frames.header_size(ACK) == 4
+    assert frames.header_size(SYNC) == 0
+    assert frames.header_size(ERROR) == 0
+    for kind in (0, 5, 255):
+        with pytest.raises(ProtocolError):
+            frames.header_size(kind)
+
+
+@pytest.mark.parametrize("kind", [0, 5, 6, 127, 255])
+def test_parse_prefix_unknown_kind(kind: int) -> None:
+    with pytest.raises(ProtocolError):
+        frames.parse_prefix(struct.pack(">IB", 100, kind))
+
+
+@pytest.mark.parametrize("kind", [DATA, ACK, SYNC, ERROR])
+def test_parse_prefix_bounds(kind: int) -> None:
+    smallest = 1 + frames.header_size(kind) + TAG
+    assert frames.parse_prefix(struct.pack(">IB", smallest, kind)) == (kind, smallest - 1)
+    assert frames.parse_prefix(struct.pack(">IB", MAX_FRAME, kind)) == (kind, MAX_FRAME - 1)
+    for size in (0, 1, smallest - 1, MAX_FRAME + 1, 0xFFFFFFFF):
+        with pytest.raises(ProtocolError):
+            frames.parse_prefix(struct.pack(">IB", size, kind))
+
+
+def test_parse_prefix_custom_limit() -> None:
+    assert frames.parse_prefix(struct.pack(">IB", 1000, ACK), limit=1000) == (ACK, 999)
+    with pytest.raises(ProtocolError):
+        frames.parse_prefix(struct.pack(">IB", 1001, ACK), limit=1000)
+
+
+def test_max_frame_fits_a_full_chunk() -> None:
+    prefix = frames.frame_prefix(DATA, frames.data_header(bytes(16), 0, MAX_CHUNK), MAX_CHUNK + DIGEST)
+    kind, rest = frames.parse_prefix(prefix[: frames.FRAME_PREFIX])
+    assert kind == DATA
+    assert rest == MAX_FRAME - 1
+
+
+def test_data_frame_roundtrip() -> None:
+    fid = bytes(range(16))
+    offset = 2**40 + 7
+    length = 12345
+    header = frames.data_header(fid, offset, length)
+    prefix = frames.frame_prefix(DATA, header, length + DIGEST)
+    sealed = b"s" * (length + DIGEST + TAG)
+    wire = prefix + sealed
+    kind, rest_len = frames.parse_prefix(wire[: frames.FRAME_PREFIX])
+    assert kind == DATA
+    rest = wire[frames.FRAME_PREFIX :]
+    assert len(rest) == rest_len
+    head = frames.split_rest(kind, rest)
+    assert head.header == header
+    assert head.aad == bytes([DATA]) + header
+    assert head.sealed_len == len(sealed)
+    assert frames.parse_data_header(head.header, head.sealed_len) == (fid, offset, length)
+
+
+def test_parse_data_header_length_mismatch() -> None:
+    header = frames.data_header(bytes(16), 0, 100)
+    assert frames.parse_data_header(header, 100 + DIGEST + TAG)[2] == 100
+    for sealed_len in (0, 100, 100 + DIGEST + TAG - 1, 100 + DIGEST + TAG + 1):
+        with pytest.raises(ProtocolError):
+            frames.parse_data_header(header, sealed_len)
+
+
+def test_parse_data_header_over_max_chunk() -> None:
+    length = MAX_CHUNK + 1
+    header = frames.data_header(bytes(16), 0, length)
+    with pytest.raises(ProtocolError):
+        frames.parse_data_header(header, length + DIGEST + TAG)
+    ok = frames.data_header(bytes(16), 0, MAX_CHUNK)
+    assert frames.parse_data_header(ok, MAX_CHUNK + DIGEST + TAG)[2] == MAX_CHUNK
+
+
+def test_acks_roundtrip() -> None:
+    entries = [(bytes([i]) * 16, i * 1_000_003) for i in range(50)] + [(b"\xff" * 16, 2**64 - 1)]
+    header = frames.ack_header(len(entries))
+    body = frames.encode_acks(entries)
+    assert len(body) == len(entries) * 24
+    assert frames.parse_acks(header, body) == entries
+    assert frames.parse_acks(frames.ack_header(0), b"") == []
+
+
+def test_acks_malformed() -> None:
+    entries = [(bytes(16), 0), (b"\x01" * 16, 1)]
+    body = frames.encode_acks(entries)
+    for count in (0, 1, 3):
+        with pytest.raises(ProtocolError):
+            frames.parse_acks(frames.ack_header(count), body)
+    with pytest.raises(ProtocolError):
+        frames.parse_acks(frames.ack_header(2), body[:-1])
+    with pytest.raises(ProtocolError):
+        frames.parse_acks(frames.ack_header(2), body + b"\x00")
+    with pytest.raises(ProtocolError):
+        frames.parse_acks(frames.ack_header(MAX_ACKS + 1), b"\x00" * 24 * (MAX_ACKS + 1))
+    big = [(bytes(16), i) for i in range(MAX_ACKS)]
+    assert len(frames.parse_acks(frames.ack_header(MAX_ACKS), frames.encode_acks(big))) == MAX_ACKS
+
+
+def test_error_frame() -> None:
+    body = frames.encode_error(7, "disk full \u2603")
+    assert frames.parse_error(body) == (7, "disk full \u2603")
+    assert frames.parse_error(b"\x02") == (2, "")
+    assert frames.parse_error(b"\x03\xff\xfeabc") == (3, "\ufffd\ufffdabc")
+    with pytest.raises(ProtocolError):
+        frames.parse_error(b"")
+
+
+def test_error_frame_message_bounded() -> None:
+    code, text = frames.parse_error(frames.encode_error(1, "\u2603" * 1000))
+    assert code == 1
+    assert len(text.encode()) <= 1000 + 3  # a cut character becomes one U+FFFD
+    assert text.startswith("\u2603" * 333)
+
+
+# ---------------------------------------------------------------- fuzz
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FUZZ
+@given(data=st.binary(max_size=2000), chunks=st.lists(st.integers(1, 64), max_size=50))
+def test_fuzz_decoder_random_bytes(data: bytes, chunks: list[int]) -> None:
+    dec = MsgDecoder()
+    pos = 0
+    sizes = chunks or [len(data) or 1]
+    i = 0
+    try:
+        while pos < len(data):
+            n = sizes[i % len(sizes)]
+            i += 1
+            dec.feed(data[pos : pos + n])
+            pos += n
+            assert dec.wanted() >= 1
+            for _ in range(len(data) + 1):  # bounded: every message eats >= 4 bytes
+                if dec.next() is None:
+                    break
+            else:
+                raise AssertionError("decoder did not run dry")
+    except ProtocolError:
+        pass
+
+
+@FUZZ
+@given(body=st.binary(max_size=500))
+def test_fuzz_decoder_random_body(body: bytes) -> None:
+    dec = MsgDecoder()
+    dec.feed(_framed(body))
+    try:
+        msg = dec.next()
+    except ProtocolError:
+        return
+    assert isinstance(msg, dict)
+    assert isinstance(msg["t"], str)
+    assert dec.next() is None
+
+
+@FUZZ
+@given(prefix=st.binary(min_size=5, max_size=5))
+def test_fuzz_parse_prefix(prefix: bytes) -> None:
+    try:
+        kind, rest = frames.parse_prefix(prefix)
+    except ProtocolError:
+        return
+    assert kind in (DATA, ACK, SYNC, ERROR)
+    assert frames.header_size(kind) + TAG <= rest <= MAX_FRAME - 1
+
+
+json_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=12)
+json_values = json_scalars | st.lists(json_scalars, max_size=3)
+messages = st.builds(
+    lambda t, rest: {**rest, "t": t},
+    st.text(max_size=8),
+    st.dictionaries(st.text(max_size=6), json_values, max_size=3),
+)
+
+
+@FUZZ
+@given(msgs=st.lists(messages, min_size=1, max_size=4), seed=st.integers(0, 2**32))
+def test_fuzz_roundtrip_random_splits(msgs: list[dict], seed: int) -> None:
+    wire = b"".join(frames.encode_msg(m) for m in msgs)
+    dec = MsgDecoder()
+    got = []
+    for piece in _random_splits(wire, random.Random(seed)):
+        dec.feed(piece)
+        got.extend(_drain(dec))
+    assert got == msgs
+
+
+@FUZZ
+@given(
+    msgs=st.lists(messages, min_size=1, max_size=3),
+    edits=st.lists(
+        st.tuples(st.sampled_from(["flip", "insert", "delete", "set"]), st.integers(0, 10**6), st.integers(0, 255)),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_fuzz_mutated_sequence(msgs: list[dict], edits: list[tuple[str, int, int]]) -> None:
+    wire = bytearray(b"".join(frames.encode_msg(m) for m in msgs))
+    for op, where, value in edits:
+        if not wire:
+            break
+        pos = where % len(wire)
+        if op == "flip":
+            wire[pos] ^= 1 << (value % 8)
+        elif op == "insert":
+            wire.insert(pos, value)
+        elif op == "delete":
+            del wire[pos]
+        else:
+            wire[pos] = value
+    dec = MsgDecoder()
+    dec.feed(bytes(wire))
+    try:
+        for _ in range(len(wire) + 1):
+            msg = dec.next()
+            if msg is None:
+                break
+            assert isinstance(msg, dict) and isinstance(msg["t"], str)
+        else:
+            raise AssertionError("decoder did not run dry")
+    except ProtocolError:
+        pass
+    assert dec.wanted() >= 1
