@@ -19,10 +19,11 @@ import base64
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import frames, identity, layout, limits
-from .errors import FxError, ProtocolError, TrustError
+from .errors import BusyError, FxError, ProtocolError, TrustError
 from .frames import get_hex, get_int, get_list, get_obj, get_str
 from .keys import ServerKeys
 from .netio import Channel, Conn, tls_server
@@ -31,7 +32,7 @@ from .trust import ClientList
 
 log = logging.getLogger("fastxfer.server")
 
-WIRE = {3: "trust", 5: "verify", 6: "refused", 8: "protocol"}
+WIRE = {3: "trust", 5: "verify", 6: "refused", 8: "protocol", 10: "busy"}
 
 
 def wire_error(exc: FxError) -> dict[str, Any]:
@@ -40,7 +41,10 @@ def wire_error(exc: FxError) -> dict[str, Any]:
 
 class ControlSession:
     def __init__(self, conn: Conn, ident: identity.Identity, clients: ClientList,
-                 keys: ServerKeys, store: Store) -> None:
+                 keys: ServerKeys, store: Store, proven: Callable[[], None],
+                 draining: Callable[[], bool]) -> None:
+        self.proven = proven
+        self.draining = draining
         self.raw = conn
         self.ident = ident
         self.clients = clients
@@ -79,12 +83,15 @@ class ControlSession:
         fp = identity.fingerprint_of(cert)
         name = self.clients.name_of(fp)
         shown = identity.format_fp(fp)
+        if self.draining():
+            raise BusyError("the server is shutting down; try again in a minute")
         if name is None:
             raise TrustError(
                 f"this client ({shown}) is not authorized on this server; "
                 f"on the server run: fastxfer trust add {shown} --name NAME"
             )
         identity.verify_auth(cert, sig, identity.auth_message(nonce, self.ident.fingerprint, fp))
+        self.proven()
         session, ticket = self.keys.new_session(name, fp, int(time.time()) + limits.SESSION_TTL)
         self.name = name
         chan.send({
@@ -111,6 +118,9 @@ class ControlSession:
                     return
                 else:
                     raise ProtocolError(f"unexpected message {str(kind)[:40]!r}")
+            except BusyError as exc:
+                chan.send(wire_error(exc))
+                return
             except ProtocolError as exc:
                 log.warning("client %s broke the protocol: %s", self.name, exc.message)
                 try:
@@ -120,6 +130,8 @@ class ControlSession:
                 return
 
     def _put(self, msg: dict[str, Any]) -> dict[str, Any]:
+        if self.draining():
+            raise BusyError("the server is shutting down: no new transfers; send again in a minute to resume")
         replies = []
         for item in get_list(msg, "files"):
             item = get_obj(item)

@@ -71,6 +71,12 @@ class PartialError(FxError):
     exit_code = 9
 
 
+class BusyError(FxError):
+    """The server is busy or shutting down; try again later."""
+
+    exit_code = 10
+
+
 # Codes the server puts in an error message on the wire, mapped back to the
 # class the client raises.  The server never sends exception text it did not
 # write itself.
@@ -79,7 +85,7 @@ WIRE_CODES: dict[str, type[FxError]] = {
     "refused": RefusedError,
     "verify": VerifyError,
     "protocol": ProtocolError,
-    "busy": RefusedError,
+    "busy": BusyError,
 }
 
 

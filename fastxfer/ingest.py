@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Callable
 
 from . import frames, keys, limits
 from .errors import FxError, ProtocolError, RefusedError
@@ -24,7 +25,9 @@ log = logging.getLogger("fastxfer.server")
 
 
 class StreamSession:
-    def __init__(self, conn: Conn, server_keys: ServerKeys, store: Store) -> None:
+    def __init__(self, conn: Conn, server_keys: ServerKeys, store: Store,
+                 proven: Callable[[], None]) -> None:
+        self.proven = proven
         self.conn = conn
         self.keys = server_keys
         self.store = store
@@ -66,6 +69,7 @@ class StreamSession:
         ticket = self.conn.recv_exact(size)
         client_random = self.conn.recv_exact(frames.RANDOM)
         session = self.keys.open_ticket(ticket, int(time.time()))
+        self.proven()
         server_random = os.urandom(frames.RANDOM)
         self.conn.send(frames.encode_open_reply(server_random))
         c2s, s2c = keys.stream_keys(session.secret, client_random, server_random)

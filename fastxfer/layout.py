@@ -33,7 +33,7 @@ def choose_chunk(size: int, requested: int | None = None) -> int:
     chunk = requested or DEFAULT_CHUNK
     chunk = max(MIN_CHUNK, min(MAX_CHUNK, chunk))
     while chunk < MAX_CHUNK and chunk_count(size, chunk) > MAX_CHUNKS:
-        chunk *= 2
+        chunk = min(MAX_CHUNK, chunk * 2)
     return chunk
 
 

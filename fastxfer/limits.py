@@ -4,8 +4,10 @@ Everything a peer can make the server wait for or hold is bounded here.
 docs/PROTOCOL.md lists the same numbers.
 """
 
-HANDSHAKE_DEADLINE = 10.0  # first byte, TLS handshake, stream opening
+HANDSHAKE_DEADLINE = 10.0  # any single read or write before authentication
 AUTH_DEADLINE = 10.0  # from TLS up to a verified client proof
+OPENING_DEADLINE = 15.0  # whole opening of any connection, however its bytes trickle
+UNAUTH_PER_ADDRESS = 32  # unauthenticated connections one address may hold per worker
 CONTROL_IDLE = 600.0  # an authenticated control connection with nothing to say
 STREAM_IDLE = 120.0  # a stream connection between frames
 SESSION_TTL = 24 * 3600  # a ticket opens streams for this long

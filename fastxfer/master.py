@@ -47,6 +47,7 @@ class Master:
         self.slots: list[WorkerSlot | None] = [None] * workers
         self.next = 0
         self.stopping: str | None = None
+        self.drain_until = 0.0
         self.ctx = multiprocessing.get_context("fork")
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
@@ -116,8 +117,8 @@ class Master:
         sel.register(self.wake_r, selectors.EVENT_READ, "signal")
         self.listener.setblocking(False)
         try:
-            while not self.stopping:
-                for key, _ in sel.select(timeout=1.0):
+            while not self._done():
+                for key, _ in sel.select(timeout=0.5):
                     if key.data == "accept":
                         self.accept()
                     else:
@@ -126,6 +127,15 @@ class Master:
         finally:
             sel.close()
             self.shutdown()
+
+    def _done(self) -> bool:
+        if self.stopping == "int":
+            return True
+        if self.stopping == "term":
+            # Draining: keep handing over stream reconnects of running
+            # transfers until every worker has finished or the deadline passed.
+            return all(s is None for s in self.slots) or time.monotonic() > self.drain_until
+        return False
 
     def accept(self) -> None:
         for _ in range(64):
@@ -158,8 +168,20 @@ class Master:
         log.info("SIGHUP ignored (trust changes apply to new connections without a reload)")
 
     def handle_sigterm(self) -> None:
-        log.info("SIGTERM: no new connections; running transfers get %.0f s", limits.DRAIN_DEADLINE)
+        if self.stopping:
+            return
+        log.info("SIGTERM: no new transfers; running ones get %.0f s to finish", limits.DRAIN_DEADLINE)
         self.stopping = "term"
+        self.drain_until = time.monotonic() + limits.DRAIN_DEADLINE + 1
+        self.signal_workers(signal.SIGTERM)
+
+    def signal_workers(self, sig: int) -> None:
+        for slot in self.slots:
+            if slot is not None and slot.process.is_alive():
+                try:
+                    os.kill(slot.process.pid, sig)
+                except ProcessLookupError:
+                    pass
 
     def handle_sigint(self) -> None:
         log.info("SIGINT: stopping")
@@ -167,13 +189,12 @@ class Master:
 
     def shutdown(self) -> None:
         self.listener.close()
-        grace = limits.DRAIN_DEADLINE + 2 if self.stopping == "term" else limits.STOP_DEADLINE
-        live = [s for s in self.slots if s is not None]
-        for slot in live:
-            if slot.process.is_alive():
-                os.kill(slot.process.pid, signal.SIGTERM)
+        self.signal_workers(signal.SIGTERM)
+        grace = 1.0 if self.stopping == "term" else limits.STOP_DEADLINE
         deadline = time.monotonic() + grace
-        for slot in live:
+        for slot in self.slots:
+            if slot is None:
+                continue
             slot.process.join(max(0.0, deadline - time.monotonic()))
             if slot.process.is_alive():
                 log.warning("worker %d did not stop in time; killing it", slot.index)

@@ -5,7 +5,8 @@ looks at the first byte of each to tell a control connection (a TLS
 ClientHello, 0x16) from a stream connection ("FXS1") and drops anything
 else.  It leaves when its channel to the master closes (the master died or
 stopped it) or on SIGTERM, after letting running connections finish until
-the drain deadline; staging files stay resumable either way.
+the drain deadline, during which it still takes stream connections of
+running sessions but no new transfers; staging files stay resumable.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from . import fdpass, identity, limits
 from .control import ControlSession
 from .errors import FxError
+from .guard import Guard
 from .ingest import StreamSession
 from .keys import ServerKeys
 from .netio import Conn
@@ -50,6 +52,7 @@ class Worker:
         self.threads: set[threading.Thread] = set()
         self.lock = threading.Lock()
         self.draining = False
+        self.drain_deadline = 0.0
 
     def boot(self) -> None:
         folder = Path(self.config.home)
@@ -57,17 +60,31 @@ class Worker:
         self.clients = ClientList(folder)
         self.keys = ServerKeys(self.config.server_secret)
         self.store = Store(self.config.root)
+        self.guard = Guard()
+
+    def start_drain(self) -> None:
+        """No new transfers; what runs (and its stream reconnects) goes on until the deadline."""
+        self.draining = True
+        self.drain_deadline = time.monotonic() + limits.DRAIN_DEADLINE
 
     def run(self) -> None:
-        while not self.draining:
+        # A timeout, because a signal does not interrupt a blocking receive
+        # (PEP 475 retries it) and SIGTERM must be noticed.
+        self.channel.settimeout(0.2)
+        while True:
+            if self.draining:
+                with self.lock:
+                    idle = not self.threads
+                if idle or time.monotonic() > self.drain_deadline:
+                    return
             try:
                 got = fdpass.recv_socket(self.channel)
-            except InterruptedError:
+            except (InterruptedError, socket.timeout):
                 continue
             except OSError:
-                break
+                return
             if got is None:
-                break
+                return  # the master is gone
             sock, peer = got
             if not self.active.acquire(blocking=False):
                 log.warning("worker %d: too many connections, dropped %s", self.index, peer)
@@ -77,25 +94,22 @@ class Worker:
             with self.lock:
                 self.threads.add(t)
             t.start()
-        self._drain()
-
-    def _drain(self) -> None:
-        deadline = time.monotonic() + limits.DRAIN_DEADLINE
-        while time.monotonic() < deadline:
-            with self.lock:
-                if not self.threads:
-                    return
-            time.sleep(0.05)
 
     def _serve(self, sock: socket.socket, peer: str) -> None:
         conn = Conn(sock, peer)
+        watch = self.guard.admit(sock, peer.rsplit(":", 1)[0])
         try:
+            if watch is None:
+                log.warning("dropped %s: too many unauthenticated connections from that address", peer)
+                return
             sock.settimeout(limits.HANDSHAKE_DEADLINE)
             first = sock.recv(1, socket.MSG_PEEK)
+            proven = lambda: self.guard.promote(watch)  # noqa: E731
             if first == b"\x16":
-                ControlSession(conn, self.ident, self.clients, self.keys, self.store).run()
+                ControlSession(conn, self.ident, self.clients, self.keys, self.store,
+                               proven, lambda: self.draining).run()
             elif first == b"F":
-                StreamSession(conn, self.keys, self.store).run()
+                StreamSession(conn, self.keys, self.store, proven).run()
             elif first:
                 log.warning("dropped %s: not a fastxfer connection", peer)
         except (OSError, socket.timeout):
@@ -105,6 +119,8 @@ class Worker:
         except Exception:
             log.exception("connection from %s failed unexpectedly", peer)
         finally:
+            if watch is not None:
+                self.guard.forget(watch)
             conn.close()
             with self.lock:
                 self.threads.discard(threading.current_thread())
@@ -136,11 +152,7 @@ def worker_main(index: int, channel: socket.socket, inherited: list[int], config
     worker = Worker(index, channel, config)
 
     def on_term(_sig: int, _frame: object) -> None:
-        worker.draining = True
-        try:
-            channel.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        worker.start_drain()
 
     signal.signal(signal.SIGTERM, on_term)
     try:

@@ -155,18 +155,28 @@ def run_checked(cmd: list[str], env: dict[str, str], what: str) -> str:
 # --------------------------------------------------------------------------
 
 @dataclass
+class Cpu:
+    """CPU seconds of one process: its own, split, and its reaped children's."""
+    user: float = 0.0
+    system: float = 0.0
+    children: float = 0.0
+
+    @property
+    def own(self) -> float:
+        return self.user + self.system
+
+    @property
+    def cum(self) -> float:
+        return self.own + self.children
+
+
+@dataclass
 class ProcStat:
     """What we keep of one process seen in a tree."""
     proc: psutil.Process
     name: str
-    base_own: float  # user+system when first seen (0 for processes born during the run)
-    base_cum: float  # same plus reaped children's CPU
-    last_own: float = 0.0
-    last_cum: float = 0.0
-    last_user: float = 0.0  # user and system kept apart: system time shows copies and syscalls
-    last_sys: float = 0.0
-    base_user: float = 0.0
-    base_sys: float = 0.0
+    base: Cpu  # when first seen; zero for processes born during the run
+    last: Cpu
     peak_rss: int = 0
     alive: bool = True
 
@@ -223,38 +233,34 @@ class TreeGroup:
             if stat:
                 stat.alive = False
             return
-        own = t.user + t.system
-        cum = own + t.children_user + t.children_system
+        now = Cpu(t.user, t.system, t.children_user + t.children_system)
         if stat is None:
-            keep_base = first and not self.born_now
-            stat = ProcStat(proc, name, own if keep_base else 0.0, cum if keep_base else 0.0)
-            if keep_base:
-                stat.base_user, stat.base_sys = t.user, t.system
+            existed_before = first and not self.born_now
+            stat = ProcStat(proc, name, now if existed_before else Cpu(), now)
             self.stats[pid] = stat
-        stat.name, stat.last_own, stat.last_cum = name, own, cum
-        stat.last_user, stat.last_sys = t.user, t.system
+        stat.name, stat.last = name, now
         stat.peak_rss = max(stat.peak_rss, rss)
 
     def new_pids_alive(self) -> bool:
         return any(s.alive for p, s in self.stats.items() if p not in self.initial_pids)
 
     def cpu_seconds(self) -> float:
-        a = sum(s.last_own - s.base_own for s in self.stats.values())
-        b = sum(s.last_cum - s.base_cum for p, s in self.stats.items()
+        a = sum(s.last.own - s.base.own for s in self.stats.values())
+        b = sum(s.last.cum - s.base.cum for p, s in self.stats.items()
                 if s.alive and p != self.root_pid)
         if self.root_rusage_cpu is not None:
             b += self.root_rusage_cpu
         elif self.root_pid in self.stats:
             root = self.stats[self.root_pid]
-            b += root.last_cum - root.base_cum
+            b += root.last.cum - root.base.cum
         return max(a, b)
 
     def peak_rss(self) -> int:
         return max((s.peak_rss for s in self.stats.values()), default=0)
 
     def processes(self) -> list[dict]:
-        return [{"pid": p, "name": s.name, "user_s": round(s.last_user - s.base_user, 3),
-                 "sys_s": round(s.last_sys - s.base_sys, 3),
+        return [{"pid": p, "name": s.name, "user_s": round(s.last.user - s.base.user, 3),
+                 "sys_s": round(s.last.system - s.base.system, 3),
                  "peak_rss_mib": round(s.peak_rss / MiB, 1)} for p, s in self.stats.items()]
 
 

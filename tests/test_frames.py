@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from fastxfer import frames
 from fastxfer.errors import (
+    BusyError,
     FxError,
     ProtocolError,
     RefusedError,
@@ -291,7 +292,7 @@ def test_expect_wrong_kind() -> None:
         ("refused", RefusedError),
         ("verify", VerifyError),
         ("protocol", ProtocolError),
-        ("busy", RefusedError),
+        ("busy", BusyError),
         ("no-such-code", FxError),
     ],
 )

@@ -52,15 +52,9 @@ def test_choose_chunk_grows_to_keep_count() -> None:
     assert layout.valid_layout(big, chunk)
 
 
-# choose_chunk doubles a requested size that is not MIN_CHUNK * 2**k straight past
-# MAX_CHUNK (3 * 64 KiB -> ... -> 12 MiB -> 24 MiB) for files of more than
-# 12 MiB * MAX_CHUNKS: a known bug, reported, not fixed here.  strict: when it
-# is fixed these cases pass and the marker must go.
-_OVERSHOOT = pytest.mark.xfail(strict=True, reason="choose_chunk doubles past MAX_CHUNK (layout.py:34-35)")
+# Sizes that are not MIN_CHUNK * 2**k once doubled straight past MAX_CHUNK.
 _GRID = [
-    pytest.param(size, requested, marks=_OVERSHOOT if (size, requested) in {
-        (MAX_CHUNK * MAX_CHUNKS, 3 * MIN_CHUNK), (MAX_CHUNK * MAX_CHUNKS, 3 << 20),
-    } else ())
+    (size, requested)
     for size in [0, 1, MIN_CHUNK, 7 << 30, MIN_CHUNK * MAX_CHUNKS * 5 + 3, MAX_CHUNK * MAX_CHUNKS]
     for requested in [None, 1, MIN_CHUNK, 3 * MIN_CHUNK, 3 << 20, DEFAULT_CHUNK, MAX_CHUNK]
 ]
