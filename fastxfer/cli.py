@@ -4,7 +4,8 @@ Exit codes: 0 done and verified; 1 unexpected failure; 2 usage; 3 trust
 (server not pinned or not matching, client not authorized); 4 connection;
 5 verification; 6 refused by the server (path, space, limits); 7 a local
 file unreadable or changed while sent; 8 protocol violation by the peer;
-9 some files stored, others not.
+9 some files not stored (when several files failed for different causes,
+or some were stored); 10 server busy or shutting down, try again.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from .errors import FxError, UsageError
 
 EPILOG = """exit codes: 0 verified, 2 usage, 3 trust, 4 connection, 5 verification,
-6 refused by server, 7 local file, 8 protocol, 9 partial, 1 unexpected."""
+6 refused by server, 7 local file, 8 protocol, 9 partial, 10 server busy, 1 unexpected."""
 
 
 def parse_size(text: str) -> int:
@@ -91,8 +92,13 @@ def cmd_trust(args: argparse.Namespace) -> int:
     clients = ClientList(home())
     if args.trust_cmd == "add":
         fp = parse_fp(args.fingerprint)
+        others = [k for k, v in clients.all().items() if v == args.name and k != fp.hex()]
         clients.add(fp, args.name)
         print(f"authorized {format_fp(fp)} as {args.name}")
+        if others:
+            # The lost-laptop case: a new identity takes over an old folder.
+            print(f"note: {len(others)} other identity(ies) also write to {args.name}'s folder; "
+                  f"`fastxfer trust remove FP` revokes one")
     elif args.trust_cmd == "list":
         for fp, name in sorted(clients.all().items(), key=lambda kv: kv[1]):
             print(f"{name}\t{format_fp(bytes.fromhex(fp))}")
@@ -196,18 +202,21 @@ def cmd_send(args: argparse.Namespace) -> int:
             assert r.error is not None
             print(f"ERROR: {r.error.message}", file=sys.stderr)
             continue
-        word = "stored" if r.status == "stored" else "unchanged"
-        print(f"{word} {welcome.name}/{r.src.remote} ({human(r.src.size)}, verified)")
+        if r.status == "stored":
+            print(f"stored {welcome.name}/{r.src.remote} ({human(r.src.size)}, verified)")
+        else:
+            print(f"unchanged {welcome.name}/{r.src.remote} ({human(r.src.size)}, same size and time as stored)")
         if r.sha256:
             print(f"{r.sha256.hex()}  {r.src.local}")
     rate = sender.bytes_sent / elapsed / 2**20 if elapsed else 0.0
     print(f"sent {human(sender.bytes_sent)} in {elapsed:.2f} s ({rate:.0f} MiB/s) "
           f"over {sender.streams_used} streams; {len(results) - len(failed)} of {len(results)} files verified")
-    if failed:
-        if len(failed) == 1 and len(results) == 1:
-            return failed[0].error.exit_code  # type: ignore[union-attr]
-        return 9
-    return 0
+    if not failed:
+        return 0
+    codes = {r.error.exit_code for r in failed if r.error is not None}
+    if len(failed) == len(results) and len(codes) == 1:
+        return codes.pop()  # nothing stored, one cause: say which
+    return 9
 
 
 COMMANDS = {"id": cmd_id, "trust": cmd_trust, "pin": cmd_pin, "pins": cmd_pin, "unpin": cmd_pin,

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import frames, identity, layout, limits
-from .errors import BusyError, FxError, ProtocolError, TrustError
+from .errors import BusyError, FxError, ProtocolError, RefusedError, TrustError
 from .frames import get_hex, get_int, get_list, get_obj, get_str
 from .keys import ServerKeys
 from .netio import Channel, Conn, tls_server
@@ -32,6 +32,7 @@ from .trust import ClientList
 
 log = logging.getLogger("fastxfer.server")
 
+PREAUTH_LIMIT = 16 << 10
 WIRE = {3: "trust", 5: "verify", 6: "refused", 8: "protocol", 10: "busy"}
 
 
@@ -54,7 +55,8 @@ class ControlSession:
 
     def run(self) -> None:
         tls = tls_server(self.raw, self.ident.server_context(), limits.HANDSHAKE_DEADLINE)
-        chan = Channel(tls)
+        # A stranger may not make the server buffer more than a proof's worth.
+        chan = Channel(tls, limit=PREAUTH_LIMIT)
         try:
             self._authenticate(chan)
         except FxError as exc:
@@ -65,6 +67,7 @@ class ControlSession:
                 pass
             tls.close()
             return
+        chan.set_limit(frames.MAX_CONTROL)
         try:
             self._serve(chan)
         finally:
@@ -81,6 +84,9 @@ class ControlSession:
         except ValueError:
             raise ProtocolError("malformed authentication") from None
         fp = identity.fingerprint_of(cert)
+        # The proof first: whether a fingerprint is authorized is told only
+        # to whoever holds its key.
+        identity.verify_auth(cert, sig, identity.auth_message(nonce, self.ident.fingerprint, fp))
         name = self.clients.name_of(fp)
         shown = identity.format_fp(fp)
         if self.draining():
@@ -90,7 +96,6 @@ class ControlSession:
                 f"this client ({shown}) is not authorized on this server; "
                 f"on the server run: fastxfer trust add {shown} --name NAME"
             )
-        identity.verify_auth(cert, sig, identity.auth_message(nonce, self.ident.fingerprint, fp))
         self.proven()
         session, ticket = self.keys.new_session(name, fp, int(time.time()) + limits.SESSION_TTL)
         self.name = name
@@ -150,9 +155,13 @@ class ControlSession:
                 log.warning("client %s: refused %r: %s", self.name, path, exc.message)
                 replies.append(wire_error(exc))
                 continue
+            except OSError as exc:
+                log.error("client %s: storage error on %r: %s", self.name, path, exc)
+                replies.append(wire_error(RefusedError(f"{path}: storage error on the server ({exc.strerror})")))
+                continue
             replies.append({
                 "t": "ok", "fid": reply.fid.hex(), "chunk": reply.chunk, "status": reply.status,
-                "have": [[i, d.hex()] for i, d in sorted(reply.have.items())],
+                "have": frames.encode_have(reply.have),
             })
         return {"t": "put_ok", "files": replies}
 
@@ -170,6 +179,10 @@ class ControlSession:
             except FxError as exc:
                 log.warning("client %s: commit refused: %s", self.name, exc.message)
                 replies.append(wire_error(exc))
+                continue
+            except OSError as exc:
+                log.error("client %s: storage error on commit: %s", self.name, exc)
+                replies.append(wire_error(RefusedError(f"storage error on the server ({exc.strerror}); send again")))
                 continue
             if stored.status == "stored":
                 log.info("client %s stored %r%s", self.name, stored.path,

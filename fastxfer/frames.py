@@ -28,7 +28,9 @@ Stream connection (plain TCP, every byte after the opening authenticated)::
     kind ACK  (2): header = count u32
                    body   = (fid 16 | offset u64) * count
     kind SYNC (3): header = empty, body = empty: make everything sent so
-                   far durable, then ACK it
+                   far durable, then ACK it.  The client's first frame on
+                   every stream is a SYNC: it proves the stream keys before
+                   the server takes any larger frame.
     kind ERROR(4): header = empty, body = code u8 | UTF-8 message
 """
 
@@ -64,6 +66,10 @@ _LEN = struct.Struct(">I")
 _FRAME_PREFIX = struct.Struct(">IB")
 _ACK_ENTRY = struct.Struct(">16sQ")
 _OPEN = struct.Struct(">4sH")
+_HAVE = struct.Struct(">I32s")
+
+# The size a SYNC frame announces (kind + tag), the only frame allowed first.
+SYNC_FRAME = 1 + TAG
 
 # The largest frame a peer may announce: a full chunk with its digest.
 MAX_FRAME = 1 + _HEADER[DATA].size + MAX_CHUNK + DIGEST + TAG
@@ -84,7 +90,7 @@ class MsgDecoder:
 
     def __init__(self, limit: int = MAX_CONTROL) -> None:
         self._buf = bytearray()
-        self._limit = limit
+        self.limit = limit
 
     def feed(self, data: bytes) -> None:
         self._buf += data
@@ -93,7 +99,7 @@ class MsgDecoder:
         if len(self._buf) < 4:
             return None
         (size,) = _LEN.unpack_from(self._buf)
-        if size > self._limit:
+        if size > self.limit:
             raise ProtocolError(f"control message of {size} bytes exceeds the limit")
         if len(self._buf) < 4 + size:
             return None
@@ -106,7 +112,7 @@ class MsgDecoder:
         if len(self._buf) < 4:
             return 4 - len(self._buf)
         (size,) = _LEN.unpack_from(self._buf)
-        return max(1, 4 + min(size, self._limit) - len(self._buf))
+        return max(1, 4 + min(size, self.limit) - len(self._buf))
 
 
 def parse_msg(body: bytes) -> dict[str, Any]:
@@ -169,6 +175,29 @@ def expect(msg: dict[str, Any], kind: str) -> dict[str, Any]:
     if msg.get("t") != kind:
         raise ProtocolError(f"expected a {kind!r} message, got {str(msg.get('t'))[:40]!r}")
     return msg
+
+
+def encode_have(have: dict[int, bytes]) -> str:
+    """Durable chunks for a resume, compactly: base64 of (index u32 | digest 32)*."""
+    import base64
+
+    return base64.b64encode(b"".join(_HAVE.pack(i, d) for i, d in sorted(have.items()))).decode()
+
+
+def parse_have(text: str, count: int) -> dict[int, bytes]:
+    import base64
+    import binascii
+
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error):
+        raise ProtocolError("malformed chunk list") from None
+    if len(raw) % _HAVE.size:
+        raise ProtocolError("malformed chunk list")
+    have = dict(_HAVE.iter_unpack(raw))
+    if any(i >= count for i in have):
+        raise ProtocolError("chunk list names a chunk beyond the file")
+    return have
 
 
 # ----------------------------------------------------------------- stream

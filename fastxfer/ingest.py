@@ -20,13 +20,15 @@ from .errors import FxError, ProtocolError, RefusedError
 from .keys import ServerKeys
 from .netio import Conn
 from .store import StagingFile, Store
+from .trust import ClientList
 
 log = logging.getLogger("fastxfer.server")
 
 
 class StreamSession:
-    def __init__(self, conn: Conn, server_keys: ServerKeys, store: Store,
+    def __init__(self, conn: Conn, server_keys: ServerKeys, store: Store, clients: ClientList,
                  proven: Callable[[], None]) -> None:
+        self.clients = clients
         self.proven = proven
         self.conn = conn
         self.keys = server_keys
@@ -64,16 +66,28 @@ class StreamSession:
             pass
 
     def _open(self) -> None:
+        """Ticket, randoms, then a first sealed frame that proves the keys.
+
+        Only after that proof is the connection counted as authenticated and
+        allowed frames larger than a SYNC: a replayed ticket gets an answer
+        but costs the server no buffer.
+        """
         self.conn.settimeout(limits.HANDSHAKE_DEADLINE)
         size = frames.parse_open_prefix(self.conn.recv_exact(frames.OPEN_PREFIX))
         ticket = self.conn.recv_exact(size)
         client_random = self.conn.recv_exact(frames.RANDOM)
         session = self.keys.open_ticket(ticket, int(time.time()))
-        self.proven()
         server_random = os.urandom(frames.RANDOM)
         self.conn.send(frames.encode_open_reply(server_random))
         c2s, s2c = keys.stream_keys(session.secret, client_random, server_random)
         self.sealer, self.opener = keys.pair(c2s, s2c, "server")
+        kind, rest = frames.parse_prefix(self.conn.recv_exact(frames.FRAME_PREFIX), frames.SYNC_FRAME)
+        if kind != frames.SYNC:
+            raise ProtocolError("a stream must start with a sealed SYNC frame")
+        self.opener.open(bytes([kind]), self.conn.recv_exact(rest))
+        if self.clients.name_of(session.client_fp) != session.client_name:
+            raise ProtocolError("this client is no longer authorized")
+        self.proven()
         self.client = session.client_name
 
     def _run(self) -> None:

@@ -86,9 +86,12 @@ class Conn:
 class Channel:
     """Control messages over a (TLS) connection."""
 
-    def __init__(self, conn: Conn) -> None:
+    def __init__(self, conn: Conn, limit: int = frames.MAX_CONTROL) -> None:
         self.conn = conn
-        self._decoder = frames.MsgDecoder()
+        self._decoder = frames.MsgDecoder(limit)
+
+    def set_limit(self, limit: int) -> None:
+        self._decoder.limit = limit
 
     def send(self, msg: dict[str, Any]) -> None:
         self.conn.send(frames.encode_msg(msg))

@@ -18,6 +18,9 @@ from .trust import PinList, address_key
 
 CONNECT_TIMEOUT = 15.0
 REPLY_TIMEOUT = 600.0
+# The server is authenticated by then; a resume list of a file with the
+# most chunks (layout.MAX_CHUNKS) must fit.
+REPLY_LIMIT = 64 << 20
 
 
 @dataclass
@@ -54,7 +57,7 @@ class ControlClient:
                 f"{identity.format_fp(pinned)}: someone may be impersonating it; nothing was sent. "
                 f"If the server's identity changed on purpose, run: fastxfer unpin {where}, then pin the new one"
             )
-        chan = Channel(conn)
+        chan = Channel(conn, limit=REPLY_LIMIT)
         challenge = frames.expect(chan.recv(CONNECT_TIMEOUT), "challenge")
         try:
             nonce = base64.b64decode(frames.get_str(challenge, "nonce", 64), validate=True)
@@ -98,4 +101,9 @@ def open_stream(host: str, port: int, welcome: Welcome) -> tuple[Conn, keys.Seal
     server_random = frames.parse_open_reply(conn.recv_exact(4 + frames.RANDOM))
     c2s, s2c = keys.stream_keys(welcome.secret, client_random, server_random)
     sealer, opener = keys.pair(c2s, s2c, "client")
+    send_sync(conn, sealer)
     return conn, sealer, opener
+
+
+def send_sync(conn: Conn, sealer: keys.Sealer) -> None:
+    conn.send(frames.frame_prefix(frames.SYNC, b"", 0), sealer.seal(bytes([frames.SYNC]), b""))

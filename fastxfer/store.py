@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 import errno
 import hashlib
+import hmac
 import json
 import os
 import sqlite3
@@ -49,10 +50,15 @@ class Stored:
     version: str | None  # name of the older version kept, if any
 
 
-def file_id(client: str, path: bytes, size: int, mtime_ns: int) -> bytes:
-    """Same file, same sender -> same staging, which is what makes resume find it."""
-    key = b"\x00".join([b"fastxfer fid v1", client.encode(), path, b"%d" % size, b"%d" % mtime_ns])
-    return hashlib.sha256(key).digest()[:16]
+def file_id(secret: bytes, client: str, path: bytes, size: int, mtime_ns: int) -> bytes:
+    """Same file, same sender -> same staging, which is what makes resume find it.
+
+    Keyed with a secret that never leaves the server, because the id travels
+    in clear stream headers: an eavesdropper must not be able to confirm a
+    guessed name.
+    """
+    msg = b"\x00".join([client.encode(), path, b"%d" % size, b"%d" % mtime_ns])
+    return hmac.new(secret, msg, hashlib.sha256).digest()[:16]
 
 
 def _open_dir(parent_fd: int, name: bytes, create: bool) -> int:
@@ -145,9 +151,19 @@ class StagingFile:
         """Data first on stable storage, then the record that vouches for it."""
         if not self.pending:
             return
-        os.fdatasync(self.data_fd)
-        os.write(self.rec_fd, b"".join(self.pending))
-        os.fdatasync(self.rec_fd)
+        try:
+            os.fdatasync(self.data_fd)
+            entries = b"".join(self.pending)
+            # One write: O_APPEND keeps entries whole even when several
+            # streams append to the same record.  A short write (disk full)
+            # leaves a torn entry, which parse_record ignores.
+            if os.write(self.rec_fd, entries) != len(entries):
+                raise OSError(errno.ENOSPC, "short write of the chunk record")
+            os.fdatasync(self.rec_fd)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise RefusedError("not enough space on the server (disk full)") from None
+            raise
         self.pending.clear()
 
     def close(self) -> None:
@@ -164,9 +180,36 @@ class Store:
         os.makedirs(os.path.join(self.root, STATE, "versions"), exist_ok=True)
         self.root_fd = os.open(self.root, DIR_FLAGS)
         self.state_fd = os.open(STATE, DIR_FLAGS, dir_fd=self.root_fd)
+        self.fid_secret = self._secret()
         self._local = threading.local()
 
     # ------------------------------------------------------------- plumbing
+
+    def _secret(self) -> bytes:
+        """A random key kept with the state, made once, the same for every worker."""
+        try:
+            fd = os.open("fid.key", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=self.state_fd)
+        except FileNotFoundError:
+            tmp = f"fid.key.{os.getpid()}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=self.state_fd)
+            try:
+                os.write(fd, os.urandom(32))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp, "fid.key", src_dir_fd=self.state_fd, dst_dir_fd=self.state_fd)
+            except FileExistsError:
+                pass  # another process made it first: use theirs
+            os.unlink(tmp, dir_fd=self.state_fd)
+            fd = os.open("fid.key", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=self.state_fd)
+        try:
+            secret = os.read(fd, 64)
+        finally:
+            os.close(fd)
+        if len(secret) != 32:
+            raise OSError(errno.EINVAL, "damaged fid.key in the state folder")
+        return secret
 
     def _manifest_path(self) -> str:
         return os.path.join(self.root, STATE, "manifest.sqlite")
@@ -215,7 +258,7 @@ class Store:
                  chunk: int) -> PutReply:
         parts = paths.split(path)
         raw = b"/".join(parts)
-        fid = file_id(client, raw, size, mtime_ns)
+        fid = file_id(self.fid_secret, client, raw, size, mtime_ns)
         self._check_parents(client, parts)
         row = self.lookup(client, raw)
         if row and row[0] == size and row[1] == mtime_ns and self._is_file(client, parts):
@@ -280,6 +323,16 @@ class Store:
         finally:
             os.close(meta_fd)
         if meta.get("size") != size or meta.get("mtime_ns") != mtime_ns:
+            return None
+        try:
+            os.stat(name + b".data", dir_fd=base, follow_symlinks=False)
+        except FileNotFoundError:
+            # Committed just before a crash cut the cleanup short: start over.
+            for ext in (b".meta", b".rec"):
+                try:
+                    os.unlink(name + ext, dir_fd=base)
+                except FileNotFoundError:
+                    pass
             return None
         chunk = meta["chunk"]
         rec_fd = os.open(name + b".rec", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=base)

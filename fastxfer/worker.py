@@ -109,7 +109,7 @@ class Worker:
                 ControlSession(conn, self.ident, self.clients, self.keys, self.store,
                                proven, lambda: self.draining).run()
             elif first == b"F":
-                StreamSession(conn, self.keys, self.store, proven).run()
+                StreamSession(conn, self.keys, self.store, self.clients, proven).run()
             elif first:
                 log.warning("dropped %s: not a fastxfer connection", peer)
         except (OSError, socket.timeout):
