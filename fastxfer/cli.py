@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bind", default="0.0.0.0", metavar="ADDR", help="address to listen on (default: %(default)s)")
     s.add_argument("--port", type=int, default=4455, help="port (default: %(default)s; 0 picks a free one)")
     s.add_argument("--workers", type=int, default=None, help="worker processes (default: one per CPU)")
+    s.add_argument("--keep-versions", type=int, default=10, metavar="N",
+                   help="older copies kept per file when a changed file replaces it (default: %(default)s, at least 1)")
+    s.add_argument("--max-staging", type=parse_size, default=1 << 40, metavar="SIZE",
+                   help="bytes of unfinished transfers allowed per client (default: 1T)")
 
     s = sub.add_parser("send", help="send files to a server", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -139,7 +143,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .identity import format_fp, home, load_or_create
     from .master import Master, bind, setup_logging
-    from .store import Store
+    from .store import Policy, Store
     from .worker import WorkerConfig
 
     setup_logging()
@@ -150,17 +154,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import psutil
 
         workers = psutil.cpu_count(logical=True) or 1
+    if args.keep_versions < 1:
+        raise UsageError("--keep-versions must be at least 1: a replaced file is never destroyed outright")
+    policy = Policy(keep_versions=args.keep_versions, max_staging_bytes=args.max_staging)
     ident = load_or_create()
     try:
-        Store(args.root).init_manifest()  # fails early, in the master, on an unusable root
+        store = Store(args.root, policy)  # fails early, in the master, on an unusable root
+        store.init_manifest()
+        cleaned = store.clean_staging(time.time())
     except (OSError, sqlite3.Error) as exc:
         raise FxError(f"cannot use {args.root} as the root: {getattr(exc, 'strerror', None) or exc}") from None
     listener = bind(args.bind, args.port)
     host, port = listener.getsockname()[:2]
     print(f"fastxfer server fingerprint: {format_fp(ident.fingerprint)}", flush=True)
-    print(f"root {os.path.abspath(args.root)}, {workers} workers", flush=True)
+    print(f"root {os.path.abspath(args.root)}, {workers} workers"
+          + (f", {cleaned} abandoned staging files removed" if cleaned else ""), flush=True)
     print(f"listening on {host}:{port}", flush=True)
-    config = WorkerConfig(os.path.abspath(args.root), str(home()), os.urandom(32))
+    config = WorkerConfig(os.path.abspath(args.root), str(home()), os.urandom(32), policy)
     Master(listener, workers, config).run()
     return 0
 

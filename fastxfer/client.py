@@ -26,7 +26,8 @@ import time
 from dataclasses import dataclass, field
 
 from . import frames, layout
-from .errors import ConnectError, FxError, LocalFileError, PartialError, ProtocolError, from_wire
+from .errors import (ConnectError, FxError, LocalFileError, PartialError, ProtocolError,
+                     from_exit_code, from_wire)
 from .session import ControlClient, Welcome, open_stream, send_sync
 
 RETRIES = 8  # reopenings per stream before the send gives up
@@ -317,7 +318,7 @@ class Sender:
                         acked.set()
                     elif kind == frames.ERROR:
                         code, message = frames.parse_error(plain)
-                        raise from_wire({6: "refused", 5: "verify"}.get(code, "protocol"), message)
+                        raise from_exit_code(code, message)
                     else:
                         raise ProtocolError(f"unexpected frame kind {kind} from server")
             except FxError as exc:

@@ -42,7 +42,7 @@ def wire_error(exc: FxError) -> dict[str, Any]:
 
 class ControlSession:
     def __init__(self, conn: Conn, ident: identity.Identity, clients: ClientList,
-                 keys: ServerKeys, store: Store, proven: Callable[[], None],
+                 keys: ServerKeys, store: Store, proven: Callable[[str], None],
                  draining: Callable[[], bool]) -> None:
         self.proven = proven
         self.draining = draining
@@ -96,7 +96,7 @@ class ControlSession:
                 f"this client ({shown}) is not authorized on this server; "
                 f"on the server run: fastxfer trust add {shown} --name NAME"
             )
-        self.proven()
+        self.proven(name)
         session, ticket = self.keys.new_session(name, fp, int(time.time()) + limits.SESSION_TTL)
         self.name = name
         chan.send({

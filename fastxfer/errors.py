@@ -91,3 +91,11 @@ WIRE_CODES: dict[str, type[FxError]] = {
 
 def from_wire(code: str, message: str) -> FxError:
     return WIRE_CODES.get(code, FxError)(message)
+
+
+def from_exit_code(code: int, message: str) -> FxError:
+    """The error a stream ERROR frame names by its class's exit code."""
+    for cls in (TrustError, VerifyError, RefusedError, ProtocolError, BusyError):
+        if cls.exit_code == code:
+            return cls(message)
+    return ProtocolError(message)

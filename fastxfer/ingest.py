@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from . import frames, keys, limits
-from .errors import FxError, ProtocolError, RefusedError
+from .errors import BusyError, FxError, ProtocolError, RefusedError
 from .keys import ServerKeys
 from .netio import Conn
 from .store import StagingFile, Store
@@ -27,7 +27,7 @@ log = logging.getLogger("fastxfer.server")
 
 class StreamSession:
     def __init__(self, conn: Conn, server_keys: ServerKeys, store: Store, clients: ClientList,
-                 proven: Callable[[], None]) -> None:
+                 proven: Callable[[str], None]) -> None:
         self.clients = clients
         self.proven = proven
         self.conn = conn
@@ -45,7 +45,7 @@ class StreamSession:
         except ProtocolError as exc:
             log.warning("stream from %s dropped: %s", self.conn.peer, exc.message)
             self._try_error(exc)
-        except RefusedError as exc:
+        except (RefusedError, BusyError) as exc:
             log.warning("stream from %s refused: %s", self.conn.peer, exc.message)
             self._try_error(exc)
         except FxError:
@@ -87,7 +87,7 @@ class StreamSession:
         self.opener.open(bytes([kind]), self.conn.recv_exact(rest))
         if self.clients.name_of(session.client_fp) != session.client_name:
             raise ProtocolError("this client is no longer authorized")
-        self.proven()
+        self.proven(session.client_name)
         self.client = session.client_name
 
     def _run(self) -> None:

@@ -171,10 +171,21 @@ class StagingFile:
         os.close(self.rec_fd)
 
 
+@dataclass(frozen=True)
+class Policy:
+    """What the server keeps, per client (``fastxfer serve`` options)."""
+
+    keep_versions: int = 10  # older copies kept per path, newest first
+    max_staging_bytes: int = 1 << 40  # bytes of unfinished transfers
+    max_staging_files: int = 100_000  # unfinished transfers
+    staging_max_age: float = 7 * 24 * 3600.0  # an abandoned transfer is removed after this
+
+
 class Store:
     """One per worker process (the manifest connection is per thread)."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, policy: Policy = Policy()) -> None:
+        self.policy = policy
         self.root = os.path.abspath(root)
         os.makedirs(os.path.join(self.root, STATE, "staging"), exist_ok=True)
         os.makedirs(os.path.join(self.root, STATE, "versions"), exist_ok=True)
@@ -273,6 +284,12 @@ class Store:
             free = self.free_bytes()
             if size > free:
                 raise space_error(size, free)
+            files, used = self.staging_usage(base)
+            if files >= self.policy.max_staging_files or used + size > self.policy.max_staging_bytes:
+                raise RefusedError(
+                    f"{path}: too many unfinished transfers for this client on the server "
+                    f"({files} files, {used} bytes); finish or wait for them"
+                )
             self._create_staging(base, fid, {
                 "client": client, "path": path, "size": size,
                 "mtime_ns": mtime_ns, "mode": mode, "chunk": chunk,
@@ -280,6 +297,34 @@ class Store:
         finally:
             os.close(base)
         return PutReply(fid, chunk, "new", {})
+
+    @staticmethod
+    def staging_usage(base: int) -> tuple[int, int]:
+        """(files, bytes) of one client's unfinished transfers."""
+        files = used = 0
+        for entry in os.scandir(base):
+            if entry.name.endswith(".data"):
+                files += 1
+                used += entry.stat(follow_symlinks=False).st_size
+        return files, used
+
+    def clean_staging(self, now: float) -> int:
+        """Remove transfers abandoned longer than the policy allows; at start only."""
+        removed = 0
+        top = os.path.join(self.root, STATE, "staging")
+        for client in os.scandir(top):
+            if not client.is_dir(follow_symlinks=False):
+                continue
+            entries = {e.name: e for e in os.scandir(client.path)}
+            for name, entry in entries.items():
+                stem = name.split(".", 1)[0]
+                meta = entries.get(stem + ".meta")
+                # No meta: creation was cut short, the client was never told of it.
+                age = now - (meta or entry).stat(follow_symlinks=False).st_mtime
+                if meta is None or age > self.policy.staging_max_age:
+                    os.unlink(entry.path)
+                    removed += 1
+        return removed
 
     def _check_parents(self, client: str, parts: list[bytes]) -> None:
         """Refuse up front a path whose existing folders include a link or a file."""
@@ -452,18 +497,32 @@ class Store:
             return "unchanged"
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
         keep = (parts[-1][: 255 - len(stamp) - 1] + b"~" + stamp.encode())
+        raw = b"/".join(parts)
         vdir = open_chain(self.state_fd, [b"versions", client.encode()] + parts[:-1], create=True)
+        db = self._db()
         try:
             os.link(parts[-1], keep, src_dir_fd=parent, dst_dir_fd=vdir, follow_symlinks=False)
             os.fsync(vdir)
+            db.execute(
+                "INSERT INTO versions VALUES (?,?,?,?,?,?,?)",
+                (client, raw, os.fsdecode(keep), st.st_size, row[2] if row else None, None, _now_ns()),
+            )
+            self._prune_versions(db, vdir, client, raw)
         finally:
             os.close(vdir)
-        self._db().execute(
-            "INSERT INTO versions SELECT client, path, ?, size, digest, sha256, ? FROM files"
-            " WHERE client=? AND path=?",
-            (keep.decode(errors="surrogateescape"), _now_ns(), client, b"/".join(parts)),
-        )
-        return keep.decode(errors="surrogateescape")
+        return os.fsdecode(keep)
+
+    def _prune_versions(self, db: sqlite3.Connection, vdir: int, client: str, raw: bytes) -> None:
+        rows = db.execute(
+            "SELECT rowid, version FROM versions WHERE client=? AND path=? ORDER BY replaced_ns DESC",
+            (client, raw),
+        ).fetchall()
+        for rowid, version in rows[max(1, self.policy.keep_versions):]:
+            try:
+                os.unlink(os.fsencode(version), dir_fd=vdir)
+            except FileNotFoundError:
+                pass
+            db.execute("DELETE FROM versions WHERE rowid=?", (rowid,))
 
     def _record(self, client: str, raw: bytes, meta: dict, digest: bytes, sha256: bytes | None) -> None:
         db = self._db()

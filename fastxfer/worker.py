@@ -23,12 +23,12 @@ from pathlib import Path
 
 from . import fdpass, identity, limits
 from .control import ControlSession
-from .errors import FxError
+from .errors import BusyError, FxError
 from .guard import Guard
 from .ingest import StreamSession
 from .keys import ServerKeys
 from .netio import Conn
-from .store import Store
+from .store import Policy, Store
 from .trust import ClientList
 
 log = logging.getLogger("fastxfer.server")
@@ -41,6 +41,7 @@ class WorkerConfig:
     root: str
     home: str
     server_secret: bytes
+    policy: Policy
 
 
 class Worker:
@@ -53,13 +54,14 @@ class Worker:
         self.lock = threading.Lock()
         self.draining = False
         self.drain_deadline = 0.0
+        self.per_client: dict[str, int] = {}
 
     def boot(self) -> None:
         folder = Path(self.config.home)
         self.ident = identity.load_or_create(folder)
         self.clients = ClientList(folder)
         self.keys = ServerKeys(self.config.server_secret)
-        self.store = Store(self.config.root)
+        self.store = Store(self.config.root, self.config.policy)
         self.guard = Guard()
 
     def start_drain(self) -> None:
@@ -98,13 +100,21 @@ class Worker:
     def _serve(self, sock: socket.socket, peer: str) -> None:
         conn = Conn(sock, peer)
         watch = self.guard.admit(sock, peer.rsplit(":", 1)[0])
+        held: list[str] = []
         try:
             if watch is None:
                 log.warning("dropped %s: too many unauthenticated connections from that address", peer)
                 return
             sock.settimeout(limits.HANDSHAKE_DEADLINE)
             first = sock.recv(1, socket.MSG_PEEK)
-            proven = lambda: self.guard.promote(watch)  # noqa: E731
+            def proven(name: str) -> None:
+                self.guard.promote(watch)
+                with self.lock:
+                    if self.per_client.get(name, 0) >= limits.CONNECTIONS_PER_CLIENT:
+                        raise BusyError(f"client {name} has too many connections open; try again later")
+                    self.per_client[name] = self.per_client.get(name, 0) + 1
+                    held.append(name)
+
             if first == b"\x16":
                 ControlSession(conn, self.ident, self.clients, self.keys, self.store,
                                proven, lambda: self.draining).run()
@@ -123,6 +133,8 @@ class Worker:
                 self.guard.forget(watch)
             conn.close()
             with self.lock:
+                for name in held:
+                    self.per_client[name] -= 1
                 self.threads.discard(threading.current_thread())
             self.active.release()
 
