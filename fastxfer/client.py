@@ -385,6 +385,8 @@ class Sender:
             with self.cond:
                 while not self.ready and self.fatal is None:
                     self.cond.wait(0.5)
+                    if not self.ready:
+                        self._check_control()
                 if self.fatal is not None and not self.ready:
                     break
                 ready = [f for f in self.ready if f.error or not self.want_sha256 or f.sha256]
@@ -408,6 +410,21 @@ class Sender:
             results.append(Result(job.src, "failed", self.fatal or PartialError("not sent")))
             os.close(job.fd)
         return results
+
+    def _check_control(self) -> None:
+        """Between calls the server has nothing to say: anything readable is its end."""
+        chan = self.control.chan
+        if chan is None or not chan.conn.readable(0):
+            return
+        try:
+            msg = chan.recv(1.0)
+            frames.expect(msg, "nothing")
+        except FxError as exc:
+            lost = ConnectError(
+                f"the server ended the session ({exc.message}); run the same send again to resume"
+            )
+            self.fatal = self.fatal or (exc if not isinstance(exc, (ConnectError, ProtocolError)) else lost)
+            self.cond.notify_all()
 
     @staticmethod
     def _changed(job: FileJob) -> FxError | None:

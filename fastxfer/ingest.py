@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import mmap
 import os
 import time
 from collections.abc import Callable
@@ -25,6 +26,28 @@ from .trust import ClientList
 log = logging.getLogger("fastxfer.server")
 
 
+class Buffer:
+    """A receive buffer in its own mapping, so its memory goes back to the
+    system when the connection ends (the heap would keep it)."""
+
+    def __init__(self) -> None:
+        self._map: mmap.mmap | None = None
+
+    def view(self, size: int) -> memoryview:
+        if self._map is None or len(self._map) < size:
+            self.close()
+            self._map = mmap.mmap(-1, size)
+        return memoryview(self._map)[:size]
+
+    def close(self) -> None:
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:
+                pass  # a view is still alive; the mapping goes with it
+            self._map = None
+
+
 class StreamSession:
     def __init__(self, conn: Conn, server_keys: ServerKeys, store: Store, clients: ClientList,
                  proven: Callable[[str], None]) -> None:
@@ -36,8 +59,8 @@ class StreamSession:
         self.files: dict[bytes, StagingFile] = {}
         self.unflushed = 0
         self.acks: list[tuple[bytes, int]] = []
-        self._buf = bytearray()
-        self._plain = bytearray()
+        self._buf = Buffer()
+        self._plain = Buffer()
 
     def run(self) -> None:
         try:
@@ -54,6 +77,8 @@ class StreamSession:
             for f in self.files.values():
                 f.close()
             self.conn.close()
+            self._buf.close()
+            self._plain.close()
 
     def _try_error(self, exc: FxError) -> None:
         if getattr(self, "sealer", None) is None:
@@ -98,9 +123,7 @@ class StreamSession:
             if self.unflushed and not self.conn.readable(limits.FLUSH_IDLE):
                 self._flush()
             kind, rest = frames.parse_prefix(self.conn.recv_exact(frames.FRAME_PREFIX))
-            if len(self._buf) < rest:
-                self._buf = bytearray(rest)
-            view = memoryview(self._buf)[:rest]
+            view = self._buf.view(rest)
             self.conn.recv_into_exact(view)
             head = frames.split_rest(kind, view)
             sealed = view[len(head.header):]
@@ -115,9 +138,7 @@ class StreamSession:
     def _data(self, head: frames.FrameHead, sealed: memoryview) -> None:
         fid, offset, length = frames.parse_data_header(head.header, head.sealed_len)
         plain_len = length + frames.DIGEST
-        if len(self._plain) < plain_len:
-            self._plain = bytearray(plain_len)
-        plain = memoryview(self._plain)[:plain_len]
+        plain = self._plain.view(plain_len)
         self.opener.open_into(head.aad, sealed, plain)
         data, digest = plain[:length], bytes(plain[length:])
         if hashlib.sha256(data).digest() != digest:

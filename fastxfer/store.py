@@ -17,6 +17,7 @@ hard-linked into versions/, so no update destroys the only copy.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import hashlib
@@ -25,13 +26,15 @@ import json
 import os
 import sqlite3
 import stat
-import threading
+import queue
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from . import layout, paths
 from .errors import FxError, ProtocolError, RefusedError, VerifyError
 
 STATE = ".fastxfer"
+POOL = 4  # idle manifest connections a worker keeps
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -192,7 +195,7 @@ class Store:
         self.root_fd = os.open(self.root, DIR_FLAGS)
         self.state_fd = os.open(STATE, DIR_FLAGS, dir_fd=self.root_fd)
         self.fid_secret = self._secret()
-        self._local = threading.local()
+        self._pool: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
 
     # ------------------------------------------------------------- plumbing
 
@@ -243,13 +246,23 @@ class Store:
         finally:
             db.close()
 
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self._manifest_path(), timeout=60)
+    @contextlib.contextmanager
+    def _manifest(self) -> Iterator[sqlite3.Connection]:
+        """A manifest connection from a small pool: threads come and go, descriptors must not."""
+        try:
+            db = self._pool.get_nowait()
+        except queue.Empty:
+            db = sqlite3.connect(self._manifest_path(), timeout=60, check_same_thread=False)
             db.execute("PRAGMA synchronous=FULL")
-            self._local.db = db
-        return db
+        try:
+            yield db
+        except BaseException:
+            db.rollback()
+            raise
+        if self._pool.qsize() < POOL:
+            self._pool.put(db)
+        else:
+            db.close()
 
     def staging_fd(self, client: str, create: bool) -> int:
         return open_chain(self.state_fd, [b"staging", client.encode()], create)
@@ -259,9 +272,10 @@ class Store:
         return st.f_bavail * st.f_frsize
 
     def lookup(self, client: str, path: bytes) -> tuple | None:
-        return self._db().execute(
-            "SELECT size, mtime_ns, digest FROM files WHERE client=? AND path=?", (client, path)
-        ).fetchone()
+        with self._manifest() as db:
+            return db.execute(
+                "SELECT size, mtime_ns, digest FROM files WHERE client=? AND path=?", (client, path)
+            ).fetchone()
 
     # ------------------------------------------------------------------ put
 
@@ -471,20 +485,23 @@ class Store:
             os.close(data_fd)
         parent = open_chain(self.root_fd, [client.encode()] + parts[:-1], create=True)
         try:
-            version = self._keep_old(parent, client, parts, digest)
-            if version == "unchanged":
-                self.discard(client, fid)
-                return Stored(path, "unchanged", None)
-            os.rename(name + b".data", parts[-1], src_dir_fd=base, dst_dir_fd=parent)
-            os.fsync(parent)
+            with self._manifest() as db:
+                version = self._keep_old(db, parent, client, parts, digest)
+                if version == "unchanged":
+                    db.rollback()
+                    self.discard(client, fid)
+                    return Stored(path, "unchanged", None)
+                os.rename(name + b".data", parts[-1], src_dir_fd=base, dst_dir_fd=parent)
+                os.fsync(parent)
+                self._record(db, client, b"/".join(parts), meta, digest, sha256)
         finally:
             os.close(parent)
-        self._record(client, b"/".join(parts), meta, digest, sha256)
         for ext in (b".meta", b".rec"):
             os.unlink(name + ext, dir_fd=base)
         return Stored(path, "stored", version)
 
-    def _keep_old(self, parent: int, client: str, parts: list[bytes], digest: bytes) -> str | None:
+    def _keep_old(self, db: sqlite3.Connection, parent: int, client: str, parts: list[bytes],
+                  digest: bytes) -> str | None:
         """Hard-link whatever is at the target into versions/ before it is replaced."""
         try:
             st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
@@ -492,14 +509,14 @@ class Store:
             return None
         if stat.S_ISDIR(st.st_mode):
             raise RefusedError(f"{paths.join(parts)}: a folder is stored at that path")
-        row = self.lookup(client, b"/".join(parts))
+        row = db.execute("SELECT size, mtime_ns, digest FROM files WHERE client=? AND path=?",
+                         (client, b"/".join(parts))).fetchone()
         if row and row[2] == digest and stat.S_ISREG(st.st_mode) and st.st_size == row[0]:
             return "unchanged"
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
         keep = (parts[-1][: 255 - len(stamp) - 1] + b"~" + stamp.encode())
         raw = b"/".join(parts)
         vdir = open_chain(self.state_fd, [b"versions", client.encode()] + parts[:-1], create=True)
-        db = self._db()
         try:
             os.link(parts[-1], keep, src_dir_fd=parent, dst_dir_fd=vdir, follow_symlinks=False)
             os.fsync(vdir)
@@ -524,8 +541,9 @@ class Store:
                 pass
             db.execute("DELETE FROM versions WHERE rowid=?", (rowid,))
 
-    def _record(self, client: str, raw: bytes, meta: dict, digest: bytes, sha256: bytes | None) -> None:
-        db = self._db()
+    @staticmethod
+    def _record(db: sqlite3.Connection, client: str, raw: bytes, meta: dict, digest: bytes,
+                sha256: bytes | None) -> None:
         db.execute(
             "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?)",
             (client, raw, meta["size"], meta["mtime_ns"], meta["mode"], meta["chunk"], digest, sha256, _now_ns()),

@@ -73,6 +73,8 @@ class Server:
         return [c.pid for c in psutil.Process(self.proc.pid).children()]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int:
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -86,12 +88,13 @@ class Server:
 def start_server(home: Path, root: Path, workers: int = 2, port: int = 0) -> Server:
     log = home.parent / f"server-{time.monotonic_ns()}.log"
     fp = fx(home, "id", check=True).stdout.strip()
-    proc = subprocess.Popen(
-        FX + ["serve", "--root", str(root), "--bind", "127.0.0.1", "--port", str(port),
-              "--workers", str(workers)],
-        env=dict(os.environ, FASTXFER_HOME=str(home)),
-        stdout=subprocess.PIPE, stderr=open(log, "w"), text=True, start_new_session=True,
-    )
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            FX + ["serve", "--root", str(root), "--bind", "127.0.0.1", "--port", str(port),
+                  "--workers", str(workers)],
+            env=dict(os.environ, FASTXFER_HOME=str(home)),
+            stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True,
+        )
     assert proc.stdout is not None
     deadline = time.monotonic() + 30
     for line in proc.stdout:
@@ -128,7 +131,6 @@ def server(tmp_path: Path):
     srv = start_server(tmp_path / "server-home", tmp_path / "root")
     yield srv
     srv.stop()
-    srv.proc.stdout.close()  # type: ignore[union-attr]
 
 
 @pytest.fixture

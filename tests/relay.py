@@ -2,7 +2,9 @@
 
 ``mutate(conn_index, first_bytes, offset, data) -> data`` sees every chunk
 going from client to server with the connection's number, its first bytes
-and the chunk's offset in that connection, and returns what to forward.
+and the chunk's offset in that connection, and returns what to forward, or
+None to cut that connection there.  ``upstream`` counts the bytes forwarded
+to the server, an account of the wire independent of the client's own.
 """
 
 from __future__ import annotations
@@ -11,7 +13,11 @@ import socket
 import threading
 from collections.abc import Callable
 
-Mutate = Callable[[int, bytes, int, bytes], bytes]
+Mutate = Callable[[int, bytes, int, bytes], "bytes | None"]
+
+
+def passthrough(index: int, first: bytes, offset: int, data: bytes) -> bytes:
+    return data
 
 
 class Relay:
@@ -21,6 +27,7 @@ class Relay:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.count = 0
+        self.upstream = 0
         self.lock = threading.Lock()
         self.closed = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -45,8 +52,13 @@ class Relay:
                 if upstream:
                     if len(first) < 4:
                         first = (first + data)[:4]
-                    data = self.mutate(index, first, offset, data)
+                    mutated = self.mutate(index, first, offset, data)
+                    if mutated is None:
+                        break
                     offset += len(data)
+                    data = mutated
+                    with self.lock:
+                        self.upstream += len(data)
                 dst.sendall(data)
         except OSError:
             pass
@@ -78,5 +90,22 @@ def flip_at(position: int, streams_only: bool = True, times: int = 1) -> Mutate:
             i = position - offset
             return data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1 :]
         return data
+
+    return mutate
+
+
+def cut_at(position: int, times: int = 1) -> Mutate:
+    """Cut the first *times* stream connections after *position* bytes."""
+    hits: set[int] = set()
+    lock = threading.Lock()
+
+    def mutate(index: int, first: bytes, offset: int, data: bytes) -> bytes | None:
+        if first[:4] != b"FXS1" or offset + len(data) <= position:
+            return data
+        with lock:
+            if index not in hits and len(hits) >= times:
+                return data
+            hits.add(index)
+        return None
 
     return mutate
