@@ -51,6 +51,7 @@ class FileJob:
     chunk: int = layout.DEFAULT_CHUNK
     digests: list[bytes | None] = field(default_factory=list)
     waiting: set[int] = field(default_factory=set)  # chunks not yet durable and checked
+    have: dict[int, bytes] = field(default_factory=dict)  # the server's durable chunks (resume)
     sha256: bytes | None = None
     error: FxError | None = None
 
@@ -173,7 +174,7 @@ class Sender:
             have = frames.parse_have(frames.get_str(answer, "have", frames.MAX_CONTROL * 16), job.count)
             job.digests = [None] * job.count
             job.waiting = set(range(job.count))
-            job.have = have  # type: ignore[attr-defined]
+            job.have = have
             self.by_fid[job.fid] = job
             files.append(job)
             for i in range(job.count):
@@ -205,7 +206,7 @@ class Sender:
 
     def _check_have(self, job: FileJob) -> None:
         """Hash the chunks the server already holds; resend any that differ."""
-        have: dict[int, bytes] = getattr(job, "have", {})
+        have = job.have
         buf = memoryview(bytearray(job.chunk))
         try:
             for index, theirs in sorted(have.items()):

@@ -26,7 +26,7 @@ from . import frames, identity, layout, limits
 from .errors import BusyError, FxError, ProtocolError, RefusedError, TrustError
 from .frames import get_hex, get_int, get_list, get_obj, get_str
 from .keys import ServerKeys
-from .netio import Channel, Conn, tls_server
+from .netio import Channel, Conn, tls_wrap
 from .store import Store
 from .trust import ClientList
 
@@ -54,7 +54,7 @@ class ControlSession:
         self.name = ""
 
     def run(self) -> None:
-        tls = tls_server(self.raw, self.ident.server_context(), limits.HANDSHAKE_DEADLINE)
+        tls = tls_wrap(self.raw, self.ident.server_context(), limits.HANDSHAKE_DEADLINE, server_side=True)
         # A stranger may not make the server buffer more than a proof's worth.
         chan = Channel(tls, limit=PREAUTH_LIMIT)
         try:

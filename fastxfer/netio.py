@@ -116,25 +116,14 @@ def connect(host: str, port: int, timeout: float) -> Conn:
     return Conn(sock, f"{host}:{port}")
 
 
-def tls_client(conn: Conn, ctx: ssl.SSLContext, timeout: float) -> Conn:
+def tls_wrap(conn: Conn, ctx: ssl.SSLContext, timeout: float, server_side: bool) -> Conn:
     try:
         conn.sock.settimeout(timeout)
-        tls = ctx.wrap_socket(conn.sock, server_hostname=None)
+        tls = ctx.wrap_socket(conn.sock, server_side=server_side)
     except socket.timeout:
         raise ConnectError(f"TLS handshake with {conn.peer} timed out") from None
     except (OSError, ssl.SSLError) as exc:
         raise ConnectError(f"TLS handshake with {conn.peer} failed: {exc}") from None
-    return Conn(tls, conn.peer)
-
-
-def tls_server(conn: Conn, ctx: ssl.SSLContext, timeout: float) -> Conn:
-    try:
-        conn.sock.settimeout(timeout)
-        tls = ctx.wrap_socket(conn.sock, server_side=True)
-    except socket.timeout:
-        raise ConnectError(f"TLS handshake from {conn.peer} timed out") from None
-    except (OSError, ssl.SSLError) as exc:
-        raise ConnectError(f"TLS handshake from {conn.peer} failed: {exc}") from None
     return Conn(tls, conn.peer)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from . import frames, identity, keys
 from .errors import ProtocolError, TrustError
-from .netio import Channel, Conn, connect, peer_cert, tls_client
+from .netio import Channel, Conn, connect, peer_cert, tls_wrap
 from .trust import PinList, address_key
 
 CONNECT_TIMEOUT = 15.0
@@ -40,8 +40,8 @@ class ControlClient:
     def connect(self) -> Welcome:
         pinned = self.pins.get(self.host, self.port)
         where = address_key(self.host, self.port)
-        conn = tls_client(connect(self.host, self.port, CONNECT_TIMEOUT),
-                          self.ident.client_context(), CONNECT_TIMEOUT)
+        conn = tls_wrap(connect(self.host, self.port, CONNECT_TIMEOUT),
+                        self.ident.client_context(), CONNECT_TIMEOUT, server_side=False)
         server_fp = identity.fingerprint_of(peer_cert(conn))
         shown = identity.format_fp(server_fp)
         if pinned is None:

@@ -103,9 +103,13 @@ def _write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
         view, offset = view[done:], offset + done
 
 
-def _read_whole(fd: int) -> bytes:
-    size = os.fstat(fd).st_size
-    return os.pread(fd, size, 0) if size else b""
+def _read_file(dir_fd: int, name: bytes) -> bytes:
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    try:
+        size = os.fstat(fd).st_size
+        return os.pread(fd, size, 0) if size else b""
+    finally:
+        os.close(fd)
 
 
 def space_error(needed: int, free: int) -> RefusedError:
@@ -122,11 +126,7 @@ class StagingFile:
         base = store.staging_fd(client, create=False)
         try:
             name = fid.hex().encode()
-            meta_fd = os.open(name + b".meta", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=base)
-            try:
-                meta = json.loads(_read_whole(meta_fd))
-            finally:
-                os.close(meta_fd)
+            meta = json.loads(_read_file(base, name + b".meta"))
             self.size: int = meta["size"]
             self.chunk: int = meta["chunk"]
             self.count = layout.chunk_count(self.size, self.chunk)
@@ -374,13 +374,9 @@ class Store:
     def _resume(self, base: int, fid: bytes, size: int, mtime_ns: int) -> PutReply | None:
         name = fid.hex().encode()
         try:
-            meta_fd = os.open(name + b".meta", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=base)
+            meta = json.loads(_read_file(base, name + b".meta"))
         except FileNotFoundError:
             return None
-        try:
-            meta = json.loads(_read_whole(meta_fd))
-        finally:
-            os.close(meta_fd)
         if meta.get("size") != size or meta.get("mtime_ns") != mtime_ns:
             return None
         try:
@@ -394,11 +390,7 @@ class Store:
                     pass
             return None
         chunk = meta["chunk"]
-        rec_fd = os.open(name + b".rec", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=base)
-        try:
-            have = layout.parse_record(_read_whole(rec_fd), layout.chunk_count(size, chunk))
-        finally:
-            os.close(rec_fd)
+        have = layout.parse_record(_read_file(base, name + b".rec"), layout.chunk_count(size, chunk))
         return PutReply(fid, chunk, "resume", have)
 
     def _create_staging(self, base: int, fid: bytes, meta: dict) -> None:
@@ -453,20 +445,12 @@ class Store:
     def _commit(self, base: int, client: str, fid: bytes, digest: bytes, sha256: bytes | None) -> Stored:
         name = fid.hex().encode()
         try:
-            meta_fd = os.open(name + b".meta", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=base)
+            meta = json.loads(_read_file(base, name + b".meta"))
         except FileNotFoundError:
             raise RefusedError(f"unknown transfer {fid.hex()}") from None
-        try:
-            meta = json.loads(_read_whole(meta_fd))
-        finally:
-            os.close(meta_fd)
         size, chunk, path = meta["size"], meta["chunk"], meta["path"]
         count = layout.chunk_count(size, chunk)
-        rec_fd = os.open(name + b".rec", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=base)
-        try:
-            have = layout.parse_record(_read_whole(rec_fd), count)
-        finally:
-            os.close(rec_fd)
+        have = layout.parse_record(_read_file(base, name + b".rec"), count)
         if len(have) != count:
             raise RefusedError(
                 f"{path}: {count - len(have)} of {count} chunks are missing on the server; send again to resume"
