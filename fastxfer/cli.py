@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("send", help="send files to a server", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("files", nargs="+", metavar="FILE")
+    s.add_argument("files", nargs="+", metavar="PATH",
+                   help="files and folders; DIR sends DIR/..., DIR/ sends what is inside DIR")
     s.add_argument("--to", required=True, metavar="HOST[:PORT]", help="the server (pinned with `fastxfer pin`)")
     s.add_argument("--streams", type=int, default=None, help="parallel connections (default: automatic)")
     s.add_argument("--chunk-size", type=parse_size, default=None, metavar="SIZE",
@@ -62,7 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dest", default=None, metavar="DIR", help="folder on the server, below this client's folder")
     s.add_argument("--sha256", action="store_true",
                    help="also print each file's plain SHA-256, as sha256sum shows it")
+    s.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="skip names matching PATTERN (with a '/', paths from the top); repeatable")
+    s.add_argument("--follow-links", action="store_true", help="send what symlinks point to, not the links")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the result")
+    s.add_argument("-v", "--verbose", action="store_true", help="list every entry, however many")
 
     t = sub.add_parser("trust", help="server side: which clients may send")
     tsub = t.add_subparsers(dest="trust_cmd", metavar="ACTION", required=True)
@@ -176,7 +181,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from .client import Sender, collect, human
+    from .client import Sender, human
+    from .tree import display, walk
     from .identity import home, load_or_create
     from .session import ControlClient
     from .trust import PinList, parse_address
@@ -192,7 +198,9 @@ def cmd_send(args: argparse.Namespace) -> int:
         except RefusedError as exc:
             raise UsageError(f"--dest: {exc.message}") from None
     host, port = parse_address(args.to)
-    sources = collect(args.files, args.dest)
+    sources, skipped = walk(args.files, args.dest, args.exclude, args.follow_links)
+    for s in skipped:
+        print(f"WARNING: {display(s.local)}: {s.reason}", file=sys.stderr)
     ident = load_or_create()
     control = ControlClient(host, port, ident, PinList(home()))
     started = time.monotonic()
@@ -207,25 +215,34 @@ def cmd_send(args: argparse.Namespace) -> int:
         control.close()
     elapsed = time.monotonic() - started
     failed = [r for r in results if r.status == "failed"]
+    listed = args.verbose or len(results) <= 100
     for r in results:
         if r.status == "failed":
             assert r.error is not None
             print(f"ERROR: {r.error.message}", file=sys.stderr)
             continue
+        if not listed:
+            continue
+        what = "" if r.src.kind == "file" else f" ({'folder' if r.src.kind == 'dir' else 'link'})"
         if r.status == "stored":
-            print(f"stored {welcome.name}/{r.src.remote} ({human(r.src.size)}, verified)")
+            size = f" ({human(r.src.size)}, verified)" if r.src.kind == "file" else what
+            print(f"stored {welcome.name}/{display(r.src.remote)}{size}")
         else:
-            print(f"unchanged {welcome.name}/{r.src.remote} ({human(r.src.size)}, same size and time as stored)")
+            print(f"unchanged {welcome.name}/{display(r.src.remote)}{what or ' (same size and time as stored)'}")
         if r.sha256:
-            print(f"{r.sha256.hex()}  {r.src.local}")
+            print(f"{r.sha256.hex()}  {display(r.src.local)}")
+    files = [r for r in results if r.src.kind == "file"]
+    stored = sum(1 for r in files if r.status == "stored")
+    unchanged = sum(1 for r in files if r.status == "unchanged")
     rate = sender.bytes_sent / elapsed / 2**20 if elapsed else 0.0
-    print(f"sent {human(sender.bytes_sent)} in {elapsed:.2f} s ({rate:.0f} MiB/s) "
-          f"over {sender.streams_used} streams; {len(results) - len(failed)} of {len(results)} files verified")
-    if not failed:
+    print(f"{stored} files stored and verified, {unchanged} unchanged, {len(failed)} failed, "
+          f"{len(skipped)} skipped; sent {human(sender.bytes_sent)} in {elapsed:.2f} s "
+          f"({rate:.0f} MiB/s) over {sender.streams_used} streams")
+    codes = [r.error.exit_code for r in failed if r.error is not None] + [7] * len(skipped)
+    if not codes:
         return 0
-    codes = {r.error.exit_code for r in failed if r.error is not None}
-    if len(failed) == len(results) and len(codes) == 1:
-        return codes.pop()  # nothing stored, one cause: say which
+    if len(failed) == len(results) and len(set(codes)) == 1:
+        return codes[0]  # nothing stored, one cause: say which
     return 9
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
-import stat
 import sys
 import threading
 import time
@@ -29,24 +28,19 @@ from . import frames, layout
 from .errors import (ConnectError, FxError, LocalFileError, PartialError, ProtocolError,
                      from_exit_code, from_wire)
 from .session import ControlClient, Welcome, open_stream, send_sync
+from .tree import Entry
 
 RETRIES = 8  # reopenings per stream before the send gives up
 BACKOFF_MAX = 5.0
 
 
-@dataclass
-class Source:
-    local: str
-    remote: str
-    size: int
-    mtime_ns: int
-    mode: int
+Source = Entry
 
 
 @dataclass(eq=False)
 class FileJob:
     src: Source
-    fd: int
+    identity: tuple[int, int, int, int]  # (dev, inode, size, mtime) when the send began
     fid: bytes = b""
     chunk: int = layout.DEFAULT_CHUNK
     digests: list[bytes | None] = field(default_factory=list)
@@ -69,21 +63,36 @@ class Result:
     version: str | None = None
 
 
-def collect(paths: list[str], dest: str | None) -> list[Source]:
-    sources = []
-    for path in paths:
+def file_identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class LocalFile:
+    """A source file opened for one read, and checked to be the one the send began with.
+
+    Files are opened per read rather than held open, so a tree of any size
+    needs a bounded number of descriptors.
+    """
+
+    def __init__(self, job: FileJob) -> None:
+        self.job = job
+
+    def __enter__(self) -> int:
         try:
-            st = os.stat(path)
+            self.fd = os.open(self.job.src.local, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError as exc:
-            raise LocalFileError(f"{path}: {exc.strerror}") from None
-        if stat.S_ISDIR(st.st_mode):
-            raise LocalFileError(f"{path}: is a folder (folders are not supported yet)")
-        if not stat.S_ISREG(st.st_mode):
-            raise LocalFileError(f"{path}: not a regular file")
-        name = os.path.basename(os.path.normpath(path))
-        remote = f"{dest.strip('/')}/{name}" if dest and dest.strip("/") else name
-        sources.append(Source(path, remote, st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode)))
-    return sources
+            raise LocalFileError(f"{self.job.src.local}: {exc.strerror}; not stored") from None
+        if file_identity(os.fstat(self.fd)) != self.job.identity:
+            os.close(self.fd)
+            raise changed(self.job)
+        return self.fd
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
+def changed(job: FileJob) -> LocalFileError:
+    return LocalFileError(f"{job.src.local}: changed while it was sent; not stored (send it again)")
 
 
 def auto_streams(chunks: int) -> int:
@@ -116,6 +125,7 @@ class Sender:
     def run(self, sources: list[Source]) -> list[Result]:
         results: list[Result] = []
         files: list[FileJob] = []
+        self.dirs = [s for s in sources if s.kind == "dir"]
         for start in range(0, len(sources), frames.MAX_BATCH):
             batch = sources[start : start + frames.MAX_BATCH]
             results += self._put(batch, files)
@@ -136,21 +146,35 @@ class Sender:
         results += self._commit_loop(files)
         for t in threads + background:
             t.join(timeout=5)
+        if self.dirs and self.fatal is None:
+            for start in range(0, len(self.dirs), frames.MAX_BATCH):
+                items = [{"path": d.remote, "mode": d.mode, "mtime_ns": d.mtime_ns}
+                         for d in self.dirs[start : start + frames.MAX_BATCH]]
+                self.control.call({"t": "dirs", "items": items}, "dirs_ok")
         return results
 
     def _put(self, batch: list[Source], files: list[FileJob]) -> list[Result]:
         items, opened = [], []
         results = []
         for src in batch:
-            try:
-                fd = os.open(src.local, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as exc:
-                results.append(Result(src, "failed", LocalFileError(f"{src.local}: {exc.strerror}")))
-                continue
             chunk = layout.choose_chunk(src.size, self.chunk)
-            opened.append(FileJob(src, fd, chunk=chunk))
-            items.append({"path": src.remote, "size": src.size, "mtime_ns": src.mtime_ns,
-                          "mode": src.mode, "chunk": chunk})
+            item = {"path": src.remote, "size": src.size, "mtime_ns": src.mtime_ns,
+                    "mode": src.mode, "chunk": chunk}
+            if src.kind == "file":
+                try:
+                    st = os.stat(src.local, follow_symlinks=False)
+                except OSError as exc:
+                    results.append(Result(src, "failed", LocalFileError(f"{src.local}: {exc.strerror}; not stored")))
+                    continue
+                if (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns):
+                    # Listed a moment ago; what counts is what is sent from now on.
+                    src.size, src.mtime_ns = st.st_size, st.st_mtime_ns
+                    item.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
+                opened.append(FileJob(src, file_identity(st), chunk=chunk))
+            else:
+                item.update(kind=src.kind, target=src.target)
+                opened.append(FileJob(src, (0, 0, 0, 0), chunk=chunk))
+            items.append(item)
         if not items:
             return results
         reply = self.control.call({"t": "put", "files": items}, "put_ok")
@@ -160,12 +184,11 @@ class Sender:
         for job, answer in zip(opened, answers):
             answer = frames.get_obj(answer)
             if answer.get("t") == "error":
-                os.close(job.fd)
                 results.append(Result(job.src, "failed", from_wire(str(answer.get("code")), str(answer.get("message")))))
                 continue
-            if answer.get("status") == "unchanged":
-                os.close(job.fd)
-                results.append(Result(job.src, "unchanged"))
+            if job.src.kind != "file" or answer.get("status") == "unchanged":
+                status = str(answer.get("status"))
+                results.append(Result(job.src, "unchanged" if status == "unchanged" else "stored"))
                 continue
             job.fid = frames.get_hex(answer, "fid", 16)
             job.chunk = frames.get_int(answer, "chunk", layout.MIN_CHUNK, frames.MAX_CHUNK)
@@ -194,14 +217,15 @@ class Sender:
     def _read(self, job: FileJob, index: int, view: memoryview) -> int:
         offset, length = layout.chunk_span(job.src.size, job.chunk, index)
         got = 0
-        while got < length:
-            try:
-                n = os.preadv(job.fd, [view[got:length]], offset + got)
-            except OSError as exc:
-                raise LocalFileError(f"{job.src.local}: {exc.strerror}") from None
-            if n == 0:
-                raise LocalFileError(f"{job.src.local}: file shrank while it was sent; not stored")
-            got += n
+        with LocalFile(job) as fd:
+            while got < length:
+                try:
+                    n = os.preadv(fd, [view[got:length]], offset + got)
+                except OSError as exc:
+                    raise LocalFileError(f"{job.src.local}: {exc.strerror}; not stored") from None
+                if n == 0:
+                    raise changed(job)
+                got += n
         return length
 
     def _check_have(self, job: FileJob) -> None:
@@ -224,12 +248,13 @@ class Sender:
         buf = memoryview(bytearray(1 << 20))
         offset = 0
         try:
-            while offset < job.src.size:
-                n = os.preadv(job.fd, [buf], offset)
-                if n == 0:
-                    raise LocalFileError(f"{job.src.local}: file shrank while it was sent; not stored")
-                h.update(buf[:n])
-                offset += n
+            with LocalFile(job) as fd:
+                while offset < job.src.size:
+                    n = os.preadv(fd, [buf], offset)
+                    if n == 0:
+                        raise changed(job)
+                    h.update(buf[:n])
+                    offset += n
         except OSError as exc:
             self._fail_file(job, LocalFileError(f"{job.src.local}: {exc.strerror}"))
             return
@@ -402,14 +427,12 @@ class Sender:
                     job.error = self._changed(job)
                 if job.error is not None:
                     results.append(Result(job.src, "failed", job.error))
-                    os.close(job.fd)
                     continue
                 batch.append(job)
             if batch:
                 results += self._commit(batch)
         for job in left:
             results.append(Result(job.src, "failed", self.fatal or PartialError("not sent")))
-            os.close(job.fd)
         return results
 
     def _check_control(self) -> None:
@@ -429,10 +452,11 @@ class Sender:
 
     @staticmethod
     def _changed(job: FileJob) -> FxError | None:
-        st = os.fstat(job.fd)
-        if st.st_size != job.src.size or st.st_mtime_ns != job.src.mtime_ns:
-            return LocalFileError(f"{job.src.local}: changed while it was sent; not stored (send it again)")
-        return None
+        try:
+            st = os.stat(job.src.local, follow_symlinks=False)
+        except OSError as exc:
+            return LocalFileError(f"{job.src.local}: {exc.strerror} while it was sent; not stored")
+        return changed(job) if file_identity(st) != job.identity else None
 
     def _commit(self, batch: list[FileJob]) -> list[Result]:
         items = []
@@ -446,7 +470,6 @@ class Sender:
             raise ProtocolError("server answered a different number of files")
         results = []
         for job, answer in zip(batch, answers):
-            os.close(job.fd)
             answer = frames.get_obj(answer)
             if answer.get("t") == "error":
                 results.append(Result(job.src, "failed", from_wire(str(answer.get("code")), str(answer.get("message")))))

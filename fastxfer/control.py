@@ -119,6 +119,8 @@ class ControlSession:
                     chan.send(self._put(msg))
                 elif kind == "commit":
                     chan.send(self._commit(msg))
+                elif kind == "dirs":
+                    chan.send(self._dirs(msg))
                 elif kind == "bye":
                     return
                 else:
@@ -141,7 +143,11 @@ class ControlSession:
         for item in get_list(msg, "files"):
             item = get_obj(item)
             path = get_str(item, "path")
+            kind = item.get("kind", "file")
             try:
+                if kind != "file":
+                    replies.append(self._put_other(kind, path, item))
+                    continue
                 reply = self.store.open_put(
                     self.name, path,
                     size=get_int(item, "size"),
@@ -164,6 +170,26 @@ class ControlSession:
                 "have": frames.encode_have(reply.have),
             })
         return {"t": "put_ok", "files": replies}
+
+    def _put_other(self, kind: str, path: str, item: dict[str, Any]) -> dict[str, Any]:
+        if kind == "dir":
+            return {"t": "ok", "status": self.store.make_dir(self.name, path)}
+        if kind == "link":
+            stored = self.store.make_link(self.name, path, get_str(item, "target"),
+                                          get_int(item, "mtime_ns", -(2**62), 2**62))
+            if stored.status == "stored":
+                log.info("client %s stored link %r", self.name, path)
+            return {"t": "ok", "status": stored.status, "version": stored.version}
+        raise ProtocolError(f"unknown entry kind {str(kind)[:20]!r}")
+
+    def _dirs(self, msg: dict[str, Any]) -> dict[str, Any]:
+        items = []
+        for item in get_list(msg, "items"):
+            item = get_obj(item)
+            items.append((get_str(item, "path"), get_int(item, "mode", 0, 0o7777),
+                          get_int(item, "mtime_ns", -(2**62), 2**62)))
+        self.store.finish_dirs(self.name, items)
+        return {"t": "dirs_ok"}
 
     def _commit(self, msg: dict[str, Any]) -> dict[str, Any]:
         replies = []

@@ -236,7 +236,8 @@ class Store:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS files (client TEXT, path BLOB, size INT,"
                 " mtime_ns INT, mode INT, chunk INT, digest BLOB, sha256 BLOB,"
-                " stored_ns INT, PRIMARY KEY (client, path))"
+                " stored_ns INT, kind TEXT DEFAULT 'file', target BLOB,"
+                " PRIMARY KEY (client, path))"
             )
             db.execute(
                 "CREATE TABLE IF NOT EXISTS versions (client TEXT, path BLOB,"
@@ -339,6 +340,68 @@ class Store:
                     os.unlink(entry.path)
                     removed += 1
         return removed
+
+    # ------------------------------------------------------ folders, links
+
+    def make_dir(self, client: str, path: str) -> str:
+        """Create the folder (and its parents); its mode and time come with finish_dirs."""
+        parts = paths.split(path)
+        self._check_parents(client, parts)
+        fd = open_chain(self.root_fd, [client.encode()] + parts, create=True)
+        os.close(fd)
+        return "stored"
+
+    def finish_dirs(self, client: str, items: list[tuple[str, int, int]]) -> None:
+        """Mode and time of folders, set once everything inside them is in place."""
+        for path, mode, mtime_ns in items:
+            try:
+                fd = open_chain(self.root_fd, [client.encode()] + paths.split(path), create=False)
+            except (OSError, FxError):
+                continue  # its creation failed and was reported then
+            try:
+                os.fchmod(fd, (mode & 0o777) | 0o700)  # the server must still be able to write inside
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
+            finally:
+                os.close(fd)
+
+    def make_link(self, client: str, path: str, target: str, mtime_ns: int) -> Stored:
+        """A symlink stored as a link: created aside, renamed into place."""
+        parts = paths.split(path)
+        raw = b"/".join(parts)
+        link_target = os.fsencode(target)
+        if not link_target or b"\x00" in link_target or len(link_target) > paths.MAX_TOTAL:
+            raise RefusedError(f"{path}: link target refused")
+        self._check_parents(client, parts)
+        parent = open_chain(self.root_fd, [client.encode()] + parts[:-1], create=True)
+        try:
+            try:
+                if os.readlink(parts[-1], dir_fd=parent) == link_target:
+                    return Stored(path, "unchanged", None)
+            except OSError:
+                pass
+            tmp = b".fastxfer-link-" + os.urandom(8).hex().encode()
+            os.symlink(link_target, tmp, dir_fd=parent)
+            try:
+                os.utime(tmp, ns=(mtime_ns, mtime_ns), dir_fd=parent, follow_symlinks=False)
+                with self._manifest() as db:
+                    version = self._keep_old(db, parent, client, parts, b"")
+                    os.rename(tmp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
+            except BaseException:
+                try:
+                    os.unlink(tmp, dir_fd=parent)
+                except FileNotFoundError:
+                    pass
+                raise
+            with self._manifest() as db:
+                os.fsync(parent)
+                db.execute(
+                    "INSERT OR REPLACE INTO files VALUES (?,?,0,?,511,0,NULL,NULL,?,'link',?)",
+                    (client, raw, mtime_ns, _now_ns(), link_target),
+                )
+                db.commit()
+        finally:
+            os.close(parent)
+        return Stored(path, "stored", version if version != "unchanged" else None)
 
     def _check_parents(self, client: str, parts: list[bytes]) -> None:
         """Refuse up front a path whose existing folders include a link or a file."""
@@ -529,7 +592,7 @@ class Store:
     def _record(db: sqlite3.Connection, client: str, raw: bytes, meta: dict, digest: bytes,
                 sha256: bytes | None) -> None:
         db.execute(
-            "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,'file',NULL)",
             (client, raw, meta["size"], meta["mtime_ns"], meta["mode"], meta["chunk"], digest, sha256, _now_ns()),
         )
         db.commit()

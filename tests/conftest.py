@@ -45,7 +45,7 @@ def fx(home: Path, *args: str, timeout: float = 120, check: bool = False,
        input: str | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, FASTXFER_HOME=str(home))
     done = subprocess.run(FX + [str(a) for a in args], env=env, capture_output=True, text=True,
-                          timeout=timeout, input=input)
+                          errors="surrogateescape", timeout=timeout, input=input)
     if check and done.returncode != 0:
         raise AssertionError(f"fastxfer {args} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return done

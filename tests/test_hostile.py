@@ -129,14 +129,14 @@ def test_garbage_and_truncated_openings_drop_only_that_connection(tmp_path: Path
     ]
     for data in garbage:
         answer = raw(server, data)
-        assert answer == b"" or answer.startswith(b"\x15\x03")  # nothing, or a TLS alert
+        assert answer == b"" or answer.startswith(b"\x15\x03"), (data[:16], answer)  # nothing, or a TLS alert
     f = make_file(tmp_path / "after.bin", 2 << 20)
     done = client.send(server, f)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stderr + server.log_text()
     assert sha256_file(server.root / "laptop" / "after.bin") == sha256_file(f)
-    assert sorted(server.worker_pids()) == pids  # no worker died
     log = server.log_text()
-    assert "not a fastxfer connection" in log and "not valid for this server run" in log
+    assert sorted(server.worker_pids()) == pids, log  # no worker died
+    assert "not a fastxfer connection" in log and "not valid for this server run" in log, log
 
 
 def test_bad_frames_on_an_authenticated_stream(tmp_path: Path, server, client) -> None:

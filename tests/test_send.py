@@ -24,7 +24,7 @@ def test_round_trip_sizes(tmp_path: Path, server, client, streams: int) -> None:
     for f in files:
         stored = server.root / "laptop" / f"s{streams}" / f.name
         assert stored.read_bytes() == f.read_bytes()
-    assert f"{len(files)} of {len(files)} files verified" in done.stdout
+    assert f"{len(files)} files stored and verified, 0 unchanged, 0 failed" in done.stdout
 
 
 @pytest.mark.parametrize("streams", [1, 2, 8])
@@ -91,5 +91,6 @@ def test_same_file_again_moves_no_data(tmp_path: Path, server, client) -> None:
 def test_missing_local_file_is_a_clear_error(tmp_path: Path, server, client) -> None:
     done = client.send(server, tmp_path / "nope.bin")
     assert done.returncode == 7
-    assert done.stderr.startswith("ERROR: ") and "nope.bin" in done.stderr
+    assert done.stderr.startswith("WARNING: ") and "nope.bin" in done.stderr
+    assert "0 files stored and verified, 0 unchanged, 0 failed, 1 skipped" in done.stdout
     assert "Traceback" not in done.stderr

@@ -1,0 +1,109 @@
+"""What ``fastxfer send`` sends: the entries below the paths a user names.
+
+rsync's rule: ``send /a/b/dir`` sends ``dir/...``, ``send /a/b/dir/`` sends
+what is inside dir.  Folders, regular files and symlinks (as links, never
+followed, unless asked) are sent; sockets, FIFOs (never opened) and devices
+are skipped with a reason, and so is whatever cannot be read or vanished.
+Names travel as Python's surrogateescape strings, so bytes that are not
+UTF-8 round-trip unchanged.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+from dataclasses import dataclass
+
+
+def display(name: str) -> str:
+    """A name as a terminal line can show it: as is when printable UTF-8, else escaped and quoted."""
+    text = os.fsencode(name).decode("utf-8", "backslashreplace")
+    if text == name and text.isprintable():
+        return text
+    return "'" + text.encode("unicode_escape").decode("ascii").replace("'", "\\'") + "'"
+
+
+@dataclass
+class Entry:
+    local: str
+    remote: str
+    kind: str  # "file", "dir" or "link"
+    size: int
+    mtime_ns: int
+    mode: int
+    target: str | None = None
+
+
+@dataclass
+class Skipped:
+    local: str
+    reason: str
+
+
+class Excluder:
+    """rsync-like patterns: without '/', any name matches; with it, the path from the top."""
+
+    def __init__(self, patterns: list[str]) -> None:
+        self.names = [p for p in patterns if "/" not in p.rstrip("/")]
+        self.paths = [p.lstrip("/").rstrip("/") for p in patterns if "/" in p.rstrip("/")]
+
+    def excluded(self, rel: str, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, p.rstrip("/")) for p in self.names) or any(
+            fnmatch.fnmatchcase(rel, p) for p in self.paths
+        )
+
+
+def walk(args: list[str], dest: str | None, excludes: list[str] = (), follow_links: bool = False
+         ) -> tuple[list[Entry], list[Skipped]]:
+    entries: list[Entry] = []
+    skipped: list[Skipped] = []
+    excluder = Excluder(list(excludes))
+    prefix = dest.strip("/") if dest else ""
+    for arg in args:
+        top = os.path.normpath(arg)
+        base = os.path.basename(top)
+        contents_only = (arg.endswith("/") and len(arg) > 1) or base in (".", "..", "")
+        if contents_only:
+            base = ""
+        remote = "/".join(p for p in (prefix, base) if p)
+        _visit(top, remote, base, excluder, follow_links, entries, skipped, contents_only)
+    return entries, skipped
+
+
+def _visit(local: str, remote: str, rel: str, excluder: Excluder, follow: bool,
+           entries: list[Entry], skipped: list[Skipped], contents_only: bool = False) -> None:
+    try:
+        st = os.stat(local) if follow else os.lstat(local)
+    except OSError as exc:
+        skipped.append(Skipped(local, exc.strerror or "cannot be read"))
+        return
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        try:
+            target = os.readlink(local)
+        except OSError as exc:
+            skipped.append(Skipped(local, exc.strerror or "cannot be read"))
+            return
+        entries.append(Entry(local, remote, "link", 0, st.st_mtime_ns, 0o777, target))
+    elif stat.S_ISREG(mode):
+        entries.append(Entry(local, remote, "file", st.st_size, st.st_mtime_ns, stat.S_IMODE(mode)))
+    elif stat.S_ISDIR(mode):
+        if remote and not contents_only:
+            entries.append(Entry(local, remote, "dir", 0, st.st_mtime_ns, stat.S_IMODE(mode)))
+        try:
+            names = sorted(os.listdir(local))
+        except OSError as exc:
+            skipped.append(Skipped(local, exc.strerror or "cannot be listed"))
+            return
+        for name in names:
+            child_rel = f"{rel}/{name}" if rel else name
+            if excluder.excluded(child_rel, name):
+                continue
+            child_remote = f"{remote}/{name}" if remote else name
+            _visit(os.path.join(local, name), child_remote, child_rel, excluder, follow,
+                   entries, skipped)
+    else:
+        kind = ("a socket" if stat.S_ISSOCK(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+        skipped.append(Skipped(local, f"{kind}, skipped"))

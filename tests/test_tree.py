@@ -1,0 +1,94 @@
+"""Folders: every kind of entry round-trips, or is skipped with a reason."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from pathlib import Path
+
+from conftest import files_under, make_file
+
+
+def build_tree(top: Path) -> None:
+    (top / "sub" / "deeper").mkdir(parents=True)
+    (top / "empty").mkdir()
+    make_file(top / "a.bin", 300_000, seed=1)
+    make_file(top / "sub" / "with space.txt", 10, seed=2)
+    make_file(top / "sub" / "deeper" / "line\nbreak", 100, seed=3)
+    make_file(Path(os.fsdecode(bytes(top) + b"/latin1-\xe9t\xe9")), 50, seed=4)
+    make_file(top / "skip.tmp", 10, seed=5)
+    make_file(top / "private", 20, seed=6)
+    os.chmod(top / "private", 0o600)
+    os.symlink("sub/with space.txt", top / "inner-link")
+    os.symlink("/etc/passwd", top / "outer-link")
+    os.mkfifo(top / "fifo")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(top / "sock"))
+    sock.close()
+    os.utime(top / "sub", ns=(1_500_000_000 * 10**9, 1_500_000_000 * 10**9))
+
+
+def snapshot(top: Path) -> dict[str, tuple]:
+    """Kind, bytes or target, permission bits and time of every entry."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(os.fsencode(top)):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            rel = os.fsdecode(os.path.relpath(p, os.fsencode(top)))
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("link", os.readlink(p))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", stat.S_IMODE(st.st_mode), st.st_mtime_ns)
+            elif stat.S_ISREG(st.st_mode):
+                with open(p, "rb") as f:
+                    out[rel] = ("file", f.read(), stat.S_IMODE(st.st_mode), st.st_mtime_ns)
+    return out
+
+
+def test_tree_round_trip(tmp_path: Path, server, client) -> None:
+    top = tmp_path / "tree"
+    build_tree(top)
+    done = client.send(server, top, "--exclude", "*.tmp")
+    assert done.returncode == 9, done.stderr  # the FIFO and the socket were skipped
+    assert "fifo: a FIFO, skipped" in done.stderr and "sock: a socket, skipped" in done.stderr
+    assert "2 skipped" in done.stdout
+    want = snapshot(top)
+    for skipped in ("fifo", "sock", "skip.tmp"):
+        want.pop(skipped, None)
+    got = snapshot(server.root / "laptop" / "tree")
+    assert got == want
+    # the link that points outside is stored as a link and never followed
+    assert os.readlink(server.root / "laptop" / "tree" / "outer-link") == "/etc/passwd"
+
+
+def test_trailing_slash_sends_the_contents(tmp_path: Path, server, client) -> None:
+    top = tmp_path / "tree"
+    make_file(top / "x" / "y.bin", 1000)
+    done = client.send(server, f"{top}/", "--dest", "here")
+    assert done.returncode == 0, done.stderr
+    assert files_under(server.root) == ["laptop", "laptop/here", "laptop/here/x", "laptop/here/x/y.bin"]
+
+
+def test_second_send_of_a_tree_moves_no_data(tmp_path: Path, server, client) -> None:
+    top = tmp_path / "tree"
+    for i in range(30):
+        make_file(top / f"d{i % 3}" / f"f{i}.bin", 5000 + i, seed=i)
+    first = client.send(server, top)
+    assert first.returncode == 0, first.stderr
+    assert "30 files stored and verified" in first.stdout
+    again = client.send(server, top)
+    assert again.returncode == 0, again.stderr
+    assert "0 files stored and verified, 30 unchanged" in again.stdout and "sent 0 B" in again.stdout
+
+
+def test_a_file_where_a_folder_is_stored_is_refused_clearly(tmp_path: Path, server, client) -> None:
+    a = tmp_path / "one" / "name"
+    make_file(a / "inside.bin", 10)
+    assert client.send(server, a).returncode == 0
+    b = make_file(tmp_path / "two" / "name", 10)
+    done = client.send(server, b)
+    assert done.returncode == 6
+    assert "a folder is stored at that path" in done.stderr
+    assert (server.root / "laptop" / "name" / "inside.bin").exists()
