@@ -429,8 +429,8 @@ class Sender:
                     results.append(Result(job.src, "failed", job.error))
                     continue
                 batch.append(job)
-            if batch:
-                results += self._commit(batch)
+            for start in range(0, len(batch), frames.MAX_BATCH):
+                results += self._commit(batch[start : start + frames.MAX_BATCH])
         for job in left:
             results.append(Result(job.src, "failed", self.fatal or PartialError("not sent")))
         return results

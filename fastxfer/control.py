@@ -140,6 +140,7 @@ class ControlSession:
         if self.draining():
             raise BusyError("the server is shutting down: no new transfers; send again in a minute to resume")
         replies = []
+        usage: list[int] = []
         for item in get_list(msg, "files"):
             item = get_obj(item)
             path = get_str(item, "path")
@@ -154,6 +155,7 @@ class ControlSession:
                     mtime_ns=get_int(item, "mtime_ns", -(2**62), 2**62),
                     mode=get_int(item, "mode", 0, 0o7777),
                     chunk=get_int(item, "chunk", layout.MIN_CHUNK, frames.MAX_CHUNK),
+                    usage=usage,
                 )
             except ProtocolError:
                 raise

@@ -281,7 +281,9 @@ class Store:
     # ------------------------------------------------------------------ put
 
     def open_put(self, client: str, path: str, size: int, mtime_ns: int, mode: int,
-                 chunk: int) -> PutReply:
+                 chunk: int, usage: list[int] | None = None) -> PutReply:
+        """*usage*: [files, bytes] of the client's staging, shared across one batch
+        so that a batch of thousands is not a scan of the staging per file."""
         parts = paths.split(path)
         raw = b"/".join(parts)
         fid = file_id(self.fid_secret, client, raw, size, mtime_ns)
@@ -299,7 +301,11 @@ class Store:
             free = self.free_bytes()
             if size > free:
                 raise space_error(size, free)
-            files, used = self.staging_usage(base)
+            if usage is None:
+                usage = []
+            if not usage:
+                usage.extend(self.staging_usage(base))
+            files, used = usage
             if files >= self.policy.max_staging_files or used + size > self.policy.max_staging_bytes:
                 raise RefusedError(
                     f"{path}: too many unfinished transfers for this client on the server "
@@ -309,6 +315,8 @@ class Store:
                 "client": client, "path": path, "size": size,
                 "mtime_ns": mtime_ns, "mode": mode, "chunk": chunk,
             })
+            usage[0] += 1
+            usage[1] += size
         finally:
             os.close(base)
         return PutReply(fid, chunk, "new", {})
