@@ -119,6 +119,8 @@ class ControlSession:
                     chan.send(self._put(msg))
                 elif kind == "commit":
                     chan.send(self._commit(msg))
+                elif kind == "probe":
+                    chan.send(self._probe(msg))
                 elif kind == "dirs":
                     chan.send(self._dirs(msg))
                 elif kind == "bye":
@@ -183,6 +185,21 @@ class ControlSession:
                 log.info("client %s stored link %r", self.name, path)
             return {"t": "ok", "status": stored.status, "version": stored.version}
         raise ProtocolError(f"unknown entry kind {str(kind)[:20]!r}")
+
+    def _probe(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Which small files need sending: unchanged ones (size and time) do not."""
+        replies = []
+        for item in get_list(msg, "files"):
+            item = get_obj(item)
+            path = get_str(item, "path")
+            try:
+                replies.append({"t": "ok", "status": self.store.probe(
+                    self.name, path, get_int(item, "size"), get_int(item, "mtime_ns", -(2**62), 2**62))})
+            except ProtocolError:
+                raise
+            except FxError as exc:
+                replies.append(wire_error(exc))
+        return {"t": "probe_ok", "files": replies}
 
     def _dirs(self, msg: dict[str, Any]) -> dict[str, Any]:
         items = []

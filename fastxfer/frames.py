@@ -32,6 +32,14 @@ Stream connection (plain TCP, every byte after the opening authenticated)::
                    every stream is a SYNC: it proves the stream keys before
                    the server takes any larger frame.
     kind ERROR(4): header = empty, body = code u8 | UTF-8 message
+    kind BUNDLE(5): header = bundle u32 | count u32
+                   body   = count * ( path_len u16 | size u32 | mtime_ns i64 |
+                                      mode u32 | path | data (size) | SHA-256 32 )
+                   many small files in one frame, each committed on its own
+                   (atomically, by rename) but made durable together
+    kind BUNDLE_ACK(6): header = bundle u32 | count u32
+                   body   = count * ( status u8 | code u8 | len u16 | UTF-8 message )
+                   status 0 stored, 1 unchanged, 2 failed (code = exit code)
 """
 
 from __future__ import annotations
@@ -55,13 +63,18 @@ MAX_TICKET = 512
 MAX_ACKS = 4096
 STREAM_MAGIC = b"FXS1"
 
-DATA, ACK, SYNC, ERROR = 1, 2, 3, 4
+DATA, ACK, SYNC, ERROR, BUNDLE, BUNDLE_ACK = 1, 2, 3, 4, 5, 6
 _HEADER = {
     DATA: struct.Struct(">16sQI"),
     ACK: struct.Struct(">I"),
     SYNC: struct.Struct(""),
     ERROR: struct.Struct(""),
+    BUNDLE: struct.Struct(">II"),
+    BUNDLE_ACK: struct.Struct(">II"),
 }
+MAX_BUNDLE_FILES = 4096
+_BENTRY = struct.Struct(">HIqI")
+_BSTATUS = struct.Struct(">BBH")
 _LEN = struct.Struct(">I")
 _FRAME_PREFIX = struct.Struct(">IB")
 _ACK_ENTRY = struct.Struct(">16sQ")
@@ -296,6 +309,74 @@ def parse_acks(header: bytes, body: bytes) -> list[tuple[bytes, int]]:
     if count > MAX_ACKS or len(body) != count * _ACK_ENTRY.size:
         raise ProtocolError("malformed acknowledgement")
     return [_ACK_ENTRY.unpack_from(body, i * _ACK_ENTRY.size) for i in range(count)]
+
+
+def bundle_header(bundle: int, count: int) -> bytes:
+    return _HEADER[BUNDLE].pack(bundle, count)
+
+
+def bundle_entry_head(path: bytes, size: int, mtime_ns: int, mode: int) -> bytes:
+    return _BENTRY.pack(len(path), size, mtime_ns, mode) + path
+
+
+BUNDLE_ENTRY_FIXED = _BENTRY.size + DIGEST
+
+
+@dataclass(frozen=True)
+class BundleEntry:
+    path: bytes
+    size: int
+    mtime_ns: int
+    mode: int
+    data: memoryview
+    digest: bytes
+
+
+def parse_bundle(header: bytes, body: memoryview) -> tuple[int, list[BundleEntry]]:
+    bundle, count = _HEADER[BUNDLE].unpack(header)
+    if count > MAX_BUNDLE_FILES:
+        raise ProtocolError("bundle names too many files")
+    entries, pos = [], 0
+    for _ in range(count):
+        if pos + _BENTRY.size > len(body):
+            raise ProtocolError("bundle is truncated")
+        plen, size, mtime_ns, mode = _BENTRY.unpack_from(body, pos)
+        pos += _BENTRY.size
+        end = pos + plen + size + DIGEST
+        if plen == 0 or plen > MAX_PATH_BYTES or end > len(body):
+            raise ProtocolError("bundle entry is out of bounds")
+        path = bytes(body[pos : pos + plen])
+        data = body[pos + plen : pos + plen + size]
+        entries.append(BundleEntry(path, size, mtime_ns, mode & 0o7777, data, bytes(body[end - DIGEST : end])))
+        pos = end
+    if pos != len(body):
+        raise ProtocolError("bundle has bytes beyond its entries")
+    return bundle, entries
+
+
+def encode_bundle_ack(bundle: int, statuses: list[tuple[int, int, str]]) -> tuple[bytes, bytes]:
+    body = b""
+    for status, code, message in statuses:
+        text = message.encode()[:1000]
+        body += _BSTATUS.pack(status, code, len(text)) + text
+    return _HEADER[BUNDLE_ACK].pack(bundle, len(statuses)), body
+
+
+def parse_bundle_ack(header: bytes, body: bytes) -> tuple[int, list[tuple[int, int, str]]]:
+    bundle, count = _HEADER[BUNDLE_ACK].unpack(header)
+    if count > MAX_BUNDLE_FILES:
+        raise ProtocolError("malformed bundle acknowledgement")
+    out, pos = [], 0
+    for _ in range(count):
+        if pos + _BSTATUS.size > len(body):
+            raise ProtocolError("malformed bundle acknowledgement")
+        status, code, size = _BSTATUS.unpack_from(body, pos)
+        pos += _BSTATUS.size
+        out.append((status, code, body[pos : pos + size].decode(errors="replace")))
+        pos += size
+    if pos != len(body) or any(s > 2 for s, _, _ in out):
+        raise ProtocolError("malformed bundle acknowledgement")
+    return bundle, out
 
 
 def encode_error(code: int, message: str) -> bytes:

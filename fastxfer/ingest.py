@@ -129,6 +129,8 @@ class StreamSession:
             sealed = view[len(head.header):]
             if kind == frames.DATA:
                 self._data(head, sealed)
+            elif kind == frames.BUNDLE:
+                self._bundle(head, sealed)
             elif kind == frames.SYNC:
                 self.opener.open(head.aad, sealed)
                 self._flush()
@@ -152,6 +154,22 @@ class StreamSession:
         self.unflushed += length
         if self.unflushed >= limits.FLUSH_BYTES:
             self._flush()
+
+    def _bundle(self, head: frames.FrameHead, sealed: memoryview) -> None:
+        plain = self._plain.view(head.sealed_len - frames.TAG)
+        self.opener.open_into(head.aad, sealed, plain)
+        bundle, entries = frames.parse_bundle(head.header, plain)
+        for e in entries:
+            if hashlib.sha256(e.data).digest() != e.digest:
+                raise ProtocolError("a bundled file's digest does not match its bytes")
+        results = self.store.commit_bundle(self.client, entries)
+        stored = sum(1 for status, _, _ in results if status == 0)
+        if stored:
+            log.info("client %s stored %d small files", self.client, stored)
+        del entries  # views into the buffer
+        header, body = frames.encode_bundle_ack(bundle, results)
+        self.conn.send(frames.frame_prefix(frames.BUNDLE_ACK, header, len(body)),
+                       self.sealer.seal(bytes([frames.BUNDLE_ACK]) + header, body))
 
     def _flush(self) -> None:
         for staging in self.files.values():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import struct
@@ -368,18 +369,19 @@ def test_header_sizes() -> None:
     assert frames.header_size(ACK) == 4
     assert frames.header_size(SYNC) == 0
     assert frames.header_size(ERROR) == 0
-    for kind in (0, 5, 255):
+    assert frames.header_size(frames.BUNDLE) == frames.header_size(frames.BUNDLE_ACK) == 8
+    for kind in (0, 7, 255):
         with pytest.raises(ProtocolError):
             frames.header_size(kind)
 
 
-@pytest.mark.parametrize("kind", [0, 5, 6, 127, 255])
+@pytest.mark.parametrize("kind", [0, 7, 8, 127, 255])
 def test_parse_prefix_unknown_kind(kind: int) -> None:
     with pytest.raises(ProtocolError):
         frames.parse_prefix(struct.pack(">IB", 100, kind))
 
 
-@pytest.mark.parametrize("kind", [DATA, ACK, SYNC, ERROR])
+@pytest.mark.parametrize("kind", [DATA, ACK, SYNC, ERROR, frames.BUNDLE, frames.BUNDLE_ACK])
 def test_parse_prefix_bounds(kind: int) -> None:
     smallest = 1 + frames.header_size(kind) + TAG
     assert frames.parse_prefix(struct.pack(">IB", smallest, kind)) == (kind, smallest - 1)
@@ -589,3 +591,60 @@ def test_fuzz_mutated_sequence(msgs: list[dict], edits: list[tuple[str, int, int
     except ProtocolError:
         pass
     assert dec.wanted() >= 1
+
+
+# ------------------------------------------------------------------ bundles
+
+
+def _bundle(files: list[tuple[bytes, bytes, int, int]]) -> bytes:
+    body = b""
+    for path, data, mtime, mode in files:
+        body += frames.bundle_entry_head(path, len(data), mtime, mode) + data + hashlib.sha256(data).digest()
+    return body
+
+
+def test_bundle_round_trip() -> None:
+    files = [(b"a/b.txt", b"hello", 123, 0o644), (b"empty", b"", -5, 0o600), (b"\xff\xfe", b"x" * 1000, 0, 0o4755)]
+    header = frames.bundle_header(7, len(files))
+    number, entries = frames.parse_bundle(header, memoryview(_bundle(files)))
+    assert number == 7
+    assert [(e.path, bytes(e.data), e.mtime_ns, e.mode) for e in entries] == files
+    assert all(e.digest == hashlib.sha256(bytes(e.data)).digest() for e in entries)
+
+
+@pytest.mark.parametrize("cut", [1, 10, 20, 40])
+def test_bundle_truncated_or_padded_is_refused(cut: int) -> None:
+    body = _bundle([(b"f", b"0123456789", 1, 0o644), (b"g", b"abc", 1, 0o644)])
+    header = frames.bundle_header(1, 2)
+    with pytest.raises(ProtocolError):
+        frames.parse_bundle(header, memoryview(body[:-cut]))
+    with pytest.raises(ProtocolError):
+        frames.parse_bundle(header, memoryview(body + b"\x00" * cut))
+
+
+def test_bundle_limits() -> None:
+    with pytest.raises(ProtocolError):
+        frames.parse_bundle(frames.bundle_header(1, frames.MAX_BUNDLE_FILES + 1), memoryview(b""))
+    with pytest.raises(ProtocolError):  # an empty path
+        frames.parse_bundle(frames.bundle_header(1, 1), memoryview(_bundle([(b"", b"x", 0, 0)])))
+
+
+def test_bundle_ack_round_trip() -> None:
+    statuses = [(0, 0, ""), (1, 0, ""), (2, 6, "refused: \u00e9")]
+    header, body = frames.encode_bundle_ack(9, statuses)
+    assert frames.parse_bundle_ack(header, body) == (9, statuses)
+    with pytest.raises(ProtocolError):
+        frames.parse_bundle_ack(header, body[:-1])
+    bad_header, bad_body = frames.encode_bundle_ack(9, [(3, 0, "")])
+    with pytest.raises(ProtocolError):
+        frames.parse_bundle_ack(bad_header, bad_body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.integers(0, 20))
+def test_bundle_parser_fuzz(body: bytes, count: int) -> None:
+    try:
+        _, entries = frames.parse_bundle(frames.bundle_header(0, count), memoryview(body))
+    except ProtocolError:
+        return
+    assert len(entries) == count

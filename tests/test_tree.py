@@ -92,3 +92,36 @@ def test_a_file_where_a_folder_is_stored_is_refused_clearly(tmp_path: Path, serv
     assert done.returncode == 6
     assert "a folder is stored at that path" in done.stderr
     assert (server.root / "laptop" / "name" / "inside.bin").exists()
+
+
+def test_many_small_files_travel_in_bundles(tmp_path: Path, server, client) -> None:
+    top = tmp_path / "many"
+    for i in range(600):
+        make_file(top / f"d{i % 7}" / f"f{i}", 100 + i, seed=i)
+    done = client.send(server, top)
+    assert done.returncode == 0, done.stderr
+    assert "600 files stored and verified" in done.stdout
+    assert "small files" in server.log_text()  # they went the bundle way
+    for i in range(600):
+        rel = Path(f"d{i % 7}") / f"f{i}"
+        assert (server.root / "laptop" / "many" / rel).read_bytes() == (top / rel).read_bytes()
+    # one changed file: only it moves, and its older copy is kept
+    (top / "d0" / "f0").write_bytes(b"changed")
+    again = client.send(server, top)
+    assert again.returncode == 0, again.stderr
+    assert "1 files stored and verified, 599 unchanged" in again.stdout
+    assert (server.root / "laptop" / "many" / "d0" / "f0").read_bytes() == b"changed"
+    kept = list((server.root / ".fastxfer" / "versions" / "laptop" / "many" / "d0").glob("f0~*"))
+    assert len(kept) == 1 and kept[0].stat().st_size == 100
+
+
+def test_a_bundled_file_with_a_bad_name_fails_alone(tmp_path: Path, server, client) -> None:
+    top = tmp_path / "mixed"
+    make_file(top / "good", 10)
+    make_file(top / ("x" * 200) / ("y" * 200) / ("z" * 200) / "deep", 10)  # fine locally
+    (server.root / "laptop" / "mixed").mkdir(parents=True)
+    (server.root / "laptop" / "mixed" / ("x" * 200)).write_bytes(b"a file in the way")
+    done = client.send(server, top)
+    assert done.returncode == 9
+    assert "not a folder" in done.stderr
+    assert (server.root / "laptop" / "mixed" / "good").read_bytes() == (top / "good").read_bytes()
