@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import FxError, UsageError
+from .errors import FxError, RefusedError, UsageError
 
 EPILOG = """exit codes: 0 verified, 2 usage, 3 trust, 4 connection, 5 verification,
 6 refused by server, 7 local file, 8 protocol, 9 partial, 10 server busy, 1 unexpected."""
@@ -77,6 +77,21 @@ def build_parser() -> argparse.ArgumentParser:
     tsub.add_parser("list", help="list authorized clients")
     tr = tsub.add_parser("remove", help="remove a client by fingerprint or name")
     tr.add_argument("who", metavar="FP|NAME")
+
+    ls = sub.add_parser("ls", help="list what the server holds for this client")
+    ls.add_argument("path", nargs="?", default="", metavar="PATH", help="a file or folder (default: everything)")
+    ls.add_argument("--from", dest="server", required=True, metavar="HOST[:PORT]")
+    ls.add_argument("--json", action="store_true", help="one JSON array instead of a table")
+    ls.add_argument("--versions", action="store_true", help="list the older copies kept instead")
+
+    g = sub.add_parser("get", help="restore files and folders from the server")
+    g.add_argument("paths", nargs="+", metavar="PATH", help="as `fastxfer ls` shows them")
+    g.add_argument("--from", dest="server", required=True, metavar="HOST[:PORT]")
+    g.add_argument("-o", "--output", default=".", metavar="DEST",
+                   help="an existing folder receives PATH inside it; otherwise DEST is the new name (default: .)")
+    g.add_argument("--streams", type=int, default=None, help="parallel connections (default: automatic)")
+    g.add_argument("--force", action="store_true", help="replace local files that exist")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the result")
 
     pn = sub.add_parser("pin", help="client side: trust a server fingerprint at HOST[:PORT]")
     pn.add_argument("address", metavar="HOST[:PORT]")
@@ -246,7 +261,92 @@ def cmd_send(args: argparse.Namespace) -> int:
     return 9
 
 
-COMMANDS = {"id": cmd_id, "trust": cmd_trust, "pin": cmd_pin, "pins": cmd_pin, "unpin": cmd_pin,
+def connect_control(address: str):
+    from .identity import home, load_or_create
+    from .session import ControlClient
+    from .trust import PinList, parse_address
+
+    host, port = parse_address(address)
+    control = ControlClient(host, port, load_or_create(), PinList(home()))
+    return control, control.connect()
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    import datetime
+    import json
+
+    from .client import human
+    from .tree import display
+
+    control, _ = connect_control(args.server)
+    entries: list[dict] = []
+    try:
+        cursor = None
+        while True:
+            reply = control.call({"t": "list", "prefix": args.path, "versions": args.versions,
+                                  "after": cursor}, "list_ok")
+            entries += reply.get("entries") or []
+            cursor = reply.get("next")
+            if not cursor:
+                break
+    finally:
+        control.close()
+    if args.json:
+        print(json.dumps(entries, indent=1, ensure_ascii=True))
+        return 0
+    if not entries and args.path:
+        raise RefusedError(f"nothing stored at {args.path!r}")
+    for e in entries:
+        when_ns = e.get("replaced_ns") if args.versions else e.get("mtime_ns")
+        when = datetime.datetime.fromtimestamp((when_ns or 0) / 1e9).strftime("%Y-%m-%d %H:%M")
+        sha = e.get("sha256") or "-" * 64
+        name = display(e["path"])
+        if args.versions:
+            print(f"{human(e['size'] or 0):>11}  {when}  {sha}  {name}  ({e['version']})")
+        elif e.get("kind") == "link":
+            print(f"{'link':>11}  {when}  {'-' * 64}  {name} -> {display(e.get('target') or '')}")
+        else:
+            print(f"{human(e['size']):>11}  {when}  {sha}  {name}")
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    from .client import auto_streams, make_progress
+    from .restore import Getter, list_all, plan
+    from .tree import display
+
+    if len(args.paths) > 1 and not os.path.isdir(args.output):
+        raise UsageError(f"{args.output}: with several PATHs, -o must be an existing folder")
+    control, welcome = connect_control(args.server)
+    started = time.monotonic()
+    outcomes = []
+    try:
+        for path in args.paths:
+            entries = list_all(control, path)
+            root, planned = plan(entries, path, args.output)
+            total = sum(int(e.get("size") or 0) for e, _ in planned if e.get("kind") == "file")
+            progress = make_progress(total, sys.stderr.isatty() and not args.quiet)
+            getter = Getter(control, welcome, args.streams or auto_streams(len(planned)), args.force, progress)
+            try:
+                outcomes += getter.run(root, planned)
+            finally:
+                if progress is not None:
+                    progress.close()
+    finally:
+        control.close()
+    elapsed = time.monotonic() - started
+    bad = [o for o in outcomes if o.status != "restored"]
+    for o in bad:
+        print(f"ERROR: {o.error.message if o.error else display(o.path)}", file=sys.stderr)
+    print(f"{len(outcomes) - len(bad)} restored and verified, {len(bad)} not; "
+          f"{elapsed:.2f} s")
+    if not bad:
+        return 0
+    codes = {o.error.exit_code for o in bad if o.error is not None}
+    return codes.pop() if len(bad) == len(outcomes) and len(codes) == 1 else 9
+
+
+COMMANDS = {"id": cmd_id, "ls": cmd_ls, "get": cmd_get, "trust": cmd_trust, "pin": cmd_pin, "pins": cmd_pin, "unpin": cmd_pin,
             "serve": cmd_serve, "send": cmd_send}
 
 

@@ -119,6 +119,8 @@ class ControlSession:
                     chan.send(self._put(msg))
                 elif kind == "commit":
                     chan.send(self._commit(msg))
+                elif kind == "list":
+                    chan.send(self._list(msg))
                 elif kind == "probe":
                     chan.send(self._probe(msg))
                 elif kind == "dirs":
@@ -200,6 +202,22 @@ class ControlSession:
             except FxError as exc:
                 replies.append(wire_error(exc))
         return {"t": "probe_ok", "files": replies}
+
+    def _list(self, msg: dict[str, Any]) -> dict[str, Any]:
+        prefix = get_str(msg, "prefix")
+        try:
+            if msg.get("versions"):
+                return {"t": "list_ok", "entries": self.store.version_listing(self.name, prefix), "next": None}
+            try:
+                after = bytes.fromhex(get_str(msg, "after", 8192)) if msg.get("after") else None
+            except ValueError:
+                raise ProtocolError("malformed listing cursor") from None
+            entries, nxt = self.store.listing(self.name, prefix, after)
+        except ProtocolError:
+            raise
+        except FxError as exc:
+            return wire_error(exc)
+        return {"t": "list_ok", "entries": entries, "next": nxt.hex() if nxt else None}
 
     def _dirs(self, msg: dict[str, Any]) -> dict[str, Any]:
         items = []

@@ -40,6 +40,11 @@ Stream connection (plain TCP, every byte after the opening authenticated)::
     kind BUNDLE_ACK(6): header = bundle u32 | count u32
                    body   = count * ( status u8 | code u8 | len u16 | UTF-8 message )
                    status 0 stored, 1 unchanged, 2 failed (code = exit code)
+    kind REQ  (7): header = tag 16 | offset u64 | length u32
+                   body   = size u64 | mtime_ns i64 | path   (restore: the
+                   client asks for a chunk of a stored file; the server
+                   answers with a DATA frame whose fid is the tag, or a NAK)
+    kind NAK  (8): header = tag 16, body = code u8 | UTF-8 message
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ MAX_TICKET = 512
 MAX_ACKS = 4096
 STREAM_MAGIC = b"FXS1"
 
-DATA, ACK, SYNC, ERROR, BUNDLE, BUNDLE_ACK = 1, 2, 3, 4, 5, 6
+DATA, ACK, SYNC, ERROR, BUNDLE, BUNDLE_ACK, REQ, NAK = 1, 2, 3, 4, 5, 6, 7, 8
 _HEADER = {
     DATA: struct.Struct(">16sQI"),
     ACK: struct.Struct(">I"),
@@ -71,7 +76,10 @@ _HEADER = {
     ERROR: struct.Struct(""),
     BUNDLE: struct.Struct(">II"),
     BUNDLE_ACK: struct.Struct(">II"),
+    REQ: struct.Struct(">16sQI"),
+    NAK: struct.Struct(">16s"),
 }
+_REQ_BODY = struct.Struct(">Qq")
 MAX_BUNDLE_FILES = 4096
 _BENTRY = struct.Struct(">HIqI")
 _BSTATUS = struct.Struct(">BBH")
@@ -377,6 +385,18 @@ def parse_bundle_ack(header: bytes, body: bytes) -> tuple[int, list[tuple[int, i
     if pos != len(body) or any(s > 2 for s, _, _ in out):
         raise ProtocolError("malformed bundle acknowledgement")
     return bundle, out
+
+
+def encode_req(tag: bytes, offset: int, length: int, size: int, mtime_ns: int, path: bytes) -> tuple[bytes, bytes]:
+    return _HEADER[REQ].pack(tag, offset, length), _REQ_BODY.pack(size, mtime_ns) + path
+
+
+def parse_req(header: bytes, body: bytes) -> tuple[bytes, int, int, int, int, bytes]:
+    tag, offset, length = _HEADER[REQ].unpack(header)
+    if len(body) <= _REQ_BODY.size or len(body) > _REQ_BODY.size + MAX_PATH_BYTES or length > MAX_CHUNK:
+        raise ProtocolError("malformed chunk request")
+    size, mtime_ns = _REQ_BODY.unpack_from(body)
+    return tag, offset, length, size, mtime_ns, body[_REQ_BODY.size :]
 
 
 def encode_error(code: int, message: str) -> bytes:

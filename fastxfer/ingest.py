@@ -61,6 +61,8 @@ class StreamSession:
         self.acks: list[tuple[bytes, int]] = []
         self._buf = Buffer()
         self._plain = Buffer()
+        self._out_plain = Buffer()
+        self._out = Buffer()
 
     def run(self) -> None:
         try:
@@ -77,8 +79,8 @@ class StreamSession:
             for f in self.files.values():
                 f.close()
             self.conn.close()
-            self._buf.close()
-            self._plain.close()
+            for buf in (self._buf, self._plain, self._out_plain, self._out):
+                buf.close()
 
     def _try_error(self, exc: FxError) -> None:
         if getattr(self, "sealer", None) is None:
@@ -131,6 +133,8 @@ class StreamSession:
                 self._data(head, sealed)
             elif kind == frames.BUNDLE:
                 self._bundle(head, sealed)
+            elif kind == frames.REQ:
+                self._request(head, sealed)
             elif kind == frames.SYNC:
                 self.opener.open(head.aad, sealed)
                 self._flush()
@@ -154,6 +158,24 @@ class StreamSession:
         self.unflushed += length
         if self.unflushed >= limits.FLUSH_BYTES:
             self._flush()
+
+    def _request(self, head: frames.FrameHead, sealed: memoryview) -> None:
+        """Restore: read a chunk of a stored file, hash it, seal it, send it."""
+        body = self.opener.open(head.aad, sealed)
+        tag, offset, length, size, mtime_ns, path = frames.parse_req(head.header, body)
+        plain = self._out_plain.view(length + frames.DIGEST)
+        try:
+            self.store.read_chunk(self.client, os.fsdecode(path), size, mtime_ns, offset, plain[:length])
+        except FxError as exc:
+            text = frames.encode_error(exc.exit_code, exc.message)
+            self.conn.send(frames.frame_prefix(frames.NAK, tag, len(text)),
+                           self.sealer.seal(bytes([frames.NAK]) + tag, text))
+            return
+        plain[length:] = hashlib.sha256(plain[:length]).digest()
+        header = frames.data_header(tag, offset, length)
+        out = self._out.view(length + frames.DIGEST + frames.TAG)
+        self.sealer.seal_into(bytes([frames.DATA]) + header, plain, out)
+        self.conn.send(frames.frame_prefix(frames.DATA, header, length + frames.DIGEST), out)
 
     def _bundle(self, head: frames.FrameHead, sealed: memoryview) -> None:
         plain = self._plain.view(head.sealed_len - frames.TAG)

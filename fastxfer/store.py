@@ -357,6 +357,73 @@ class Store:
                     removed += 1
         return removed
 
+    # ------------------------------------------------------------ listing
+
+    LIST_PAGE = 2000
+
+    def listing(self, client: str, prefix: str, after: bytes | None) -> tuple[list[dict], bytes | None]:
+        """Entries the manifest holds at or below *prefix*, a page at a time by path."""
+        raw = b"/".join(paths.split(prefix)) if prefix.strip("/") else b""
+        where, args = "client=?", [client]
+        if raw:
+            where += " AND (path=? OR (path>? AND path<?))"
+            args += [raw, raw + b"/", raw + b"0"]  # '0' follows '/' in byte order
+        if after is not None:
+            where += " AND path>?"
+            args.append(after)
+        with self._manifest() as db:
+            rows = db.execute(
+                f"SELECT path, kind, size, mtime_ns, mode, sha256, target, stored_ns, chunk, digest FROM files"
+                f" WHERE {where} ORDER BY path LIMIT ?", args + [self.LIST_PAGE + 1]).fetchall()
+        more = len(rows) > self.LIST_PAGE
+        rows = rows[: self.LIST_PAGE]
+        entries = [{
+            "path": os.fsdecode(r[0]), "kind": r[1], "size": r[2], "mtime_ns": r[3], "mode": r[4],
+            "sha256": r[5].hex() if r[5] else None,
+            "target": os.fsdecode(r[6]) if r[6] is not None else None, "stored_ns": r[7],
+            "chunk": r[8], "digest": r[9].hex() if r[9] else None,
+        } for r in rows]
+        return entries, (rows[-1][0] if more else None)
+
+    def version_listing(self, client: str, prefix: str) -> list[dict]:
+        raw = b"/".join(paths.split(prefix)) if prefix.strip("/") else b""
+        with self._manifest() as db:
+            rows = db.execute(
+                "SELECT path, version, size, sha256, replaced_ns FROM versions WHERE client=?"
+                " AND (?=X'' OR path=? OR (path>? AND path<?)) ORDER BY path, replaced_ns DESC"
+                " LIMIT 10000", (client, raw, raw, raw + b"/", raw + b"0")).fetchall()
+        return [{"path": os.fsdecode(r[0]), "version": r[1], "size": r[2],
+                 "sha256": r[3].hex() if r[3] else None, "replaced_ns": r[4]} for r in rows]
+
+    def read_chunk(self, client: str, path: str, size: int, mtime_ns: int, offset: int,
+                   into: memoryview) -> None:
+        """Restore: bytes of a stored file, refused if it is not the one that was listed."""
+        parts = paths.split(path)
+        try:
+            parent = open_chain(self.root_fd, [client.encode()] + parts[:-1], create=False)
+        except (OSError, FxError):
+            raise RefusedError(f"{path}: not stored on the server") from None
+        try:
+            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW, dir_fd=parent)
+        except OSError:
+            raise RefusedError(f"{path}: not stored on the server") from None
+        finally:
+            os.close(parent)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size != size or st.st_mtime_ns != mtime_ns:
+                raise RefusedError(f"{path}: changed on the server since it was listed; get it again")
+            if offset + len(into) > size:
+                raise RefusedError(f"{path}: request beyond the end of the file")
+            got = 0
+            while got < len(into):
+                n = os.preadv(fd, [into[got:]], offset + got)
+                if n == 0:
+                    raise RefusedError(f"{path}: changed on the server since it was listed; get it again")
+                got += n
+        finally:
+            os.close(fd)
+
     # -------------------------------------------------------- small files
 
     def commit_bundle(self, client: str, entries: list[frames.BundleEntry]) -> list[tuple[int, int, str]]:

@@ -38,7 +38,11 @@ class Relay:
                 a, _ = self.listener.accept()
             except OSError:
                 return
-            b = socket.create_connection(("127.0.0.1", self.target_port))
+            try:
+                b = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:  # the server is down: so is this connection
+                a.close()
+                continue
             with self.lock:
                 index = self.count
                 self.count += 1

@@ -370,12 +370,12 @@ def test_header_sizes() -> None:
     assert frames.header_size(SYNC) == 0
     assert frames.header_size(ERROR) == 0
     assert frames.header_size(frames.BUNDLE) == frames.header_size(frames.BUNDLE_ACK) == 8
-    for kind in (0, 7, 255):
+    for kind in (0, 9, 255):
         with pytest.raises(ProtocolError):
             frames.header_size(kind)
 
 
-@pytest.mark.parametrize("kind", [0, 7, 8, 127, 255])
+@pytest.mark.parametrize("kind", [0, 9, 10, 127, 255])
 def test_parse_prefix_unknown_kind(kind: int) -> None:
     with pytest.raises(ProtocolError):
         frames.parse_prefix(struct.pack(">IB", 100, kind))

@@ -1,0 +1,331 @@
+"""``fastxfer get``: list, fetch chunks over parallel streams, verify, place.
+
+Theory of operation.  The control session lists what is stored at or
+below PATH; the plan maps each entry to a place below DEST (scp's rule:
+an existing folder receives the item inside it, otherwise DEST is the new
+name), with every part checked as the server names it and every folder
+opened without following links, so nothing the server says can reach
+outside DEST.  Stream threads ask for chunks (REQ) and the server answers
+with sealed DATA frames; each chunk is checked against its SHA-256 and
+written at its offset into a hidden temporary file beside its final place.
+When a file's chunks are all in, their hash list must equal the digest the
+server recorded when it verified the file at backup time; only then is the
+file fsynced and renamed into place.  An existing local file is never
+replaced unless --force.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import queue
+import threading
+from dataclasses import dataclass, field
+
+from . import frames, layout, paths
+from .errors import ConnectError, FxError, LocalFileError, ProtocolError, RefusedError, VerifyError, from_exit_code
+from .session import ControlClient, Welcome, open_stream
+from .store import open_chain
+
+WINDOW = 4  # chunk requests in flight per stream
+OPEN_MAX = 256  # files being restored at once (two descriptors each)
+RETRIES = 8
+
+
+@dataclass(eq=False)
+class Fetch:
+    entry: dict
+    parts: list[bytes]  # below DEST
+    digests: list[bytes | None] = field(default_factory=list)
+    left: int = 0
+    fd: int = -1
+    parent: int = -1
+    tmp: bytes = b""
+    status: str = "pending"  # restored, failed
+    error: FxError | None = None
+
+    @property
+    def size(self) -> int:
+        return int(self.entry["size"])
+
+    @property
+    def chunk(self) -> int:
+        return int(self.entry["chunk"])
+
+
+@dataclass
+class Outcome:
+    path: str
+    status: str  # restored, skipped, failed
+    error: FxError | None = None
+
+
+def list_all(control: ControlClient, prefix: str) -> list[dict]:
+    entries: list[dict] = []
+    cursor = None
+    while True:
+        reply = control.call({"t": "list", "prefix": prefix, "versions": False, "after": cursor}, "list_ok")
+        entries += frames.get_list(reply, "entries", 1 << 20)
+        cursor = reply.get("next")
+        if not cursor:
+            return entries
+
+
+def plan(entries: list[dict], prefix: str, dest: str) -> tuple[str, list[tuple[dict, list[bytes]]]]:
+    """(folder every place is below, [(entry, parts below that folder)])."""
+    top = [p for p in prefix.strip("/").split("/") if p]
+    if os.path.isdir(dest):
+        root, base = dest, [os.fsencode(top[-1])] if top else []
+    else:
+        root, base = os.path.dirname(os.path.abspath(dest)), [os.fsencode(os.path.basename(dest))]
+        if not os.path.isdir(root):
+            raise LocalFileError(f"{root}: no such folder")
+    out = []
+    for e in entries:
+        parts = paths.split(e["path"])  # the server's names are checked like a client's
+        rel = parts[len(top):]
+        if [os.fsencode(p) for p in top] != parts[: len(top)]:
+            raise ProtocolError("server listed an entry outside the asked path")
+        out.append((e, base + rel))
+    if not out or any(not parts for _, parts in out):
+        raise RefusedError(f"nothing to restore at {prefix!r}" if not out else "cannot restore onto DEST itself")
+    return root, out
+
+
+def link_is_confined(parts: list[bytes], target: str) -> bool:
+    """A link may point only inside DEST: relative, never climbing out."""
+    if not target or target.startswith("/"):
+        return False
+    here = posixpath.join(*[os.fsdecode(p) for p in parts[:-1]]) if len(parts) > 1 else ""
+    joined = posixpath.normpath(posixpath.join(here, target))
+    return not (joined == ".." or joined.startswith("../"))
+
+
+class Getter:
+    def __init__(self, control: ControlClient, welcome: Welcome, streams: int, force: bool, progress) -> None:
+        self.control = control
+        self.welcome = welcome
+        self.streams = streams
+        self.force = force
+        self.progress = progress
+        self.jobs: queue.Queue[tuple[Fetch, int]] = queue.Queue()
+        self.cond = threading.Condition()
+        self.pending = 0
+        self.fatal: FxError | None = None
+        self.outcomes: list[Outcome] = []
+        self.bytes_received = 0
+
+    def run(self, root: str, planned: list[tuple[dict, list[bytes]]]) -> list[Outcome]:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            # In waves, so a tree of any size holds a bounded number of descriptors.
+            for start in range(0, len(planned), OPEN_MAX):
+                self._wave(root_fd, planned[start : start + OPEN_MAX])
+                if self.fatal is not None:
+                    break
+        finally:
+            os.close(root_fd)
+        return self.outcomes
+
+    def _wave(self, root_fd: int, planned: list[tuple[dict, list[bytes]]]) -> None:
+        fetches: list[Fetch] = []
+        for entry, parts in planned:
+            outcome = self._prepare(root_fd, entry, parts, fetches)
+            if outcome is not None:
+                self.outcomes.append(outcome)
+        self.pending = len(fetches)
+        for f in fetches:
+            if f.left == 0:
+                self._finish(f)
+            for i in range(f.left):
+                self.jobs.put((f, i))
+        threads = [threading.Thread(target=self._stream, daemon=True)
+                   for _ in range(min(self.streams, max(1, self.jobs.qsize())) if self.jobs.qsize() else 0)]
+        for t in threads:
+            t.start()
+        with self.cond:
+            while self.pending and self.fatal is None:
+                self.cond.wait(0.5)
+        for t in threads:
+            t.join(timeout=5)
+        for f in fetches:
+            if f.status == "pending":
+                self._abandon(f, self.fatal or ConnectError("not restored"))
+
+    def _prepare(self, root_fd: int, entry: dict, parts: list[bytes], fetches: list[Fetch]) -> Outcome | None:
+        shown = os.fsdecode(b"/".join(parts))
+        try:
+            parent = open_chain(root_fd, parts[:-1], create=True)
+        except (OSError, FxError) as exc:
+            return Outcome(shown, "failed", LocalFileError(f"{shown}: cannot create its folder ({exc})"))
+        try:
+            os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+            exists = True
+        except FileNotFoundError:
+            exists = False
+        if exists and not self.force:
+            os.close(parent)
+            return Outcome(shown, "skipped", LocalFileError(f"{shown}: exists locally; not replaced (use --force)"))
+        if entry.get("kind") == "link":
+            target = entry.get("target") or ""
+            try:
+                if not link_is_confined(parts, target):
+                    return Outcome(shown, "skipped", LocalFileError(
+                        f"{shown}: link to {target!r} points outside the destination; not created"))
+                tmp = b".fastxfer-get-" + os.urandom(6).hex().encode()
+                os.symlink(os.fsencode(target), tmp, dir_fd=parent)
+                os.rename(tmp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
+                return Outcome(shown, "restored")
+            finally:
+                os.close(parent)
+        if not entry.get("digest") or not layout.valid_layout(int(entry["size"]), int(entry["chunk"])):
+            os.close(parent)
+            return Outcome(shown, "failed", ProtocolError(f"{shown}: the server's record of it is incomplete"))
+        f = Fetch(entry, parts, parent=parent)
+        f.tmp = b".fastxfer-get-" + os.urandom(6).hex().encode()
+        f.fd = os.open(f.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent)
+        f.left = layout.chunk_count(f.size, f.chunk)
+        f.digests = [None] * f.left
+        fetches.append(f)
+        return None
+
+    # ----------------------------------------------------------- streams
+
+    def _stream(self) -> None:
+        failures = 0
+        while True:
+            with self.cond:
+                if not self.pending or self.fatal is not None:
+                    return
+            outstanding: dict[tuple[bytes, int], tuple[Fetch, int]] = {}
+            try:
+                self._stream_once(outstanding)
+                return
+            except (ConnectError, ProtocolError) as exc:
+                for job in outstanding.values():
+                    self.jobs.put(job)
+                failures += 1
+                if failures > RETRIES:
+                    with self.cond:
+                        self.fatal = self.fatal or ConnectError(f"{exc.message} (gave up after {RETRIES} reconnects)")
+                        self.cond.notify_all()
+                    return
+
+    def _stream_once(self, outstanding: dict) -> None:
+        conn, sealer, opener = open_stream(self.control.host, self.control.port, self.welcome)
+        conn.settimeout(120.0)
+        tags: dict[bytes, Fetch] = {}
+        try:
+            while True:
+                while len(outstanding) < WINDOW:
+                    try:
+                        f, index = self.jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if f.status != "pending":
+                        continue
+                    tag = hashlib.sha256(f.tmp).digest()[:16]
+                    tags[tag] = f
+                    offset, length = layout.chunk_span(f.size, f.chunk, index)
+                    header, body = frames.encode_req(tag, offset, length, f.size, int(f.entry["mtime_ns"]),
+                                                     os.fsencode(f.entry["path"]))
+                    outstanding[(tag, offset)] = (f, index)
+                    conn.send(frames.frame_prefix(frames.REQ, header, len(body)),
+                              sealer.seal(bytes([frames.REQ]) + header, body))
+                if not outstanding:
+                    with self.cond:
+                        if not self.pending or self.fatal is not None:
+                            return
+                    if self.jobs.empty():
+                        with self.cond:
+                            self.cond.wait(0.1)
+                    continue
+                self._receive(conn, opener, tags, outstanding)
+        finally:
+            conn.close()
+
+    def _receive(self, conn, opener, tags: dict, outstanding: dict) -> None:
+        kind, rest = frames.parse_prefix(conn.recv_exact(frames.FRAME_PREFIX))
+        body = memoryview(conn.recv_exact(rest))
+        head = frames.split_rest(kind, body)
+        plain = memoryview(opener.open(head.aad, body[len(head.header):]))
+        if kind == frames.NAK:
+            tag = head.header
+            code, message = frames.parse_error(bytes(plain))
+            f = tags.get(tag)
+            if f is not None:
+                for key in [k for k in outstanding if k[0] == tag]:
+                    outstanding.pop(key)
+                self._abandon(f, from_exit_code(code, message))
+            return
+        if kind == frames.ERROR:
+            code, message = frames.parse_error(bytes(plain))
+            raise from_exit_code(code, message)
+        if kind != frames.DATA:
+            raise ProtocolError(f"unexpected frame kind {kind} from server")
+        tag, offset, length = frames.parse_data_header(head.header, head.sealed_len)
+        job = outstanding.pop((tag, offset), None)
+        if job is None:
+            raise ProtocolError("server sent a chunk that was not asked for")
+        f, index = job
+        data, digest = plain[:length], bytes(plain[length:])
+        if hashlib.sha256(data).digest() != digest:
+            raise ProtocolError("a restored chunk does not match its digest")
+        if f.status != "pending":
+            return
+        try:
+            view = data
+            while view:
+                n = os.pwrite(f.fd, view, offset)
+                view, offset = view[n:], offset + n
+        except OSError as exc:
+            self._abandon(f, LocalFileError(f"{os.fsdecode(b'/'.join(f.parts))}: {exc.strerror}"))
+            return
+        with self.cond:
+            self.bytes_received += length
+        if self.progress is not None:
+            self.progress.update(length)
+        with self.cond:
+            f.digests[index] = digest
+            f.left -= 1
+            done = f.left == 0
+        if done:
+            self._finish(f)
+
+    # ------------------------------------------------------------ finish
+
+    def _finish(self, f: Fetch) -> None:
+        shown = os.fsdecode(b"/".join(f.parts))
+        digest = layout.file_digest(f.size, f.chunk, f.digests)  # type: ignore[arg-type]
+        if digest != bytes.fromhex(f.entry["digest"]):
+            self._abandon(f, VerifyError(f"{shown}: restored bytes do not match what the server verified at backup"))
+            return
+        try:
+            os.fchmod(f.fd, int(f.entry["mode"]) & 0o777)
+            os.utime(f.fd, ns=(int(f.entry["mtime_ns"]), int(f.entry["mtime_ns"])))
+            os.fsync(f.fd)
+            os.rename(f.tmp, f.parts[-1], src_dir_fd=f.parent, dst_dir_fd=f.parent)
+            os.fsync(f.parent)
+        except OSError as exc:
+            self._abandon(f, LocalFileError(f"{shown}: {exc.strerror}"))
+            return
+        self._close(f, "restored", None)
+
+    def _abandon(self, f: Fetch, error: FxError) -> None:
+        try:
+            os.unlink(f.tmp, dir_fd=f.parent)
+        except OSError:
+            pass
+        self._close(f, "failed", error)
+
+    def _close(self, f: Fetch, status: str, error: FxError | None) -> None:
+        with self.cond:
+            if f.status != "pending":
+                return
+            f.status = status
+            os.close(f.fd)
+            os.close(f.parent)
+            self.outcomes.append(Outcome(os.fsdecode(b"/".join(f.parts)), status, error))
+            self.pending -= 1
+            self.cond.notify_all()

@@ -1,0 +1,151 @@
+"""get: back from the server, verified, confined to the destination."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import fx, make_client, make_file, sha256_file
+from test_tree import snapshot
+
+
+def get(client, server, *args) -> "subprocess.CompletedProcess":  # noqa: F821
+    return fx(client.home, "get", *args, "--from", server.address, timeout=300)
+
+
+def test_send_then_get_is_identical(tmp_path: Path, server, client) -> None:
+    top = tmp_path / "data"
+    make_file(top / "big.bin", (3 << 20) + 5, seed=1)  # many chunks at 64K
+    make_file(top / "small" / "a.txt", 100, seed=2)
+    make_file(top / "small" / "deep" / "b.bin", 300_000, seed=3)  # above the bundle size
+    make_file(top / "empty.bin", 0)
+    os.chmod(top / "small" / "a.txt", 0o640)
+    os.symlink("small/a.txt", top / "inside-link")
+    os.symlink("/etc/hostname", top / "outside-link")
+    assert client.send(server, top, "--chunk-size", "64K").returncode == 0
+    out = tmp_path / "restored"
+    out.mkdir()
+    done = get(client, server, "data", "-o", out)
+    assert done.returncode == 9, done.stderr  # the outside link is not created
+    assert "points outside the destination" in done.stderr
+    want = snapshot(top)
+    want.pop("outside-link")
+    got = snapshot(out / "data")
+    for rel in want:  # folders' own modes and times are not restored yet
+        if want[rel][0] == "dir":
+            want[rel] = got.get(rel)
+    assert got == want
+    assert not (out / "data" / "outside-link").exists()
+
+
+def test_dest_rules_and_no_overwrite(tmp_path: Path, server, client) -> None:
+    f = make_file(tmp_path / "report.pdf", 5000)
+    assert client.send(server, f).returncode == 0
+    renamed = tmp_path / "copy.pdf"
+    assert get(client, server, "report.pdf", "-o", renamed).returncode == 0  # a new name
+    assert renamed.read_bytes() == f.read_bytes()
+    folder = tmp_path / "into"
+    folder.mkdir()
+    assert get(client, server, "report.pdf", "-o", folder).returncode == 0  # inside a folder
+    assert (folder / "report.pdf").read_bytes() == f.read_bytes()
+    renamed.write_bytes(b"local changes")
+    again = get(client, server, "report.pdf", "-o", renamed)
+    assert again.returncode == 7 and "exists locally" in again.stderr
+    assert renamed.read_bytes() == b"local changes"
+    forced = get(client, server, "report.pdf", "-o", renamed, "--force")
+    assert forced.returncode == 0 and renamed.read_bytes() == f.read_bytes()
+
+
+def test_missing_path_is_a_clear_error(tmp_path: Path, server, client) -> None:
+    done = get(client, server, "not/there", "-o", tmp_path)
+    assert done.returncode == 6 and "nothing to restore" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_client_sees_only_its_own_files(tmp_path: Path, server, client) -> None:
+    other = make_client(tmp_path, server, "other")
+    assert other.send(server, make_file(tmp_path / "theirs.bin", 1000)).returncode == 0
+    assert fx(client.home, "ls", "--from", server.address).stdout.strip() == ""
+    assert fx(client.home, "ls", "theirs.bin", "--from", server.address).returncode == 6
+    out = tmp_path / "out"
+    out.mkdir()
+    for path in ["../other/theirs.bin", "/other/theirs.bin", "other/theirs.bin"]:
+        done = get(client, server, path, "-o", out)
+        assert done.returncode == 6, done.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_a_new_identity_under_the_old_name_restores_everything(tmp_path: Path, server, client) -> None:
+    f = make_file(tmp_path / "thesis.tex", 7777)
+    assert client.send(server, f).returncode == 0
+    new = make_client(tmp_path, server, "laptop-new", trust=False)
+    assert fx(server.home, "trust", "add", new.fingerprint, "--name", "laptop").returncode == 0
+    out = tmp_path / "new-machine"
+    out.mkdir()
+    assert get(new, server, "thesis.tex", "-o", out).returncode == 0
+    assert (out / "thesis.tex").read_bytes() == f.read_bytes()
+
+
+def test_a_file_damaged_on_the_server_is_not_restored(tmp_path: Path, server, client) -> None:
+    f = make_file(tmp_path / "precious.bin", 1 << 20)
+    assert client.send(server, f, "--chunk-size", "64K").returncode == 0
+    stored = server.root / "laptop" / "precious.bin"
+    st = stored.stat()
+    with open(stored, "r+b") as g:  # bit rot: same size, same time
+        g.seek(500_000)
+        byte = g.read(1)
+        g.seek(500_000)
+        g.write(bytes([byte[0] ^ 0x40]))
+    os.utime(stored, ns=(st.st_atime_ns, st.st_mtime_ns))
+    out = tmp_path / "out"
+    out.mkdir()
+    done = get(client, server, "precious.bin", "-o", out)
+    assert done.returncode == 5, done.stderr
+    assert "do not match" in done.stderr
+    assert list(out.iterdir()) == []  # no partial or hidden file left
+
+
+def test_listing(tmp_path: Path, server, client) -> None:
+    import json
+
+    top = tmp_path / "t"
+    make_file(top / "x.bin", 123)
+    os.symlink("x.bin", top / "l")
+    assert client.send(server, top).returncode == 0
+    table = fx(client.home, "ls", "t", "--from", server.address, check=True).stdout
+    assert "t/x.bin" in table and "t/l -> x.bin" in table
+    entries = json.loads(fx(client.home, "ls", "--json", "--from", server.address, check=True).stdout)
+    by_path = {e["path"]: e for e in entries}
+    assert by_path["t/x.bin"]["sha256"] == sha256_file(top / "x.bin")
+    assert by_path["t/x.bin"]["size"] == 123 and by_path["t/l"]["kind"] == "link"
+
+
+@pytest.mark.parametrize("parts, target, ok", [
+    ([b"a", b"l"], "b", True),
+    ([b"a", b"l"], "../b", True),
+    ([b"a", b"l"], "../../b", False),
+    ([b"l"], "../x", False),
+    ([b"l"], "/etc/passwd", False),
+    ([b"a", b"b", b"l"], "../../c/./d", True),
+    ([b"l"], "", False),
+])
+def test_link_confinement(parts, target, ok) -> None:
+    from fastxfer.restore import link_is_confined
+
+    assert link_is_confined(parts, target) is ok
+
+
+def test_plan_refuses_what_a_server_should_never_name(tmp_path: Path) -> None:
+    from fastxfer.errors import ProtocolError, RefusedError
+    from fastxfer.restore import plan
+
+    with pytest.raises(RefusedError):
+        plan([{"path": "../../etc/passwd"}], "", str(tmp_path))
+    with pytest.raises(RefusedError):
+        plan([{"path": "/etc/passwd"}], "", str(tmp_path))
+    with pytest.raises(ProtocolError):
+        plan([{"path": "elsewhere/x"}], "asked", str(tmp_path))
+    root, planned = plan([{"path": "asked/x/y"}], "asked", str(tmp_path))
+    assert root == str(tmp_path) and planned[0][1] == [b"asked", b"x", b"y"]
