@@ -412,13 +412,15 @@ class Sender:
         failures = 0
         while not self._finished():
             inflight: dict[tuple[bytes, int], tuple[FileJob, int, bytes]] = {}
+            progressed = threading.Event()
             try:
-                self._stream_once(inflight)
+                self._stream_once(inflight, progressed)
                 return
             except (ConnectError, ProtocolError) as exc:
                 for job, index, _digest in inflight.values():
                     self.jobs.put((job, index))
-                failures += 1
+                # The budget is per outage: a connection that got work done resets it.
+                failures = 1 if progressed.is_set() else failures + 1
                 if failures > RETRIES:
                     self._fail_all(ConnectError(f"{exc.message} (gave up after {RETRIES} reconnects; "
                                                 "run the same send again to resume)"))
@@ -428,7 +430,7 @@ class Sender:
                 self._fail_all(exc)
                 return
 
-    def _stream_once(self, inflight: dict) -> None:
+    def _stream_once(self, inflight: dict, progressed: threading.Event) -> None:
         host, port = self.control.host, self.control.port
         conn, sealer, opener = open_stream(host, port, self.welcome)
         lock = threading.Lock()
@@ -453,6 +455,7 @@ class Sender:
                             entry = inflight.pop((b"bundle", number), None)
                         if entry:
                             self._bundle_done(entry[0], statuses, entry[2])
+                        progressed.set()
                         acked.set()
                     elif kind == frames.ACK:
                         for fid, offset in frames.parse_acks(head.header, plain):
@@ -461,6 +464,7 @@ class Sender:
                             if entry:
                                 job, index, digest = entry
                                 self._done(job, index, digest)
+                        progressed.set()
                         acked.set()
                     elif kind == frames.ERROR:
                         code, message = frames.parse_error(plain)

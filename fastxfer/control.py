@@ -97,6 +97,7 @@ class ControlSession:
                 f"on the server run: fastxfer trust add {shown} --name NAME"
             )
         self.proven(name)
+        self.fp = fp
         session, ticket = self.keys.new_session(name, fp, int(time.time()) + limits.SESSION_TTL)
         self.name = name
         chan.send({
@@ -114,6 +115,9 @@ class ControlSession:
             except FxError:
                 return  # client gone: its staging stays for a resume
             kind = msg.get("t")
+            if self.clients.name_of(self.fp) != self.name:
+                chan.send(wire_error(TrustError("this client is no longer authorized on this server")))
+                return
             try:
                 if kind == "put":
                     chan.send(self._put(msg))

@@ -99,9 +99,12 @@ MAX_FRAME = 1 + _HEADER[DATA].size + MAX_CHUNK + DIGEST + TAG
 # ---------------------------------------------------------------- control
 
 
+MAX_REPLY = 64 << 20  # what a client accepts from its (authenticated) server
+
+
 def encode_msg(msg: dict[str, Any]) -> bytes:
     body = json.dumps(msg, separators=(",", ":")).encode()
-    if len(body) > MAX_CONTROL:
+    if len(body) > MAX_REPLY:
         raise ValueError("control message too large")
     return _LEN.pack(len(body)) + body
 

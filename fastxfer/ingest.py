@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from . import frames, keys, limits
-from .errors import BusyError, FxError, ProtocolError, RefusedError
+from .errors import BusyError, FxError, ProtocolError, RefusedError, TrustError
 from .keys import ServerKeys
 from .netio import Conn
 from .store import StagingFile, Store
@@ -70,7 +70,7 @@ class StreamSession:
         except ProtocolError as exc:
             log.warning("stream from %s dropped: %s", self.conn.peer, exc.message)
             self._try_error(exc)
-        except (RefusedError, BusyError) as exc:
+        except (RefusedError, BusyError, TrustError) as exc:
             log.warning("stream from %s refused: %s", self.conn.peer, exc.message)
             self._try_error(exc)
         except FxError:
@@ -113,7 +113,7 @@ class StreamSession:
             raise ProtocolError("a stream must start with a sealed SYNC frame")
         self.opener.open(bytes([kind]), self.conn.recv_exact(rest))
         if self.clients.name_of(session.client_fp) != session.client_name:
-            raise ProtocolError("this client is no longer authorized")
+            raise TrustError("this client is no longer authorized on this server")
         self.proven(session.client_name)
         self.client = session.client_name
 

@@ -7,8 +7,8 @@ chunk digests (a hash list) so hashing runs in parallel across streams and
 no byte is hashed twice.
 
 Chunk record (server side, append-only, one 48-byte entry per durable
-chunk; a torn or damaged entry is ignored, so the record can only under-
-state what is on disk)::
+chunk; a torn or damaged entry is skipped and the next sound one found, so
+the record can only understate what is on disk)::
 
     | index u64 | SHA-256 of the chunk 32 | first 8 bytes of SHA-256(index|digest) |
 """
@@ -66,9 +66,13 @@ def record_entry(index: int, digest: bytes) -> bytes:
 def parse_record(data: bytes, count: int) -> dict[int, bytes]:
     """Chunk index -> digest for every sound entry below *count*."""
     have: dict[int, bytes] = {}
-    for pos in range(0, len(data) - RECORD_ENTRY + 1, RECORD_ENTRY):
+    pos = 0
+    while pos + RECORD_ENTRY <= len(data):
         index, digest, check = _ENTRY.unpack_from(data, pos)
-        head = data[pos : pos + 40]
-        if index < count and hashlib.sha256(head).digest()[:8] == check:
+        if hashlib.sha256(data[pos : pos + 40]).digest()[:8] != check:
+            pos += 1  # a torn entry (a short write on a full disk): find the next sound one
+            continue
+        if index < count:
             have[index] = digest
+        pos += RECORD_ENTRY
     return have

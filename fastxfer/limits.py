@@ -14,6 +14,6 @@ SESSION_TTL = 24 * 3600  # a ticket opens streams for this long
 FLUSH_BYTES = 16 << 20  # received bytes a stream makes durable and acknowledges at once
 FLUSH_IDLE = 0.2  # ... or after this long with nothing more to read
 MAX_CONNECTIONS_PER_WORKER = 512
-CONNECTIONS_PER_CLIENT = 128  # authenticated connections of one client name, per worker
+CONNECTIONS_PER_CLIENT = 32  # authenticated connections of one client name, per worker (each may hold two chunk buffers)
 DRAIN_DEADLINE = 30.0  # SIGTERM: running connections get this long
 STOP_DEADLINE = 3.0  # SIGINT: workers get this long before SIGKILL

@@ -20,7 +20,7 @@ CONNECT_TIMEOUT = 15.0
 REPLY_TIMEOUT = 600.0
 # The server is authenticated by then; a resume list of a file with the
 # most chunks (layout.MAX_CHUNKS) must fit.
-REPLY_LIMIT = 64 << 20
+REPLY_LIMIT = frames.MAX_REPLY
 
 
 @dataclass

@@ -350,9 +350,11 @@ class Store:
             for name, entry in entries.items():
                 stem = name.split(".", 1)[0]
                 meta = entries.get(stem + ".meta")
+                # Age from the last sign of life: every durable chunk touches the record.
+                last = max(e.stat(follow_symlinks=False).st_mtime
+                           for e in (entry, meta, entries.get(stem + ".rec")) if e is not None)
                 # No meta: creation was cut short, the client was never told of it.
-                age = now - (meta or entry).stat(follow_symlinks=False).st_mtime
-                if meta is None or age > self.policy.staging_max_age:
+                if meta is None or now - last > self.policy.staging_max_age:
                     os.unlink(entry.path)
                     removed += 1
         return removed

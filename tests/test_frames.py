@@ -76,7 +76,7 @@ def test_encode_msg_layout() -> None:
 
 def test_encode_msg_too_large() -> None:
     with pytest.raises(ValueError):
-        frames.encode_msg({"t": "a", "blob": "x" * MAX_CONTROL})
+        frames.encode_msg({"t": "a", "blob": "x" * frames.MAX_REPLY})
 
 
 def test_decoder_whole_stream_at_once() -> None:
