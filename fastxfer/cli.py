@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                    help="skip names matching PATTERN (with a '/', paths from the top); repeatable")
     s.add_argument("--follow-links", action="store_true", help="send what symlinks point to, not the links")
+    s.add_argument("-n", "--dry-run", action="store_true", help="show what would be sent; send nothing")
+    s.add_argument("-c", "--checksum", action="store_true",
+                   help="decide what changed by SHA-256 of the content, not by size and time")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the result")
     s.add_argument("-v", "--verbose", action="store_true", help="list every entry, however many")
 
@@ -92,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--streams", type=int, default=None, help="parallel connections (default: automatic)")
     g.add_argument("--force", action="store_true", help="replace local files that exist")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the result")
+
+    sm = sub.add_parser("sums", help="SHA256SUMS of this client's backup, for sha256sum -c")
+    sm.add_argument("path", nargs="?", default="", metavar="PATH", help="a file or folder (default: everything)")
+    sm.add_argument("--from", dest="server", required=True, metavar="HOST[:PORT]")
+
+    ck = sub.add_parser("check", help="server side: re-hash stored files, report any that changed on disk")
+    ck.add_argument("--root", required=True, help="the server's root folder")
+    ck.add_argument("--client", default=None, metavar="NAME", help="only this client's files")
 
     pn = sub.add_parser("pin", help="client side: trust a server fingerprint at HOST[:PORT]")
     pn.add_argument("address", metavar="HOST[:PORT]")
@@ -195,6 +206,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def report_dry_run(results: list, skipped: list, name: str) -> int:
+    from .client import human
+    from .tree import display
+
+    send = [r for r in results if r.status == "send"]
+    for r in results:
+        if r.status == "failed":
+            print(f"ERROR: {r.error.message}", file=sys.stderr)
+        elif r.status == "send":
+            print(f"would send {name}/{display(r.src.remote)}"
+                  + (f" ({human(r.src.size)})" if r.src.kind == "file" else f" ({r.src.kind})"))
+    unchanged = sum(1 for r in results if r.status == "unchanged")
+    total = sum(r.src.size for r in send if r.src.kind == "file")
+    print(f"dry run: {len(send)} entries would be sent ({human(total)}), {unchanged} unchanged, "
+          f"{len(skipped)} skipped; nothing was sent")
+    return 0 if not skipped and all(r.status != "failed" for r in results) else 9
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     from .client import Sender, human
     from .tree import display, walk
@@ -222,6 +251,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     welcome = control.connect()
     show = sys.stderr.isatty() and not args.quiet
     sender = Sender(control, welcome, args.streams, args.chunk_size, args.sha256, show)
+    sender.checksum, sender.dry_run = args.checksum, args.dry_run
     try:
         results = sender.run(sources)
     finally:
@@ -229,6 +259,8 @@ def cmd_send(args: argparse.Namespace) -> int:
             sender.progress.close()
         control.close()
     elapsed = time.monotonic() - started
+    if args.dry_run:
+        return report_dry_run(results, skipped, welcome.name)
     failed = [r for r in results if r.status == "failed"]
     listed = args.verbose or len(results) <= 100
     for r in results:
@@ -346,7 +378,52 @@ def cmd_get(args: argparse.Namespace) -> int:
     return codes.pop() if len(bad) == len(outcomes) and len(codes) == 1 else 9
 
 
-COMMANDS = {"id": cmd_id, "ls": cmd_ls, "get": cmd_get, "trust": cmd_trust, "pin": cmd_pin, "pins": cmd_pin, "unpin": cmd_pin,
+def sums_line(sha: str, path: str) -> str:
+    """A line sha256sum -c reads back, with its escaping for awkward names."""
+    if "\\" in path or "\n" in path:
+        return "\\" + sha + "  " + path.replace("\\", "\\\\").replace("\n", "\\n")
+    return f"{sha}  {path}"
+
+
+def cmd_sums(args: argparse.Namespace) -> int:
+    from .restore import list_all
+
+    control, _ = connect_control(args.server)
+    bad = 0
+    try:
+        files = [e["path"] for e in list_all(control, args.path) if e.get("kind") == "file"]
+        if not files and args.path:
+            raise RefusedError(f"nothing stored at {args.path!r}")
+        for start in range(0, len(files), 2000):
+            reply = control.call({"t": "sums", "paths": files[start : start + 2000]}, "sums_ok")
+            for item in reply.get("files") or []:
+                if item.get("status") == "ok":
+                    sys.stdout.buffer.write(os.fsencode(sums_line(item["sha256"], item["path"])) + b"\n")
+                else:
+                    bad += 1
+                    print(f"ERROR: {item['path']!r} is {item.get('status')} on the server", file=sys.stderr)
+    finally:
+        control.close()
+    return 5 if bad else 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .store import STATE, Store
+
+    if not os.path.isfile(os.path.join(args.root, STATE, "manifest.sqlite")):
+        raise UsageError(f"{args.root} is not a fastxfer root (no {STATE}/manifest.sqlite)")
+    store = Store(args.root)
+    counts = {"ok": 0, "changed": 0, "missing": 0}
+    for client, raw in store.stored_files(args.client):
+        status, _ = store.verify_stored(client, raw)
+        counts[status] += 1
+        if status != "ok":
+            print(f"{status.upper()}: {client}/{os.fsdecode(raw)!r}")
+    print(f"{counts['ok']} files intact, {counts['changed']} changed on disk, {counts['missing']} missing")
+    return 0 if counts["changed"] == counts["missing"] == 0 else 5
+
+
+COMMANDS = {"id": cmd_id, "ls": cmd_ls, "get": cmd_get, "sums": cmd_sums, "check": cmd_check, "trust": cmd_trust, "pin": cmd_pin, "pins": cmd_pin, "unpin": cmd_pin,
             "serve": cmd_serve, "send": cmd_send}
 
 

@@ -17,6 +17,7 @@ checking that the local file did not change meanwhile.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import queue
 import sys
@@ -68,6 +69,17 @@ class Bundle:
     @property
     def size(self) -> int:
         return sum(e.size for e in self.entries)
+
+
+def whole_sha256(src: Source) -> bytes:
+    h = hashlib.sha256()
+    try:
+        with open(src.local, "rb") as f:
+            while data := f.read(1 << 20):
+                h.update(data)
+    except OSError as exc:
+        raise LocalFileError(f"{src.local}: {exc.strerror}") from None
+    return h.digest()
 
 
 def read_small(src: Source) -> bytes:
@@ -154,7 +166,11 @@ class Sender:
         self.bytes_sent = 0
         self.streams_used = 0
         self.bundles_left = 0
+        self.bundle_numbers = itertools.count(1)
         self.bundle_results: list[Result] = []
+        self.checksum = False
+        self.dry_run = False
+        self.forced: set[int] = set()  # files the server must not skip by size and time
 
     # -------------------------------------------------------------- plan
 
@@ -162,6 +178,13 @@ class Sender:
         results: list[Result] = []
         files: list[FileJob] = []
         self.dirs = [s for s in sources if s.kind == "dir"]
+        if self.dry_run or self.checksum:
+            verdicts = self._ask(sources)
+            if self.dry_run:
+                return verdicts
+            results += [r for r in verdicts if r.status != "send"]
+            sources = [r.src for r in verdicts if r.status == "send"]
+            self.forced = {id(s) for s in sources}
         small = [s for s in sources if s.kind == "file" and s.size <= SMALL_FILE]
         large = [s for s in sources if not (s.kind == "file" and s.size <= SMALL_FILE)]
         for start in range(0, len(large), frames.MAX_BATCH):
@@ -199,16 +222,51 @@ class Sender:
                 self.control.call({"t": "dirs", "items": items}, "dirs_ok")
         return results
 
+    def _ask(self, sources: list[Source]) -> list[Result]:
+        """What would move: "send", "unchanged" or "failed" per entry, nothing sent.
+
+        With --checksum every file is hashed here and compared by content.
+        """
+        results: list[Result] = []
+        files = [s for s in sources if s.kind == "file"]
+        results += [Result(s, "send") for s in sources if s.kind != "file"]
+        for start in range(0, len(files), frames.MAX_BATCH):
+            batch = files[start : start + frames.MAX_BATCH]
+            items = []
+            for s in batch:
+                item = {"path": s.remote, "size": s.size, "mtime_ns": s.mtime_ns}
+                if self.checksum:
+                    try:
+                        item["sha256"] = whole_sha256(s).hex()
+                    except LocalFileError:
+                        pass  # it will fail with its reason when sent
+                items.append(item)
+            reply = self.control.call({"t": "probe", "files": items}, "probe_ok")
+            answers = frames.get_list(reply, "files")
+            if len(answers) != len(batch):
+                raise ProtocolError("server answered a different number of files")
+            for src, answer in zip(batch, answers):
+                answer = frames.get_obj(answer)
+                if answer.get("t") == "error":
+                    results.append(Result(src, "failed", from_wire(str(answer.get("code")), str(answer.get("message")))))
+                else:
+                    results.append(Result(src, "unchanged" if answer.get("status") == "unchanged" else "send"))
+        return results
+
     def _probe(self, batch: list[Source]) -> list[Result]:
         """Ask which small files changed; bundle those, report the rest."""
-        reply = self.control.call({"t": "probe", "files": [
-            {"path": s.remote, "size": s.size, "mtime_ns": s.mtime_ns} for s in batch]}, "probe_ok")
-        answers = frames.get_list(reply, "files")
-        if len(answers) != len(batch):
-            raise ProtocolError("server answered a different number of files")
+        ask = [s for s in batch if id(s) not in self.forced]  # --checksum asked already
+        answers: dict[int, dict] = {}
+        if ask:
+            reply = self.control.call({"t": "probe", "files": [
+                {"path": s.remote, "size": s.size, "mtime_ns": s.mtime_ns} for s in ask]}, "probe_ok")
+            got = frames.get_list(reply, "files")
+            if len(got) != len(ask):
+                raise ProtocolError("server answered a different number of files")
+            answers = {id(s): frames.get_obj(a) for s, a in zip(ask, got)}
         results, bundle, size = [], [], 0
-        for src, answer in zip(batch, answers):
-            answer = frames.get_obj(answer)
+        for src in batch:
+            answer = answers.get(id(src), {"t": "ok", "status": "send"})
             if answer.get("t") == "error":
                 results.append(Result(src, "failed", from_wire(str(answer.get("code")), str(answer.get("message")))))
             elif answer.get("status") == "unchanged":
@@ -226,7 +284,7 @@ class Sender:
     def _queue_bundle(self, entries: list[Source]) -> None:
         with self.cond:
             self.bundles_left += 1
-            number = self.bundles_left + len(self.bundle_results)
+            number = next(self.bundle_numbers)
         self.jobs.put((Bundle(number, entries), -1))
 
     def _bundle_done(self, bundle: Bundle, statuses: list[tuple[int, int, str]], failed: list[Result]) -> None:
@@ -271,7 +329,7 @@ class Sender:
         for src in batch:
             chunk = layout.choose_chunk(src.size, self.chunk)
             item = {"path": src.remote, "size": src.size, "mtime_ns": src.mtime_ns,
-                    "mode": src.mode, "chunk": chunk}
+                    "mode": src.mode, "chunk": chunk, "force": id(src) in self.forced}
             if src.kind == "file":
                 try:
                     st = os.stat(src.local, follow_symlinks=False)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import frames, identity, layout, limits
+from . import frames, identity, layout, limits, paths
 from .errors import BusyError, FxError, ProtocolError, RefusedError, TrustError
 from .frames import get_hex, get_int, get_list, get_obj, get_str
 from .keys import ServerKeys
@@ -125,6 +125,8 @@ class ControlSession:
                     chan.send(self._commit(msg))
                 elif kind == "list":
                     chan.send(self._list(msg))
+                elif kind == "sums":
+                    chan.send(self._sums(msg))
                 elif kind == "probe":
                     chan.send(self._probe(msg))
                 elif kind == "dirs":
@@ -164,6 +166,7 @@ class ControlSession:
                     mode=get_int(item, "mode", 0, 0o7777),
                     chunk=get_int(item, "chunk", layout.MIN_CHUNK, frames.MAX_CHUNK),
                     usage=usage,
+                    force=item.get("force") is True,
                 )
             except ProtocolError:
                 raise
@@ -199,8 +202,9 @@ class ControlSession:
             item = get_obj(item)
             path = get_str(item, "path")
             try:
+                sha = get_hex(item, "sha256", 32) if item.get("sha256") is not None else None
                 replies.append({"t": "ok", "status": self.store.probe(
-                    self.name, path, get_int(item, "size"), get_int(item, "mtime_ns", -(2**62), 2**62))})
+                    self.name, path, get_int(item, "size"), get_int(item, "mtime_ns", -(2**62), 2**62), sha)})
             except ProtocolError:
                 raise
             except FxError as exc:
@@ -222,6 +226,22 @@ class ControlSession:
         except FxError as exc:
             return wire_error(exc)
         return {"t": "list_ok", "entries": entries, "next": nxt.hex() if nxt else None}
+
+    def _sums(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """SHA-256 of stored files, each re-checked against its record on the way."""
+        lines = []
+        for item in get_list(msg, "paths", 2000):
+            raw = os.fsencode(item) if isinstance(item, str) else b""
+            try:
+                raw = b"/".join(paths.split(os.fsdecode(raw)))
+            except FxError:
+                lines.append({"path": item, "status": "missing", "sha256": None})
+                continue
+            status, sha = self.store.verify_stored(self.name, raw)
+            if status != "ok":
+                log.warning("client %s: %r is %s on disk", self.name, item, status)
+            lines.append({"path": item, "status": status, "sha256": sha.hex() if sha else None})
+        return {"t": "sums_ok", "files": lines}
 
     def _dirs(self, msg: dict[str, Any]) -> dict[str, Any]:
         items = []

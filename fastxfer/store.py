@@ -280,23 +280,28 @@ class Store:
 
     # ------------------------------------------------------------------ put
 
-    def probe(self, client: str, path: str, size: int, mtime_ns: int) -> str:
+    def probe(self, client: str, path: str, size: int, mtime_ns: int, sha256: bytes | None = None) -> str:
+        """"unchanged" or "send": by size and time, or by content when *sha256* is given."""
         parts = paths.split(path)
         self._check_parents(client, parts)
-        row = self.lookup(client, b"/".join(parts))
-        if row and row[0] == size and row[1] == mtime_ns and self._is_file(client, parts):
-            return "unchanged"
-        return "send"
+        raw = b"/".join(parts)
+        row = self.lookup(client, raw)
+        if not row or row[0] != size or not self._is_file(client, parts):
+            return "send"
+        if sha256 is None:
+            return "unchanged" if row[1] == mtime_ns else "send"
+        status, stored = self.verify_stored(client, raw)
+        return "unchanged" if status == "ok" and stored == sha256 else "send"
 
     def open_put(self, client: str, path: str, size: int, mtime_ns: int, mode: int,
-                 chunk: int, usage: list[int] | None = None) -> PutReply:
+                 chunk: int, usage: list[int] | None = None, force: bool = False) -> PutReply:
         """*usage*: [files, bytes] of the client's staging, shared across one batch
         so that a batch of thousands is not a scan of the staging per file."""
         parts = paths.split(path)
         raw = b"/".join(parts)
         fid = file_id(self.fid_secret, client, raw, size, mtime_ns)
         self._check_parents(client, parts)
-        row = self.lookup(client, raw)
+        row = None if force else self.lookup(client, raw)
         if row and row[0] == size and row[1] == mtime_ns and self._is_file(client, parts):
             return PutReply(fid, chunk, "unchanged", {})
         base = self.staging_fd(client, create=True)
@@ -425,6 +430,59 @@ class Store:
                 got += n
         finally:
             os.close(fd)
+
+    # ------------------------------------------------------- verify at rest
+
+    def verify_stored(self, client: str, raw: bytes) -> tuple[str, bytes | None]:
+        """Re-hash a stored file against its record: ("ok"|"changed"|"missing", SHA-256).
+
+        One read, two hashes: the chunk hash list that was verified at backup,
+        and the plain SHA-256 that sha256sum prints, recorded once it is known
+        to belong to the verified bytes.
+        """
+        with self._manifest() as db:
+            row = db.execute("SELECT size, chunk, digest, sha256 FROM files WHERE client=? AND path=?"
+                             " AND kind='file'", (client, raw)).fetchone()
+        if row is None:
+            return "missing", None
+        size, chunk, digest, known = row
+        parts = raw.split(b"/")
+        try:
+            parent = open_chain(self.root_fd, [client.encode()] + parts[:-1], create=False)
+            try:
+                fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW, dir_fd=parent)
+            finally:
+                os.close(parent)
+        except (OSError, FxError):
+            return "missing", None
+        whole, digests = hashlib.sha256(), []
+        try:
+            if os.fstat(fd).st_size != size:
+                return "changed", None
+            for index in range(layout.chunk_count(size, chunk)):
+                offset, length = layout.chunk_span(size, chunk, index)
+                data = os.pread(fd, length, offset)
+                if len(data) != length:
+                    return "changed", None
+                whole.update(data)
+                digests.append(hashlib.sha256(data).digest())
+        finally:
+            os.close(fd)
+        if layout.file_digest(size, chunk, digests) != digest:
+            return "changed", None
+        sha = whole.digest()
+        if known != sha:
+            with self._manifest() as db:
+                db.execute("UPDATE files SET sha256=? WHERE client=? AND path=?", (sha, client, raw))
+                db.commit()
+        return "ok", sha
+
+    def stored_files(self, client: str | None) -> list[tuple[str, bytes]]:
+        with self._manifest() as db:
+            if client is None:
+                return db.execute("SELECT client, path FROM files WHERE kind='file' ORDER BY client, path").fetchall()
+            return db.execute("SELECT client, path FROM files WHERE kind='file' AND client=? ORDER BY path",
+                              (client,)).fetchall()
 
     # -------------------------------------------------------- small files
 

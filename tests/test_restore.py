@@ -149,3 +149,32 @@ def test_plan_refuses_what_a_server_should_never_name(tmp_path: Path) -> None:
         plan([{"path": "elsewhere/x"}], "asked", str(tmp_path))
     root, planned = plan([{"path": "asked/x/y"}], "asked", str(tmp_path))
     assert root == str(tmp_path) and planned[0][1] == [b"asked", b"x", b"y"]
+
+
+def test_check_finds_what_changed_on_disk_and_sums_match_sha256sum(tmp_path: Path, server, client) -> None:
+    import subprocess
+
+    top = tmp_path / "docs"
+    make_file(top / "a.bin", 300, seed=1)
+    make_file(top / "big.bin", 5 << 20, seed=2)  # chunked: its plain SHA-256 is made by check/sums
+    make_file(top / "odd\nname", 10, seed=3)
+    assert client.send(server, top).returncode == 0
+    sums = fx(client.home, "sums", "--from", server.address)
+    assert sums.returncode == 0, sums.stderr
+    (tmp_path / "SHA256SUMS").write_text(sums.stdout, errors="surrogateescape")
+    ok = subprocess.run(["sha256sum", "-c", str(tmp_path / "SHA256SUMS")], cwd=server.root / "laptop",
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert fx(server.home, "check", "--root", server.root).returncode == 0
+    victim = server.root / "laptop" / "docs" / "big.bin"
+    st = victim.stat()
+    with open(victim, "r+b") as f:
+        f.seek(4 << 20)
+        f.write(b"rot")
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    checked = fx(server.home, "check", "--root", server.root)
+    assert checked.returncode == 5
+    assert "CHANGED: laptop/'docs/big.bin'" in checked.stdout
+    assert "2 files intact, 1 changed on disk" in checked.stdout
+    again = fx(client.home, "sums", "--from", server.address)
+    assert again.returncode == 5 and "changed" in again.stderr

@@ -125,3 +125,31 @@ def test_a_bundled_file_with_a_bad_name_fails_alone(tmp_path: Path, server, clie
     assert done.returncode == 9
     assert "not a folder" in done.stderr
     assert (server.root / "laptop" / "mixed" / "good").read_bytes() == (top / "good").read_bytes()
+
+
+def test_dry_run_sends_nothing_and_checksum_finds_same_time_changes(tmp_path: Path, server, client) -> None:
+    top = tmp_path / "t"
+    make_file(top / "small.txt", 100, seed=1)
+    make_file(top / "large.bin", 2 << 20, seed=2)
+    dry = client.send(server, top, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would send laptop/t/small.txt" in dry.stdout and "nothing was sent" in dry.stdout
+    assert files_under(server.root) == []
+    assert client.send(server, top).returncode == 0
+    # change content but keep size and time: only --checksum notices
+    for name in ("small.txt", "large.bin"):
+        p = top / name
+        st = p.stat()
+        data = bytearray(p.read_bytes())
+        data[10] ^= 0xFF
+        p.write_bytes(bytes(data))
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    plain = client.send(server, top)
+    assert "0 files stored and verified, 2 unchanged" in plain.stdout
+    checked = client.send(server, top, "--checksum")
+    assert checked.returncode == 0, checked.stderr
+    assert "2 files stored and verified, 0 unchanged" in checked.stdout
+    for name in ("small.txt", "large.bin"):
+        assert (server.root / "laptop" / "t" / name).read_bytes() == (top / name).read_bytes()
+    again = client.send(server, top, "--checksum")
+    assert "0 files stored and verified, 2 unchanged" in again.stdout and "sent 0 B" in again.stdout
