@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", "--dry-run", action="store_true", help="show what would be sent; send nothing")
     s.add_argument("-c", "--checksum", action="store_true",
                    help="decide what changed by SHA-256 of the content, not by size and time")
+    s.add_argument("--receipts", default=None, metavar="FILE",
+                   help="append the server's signed receipts for the stored files to FILE")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the result")
     s.add_argument("-v", "--verbose", action="store_true", help="list every entry, however many")
 
@@ -103,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     ck = sub.add_parser("check", help="server side: re-hash stored files, report any that changed on disk")
     ck.add_argument("--root", required=True, help="the server's root folder")
     ck.add_argument("--client", default=None, metavar="NAME", help="only this client's files")
+
+    rc = sub.add_parser("receipt", help="check signed receipts offline")
+    rsub = rc.add_subparsers(dest="receipt_cmd", metavar="ACTION", required=True)
+    rv = rsub.add_parser("verify", help="check every receipt in FILE against the pinned servers")
+    rv.add_argument("file")
 
     pn = sub.add_parser("pin", help="client side: trust a server fingerprint at HOST[:PORT]")
     pn.add_argument("address", metavar="HOST[:PORT]")
@@ -224,6 +231,33 @@ def report_dry_run(results: list, skipped: list, name: str) -> int:
     return 0 if not skipped and all(r.status != "failed" for r in results) else 9
 
 
+def fetch_receipts(control, paths: list[str], target: str) -> None:
+    import base64
+    from pathlib import Path
+
+    from . import identity, receipts
+
+    for start in range(0, len(paths), 2000):
+        reply = control.call({"t": "receipts", "paths": paths[start : start + 2000]}, "receipts_ok")
+        cert = base64.b64decode(reply.get("cert") or "")
+        if identity.fingerprint_of(cert) != control.server_fp:
+            raise FxError("the server signed receipts with another identity than the one it presented")
+        receipts.write(Path(target), cert, [r for r in reply.get("receipts") or [] if r])
+
+
+def cmd_receipt(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import receipts
+    from .identity import home
+    from .trust import PinList
+
+    pinned = {bytes.fromhex(fp) for fp in PinList(home()).all().values()}
+    bodies = receipts.verify_file(Path(args.file), pinned)
+    print(f"{len(bodies)} receipts verified, signed by a pinned server")
+    return 0
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     from .client import Sender, human
     from .tree import display, walk
@@ -254,6 +288,9 @@ def cmd_send(args: argparse.Namespace) -> int:
     sender.checksum, sender.dry_run = args.checksum, args.dry_run
     try:
         results = sender.run(sources)
+        if args.receipts and not args.dry_run:
+            fetch_receipts(control, [r.src.remote for r in results if r.src.kind == "file"
+                                     and r.status in ("stored", "unchanged")], args.receipts)
     finally:
         if sender.progress is not None:
             sender.progress.close()
@@ -423,7 +460,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if counts["changed"] == counts["missing"] == 0 else 5
 
 
-COMMANDS = {"id": cmd_id, "ls": cmd_ls, "get": cmd_get, "sums": cmd_sums, "check": cmd_check, "trust": cmd_trust, "pin": cmd_pin, "pins": cmd_pin, "unpin": cmd_pin,
+COMMANDS = {"id": cmd_id, "ls": cmd_ls, "get": cmd_get, "sums": cmd_sums, "check": cmd_check,
+            "receipt": cmd_receipt, "trust": cmd_trust, "pin": cmd_pin, "pins": cmd_pin, "unpin": cmd_pin,
             "serve": cmd_serve, "send": cmd_send}
 
 

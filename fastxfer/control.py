@@ -125,6 +125,8 @@ class ControlSession:
                     chan.send(self._commit(msg))
                 elif kind == "list":
                     chan.send(self._list(msg))
+                elif kind == "receipts":
+                    chan.send(self._receipts(msg))
                 elif kind == "sums":
                     chan.send(self._sums(msg))
                 elif kind == "probe":
@@ -226,6 +228,20 @@ class ControlSession:
         except FxError as exc:
             return wire_error(exc)
         return {"t": "list_ok", "entries": entries, "next": nxt.hex() if nxt else None}
+
+    def _receipts(self, msg: dict[str, Any]) -> dict[str, Any]:
+        from . import receipts
+
+        out = []
+        for item in get_list(msg, "paths", 2000):
+            try:
+                raw = b"/".join(paths.split(item if isinstance(item, str) else ""))
+            except FxError:
+                out.append(None)
+                continue
+            body = self.store.receipt_body(self.name, raw, self.ident.fingerprint)
+            out.append(receipts.sign(self.ident, body) if body else None)
+        return {"t": "receipts_ok", "cert": base64.b64encode(self.ident.cert_der).decode(), "receipts": out}
 
     def _sums(self, msg: dict[str, Any]) -> dict[str, Any]:
         """SHA-256 of stored files, each re-checked against its record on the way."""

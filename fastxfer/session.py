@@ -57,6 +57,7 @@ class ControlClient:
                 f"{identity.format_fp(pinned)}: someone may be impersonating it; nothing was sent. "
                 f"If the server's identity changed on purpose, run: fastxfer unpin {where}, then pin the new one"
             )
+        self.server_fp = server_fp
         chan = Channel(conn, limit=REPLY_LIMIT)
         challenge = frames.expect(chan.recv(CONNECT_TIMEOUT), "challenge")
         try:

@@ -477,6 +477,18 @@ class Store:
                 db.commit()
         return "ok", sha
 
+    def receipt_body(self, client: str, raw: bytes, server_fp: bytes) -> dict | None:
+        """What a receipt states about a stored file, its SHA-256 re-checked on disk."""
+        status, sha = self.verify_stored(client, raw)
+        if status != "ok":
+            return None
+        with self._manifest() as db:
+            size, digest, stored_ns = db.execute(
+                "SELECT size, digest, stored_ns FROM files WHERE client=? AND path=?", (client, raw)).fetchone()
+        return {"v": 1, "client": client, "path": os.fsdecode(raw), "size": size,
+                "sha256": sha.hex() if sha else None, "digest": digest.hex(), "stored_ns": stored_ns,
+                "server": server_fp.hex()}
+
     def stored_files(self, client: str | None) -> list[tuple[str, bytes]]:
         with self._manifest() as db:
             if client is None:

@@ -76,3 +76,33 @@ def test_trust_and_pin_commands(tmp_path: Path) -> None:
     assert "backup.example:4455" in fx(home, "pins", check=True).stdout
     assert fx(home, "unpin", "backup.example").returncode == 0  # default port 4455
     assert fx(home, "unpin", "backup.example").returncode == 2
+
+
+def test_signed_receipts_verify_offline_and_catch_tampering(tmp_path: Path, server) -> None:
+    import json
+
+    c = make_client(tmp_path, server, "laptop")
+    top = tmp_path / "t"
+    make_file(top / "small.txt", 50)
+    make_file(top / "big.bin", 3 << 20)
+    receipts = tmp_path / "receipts.jsonl"
+    done = c.send(server, top, "--receipts", receipts)
+    assert done.returncode == 0, done.stderr
+    ok = fx(c.home, "receipt", "verify", receipts)
+    assert ok.returncode == 0 and "2 receipts verified" in ok.stdout, ok.stderr
+    lines = receipts.read_text().splitlines()
+    bodies = [json.loads(json.loads(line)["body"]) for line in lines[1:]]
+    from conftest import sha256_file
+
+    assert {b["path"]: b["sha256"] for b in bodies} == {
+        "t/big.bin": sha256_file(top / "big.bin"), "t/small.txt": sha256_file(top / "small.txt")}
+    # a receipt edited to claim another size no longer verifies
+    forged = json.loads(lines[1])
+    forged["body"] = forged["body"].replace('"size":', '"size":1')
+    (tmp_path / "forged.jsonl").write_text("\n".join([lines[0], json.dumps(forged)]) + "\n")
+    bad = fx(c.home, "receipt", "verify", tmp_path / "forged.jsonl")
+    assert bad.returncode == 3 and "altered" in bad.stderr
+    # a client that never pinned this server does not accept its receipts
+    stranger = tmp_path / "stranger"
+    fx(stranger, "id", check=True)
+    assert fx(stranger, "receipt", "verify", receipts).returncode == 3
