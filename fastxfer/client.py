@@ -166,6 +166,7 @@ class Sender:
         self.bytes_sent = 0
         self.streams_used = 0
         self.bundles_left = 0
+        self.files_done = self.files_total = 0
         self.bundle_numbers = itertools.count(1)
         self.bundle_results: list[Result] = []
         self.checksum = False
@@ -195,6 +196,8 @@ class Sender:
         total = sum(job.size if isinstance(job, Bundle) else layout.chunk_span(job.src.size, job.chunk, i)[1]
                     for job, i in list(self.jobs.queue))
         self.progress = make_progress(total, self.show_progress)
+        self.files_total = len(files) + sum(len(job.entries) for job, _ in list(self.jobs.queue)
+                                            if isinstance(job, Bundle))
         self.max_chunk = max((f.chunk for f in files), default=layout.MIN_CHUNK)
         background = [threading.Thread(target=self._each, args=(self._check_have, files), daemon=True)]
         if self.want_sha256:
@@ -299,7 +302,13 @@ class Sender:
                 else:
                     self.bundle_results.append(Result(src, "stored" if status == 0 else "unchanged"))
             self.bundles_left -= 1
+            self._files_done(len(bundle.entries))
             self.cond.notify_all()
+
+    def _files_done(self, count: int) -> None:
+        self.files_done += count
+        if self.progress is not None and self.files_total > 1:
+            self.progress.set_postfix_str(f"{self.files_done}/{self.files_total} files", refresh=False)
 
     def _sent(self, size: int) -> None:
         with self.cond:
@@ -565,7 +574,7 @@ class Sender:
                         inflight[(b"bundle", job.number)] = (job, -1, failed)
                     conn.send(frames.frame_prefix(frames.BUNDLE, header, len(payload)),
                               sealer.seal(bytes([frames.BUNDLE]) + header, payload))
-                    self._sent(len(payload))
+                    self._sent(job.size)  # file bytes, as the bar counts them
                     continue
                 try:
                     length = self._read(job, index, memoryview(plain))
@@ -622,6 +631,7 @@ class Sender:
                 batch.append(job)
             for start in range(0, len(batch), frames.MAX_BATCH):
                 results += self._commit(batch[start : start + frames.MAX_BATCH])
+                self._files_done(len(batch[start : start + frames.MAX_BATCH]))
         for job in left:
             results.append(Result(job.src, "failed", self.fatal or PartialError("not sent")))
         return results
