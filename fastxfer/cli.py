@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an existing folder receives PATH inside it; otherwise DEST is the new name (default: .)")
     g.add_argument("--streams", type=int, default=None, help="parallel connections (default: automatic)")
     g.add_argument("--force", action="store_true", help="replace local files that exist")
+    g.add_argument("--version", default=None, metavar="VERSION",
+                   help="an older copy of one file, as `fastxfer ls --versions PATH` names it")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the result")
 
     sm = sub.add_parser("sums", help="SHA256SUMS of this client's backup, for sha256sum -c")
@@ -391,7 +393,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     outcomes = []
     try:
         for path in args.paths:
-            entries = list_all(control, path)
+            entries = list_all(control, path, args.version)
             root, planned = plan(entries, path, args.output)
             total = sum(int(e.get("size") or 0) for e, _ in planned if e.get("kind") == "file")
             progress = make_progress(total, sys.stderr.isatty() and not args.quiet)

@@ -61,7 +61,14 @@ class Outcome:
     error: FxError | None = None
 
 
-def list_all(control: ControlClient, prefix: str) -> list[dict]:
+def list_all(control: ControlClient, prefix: str, version: str | None = None) -> list[dict]:
+    if version is not None:
+        reply = control.call({"t": "list", "prefix": prefix, "versions": True}, "list_ok")
+        found = [e for e in frames.get_list(reply, "entries", 1 << 20)
+                 if e.get("version") == version and e.get("path") == prefix.strip("/")]
+        if not found:
+            raise RefusedError(f"no version {version!r} of {prefix!r} (see: fastxfer ls --versions)")
+        return found
     entries: list[dict] = []
     cursor = None
     while True:
@@ -228,8 +235,10 @@ class Getter:
                     tag = hashlib.sha256(f.tmp).digest()[:16]
                     tags[tag] = f
                     offset, length = layout.chunk_span(f.size, f.chunk, index)
-                    header, body = frames.encode_req(tag, offset, length, f.size, int(f.entry["mtime_ns"]),
-                                                     os.fsencode(f.entry["path"]))
+                    name = os.fsencode(f.entry["path"])
+                    if f.entry.get("version"):
+                        name += b"\x00" + os.fsencode(f.entry["version"])
+                    header, body = frames.encode_req(tag, offset, length, f.size, int(f.entry["mtime_ns"]), name)
                     outstanding[(tag, offset)] = (f, index)
                     conn.send(frames.frame_prefix(frames.REQ, header, len(body)),
                               sealer.seal(bytes([frames.REQ]) + header, body))

@@ -241,7 +241,8 @@ class Store:
             )
             db.execute(
                 "CREATE TABLE IF NOT EXISTS versions (client TEXT, path BLOB,"
-                " version TEXT, size INT, digest BLOB, sha256 BLOB, replaced_ns INT)"
+                " version TEXT, size INT, digest BLOB, sha256 BLOB, replaced_ns INT,"
+                " chunk INT, mtime_ns INT, mode INT)"
             )
             db.commit()
         finally:
@@ -396,22 +397,34 @@ class Store:
         raw = b"/".join(paths.split(prefix)) if prefix.strip("/") else b""
         with self._manifest() as db:
             rows = db.execute(
-                "SELECT path, version, size, sha256, replaced_ns FROM versions WHERE client=?"
-                " AND (?=X'' OR path=? OR (path>? AND path<?)) ORDER BY path, replaced_ns DESC"
+                "SELECT path, version, size, sha256, replaced_ns, chunk, digest, mtime_ns, mode FROM versions"
+                " WHERE client=? AND (?=X'' OR path=? OR (path>? AND path<?)) ORDER BY path, replaced_ns DESC"
                 " LIMIT 10000", (client, raw, raw, raw + b"/", raw + b"0")).fetchall()
         return [{"path": os.fsdecode(r[0]), "version": r[1], "size": r[2],
-                 "sha256": r[3].hex() if r[3] else None, "replaced_ns": r[4]} for r in rows]
+                 "sha256": r[3].hex() if r[3] else None, "replaced_ns": r[4], "kind": "file",
+                 "chunk": r[5], "digest": r[6].hex() if r[6] else None, "mtime_ns": r[7], "mode": r[8]}
+                for r in rows]
 
     def read_chunk(self, client: str, path: str, size: int, mtime_ns: int, offset: int,
                    into: memoryview) -> None:
-        """Restore: bytes of a stored file, refused if it is not the one that was listed."""
+        """Restore: bytes of a stored file, refused if it is not the one that was listed.
+
+        "PATH\0VERSION" names an older copy kept in versions/.
+        """
+        path, _, version = path.partition("\x00")
         parts = paths.split(path)
+        base, name = [client.encode()] + parts[:-1], parts[-1]
+        start = self.root_fd
+        if version:
+            if "/" in version or "\x00" in version or not version.startswith(os.fsdecode(parts[-1][:200])):
+                raise RefusedError(f"{path}: no such version")
+            base, name, start = [b"versions"] + base, os.fsencode(version), self.state_fd
         try:
-            parent = open_chain(self.root_fd, [client.encode()] + parts[:-1], create=False)
+            parent = open_chain(start, base, create=False)
         except (OSError, FxError):
             raise RefusedError(f"{path}: not stored on the server") from None
         try:
-            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW, dir_fd=parent)
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=parent)
         except OSError:
             raise RefusedError(f"{path}: not stored on the server") from None
         finally:
@@ -790,7 +803,7 @@ class Store:
         if stat.S_ISDIR(st.st_mode):
             raise RefusedError(f"{paths.join(parts)}: a folder is stored at that path")
         row = db.execute("SELECT size, mtime_ns, digest FROM files WHERE client=? AND path=?",
-                         (client, b"/".join(parts))).fetchone()
+                         (client, b"/".join(parts))).fetchone()  # before it is replaced
         if row and row[2] == digest and stat.S_ISREG(st.st_mode) and st.st_size == row[0]:
             return "unchanged"
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
@@ -800,9 +813,11 @@ class Store:
         try:
             os.link(parts[-1], keep, src_dir_fd=parent, dst_dir_fd=vdir, follow_symlinks=False)
             os.fsync(vdir)
+            old = db.execute("SELECT digest, sha256, chunk, mtime_ns, mode FROM files WHERE client=? AND path=?",
+                             (client, raw)).fetchone() or (None, None, None, st.st_mtime_ns, stat.S_IMODE(st.st_mode))
             db.execute(
-                "INSERT INTO versions VALUES (?,?,?,?,?,?,?)",
-                (client, raw, os.fsdecode(keep), st.st_size, row[2] if row else None, None, _now_ns()),
+                "INSERT INTO versions VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (client, raw, os.fsdecode(keep), st.st_size, old[0], old[1], _now_ns(), old[2], old[3], old[4]),
             )
             self._prune_versions(db, vdir, client, raw)
         finally:

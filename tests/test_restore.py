@@ -178,3 +178,23 @@ def test_check_finds_what_changed_on_disk_and_sums_match_sha256sum(tmp_path: Pat
     assert "2 files intact, 1 changed on disk" in checked.stdout
     again = fx(client.home, "sums", "--from", server.address)
     assert again.returncode == 5 and "changed" in again.stderr
+
+
+def test_older_version_is_listed_and_restored(tmp_path: Path, server, client) -> None:
+    f = tmp_path / "plan.txt"
+    f.write_text("first plan\n")
+    os.utime(f, ns=(10**18, 10**18))
+    assert client.send(server, f).returncode == 0
+    f.write_text("second plan, longer\n")
+    assert client.send(server, f).returncode == 0
+    listed = fx(client.home, "ls", "plan.txt", "--versions", "--json", "--from", server.address)
+    import json
+
+    versions = json.loads(listed.stdout)
+    assert len(versions) == 1 and versions[0]["size"] == len("first plan\n")
+    out = tmp_path / "old.txt"
+    done = get(client, server, "plan.txt", "--version", versions[0]["version"], "-o", out)
+    assert done.returncode == 0, done.stderr
+    assert out.read_text() == "first plan\n" and out.stat().st_mtime_ns == 10**18
+    missing = get(client, server, "plan.txt", "--version", "plan.txt~nope", "-o", tmp_path / "x")
+    assert missing.returncode == 6 and "no version" in missing.stderr
