@@ -500,7 +500,8 @@ class Store:
                 "SELECT size, digest, stored_ns FROM files WHERE client=? AND path=?", (client, raw)).fetchone()
         return {"v": 1, "client": client, "path": os.fsdecode(raw), "size": size,
                 "sha256": sha.hex() if sha else None, "digest": digest.hex(), "stored_ns": stored_ns,
-                "server": server_fp.hex()}
+                # The copy at the path; older copies are named by ls --versions.
+                "version": "current", "server": server_fp.hex()}
 
     def stored_files(self, client: str | None) -> list[tuple[str, bytes]]:
         with self._manifest() as db:

@@ -153,3 +153,40 @@ def test_dry_run_sends_nothing_and_checksum_finds_same_time_changes(tmp_path: Pa
         assert (server.root / "laptop" / "t" / name).read_bytes() == (top / name).read_bytes()
     again = client.send(server, top, "--checksum")
     assert "0 files stored and verified, 2 unchanged" in again.stdout and "sent 0 B" in again.stdout
+
+
+def test_a_file_that_vanishes_before_it_is_read_fails_alone(tmp_path: Path, server, client) -> None:
+    import threading
+
+    from conftest import fx
+    from relay import Relay
+    from test_faults import stalling
+
+    top = tmp_path / "v"
+    make_file(top / "big.bin", 2 << 20)
+    for i in range(5):
+        make_file(top / f"small{i}", 1000, seed=i)
+    gate, stalled = threading.Event(), threading.Event()
+    relay = Relay(server.port, stalling(gate, stalled))
+    try:
+        fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
+        import subprocess
+
+        from conftest import FX
+
+        proc = subprocess.Popen(FX + ["send", str(top), "--to", f"127.0.0.1:{relay.port}", "--streams", "1",
+                                      "--chunk-size", "64K"],
+                                env=dict(os.environ, FASTXFER_HOME=str(client.home)),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert stalled.wait(30)
+        (top / "small3").unlink()  # listed, not yet read
+        gate.set()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        gate.set()
+        relay.close()
+    assert proc.returncode == 9, err
+    assert "small3" in err and "No such file" in err
+    assert "5 files stored and verified, 0 unchanged, 1 failed" in out
+    assert not (server.root / "laptop" / "v" / "small3").exists()
+    assert (server.root / "laptop" / "v" / "small4").read_bytes() == (top / "small4").read_bytes()
