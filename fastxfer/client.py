@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections.abc import Iterator
 import os
 import queue
 import sys
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from . import frames, layout
 from .errors import (ConnectError, FxError, LocalFileError, PartialError, ProtocolError,
                      from_exit_code, from_wire)
-from .session import ControlClient, Welcome, open_stream, send_sync
+from .session import ControlClient, Welcome, keep_alive, open_stream, send_sync
 from .tree import Entry
 
 RETRIES = 8  # reopenings per stream before the send gives up
@@ -65,6 +66,7 @@ class Bundle:
     number: int
     entries: list[Source]
     error: FxError | None = None  # never set: a bundle's files fail one by one
+    digests: dict[int, bytes] = field(default_factory=dict)  # a small file's SHA-256, by id of its entry
 
     @property
     def size(self) -> int:
@@ -141,6 +143,21 @@ def changed(job: FileJob) -> LocalFileError:
     return LocalFileError(f"{job.src.local}: changed while it was sent; not stored (send it again)")
 
 
+def batches(sources: list[Source], max_bytes: int = 1 << 20) -> Iterator[list[Source]]:
+    """Slices that fit one control message: bounded in count and in bytes of names."""
+    batch: list[Source] = []
+    size = 0
+    for s in sources:
+        cost = 2 * (len(s.remote) + len(s.target or "")) + 200  # JSON may escape a name
+        if batch and (len(batch) >= frames.MAX_BATCH or size + cost > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(s)
+        size += cost
+    if batch:
+        yield batch
+
+
 def auto_streams(chunks: int) -> int:
     # Measured on loopback with 2 cores: one stream per core is as fast as
     # any more, and more cost CPU and memory (perf/README.md).
@@ -188,11 +205,10 @@ class Sender:
             self.forced = {id(s) for s in sources}
         small = [s for s in sources if s.kind == "file" and s.size <= SMALL_FILE]
         large = [s for s in sources if not (s.kind == "file" and s.size <= SMALL_FILE)]
-        for start in range(0, len(large), frames.MAX_BATCH):
-            batch = large[start : start + frames.MAX_BATCH]
+        for batch in batches(large):
             results += self._put(batch, files)
-        for start in range(0, len(small), frames.MAX_BATCH):
-            results += self._probe(small[start : start + frames.MAX_BATCH])
+        for batch in batches(small):
+            results += self._probe(batch)
         total = sum(job.size if isinstance(job, Bundle) else layout.chunk_span(job.src.size, job.chunk, i)[1]
                     for job, i in list(self.jobs.queue))
         self.progress = make_progress(total, self.show_progress)
@@ -215,13 +231,13 @@ class Sender:
             while self.bundles_left and self.fatal is None:
                 self.cond.wait(0.5)
                 self._check_control()
+                keep_alive(self.control)
         results += self.bundle_results
         for t in threads + background:
             t.join(timeout=5)
         if self.dirs and self.fatal is None:
-            for start in range(0, len(self.dirs), frames.MAX_BATCH):
-                items = [{"path": d.remote, "mode": d.mode, "mtime_ns": d.mtime_ns}
-                         for d in self.dirs[start : start + frames.MAX_BATCH]]
+            for batch in batches(self.dirs):
+                items = [{"path": d.remote, "mode": d.mode, "mtime_ns": d.mtime_ns} for d in batch]
                 self.control.call({"t": "dirs", "items": items}, "dirs_ok")
         return results
 
@@ -233,8 +249,7 @@ class Sender:
         results: list[Result] = []
         files = [s for s in sources if s.kind == "file"]
         results += [Result(s, "send") for s in sources if s.kind != "file"]
-        for start in range(0, len(files), frames.MAX_BATCH):
-            batch = files[start : start + frames.MAX_BATCH]
+        for batch in batches(files):
             items = []
             for s in batch:
                 item = {"path": s.remote, "size": s.size, "mtime_ns": s.mtime_ns}
@@ -300,7 +315,8 @@ class Sender:
                 if status == 2:
                     self.bundle_results.append(Result(src, "failed", from_exit_code(code, message)))
                 else:
-                    self.bundle_results.append(Result(src, "stored" if status == 0 else "unchanged"))
+                    self.bundle_results.append(Result(src, "stored" if status == 0 else "unchanged",
+                                                      sha256=bundle.digests.get(id(src)) if self.want_sha256 else None))
             self.bundles_left -= 1
             self._files_done(len(bundle.entries))
             self.cond.notify_all()
@@ -328,7 +344,9 @@ class Sender:
                 continue
             payload += frames.bundle_entry_head(os.fsencode(src.remote), src.size, src.mtime_ns, src.mode)
             payload += data
-            payload += hashlib.sha256(data).digest()
+            digest = hashlib.sha256(data).digest()
+            payload += digest
+            bundle.digests[id(src)] = digest
             count += 1
         return frames.bundle_header(bundle.number, count), bytes(payload), failed
 
@@ -613,6 +631,7 @@ class Sender:
                     self.cond.wait(0.5)
                     if not self.ready:
                         self._check_control()
+                        keep_alive(self.control)
                 if self.fatal is not None and not self.ready:
                     break
                 ready = [f for f in self.ready if f.error or not self.want_sha256 or f.sha256]

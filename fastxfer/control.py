@@ -133,6 +133,8 @@ class ControlSession:
                     chan.send(self._probe(msg))
                 elif kind == "dirs":
                     chan.send(self._dirs(msg))
+                elif kind == "ping":
+                    chan.send({"t": "pong"})
                 elif kind == "bye":
                     return
                 else:

@@ -59,9 +59,10 @@ class StreamSession:
         self.files: dict[bytes, StagingFile] = {}
         self.unflushed = 0
         self.acks: list[tuple[bytes, int]] = []
+        # Two chunk-sized buffers whatever the connection does: what arrives
+        # and what it opens to (or, restoring, what is read and what is sent).
         self._buf = Buffer()
         self._plain = Buffer()
-        self._out_plain = Buffer()
         self._out = Buffer()
 
     def run(self) -> None:
@@ -79,7 +80,7 @@ class StreamSession:
             for f in self.files.values():
                 f.close()
             self.conn.close()
-            for buf in (self._buf, self._plain, self._out_plain, self._out):
+            for buf in (self._buf, self._plain, self._out):
                 buf.close()
 
     def _try_error(self, exc: FxError) -> None:
@@ -116,6 +117,7 @@ class StreamSession:
             raise TrustError("this client is no longer authorized on this server")
         self.proven(session.client_name)
         self.client = session.client_name
+        self.client_fp = session.client_fp
 
     def _run(self) -> None:
         self.sealer = None
@@ -163,7 +165,8 @@ class StreamSession:
         """Restore: read a chunk of a stored file, hash it, seal it, send it."""
         body = self.opener.open(head.aad, sealed)
         tag, offset, length, size, mtime_ns, path = frames.parse_req(head.header, body)
-        plain = self._out_plain.view(length + frames.DIGEST)
+        self._still_authorized()
+        plain = self._plain.view(length + frames.DIGEST)
         try:
             self.store.read_chunk(self.client, os.fsdecode(path), size, mtime_ns, offset, plain[:length])
         except FxError as exc:
@@ -180,6 +183,7 @@ class StreamSession:
     def _bundle(self, head: frames.FrameHead, sealed: memoryview) -> None:
         plain = self._plain.view(head.sealed_len - frames.TAG)
         self.opener.open_into(head.aad, sealed, plain)
+        self._still_authorized()
         bundle, entries = frames.parse_bundle(head.header, plain)
         for e in entries:
             if hashlib.sha256(e.data).digest() != e.digest:
@@ -193,7 +197,14 @@ class StreamSession:
         self.conn.send(frames.frame_prefix(frames.BUNDLE_ACK, header, len(body)),
                        self.sealer.seal(bytes([frames.BUNDLE_ACK]) + header, body))
 
+    def _still_authorized(self) -> None:
+        """Revoking a client ends its running streams too, at their next piece of work."""
+        if self.clients.name_of(self.client_fp) != self.client:
+            raise TrustError("this client is no longer authorized on this server")
+
     def _flush(self) -> None:
+        if self.unflushed:
+            self._still_authorized()
         for staging in self.files.values():
             staging.flush()
         self.unflushed = 0

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import posixpath
 import queue
 import threading
 from dataclasses import dataclass, field
 
 from . import frames, layout, paths
 from .errors import ConnectError, FxError, LocalFileError, ProtocolError, RefusedError, VerifyError, from_exit_code
-from .session import ControlClient, Welcome, open_stream
+from .session import ControlClient, Welcome, keep_alive, open_stream
 from .store import open_chain
 
 WINDOW = 4  # chunk requests in flight per stream
@@ -101,12 +100,15 @@ def plan(entries: list[dict], prefix: str, dest: str) -> tuple[str, list[tuple[d
 
 
 def link_is_confined(parts: list[bytes], target: str) -> bool:
-    """A link may point only inside DEST: relative, never climbing out."""
+    """A link may only point down: relative, with no '..' anywhere.
+
+    Checking where each link lands on its own is not enough: links can be
+    chained (a/b/s -> ../.., t -> a/b/s/..) to climb out of DEST.  Links
+    that only ever descend cannot, however they are combined.
+    """
     if not target or target.startswith("/"):
         return False
-    here = posixpath.join(*[os.fsdecode(p) for p in parts[:-1]]) if len(parts) > 1 else ""
-    joined = posixpath.normpath(posixpath.join(here, target))
-    return not (joined == ".." or joined.startswith("../"))
+    return ".." not in target.split("/")
 
 
 class Getter:
@@ -154,6 +156,7 @@ class Getter:
         with self.cond:
             while self.pending and self.fatal is None:
                 self.cond.wait(0.5)
+                keep_alive(self.control)
         for t in threads:
             t.join(timeout=5)
         for f in fetches:
@@ -214,10 +217,16 @@ class Getter:
                     self.jobs.put(job)
                 failures += 1
                 if failures > RETRIES:
-                    with self.cond:
-                        self.fatal = self.fatal or ConnectError(f"{exc.message} (gave up after {RETRIES} reconnects)")
-                        self.cond.notify_all()
+                    self._stop(ConnectError(f"{exc.message} (gave up after {RETRIES} reconnects)"))
                     return
+            except FxError as exc:  # busy, trust, refused: reconnecting would not help
+                self._stop(exc)
+                return
+
+    def _stop(self, exc: FxError) -> None:
+        with self.cond:
+            self.fatal = self.fatal or exc
+            self.cond.notify_all()
 
     def _stream_once(self, outstanding: dict) -> None:
         conn, sealer, opener = open_stream(self.control.host, self.control.port, self.welcome)

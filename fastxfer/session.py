@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from dataclasses import dataclass
 
 from . import frames, identity, keys
@@ -36,6 +37,7 @@ class ControlClient:
         self.ident = ident
         self.pins = pins
         self.chan: Channel | None = None
+        self.last_ping: float | None = None
 
     def connect(self) -> Welcome:
         pinned = self.pins.get(self.host, self.port)
@@ -93,6 +95,19 @@ class ControlClient:
             except Exception:  # noqa: BLE001 - closing anyway
                 pass
             self.chan.conn.close()
+
+
+KEEP_ALIVE = 60.0  # well inside the server's idle limit for control connections
+
+
+def keep_alive(control: ControlClient) -> None:
+    """A ping on an otherwise quiet control connection while streams do the work."""
+    now = time.monotonic()
+    if control.last_ping is None:
+        control.last_ping = now
+    elif now - control.last_ping >= KEEP_ALIVE:
+        control.call({"t": "ping"}, "pong")
+        control.last_ping = now
 
 
 def open_stream(host: str, port: int, welcome: Welcome) -> tuple[Conn, keys.Sealer, keys.Opener]:

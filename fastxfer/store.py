@@ -371,7 +371,7 @@ class Store:
 
     def listing(self, client: str, prefix: str, after: bytes | None) -> tuple[list[dict], bytes | None]:
         """Entries the manifest holds at or below *prefix*, a page at a time by path."""
-        raw = b"/".join(paths.split(prefix)) if prefix.strip("/") else b""
+        raw = b"/".join(paths.split(prefix.strip("/"))) if prefix.strip("/") else b""
         where, args = "client=?", [client]
         if raw:
             where += " AND (path=? OR (path>? AND path<?))"
@@ -394,7 +394,7 @@ class Store:
         return entries, (rows[-1][0] if more else None)
 
     def version_listing(self, client: str, prefix: str) -> list[dict]:
-        raw = b"/".join(paths.split(prefix)) if prefix.strip("/") else b""
+        raw = b"/".join(paths.split(prefix.strip("/"))) if prefix.strip("/") else b""
         with self._manifest() as db:
             rows = db.execute(
                 "SELECT path, version, size, sha256, replaced_ns, chunk, digest, mtime_ns, mode FROM versions"
@@ -629,22 +629,19 @@ class Store:
             os.symlink(link_target, tmp, dir_fd=parent)
             try:
                 os.utime(tmp, ns=(mtime_ns, mtime_ns), dir_fd=parent, follow_symlinks=False)
+                # One transaction: the kept version and the new entry land together.
                 with self._manifest() as db:
                     version = self._keep_old(db, parent, client, parts, b"")
                     os.rename(tmp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
+                    os.fsync(parent)
+                    db.execute(
+                        "INSERT OR REPLACE INTO files VALUES (?,?,0,?,511,0,NULL,NULL,?,'link',?)",
+                        (client, raw, mtime_ns, _now_ns(), link_target),
+                    )
+                    db.commit()
             except BaseException:
-                try:
-                    os.unlink(tmp, dir_fd=parent)
-                except FileNotFoundError:
-                    pass
+                _unlink_quietly(tmp, parent)
                 raise
-            with self._manifest() as db:
-                os.fsync(parent)
-                db.execute(
-                    "INSERT OR REPLACE INTO files VALUES (?,?,0,?,511,0,NULL,NULL,?,'link',?)",
-                    (client, raw, mtime_ns, _now_ns(), link_target),
-                )
-                db.commit()
         finally:
             os.close(parent)
         return Stored(path, "stored", version if version != "unchanged" else None)

@@ -109,7 +109,7 @@ def test_many_small_files_travel_in_bundles(tmp_path: Path, server, client) -> N
     (top / "d0" / "f0").write_bytes(b"changed")
     again = client.send(server, top)
     assert again.returncode == 0, again.stderr
-    assert "1 files stored and verified, 599 unchanged" in again.stdout
+    assert "1 file stored and verified, 599 unchanged" in again.stdout
     assert (server.root / "laptop" / "many" / "d0" / "f0").read_bytes() == b"changed"
     kept = list((server.root / ".fastxfer" / "versions" / "laptop" / "many" / "d0").glob("f0~*"))
     assert len(kept) == 1 and kept[0].stat().st_size == 100
