@@ -376,6 +376,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
             print(f"{human(e['size'] or 0):>11}  {when}  {sha}  {name}  ({e['version']})")
         elif e.get("kind") == "link":
             print(f"{'link':>11}  {when}  {'-' * 64}  {name} -> {display(e.get('target') or '')}")
+        elif e.get("kind") == "dir":
+            print(f"{'folder':>11}  {when}  {'-' * 64}  {name}/")
         else:
             print(f"{human(e['size']):>11}  {when}  {sha}  {name}")
     return 0

@@ -123,6 +123,7 @@ class Getter:
         self.pending = 0
         self.fatal: FxError | None = None
         self.outcomes: list[Outcome] = []
+        self.dirs: list[tuple[list[bytes], int, int]] = []
         self.bytes_received = 0
 
     def run(self, root: str, planned: list[tuple[dict, list[bytes]]]) -> list[Outcome]:
@@ -133,9 +134,23 @@ class Getter:
                 self._wave(root_fd, planned[start : start + OPEN_MAX])
                 if self.fatal is not None:
                     break
+            self._finish_dirs(root_fd)
         finally:
             os.close(root_fd)
         return self.outcomes
+
+    def _finish_dirs(self, root_fd: int) -> None:
+        """Folders' modes and times last, deepest first: filling them changed their times."""
+        for parts, mode, mtime_ns in sorted(self.dirs, key=lambda d: -len(d[0])):
+            try:
+                fd = open_chain(root_fd, parts, create=False)
+            except (OSError, FxError):
+                continue
+            try:
+                os.fchmod(fd, mode & 0o777)
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
+            finally:
+                os.close(fd)
 
     def _wave(self, root_fd: int, planned: list[tuple[dict, list[bytes]]]) -> None:
         fetches: list[Fetch] = []
@@ -174,6 +189,14 @@ class Getter:
             exists = True
         except FileNotFoundError:
             exists = False
+        if entry.get("kind") == "dir":
+            os.close(parent)
+            try:
+                os.close(open_chain(root_fd, parts, create=True))
+            except (OSError, FxError) as exc:
+                return Outcome(shown, "failed", LocalFileError(f"{shown}: cannot create the folder ({exc})"))
+            self.dirs.append((parts, int(entry["mode"]), int(entry["mtime_ns"])))
+            return Outcome(shown, "restored")
         if exists and not self.force:
             os.close(parent)
             return Outcome(shown, "skipped", LocalFileError(f"{shown}: exists locally; not replaced (use --force)"))

@@ -598,17 +598,23 @@ class Store:
         return "stored"
 
     def finish_dirs(self, client: str, items: list[tuple[str, int, int]]) -> None:
-        """Mode and time of folders, set once everything inside them is in place."""
-        for path, mode, mtime_ns in items:
-            try:
-                fd = open_chain(self.root_fd, [client.encode()] + paths.split(path), create=False)
-            except (OSError, FxError):
-                continue  # its creation failed and was reported then
-            try:
-                os.fchmod(fd, (mode & 0o777) | 0o700)  # the server must still be able to write inside
-                os.utime(fd, ns=(mtime_ns, mtime_ns))
-            finally:
-                os.close(fd)
+        """Mode and time of folders, set once everything inside them is in place,
+        and recorded in the manifest so that a restore can set them too."""
+        with self._manifest() as db:
+            for path, mode, mtime_ns in items:
+                try:
+                    parts = paths.split(path)
+                    fd = open_chain(self.root_fd, [client.encode()] + parts, create=False)
+                except (OSError, FxError):
+                    continue  # its creation failed and was reported then
+                try:
+                    os.fchmod(fd, (mode & 0o777) | 0o700)  # the server must still be able to write inside
+                    os.utime(fd, ns=(mtime_ns, mtime_ns))
+                finally:
+                    os.close(fd)
+                db.execute("INSERT OR REPLACE INTO files VALUES (?,?,0,?,?,0,NULL,NULL,?,'dir',NULL)",
+                           (client, b"/".join(parts), mtime_ns, mode & 0o777, _now_ns()))
+            db.commit()
 
     def make_link(self, client: str, path: str, target: str, mtime_ns: int) -> Stored:
         """A symlink stored as a link: created aside, renamed into place."""
