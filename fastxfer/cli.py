@@ -399,7 +399,8 @@ def cmd_get(args: argparse.Namespace) -> int:
             root, planned = plan(entries, path, args.output)
             total = sum(int(e.get("size") or 0) for e, _ in planned if e.get("kind") == "file")
             progress = make_progress(total, sys.stderr.isatty() and not args.quiet)
-            getter = Getter(control, welcome, args.streams or auto_streams(len(planned)), args.force, progress)
+            streams = min(args.streams or auto_streams(len(planned)), 16)
+            getter = Getter(control, welcome, streams, args.force, progress)
             try:
                 outcomes += getter.run(root, planned)
             finally:

@@ -21,13 +21,14 @@ import itertools
 from collections.abc import Iterator
 import os
 import queue
+import stat
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 
-from . import frames, layout
-from .errors import (ConnectError, FxError, LocalFileError, PartialError, ProtocolError,
+from . import frames, layout, paths
+from .errors import (BusyError, ConnectError, FxError, LocalFileError, PartialError, ProtocolError,
                      from_exit_code, from_wire)
 from .session import ControlClient, Welcome, keep_alive, open_stream, send_sync
 from .tree import Entry
@@ -84,16 +85,26 @@ def whole_sha256(src: Source) -> bytes:
     return h.digest()
 
 
+def open_flags(src: Source) -> int:
+    # O_NONBLOCK: a FIFO put where a file was listed must not hang the send.
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+    return flags if src.follow else flags | os.O_NOFOLLOW
+
+
 def read_small(src: Source) -> bytes:
     """The whole of a small file, refused if it is not the file that was listed."""
     try:
-        fd = os.open(src.local, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = os.open(src.local, open_flags(src))
     except OSError as exc:
         raise LocalFileError(f"{src.local}: {exc.strerror}; not stored") from None
     try:
         before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise LocalFileError(f"{src.local}: no longer a regular file; not stored")
         data = os.pread(fd, src.size + 1, 0)
         after = os.fstat(fd)
+    except OSError as exc:
+        raise LocalFileError(f"{src.local}: {exc.strerror}; not stored") from None
     finally:
         os.close(fd)
     if len(data) != src.size or {(before.st_size, before.st_mtime_ns), (after.st_size, after.st_mtime_ns)} != {
@@ -127,7 +138,7 @@ class LocalFile:
 
     def __enter__(self) -> int:
         try:
-            self.fd = os.open(self.job.src.local, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            self.fd = os.open(self.job.src.local, open_flags(self.job.src))
         except OSError as exc:
             raise LocalFileError(f"{self.job.src.local}: {exc.strerror}; not stored") from None
         if file_identity(os.fstat(self.fd)) != self.job.identity:
@@ -195,6 +206,13 @@ class Sender:
     def run(self, sources: list[Source]) -> list[Result]:
         results: list[Result] = []
         files: list[FileJob] = []
+        for s in sources:  # a name the server would refuse fails alone, here
+            try:
+                paths.split(s.remote)
+            except FxError as exc:
+                results.append(Result(s, "failed", exc))
+        refused = {id(r.src) for r in results}
+        sources = [s for s in sources if id(s) not in refused]
         self.dirs = [s for s in sources if s.kind == "dir"]
         if self.dry_run or self.checksum:
             verdicts = self._ask(sources)
@@ -222,7 +240,10 @@ class Sender:
             t.start()
         n = self.streams_wanted or auto_streams(self.jobs.qsize())
         n = min(n, max(1, self.jobs.qsize()))
-        self.streams_used = n if self.jobs.qsize() else 0
+        # At least one stream while resumed chunks are being checked: one that
+        # differs from the server's record has to be sent again.
+        self.streams_used = n if self.jobs.qsize() or any(f.have for f in files) else 0
+        self.streams_alive = self.streams_used
         threads = [threading.Thread(target=self._stream, daemon=True) for _ in range(self.streams_used)]
         for t in threads:
             t.start()
@@ -359,7 +380,7 @@ class Sender:
                     "mode": src.mode, "chunk": chunk, "force": id(src) in self.forced}
             if src.kind == "file":
                 try:
-                    st = os.stat(src.local, follow_symlinks=False)
+                    st = os.stat(src.local, follow_symlinks=src.follow)
                 except OSError as exc:
                     results.append(Result(src, "failed", LocalFileError(f"{src.local}: {exc.strerror}; not stored")))
                     continue
@@ -501,6 +522,18 @@ class Sender:
             try:
                 self._stream_once(inflight, progressed)
                 return
+            except BusyError as exc:
+                for job, index, _digest in inflight.values():
+                    self.jobs.put((job, index))
+                with self.cond:  # the server allows fewer streams: let the others carry on
+                    if self.streams_alive > 1:
+                        self.streams_alive -= 1
+                        return
+                failures += 1
+                if failures > RETRIES:
+                    self._fail_all(exc)
+                    return
+                time.sleep(min(BACKOFF_MAX, 0.2 * 2 ** (failures - 1)))
             except (ConnectError, ProtocolError) as exc:
                 for job, index, _digest in inflight.values():
                     self.jobs.put((job, index))
@@ -588,6 +621,9 @@ class Sender:
                     continue
                 if isinstance(job, Bundle):
                     header, payload, failed = self._pack_bundle(job)
+                    if len(failed) == len(job.entries):  # nothing left to send: settle it here
+                        self._bundle_done(job, [], failed)
+                        continue
                     with lock:
                         inflight[(b"bundle", job.number)] = (job, -1, failed)
                     conn.send(frames.frame_prefix(frames.BUNDLE, header, len(payload)),
@@ -673,7 +709,7 @@ class Sender:
     @staticmethod
     def _changed(job: FileJob) -> FxError | None:
         try:
-            st = os.stat(job.src.local, follow_symlinks=False)
+            st = os.stat(job.src.local, follow_symlinks=job.src.follow)
         except OSError as exc:
             return LocalFileError(f"{job.src.local}: {exc.strerror} while it was sent; not stored")
         return changed(job) if file_identity(st) != job.identity else None

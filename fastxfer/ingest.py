@@ -36,7 +36,7 @@ class Buffer:
     def view(self, size: int) -> memoryview:
         if self._map is None or len(self._map) < size:
             self.close()
-            self._map = mmap.mmap(-1, size)
+            self._map = mmap.mmap(-1, max(size, 1))
         return memoryview(self._map)[:size]
 
     def close(self) -> None:
@@ -158,7 +158,7 @@ class StreamSession:
         staging.write(offset, data, digest)
         self.acks.append((fid, offset))
         self.unflushed += length
-        if self.unflushed >= limits.FLUSH_BYTES:
+        if self.unflushed >= limits.FLUSH_BYTES or len(self.acks) >= frames.MAX_ACKS:
             self._flush()
 
     def _request(self, head: frames.FrameHead, sealed: memoryview) -> None:
@@ -207,6 +207,10 @@ class StreamSession:
             self._still_authorized()
         for staging in self.files.values():
             staging.flush()
+            staging.close()
+        # Reopened on their next chunk: a stream holds descriptors only for
+        # the files it is receiving now, and never across a commit.
+        self.files.clear()
         self.unflushed = 0
         while self.acks:
             batch, self.acks = self.acks[: frames.MAX_ACKS], self.acks[frames.MAX_ACKS:]

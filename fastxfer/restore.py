@@ -181,6 +181,14 @@ class Getter:
     def _prepare(self, root_fd: int, entry: dict, parts: list[bytes], fetches: list[Fetch]) -> Outcome | None:
         shown = os.fsdecode(b"/".join(parts))
         try:
+            return self._prepare_one(root_fd, entry, parts, fetches, shown)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # A local failure, or a listing entry that makes no sense: this entry only.
+            return Outcome(shown, "failed", LocalFileError(f"{shown}: not restored ({exc})"))
+
+    def _prepare_one(self, root_fd: int, entry: dict, parts: list[bytes], fetches: list[Fetch],
+                     shown: str) -> Outcome | None:
+        try:
             parent = open_chain(root_fd, parts[:-1], create=True)
         except (OSError, FxError) as exc:
             return Outcome(shown, "failed", LocalFileError(f"{shown}: cannot create its folder ({exc})"))
@@ -208,7 +216,11 @@ class Getter:
                         f"{shown}: link to {target!r} points outside the destination; not created"))
                 tmp = b".fastxfer-get-" + os.urandom(6).hex().encode()
                 os.symlink(os.fsencode(target), tmp, dir_fd=parent)
-                os.rename(tmp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
+                try:
+                    os.rename(tmp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
+                except OSError:
+                    os.unlink(tmp, dir_fd=parent)
+                    raise
                 return Outcome(shown, "restored")
             finally:
                 os.close(parent)
@@ -217,7 +229,11 @@ class Getter:
             return Outcome(shown, "failed", ProtocolError(f"{shown}: the server's record of it is incomplete"))
         f = Fetch(entry, parts, parent=parent)
         f.tmp = b".fastxfer-get-" + os.urandom(6).hex().encode()
-        f.fd = os.open(f.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent)
+        try:
+            f.fd = os.open(f.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent)
+        except OSError:
+            os.close(parent)
+            raise
         f.left = layout.chunk_count(f.size, f.chunk)
         f.digests = [None] * f.left
         fetches.append(f)
@@ -245,6 +261,9 @@ class Getter:
             except FxError as exc:  # busy, trust, refused: reconnecting would not help
                 self._stop(exc)
                 return
+            except Exception as exc:  # noqa: BLE001 - never leave the main thread waiting
+                self._stop(FxError(f"restore failed unexpectedly: {exc!r}"))
+                raise
 
     def _stop(self, exc: FxError) -> None:
         with self.cond:
@@ -339,7 +358,7 @@ class Getter:
     def _finish(self, f: Fetch) -> None:
         shown = os.fsdecode(b"/".join(f.parts))
         digest = layout.file_digest(f.size, f.chunk, f.digests)  # type: ignore[arg-type]
-        if digest != bytes.fromhex(f.entry["digest"]):
+        if digest.hex() != str(f.entry["digest"]).lower():
             self._abandon(f, VerifyError(f"{shown}: restored bytes do not match what the server verified at backup"))
             return
         try:

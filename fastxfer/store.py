@@ -72,6 +72,7 @@ def _open_dir(parent_fd: int, name: bytes, create: bool) -> int:
             raise
         try:
             os.mkdir(name, 0o755, dir_fd=parent_fd)
+            os.fsync(parent_fd)  # a new folder's entry must outlive a crash, like the file below it
         except FileExistsError:
             pass
         return os.open(name, DIR_FLAGS, dir_fd=parent_fd)
@@ -131,7 +132,11 @@ class StagingFile:
             self.chunk: int = meta["chunk"]
             self.count = layout.chunk_count(self.size, self.chunk)
             self.data_fd = os.open(name + b".data", os.O_WRONLY | os.O_NOFOLLOW, dir_fd=base)
-            self.rec_fd = os.open(name + b".rec", os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW, dir_fd=base)
+            try:
+                self.rec_fd = os.open(name + b".rec", os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW, dir_fd=base)
+            except OSError:
+                os.close(self.data_fd)
+                raise
         except (OSError, ValueError, KeyError):
             raise ProtocolError(f"unknown transfer {fid.hex()}") from None
         finally:
@@ -170,8 +175,10 @@ class StagingFile:
         self.pending.clear()
 
     def close(self) -> None:
-        os.close(self.data_fd)
-        os.close(self.rec_fd)
+        for fd in (self.data_fd, self.rec_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.data_fd = self.rec_fd = -1
 
 
 @dataclass(frozen=True)
@@ -430,8 +437,10 @@ class Store:
         finally:
             os.close(parent)
         try:
+            # Size only: filesystems may round stored times, and any change of
+            # content is caught by the client against the recorded digest.
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_size != size or st.st_mtime_ns != mtime_ns:
+            if not stat.S_ISREG(st.st_mode) or st.st_size != size:
                 raise RefusedError(f"{path}: changed on the server since it was listed; get it again")
             if offset + len(into) > size:
                 raise RefusedError(f"{path}: request beyond the end of the file")
@@ -560,7 +569,7 @@ class Store:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=base)
         try:
             _write_all(fd, e.data, 0)
-            os.fchmod(fd, e.mode & 0o777)
+            os.fchmod(fd, (e.mode & 0o777) | 0o400)  # the server must be able to read it back
             os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
         except BaseException:
             os.close(fd)
@@ -579,6 +588,7 @@ class Store:
         digest = layout.file_digest(e.size, chunk, [e.digest] if e.size else [])
         if self._keep_old(db, parent, client, parts, digest) == "unchanged":
             _unlink_quietly(tmp, base)
+            self._touch(db, parent, client, parts, e.mode, e.mtime_ns)
             return (1, 0, "")
         os.rename(tmp, parts[-1], src_dir_fd=base, dst_dir_fd=parent)
         # One chunk: its SHA-256, computed here over what was written, is the file's.
@@ -774,7 +784,7 @@ class Store:
         data_fd = os.open(name + b".data", os.O_RDWR | os.O_NOFOLLOW, dir_fd=base)
         try:
             # Never setuid, setgid or sticky on the server.
-            os.fchmod(data_fd, meta["mode"] & 0o777)
+            os.fchmod(data_fd, (meta["mode"] & 0o777) | 0o400)  # the manifest keeps the mode as sent
             os.utime(data_fd, ns=(meta["mtime_ns"], meta["mtime_ns"]))
             os.fsync(data_fd)
         finally:
@@ -784,7 +794,7 @@ class Store:
             with self._manifest() as db:
                 version = self._keep_old(db, parent, client, parts, digest)
                 if version == "unchanged":
-                    db.rollback()
+                    self._touch(db, parent, client, parts, meta["mode"], meta["mtime_ns"])
                     self.discard(client, fid)
                     return Stored(path, "unchanged", None)
                 os.rename(name + b".data", parts[-1], src_dir_fd=base, dst_dir_fd=parent)
@@ -839,6 +849,19 @@ class Store:
             except FileNotFoundError:
                 pass
             db.execute("DELETE FROM versions WHERE rowid=?", (rowid,))
+
+    @staticmethod
+    def _touch(db: sqlite3.Connection, parent: int, client: str, parts: list[bytes], mode: int, mtime_ns: int) -> None:
+        """Same content, new time or mode: take them, so the next send skips it by size and time."""
+        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW, dir_fd=parent)
+        try:
+            os.fchmod(fd, (mode & 0o777) | 0o400)
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+        finally:
+            os.close(fd)
+        db.execute("UPDATE files SET mtime_ns=?, mode=? WHERE client=? AND path=?",
+                   (mtime_ns, mode, client, b"/".join(parts)))
+        db.commit()
 
     @staticmethod
     def _record(db: sqlite3.Connection, client: str, raw: bytes, meta: dict, digest: bytes,

@@ -33,6 +33,7 @@ class Entry:
     mtime_ns: int
     mode: int
     target: str | None = None
+    follow: bool = False  # reached through a link the user asked to follow
 
 
 @dataclass
@@ -87,7 +88,8 @@ def _visit(local: str, remote: str, rel: str, excluder: Excluder, follow: bool,
             return
         entries.append(Entry(local, remote, "link", 0, st.st_mtime_ns, 0o777, target))
     elif stat.S_ISREG(mode):
-        entries.append(Entry(local, remote, "file", st.st_size, st.st_mtime_ns, stat.S_IMODE(mode)))
+        entries.append(Entry(local, remote, "file", st.st_size, st.st_mtime_ns, stat.S_IMODE(mode),
+                             follow=follow))
     elif stat.S_ISDIR(mode):
         if remote and not contents_only:
             entries.append(Entry(local, remote, "dir", 0, st.st_mtime_ns, stat.S_IMODE(mode)))

@@ -122,8 +122,10 @@ class Worker:
                 StreamSession(conn, self.keys, self.store, self.clients, proven).run()
             elif first:
                 log.warning("dropped %s: not a fastxfer connection", peer)
-        except (OSError, socket.timeout):
+        except socket.timeout:
             pass
+        except OSError as exc:
+            log.warning("connection from %s failed: %s", peer, exc)
         except FxError as exc:
             log.warning("dropped %s: %s", peer, exc.message)
         except Exception:

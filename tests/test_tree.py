@@ -190,3 +190,31 @@ def test_a_file_that_vanishes_before_it_is_read_fails_alone(tmp_path: Path, serv
     assert "5 files stored and verified, 0 unchanged, 1 failed" in out
     assert not (server.root / "laptop" / "v" / "small3").exists()
     assert (server.root / "laptop" / "v" / "small4").read_bytes() == (top / "small4").read_bytes()
+
+
+def test_follow_links_sends_what_they_point_to(tmp_path: Path, server, client) -> None:
+    real = tmp_path / "real"
+    make_file(real / "small.txt", 100, seed=1)
+    make_file(real / "large.bin", 1 << 20, seed=2)
+    top = tmp_path / "linked"
+    top.mkdir()
+    os.symlink(real / "small.txt", top / "small.txt")
+    os.symlink(real / "large.bin", top / "large.bin")
+    done = client.send(server, top, "--follow-links")
+    assert done.returncode == 0, done.stderr
+    for name in ("small.txt", "large.bin"):
+        stored = server.root / "laptop" / "linked" / name
+        assert not stored.is_symlink() and stored.read_bytes() == (real / name).read_bytes()
+
+
+def test_touched_file_with_same_content_moves_once(tmp_path: Path, server, client) -> None:
+    f = make_file(tmp_path / "same.bin", 2 << 20)
+    assert client.send(server, f).returncode == 0
+    os.utime(f, ns=(3 * 10**18, 3 * 10**18))
+    os.chmod(f, 0o600)
+    first = client.send(server, f)
+    assert first.returncode == 0 and "unchanged" in first.stdout
+    stored = server.root / "laptop" / "same.bin"
+    assert stored.stat().st_mtime_ns == 3 * 10**18 and stored.stat().st_mode & 0o777 == 0o600
+    again = client.send(server, f)
+    assert "sent 0 B" in again.stdout  # the new time was recorded: nothing moves now
