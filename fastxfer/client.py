@@ -169,6 +169,10 @@ def batches(sources: list[Source], max_bytes: int = 1 << 20) -> Iterator[list[So
         yield batch
 
 
+def wire_failure(answer: dict) -> FxError:
+    return from_wire(str(answer.get("code")), str(answer.get("message")))
+
+
 def auto_streams(chunks: int) -> int:
     # Measured on loopback with 2 cores: one stream per core is as fast as
     # any more, and more cost CPU and memory (perf/README.md).
@@ -262,6 +266,13 @@ class Sender:
                 self.control.call({"t": "dirs", "items": items}, "dirs_ok")
         return results
 
+    def _call_batch(self, kind: str, reply: str, items: list[dict]) -> list[dict]:
+        """One control call naming many files; one answer object per file, in order."""
+        answers = frames.get_list(self.control.call({"t": kind, "files": items}, reply), "files")
+        if len(answers) != len(items):
+            raise ProtocolError("server answered a different number of files")
+        return [frames.get_obj(a) for a in answers]
+
     def _ask(self, sources: list[Source]) -> list[Result]:
         """What would move: "send", "unchanged" or "failed" per entry, nothing sent.
 
@@ -280,14 +291,9 @@ class Sender:
                     except LocalFileError:
                         pass  # it will fail with its reason when sent
                 items.append(item)
-            reply = self.control.call({"t": "probe", "files": items}, "probe_ok")
-            answers = frames.get_list(reply, "files")
-            if len(answers) != len(batch):
-                raise ProtocolError("server answered a different number of files")
-            for src, answer in zip(batch, answers):
-                answer = frames.get_obj(answer)
+            for src, answer in zip(batch, self._call_batch("probe", "probe_ok", items)):
                 if answer.get("t") == "error":
-                    results.append(Result(src, "failed", from_wire(str(answer.get("code")), str(answer.get("message")))))
+                    results.append(Result(src, "failed", wire_failure(answer)))
                 else:
                     results.append(Result(src, "unchanged" if answer.get("status") == "unchanged" else "send"))
         return results
@@ -297,17 +303,14 @@ class Sender:
         ask = [s for s in batch if id(s) not in self.forced]  # --checksum asked already
         answers: dict[int, dict] = {}
         if ask:
-            reply = self.control.call({"t": "probe", "files": [
-                {"path": s.remote, "size": s.size, "mtime_ns": s.mtime_ns} for s in ask]}, "probe_ok")
-            got = frames.get_list(reply, "files")
-            if len(got) != len(ask):
-                raise ProtocolError("server answered a different number of files")
-            answers = {id(s): frames.get_obj(a) for s, a in zip(ask, got)}
+            got = self._call_batch("probe", "probe_ok", [
+                {"path": s.remote, "size": s.size, "mtime_ns": s.mtime_ns} for s in ask])
+            answers = {id(s): a for s, a in zip(ask, got)}
         results, bundle, size = [], [], 0
         for src in batch:
             answer = answers.get(id(src), {"t": "ok", "status": "send"})
             if answer.get("t") == "error":
-                results.append(Result(src, "failed", from_wire(str(answer.get("code")), str(answer.get("message")))))
+                results.append(Result(src, "failed", wire_failure(answer)))
             elif answer.get("status") == "unchanged":
                 results.append(Result(src, "unchanged"))
             else:
@@ -395,14 +398,9 @@ class Sender:
             items.append(item)
         if not items:
             return results
-        reply = self.control.call({"t": "put", "files": items}, "put_ok")
-        answers = frames.get_list(reply, "files")
-        if len(answers) != len(opened):
-            raise ProtocolError("server answered a different number of files")
-        for job, answer in zip(opened, answers):
-            answer = frames.get_obj(answer)
+        for job, answer in zip(opened, self._call_batch("put", "put_ok", items)):
             if answer.get("t") == "error":
-                results.append(Result(job.src, "failed", from_wire(str(answer.get("code")), str(answer.get("message")))))
+                results.append(Result(job.src, "failed", wire_failure(answer)))
                 continue
             if job.src.kind != "file" or answer.get("status") == "unchanged":
                 status = str(answer.get("status"))
@@ -720,15 +718,10 @@ class Sender:
             digest = layout.file_digest(job.src.size, job.chunk, job.digests)  # type: ignore[arg-type]
             items.append({"fid": job.fid.hex(), "digest": digest.hex(),
                           "sha256": job.sha256.hex() if job.sha256 else None})
-        reply = self.control.call({"t": "commit", "files": items}, "committed")
-        answers = frames.get_list(reply, "files")
-        if len(answers) != len(batch):
-            raise ProtocolError("server answered a different number of files")
         results = []
-        for job, answer in zip(batch, answers):
-            answer = frames.get_obj(answer)
+        for job, answer in zip(batch, self._call_batch("commit", "committed", items)):
             if answer.get("t") == "error":
-                results.append(Result(job.src, "failed", from_wire(str(answer.get("code")), str(answer.get("message")))))
+                results.append(Result(job.src, "failed", wire_failure(answer)))
             else:
                 results.append(Result(job.src, str(answer.get("status")), sha256=job.sha256,
                                       version=answer.get("version")))
