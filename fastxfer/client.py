@@ -545,6 +545,9 @@ class Sender:
             except FxError as exc:
                 self._fail_all(exc)
                 return
+            except Exception as exc:  # noqa: BLE001 - never leave the main thread waiting
+                self._fail_all(FxError(f"a stream failed unexpectedly: {exc!r}"))
+                raise
 
     def _stream_once(self, inflight: dict, progressed: threading.Event) -> None:
         host, port = self.control.host, self.control.port
@@ -614,6 +617,10 @@ class Sender:
                         synced = True
                     acked.wait(0.2)
                     acked.clear()
+                    with lock:  # the last acknowledgement may have just come: leave at once
+                        pending = bool(inflight)
+                    if not pending and self._finished():
+                        return
                     continue
                 if job.error is not None or self.fatal is not None:
                     continue

@@ -106,6 +106,8 @@ class Worker:
                 log.warning("dropped %s: too many unauthenticated connections from that address", peer)
                 return
             sock.settimeout(limits.HANDSHAKE_DEADLINE)
+            # Small control messages must not wait for the peer's delayed ACK.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             first = sock.recv(1, socket.MSG_PEEK)
             def proven(name: str) -> None:
                 self.guard.promote(watch)
