@@ -138,10 +138,10 @@ def tail(path: Path, lines: int = 3) -> str:
     return ""
 
 
-def run_checked(cmd: list[str], env: dict[str, str], what: str) -> str:
+def run_checked(cmd: list[str], env: dict[str, str], what: str, cwd: Path = REPO) -> str:
     """Run a short setup command; a failure becomes a one-line SetupError."""
     try:
-        done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
     except subprocess.TimeoutExpired:
         raise SetupError(f"{what}: timed out") from None
     if done.returncode != 0:
@@ -179,6 +179,7 @@ class ProcStat:
     last: Cpu
     peak_rss: int = 0
     alive: bool = True
+    born_in_run: bool = True  # then the kernel's high-water mark (VmHWM) is this run's peak
 
 
 class TreeGroup:
@@ -236,10 +237,13 @@ class TreeGroup:
         now = Cpu(t.user, t.system, t.children_user + t.children_system)
         if stat is None:
             existed_before = first and not self.born_now
-            stat = ProcStat(proc, name, now if existed_before else Cpu(), now)
+            stat = ProcStat(proc, name, now if existed_before else Cpu(), now,
+                            born_in_run=not existed_before)
             self.stats[pid] = stat
         stat.name, stat.last = name, now
-        stat.peak_rss = max(stat.peak_rss, rss)
+        # A sample every SAMPLE_INTERVAL misses short peaks; a process born in this run
+        # has its peak so far in VmHWM (a long-lived server's VmHWM spans earlier runs).
+        stat.peak_rss = max(stat.peak_rss, rss, vm_hwm(pid) if stat.born_in_run else 0)
 
     def new_pids_alive(self) -> bool:
         return any(s.alive for p, s in self.stats.items() if p not in self.initial_pids)
@@ -256,12 +260,47 @@ class TreeGroup:
         return max(a, b)
 
     def peak_rss(self) -> int:
+        """Largest RSS of one process of the tree (not their sum)."""
+        # Not wait4's ru_maxrss: after exec it still holds the forking parent's (our) size.
         return max((s.peak_rss for s in self.stats.values()), default=0)
 
     def processes(self) -> list[dict]:
         return [{"pid": p, "name": s.name, "user_s": round(s.last.user - s.base.user, 3),
                  "sys_s": round(s.last.system - s.base.system, 3),
                  "peak_rss_mib": round(s.peak_rss / MiB, 1)} for p, s in self.stats.items()]
+
+
+def vm_hwm(pid: int) -> int:
+    """The kernel's high-water mark of a process's RSS, in bytes (0 if unreadable)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    return 0
+
+
+def wait_quiet(pid: int, limit: float = 10.0, step: float = 0.1, still: float = 0.005) -> None:
+    """Wait (at most `limit` s) until the process tree at `pid` uses less than `still` CPU s
+    in `step` s: a server that printed its port may still be starting its workers, and
+    that work must not land in a timed run."""
+    def cpu() -> float:
+        total = 0.0
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(pid)
+            for p in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    t = p.cpu_times()
+                    total += t.user + t.system
+        return total
+    deadline = time.monotonic() + limit
+    before = cpu()
+    while time.monotonic() < deadline:
+        time.sleep(step)
+        now = cpu()
+        if now - before < still:
+            return
+        before = now
 
 
 def ppid_map() -> dict[int, int]:
@@ -313,6 +352,7 @@ class Tool:
     dest: Path  # where the copy lands; deleted before every run
     server: subprocess.Popen
     log_dir: Path
+    cwd: Path = REPO  # where the client runs (for fastxfer: the folder holding the package)
 
 
 class ScpPeer:
@@ -321,6 +361,14 @@ class ScpPeer:
     def __init__(self, work: Path, src: Path) -> None:
         self.work, self.src = work, src
         self.proc: subprocess.Popen | None = None
+        self.port = 0
+        self.user_key: Path | None = None  # key that logs in as root (set by start)
+        self.conf_dir: Path | None = None  # keys, config and log of this sshd
+
+    def ssh_options(self) -> list[str]:
+        """ssh options that reach this sshd (after start), for ssh, rsync -e, tar | ssh."""
+        return ["-p", str(self.port), "-i", str(self.user_key),
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
 
     def start(self) -> list[Tool]:
         sshd = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
@@ -335,7 +383,8 @@ class ScpPeer:
                         dict(os.environ), "ssh-keygen")
         authorized = conf_dir / "authorized_keys"
         shutil.copy(f"{user_key}.pub", authorized)
-        port = free_port()
+        port = self.port = free_port()
+        self.user_key, self.conf_dir = user_key, conf_dir
         config = conf_dir / "sshd_config"
         config.write_text(self._config(port, host_key, authorized))
         os.makedirs("/run/sshd", exist_ok=True)  # privilege separation dir sshd insists on
@@ -375,31 +424,47 @@ class ScpPeer:
 class FastxferPeer:
     """A fastxfer server and client, each with its own FASTXFER_HOME."""
 
-    def __init__(self, work: Path, src: Path, python: str, streams: list[str]) -> None:
+    def __init__(self, work: Path, src: Path, python: str, streams: list[str],
+                 code: Path = REPO) -> None:
         self.work, self.src, self.python, self.streams = work, src, python, streams
+        self.code = code  # folder holding the fastxfer package that runs
         self.proc: subprocess.Popen | None = None
-        self.lines: queue.Queue[str] = queue.Queue()
+        self.port = 0  # 0 until the first start; restarts keep the port (the pin names it)
 
     def _env(self, home: Path) -> dict[str, str]:
-        return {**os.environ, "FASTXFER_HOME": str(home)}
+        env = {**os.environ, "FASTXFER_HOME": str(home)}
+        if self.code != REPO:
+            env["PYTHONPATH"] = str(self.code)
+        return env
 
     def _cli(self, home: Path, *args: str) -> str:
         return run_checked([self.python, "-m", "fastxfer", *args], self._env(home),
-                           f"fastxfer {args[0]}")
+                           f"fastxfer {args[0]}", cwd=self.code)
 
     def start(self) -> list[Tool]:
-        if not (REPO / "fastxfer" / "cli.py").exists() and not (REPO / "fastxfer" / "__main__.py").exists():
-            raise SetupError(f"no fastxfer CLI in {REPO} yet")
-        base = Path(tempfile.mkdtemp(prefix="fastxfer-", dir=self.work))
+        if not (self.code / "fastxfer" / "cli.py").exists() and not (self.code / "fastxfer" / "__main__.py").exists():
+            raise SetupError(f"no fastxfer CLI in {self.code} yet")
+        base = self.base = Path(tempfile.mkdtemp(prefix="fastxfer-", dir=self.work))
         server_home, client_home, root = base / "server-home", base / "client-home", base / "root"
         for d in (server_home, client_home, root):
             d.mkdir()
+        self.server_home, self.client_home, self.root = server_home, client_home, root
         server_fp = self._fingerprint(server_home)
         client_fp = self._fingerprint(client_home)
         self._cli(server_home, "trust", "add", client_fp, "--name", CLIENT_NAME)
-        port = self._serve(server_home, root, base / "serve.log")
+        port = self.port = self._serve(server_home, root, base / "serve.log")
         self._cli(client_home, "pin", f"127.0.0.1:{port}", server_fp)
         return [self._tool(s, client_home, port, root, base) for s in self.streams]
+
+    def restart(self) -> subprocess.Popen:
+        """Stop the server, give it an empty root (files and manifest), start it again on
+        the same port: a fresh destination, as a first backup finds it."""
+        self.stop()
+        shutil.rmtree(self.root)
+        self.root.mkdir()
+        self._serve(self.server_home, self.root, self.base / "serve.log")
+        wait_quiet(self.proc.pid)
+        return self.proc
 
     def _fingerprint(self, home: Path) -> str:
         out = self._cli(home, "id").split()
@@ -409,16 +474,19 @@ class FastxferPeer:
 
     def _serve(self, home: Path, root: Path, log: Path) -> int:
         cmd = [self.python, "-m", "fastxfer", "serve", "--root", str(root),
-               "--bind", "127.0.0.1", "--port", "0"]
-        self.proc = subprocess.Popen(cmd, env=self._env(home), cwd=REPO, stdout=subprocess.PIPE,
-                                     stderr=open(log, "wb"), text=True, start_new_session=True)
+               "--bind", "127.0.0.1", "--port", str(self.port)]
+        with open(log, "ab") as err:  # append: a restarted server keeps the earlier log
+            self.proc = subprocess.Popen(cmd, env=self._env(home), cwd=self.code,
+                                         stdout=subprocess.PIPE, stderr=err, text=True,
+                                         start_new_session=True)
         # Keep draining stdout for the server's whole life so it never blocks on a full pipe.
-        threading.Thread(target=self._drain, args=(self.proc.stdout, log.with_suffix(".out")),
+        lines: queue.Queue[str] = queue.Queue()  # this server's lines only
+        threading.Thread(target=self._drain, args=(self.proc.stdout, log.with_suffix(".out"), lines),
                          daemon=True).start()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                line = self.lines.get(timeout=0.2)
+                line = lines.get(timeout=0.2)
             except queue.Empty:
                 if self.proc.poll() is not None:
                     raise SetupError(f"fastxfer serve exited {self.proc.returncode}: {tail(log, 1)}")
@@ -428,20 +496,29 @@ class FastxferPeer:
                 return int(m.group(1))
         raise SetupError("fastxfer serve printed no 'listening on 127.0.0.1:PORT' within 30 s")
 
-    def _drain(self, stream, path: Path) -> None:
-        with open(path, "w") as out:
+    @staticmethod
+    def _drain(stream, path: Path, lines: queue.Queue) -> None:
+        with open(path, "a") as out:
             for line in stream:
                 out.write(line)
                 out.flush()
-                self.lines.put(line)
+                lines.put(line)
 
-    def _tool(self, streams: str, home: Path, port: int, root: Path, base: Path) -> Tool:
-        cmd = [self.python, "-m", "fastxfer", "send", str(self.src), "--to", f"127.0.0.1:{port}"]
+    def send_cmd(self, path: Path, streams: str = "auto") -> list[str]:
+        """The client command that sends `path` (file or folder) to this server."""
+        cmd = [self.python, "-m", "fastxfer", "send", str(path), "--to", f"127.0.0.1:{self.port}"]
         if streams != "auto":
             cmd += ["--streams", streams]
-        cmd.append("--quiet")
+        return cmd + ["--quiet"]
+
+    def client_env(self) -> dict[str, str]:
+        return self._env(self.client_home)
+
+    def _tool(self, streams: str, home: Path, port: int, root: Path, base: Path) -> Tool:
+        cmd = self.send_cmd(self.src, streams)
         name = "fastxfer (auto)" if streams == "auto" else f"fastxfer -s{streams}"
-        return Tool(name, cmd, self._env(home), root / CLIENT_NAME / self.src.name, self.proc, base)
+        return Tool(name, cmd, self._env(home), root / CLIENT_NAME / self.src.name, self.proc, base,
+                    cwd=self.code)
 
     def stop(self) -> None:
         if self.proc:
@@ -465,7 +542,7 @@ class RunResult:
     client_peak_rss_mib: float
     server_peak_rss_mib: float
     error: str = ""
-    other_cpu_s: float = 0.0  # busy CPU of everything else on the machine meanwhile: noise
+    other_cpu_s: float = 0.0  # busy CPU of everything else on the machine meanwhile (not this script): noise
     steal_s: float = 0.0  # CPU the hypervisor gave to other guests
     client_output: str = ""  # last lines the client printed (e.g. how many streams it chose)
     processes: dict = field(default_factory=dict)
@@ -477,15 +554,27 @@ def clear_dest(dest: Path) -> None:
     os.sync()  # don't let the previous copy's writeback land in the next timing (disk runs)
 
 
-def run_once(tool: Tool, src: Path, size: int, src_sha: str, rnd: int, timeout: float) -> RunResult:
-    clear_dest(tool.dest)
-    slug = re.sub(r"\W+", "_", tool.name)
-    log = tool.log_dir / f"client-{rnd}-{slug}.log"
-    server = TreeGroup(tool.server.pid, born_now=False)
-    machine0 = psutil.cpu_times()
+@dataclass
+class Timed:
+    """What timed_client measured of one client run against a running server."""
+    wall_s: float
+    returncode: int | None
+    client: TreeGroup
+    server: TreeGroup
+    other_cpu_s: float  # busy CPU of the rest of the machine meanwhile (not this script)
+    steal_s: float
+    bench_cpu_s: float  # this script's own CPU meanwhile (mostly sampling the trees)
+
+
+def timed_client(cmd: list[str], env: dict[str, str], cwd: Path, log: Path, server_pid: int,
+                 timeout: float) -> Timed:
+    """Run one client to its end (killed after `timeout` s), output to `log`; measure wall
+    time and the CPU and peak RSS of its process tree and of the server's."""
+    server = TreeGroup(server_pid, born_now=False)
+    machine0, self0 = psutil.cpu_times(), os.times()
     with open(log, "wb") as out:
         t0 = time.perf_counter()
-        client = subprocess.Popen(tool.client_cmd, env=tool.env, cwd=REPO, stdin=subprocess.DEVNULL,
+        client = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         client_tree = TreeGroup(client.pid, born_now=True)
         monitor = Monitor([client_tree, server])
@@ -509,10 +598,23 @@ def run_once(tool: Tool, src: Path, size: int, src_sha: str, rnd: int, timeout: 
             _settle(monitor, server)
             monitor.stop()
     busy, steal = machine_busy_since(machine0)
-    ok = client.returncode == 0
+    self1 = os.times()  # this process: the sampling thread's CPU is ours, not noise
+    bench = (self1.user - self0.user) + (self1.system - self0.system)
+    own = client_tree.cpu_seconds() + server.cpu_seconds()
+    return Timed(wall, client.returncode, client_tree, server, max(0.0, busy - own - bench),
+                 steal, bench)
+
+
+def run_once(tool: Tool, src: Path, size: int, src_sha: str, rnd: int, timeout: float) -> RunResult:
+    clear_dest(tool.dest)
+    slug = re.sub(r"\W+", "_", tool.name)
+    log = tool.log_dir / f"client-{rnd}-{slug}.log"
+    t = timed_client(tool.client_cmd, tool.env, tool.cwd, log, tool.server.pid, timeout)
+    client_tree, server, wall = t.client, t.server, t.wall_s
+    ok = t.returncode == 0
     # Hash after the clock stopped: verification is ours, not part of the timing.
     verified = ok and tool.dest.exists() and sha256_file(tool.dest) == src_sha
-    error = "" if ok else f"exit {client.returncode}: {tail(log)}"
+    error = "" if ok else f"exit {t.returncode}: {tail(log)}"
     if ok and not verified:
         error = "destination missing or SHA-256 differs from source"
     client_cpu, server_cpu = client_tree.cpu_seconds(), server.cpu_seconds()
@@ -520,7 +622,7 @@ def run_once(tool: Tool, src: Path, size: int, src_sha: str, rnd: int, timeout: 
         tool.name, rnd, ok, verified, round(wall, 3), round(size / MiB / wall, 1),
         round(client_cpu, 3), round(server_cpu, 3),
         round(client_tree.peak_rss() / MiB, 1), round(server.peak_rss() / MiB, 1), error,
-        round(max(0.0, busy - client_cpu - server_cpu), 3), round(steal, 3), tail(log),
+        round(t.other_cpu_s, 3), round(t.steal_s, 3), tail(log),
         {"client": client_tree.processes(), "server": server.processes()})
 
 
