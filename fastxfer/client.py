@@ -198,6 +198,8 @@ class Sender:
         self.bytes_sent = 0
         self.streams_used = 0
         self.bundles_left = 0
+        self.planning = False
+        self.threads: list[threading.Thread] = []
         self.files_done = self.files_total = 0
         self.bundle_numbers = itertools.count(1)
         self.bundle_results: list[Result] = []
@@ -227,30 +229,33 @@ class Sender:
             self.forced = {id(s) for s in sources}
         small = [s for s in sources if s.kind == "file" and s.size <= SMALL_FILE]
         large = [s for s in sources if not (s.kind == "file" and s.size <= SMALL_FILE)]
+        # Planning and sending overlap: streams start with the first work, and
+        # small files go out bundle by bundle while later ones are still being
+        # asked about.
+        self.planning = True
         for batch in batches(large):
             results += self._put(batch, files)
-        for batch in batches(small):
-            results += self._probe(batch)
-        total = sum(job.size if isinstance(job, Bundle) else layout.chunk_span(job.src.size, job.chunk, i)[1]
-                    for job, i in list(self.jobs.queue))
-        self.progress = make_progress(total, self.show_progress)
-        self.files_total = len(files) + sum(len(job.entries) for job, _ in list(self.jobs.queue)
-                                            if isinstance(job, Bundle))
         self.max_chunk = max((f.chunk for f in files), default=layout.MIN_CHUNK)
+        total = sum(layout.chunk_span(job.src.size, job.chunk, i)[1] for job, i in list(self.jobs.queue))
+        self.progress = make_progress(total + sum(s.size for s in small), self.show_progress)
+        self.files_total = len(files) + len(small)
         background = [threading.Thread(target=self._each, args=(self._check_have, files), daemon=True)]
         if self.want_sha256:
             background.append(threading.Thread(target=self._each, args=(self._whole_sha256, files), daemon=True))
         for t in background:
             t.start()
-        n = self.streams_wanted or auto_streams(self.jobs.qsize())
-        n = min(n, max(1, self.jobs.qsize()))
+        estimate = self.jobs.qsize() + (sum(s.size for s in small) // BUNDLE_BYTES + 1 if small else 0)
+        self.streams_wanted = min(self.streams_wanted or auto_streams(estimate), max(1, estimate))
         # At least one stream while resumed chunks are being checked: one that
         # differs from the server's record has to be sent again.
-        self.streams_used = n if self.jobs.qsize() or any(f.have for f in files) else 0
-        self.streams_alive = self.streams_used
-        threads = [threading.Thread(target=self._stream, daemon=True) for _ in range(self.streams_used)]
-        for t in threads:
-            t.start()
+        if self.jobs.qsize() or any(f.have for f in files):
+            self._start_streams()
+        for batch in batches(small):
+            results += self._probe(batch)
+        with self.cond:
+            self.planning = False
+            self.cond.notify_all()
+        threads = self.threads
         results += self._commit_loop(files)
         with self.cond:
             while self.bundles_left and self.fatal is None:
@@ -311,8 +316,10 @@ class Sender:
             answer = answers.get(id(src), {"t": "ok", "status": "send"})
             if answer.get("t") == "error":
                 results.append(Result(src, "failed", wire_failure(answer)))
+                self._discount(src)
             elif answer.get("status") == "unchanged":
                 results.append(Result(src, "unchanged"))
+                self._discount(src)
             else:
                 if bundle and (size + src.size > BUNDLE_BYTES or len(bundle) >= BUNDLE_FILES):
                     self._queue_bundle(bundle)
@@ -328,6 +335,23 @@ class Sender:
             self.bundles_left += 1
             number = next(self.bundle_numbers)
         self.jobs.put((Bundle(number, entries), -1))
+        self._start_streams()
+
+    def _start_streams(self) -> None:
+        """Once, with the first piece of work."""
+        if self.threads:
+            return
+        self.streams_used = self.streams_alive = self.streams_wanted
+        self.threads = [threading.Thread(target=self._stream, daemon=True) for _ in range(self.streams_used)]
+        for t in self.threads:
+            t.start()
+
+    def _discount(self, src: Source) -> None:
+        """A file found not to need sending leaves the bar's totals."""
+        self.files_total -= 1
+        if self.progress is not None and src.size:
+            self.progress.total -= src.size
+            self.progress.refresh()
 
     def _bundle_done(self, bundle: Bundle, statuses: list[tuple[int, int, str]], failed: list[Result]) -> None:
         sent = [e for e in bundle.entries if not any(f.src is e for f in failed)]
@@ -507,7 +531,7 @@ class Sender:
 
     def _finished(self) -> bool:
         with self.cond:
-            return self.fatal is not None or (
+            return self.fatal is not None or (not self.planning and
                 not self.bundles_left and all(not f.waiting or f.error for f in self.by_fid.values()))
 
     # ------------------------------------------------------------ streams
