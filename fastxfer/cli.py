@@ -302,10 +302,15 @@ def cmd_send(args: argparse.Namespace) -> int:
         return report_dry_run(results, skipped, welcome.name)
     failed = [r for r in results if r.status == "failed"]
     listed = args.verbose or len(results) <= 100
+    # One line per cause: a session that ended takes every file not yet sent with it.
+    causes: dict[str, int] = {}
+    for r in failed:
+        assert r.error is not None
+        causes[r.error.message] = causes.get(r.error.message, 0) + 1
+    for message, count in causes.items():
+        print(f"ERROR: {message}" + (f" ({count} files)" if count > 1 else ""), file=sys.stderr)
     for r in results:
         if r.status == "failed":
-            assert r.error is not None
-            print(f"ERROR: {r.error.message}", file=sys.stderr)
             continue
         if not listed:
             continue

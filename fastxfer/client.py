@@ -40,6 +40,7 @@ BACKOFF_MAX = 5.0
 SMALL_FILE = 256 << 10
 BUNDLE_BYTES = 4 << 20
 BUNDLE_FILES = 1024
+IDLE_SYNC = 30.0  # an idle stream says so well inside the server's idle limit
 
 
 Source = Entry
@@ -203,6 +204,8 @@ class Sender:
         self.files_done = self.files_total = 0
         self.bundle_numbers = itertools.count(1)
         self.bundle_results: list[Result] = []
+        self.bundles: list[Bundle] = []
+        self.settled: set[int] = set()
         self.checksum = False
         self.dry_run = False
         self.forced: set[int] = set()  # files the server must not skip by size and time
@@ -223,7 +226,7 @@ class Sender:
         if self.dry_run or self.checksum:
             verdicts = self._ask(sources)
             if self.dry_run:
-                return verdicts
+                return results + verdicts
             results += [r for r in verdicts if r.status != "send"]
             sources = [r.src for r in verdicts if r.status == "send"]
             self.forced = {id(s) for s in sources}
@@ -244,7 +247,8 @@ class Sender:
             background.append(threading.Thread(target=self._each, args=(self._whole_sha256, files), daemon=True))
         for t in background:
             t.start()
-        estimate = self.jobs.qsize() + (sum(s.size for s in small) // BUNDLE_BYTES + 1 if small else 0)
+        estimate = self.jobs.qsize() + (max(sum(s.size for s in small) // BUNDLE_BYTES,
+                                            len(small) // BUNDLE_FILES) + 1 if small else 0)
         self.streams_wanted = min(self.streams_wanted or auto_streams(estimate), max(1, estimate))
         # At least one stream while resumed chunks are being checked: one that
         # differs from the server's record has to be sent again.
@@ -261,8 +265,13 @@ class Sender:
             while self.bundles_left and self.fatal is None:
                 self.cond.wait(0.5)
                 self._check_control()
-                keep_alive(self.control)
-        results += self.bundle_results
+                self._keep_alive()
+            results += self.bundle_results
+            # Bundles that never got an answer: each of their files is reported.
+            for bundle in self.bundles:
+                if bundle.number not in self.settled:
+                    results += [Result(src, "failed", self.fatal or PartialError("not sent"))
+                                for src in bundle.entries]
         for t in threads + background:
             t.join(timeout=5)
         if self.dirs and self.fatal is None:
@@ -333,8 +342,9 @@ class Sender:
     def _queue_bundle(self, entries: list[Source]) -> None:
         with self.cond:
             self.bundles_left += 1
-            number = next(self.bundle_numbers)
-        self.jobs.put((Bundle(number, entries), -1))
+            bundle = Bundle(next(self.bundle_numbers), entries)
+            self.bundles.append(bundle)
+        self.jobs.put((bundle, -1))
         self._start_streams()
 
     def _start_streams(self) -> None:
@@ -366,6 +376,7 @@ class Sender:
                     self.bundle_results.append(Result(src, "stored" if status == 0 else "unchanged",
                                                       sha256=bundle.digests.get(id(src)) if self.want_sha256 else None))
             self.bundles_left -= 1
+            self.settled.add(bundle.number)
             self._files_done(len(bundle.entries))
             self.cond.notify_all()
 
@@ -625,6 +636,7 @@ class Sender:
         plain = bytearray(self.max_chunk + frames.DIGEST)
         out = bytearray(self.max_chunk + frames.DIGEST + frames.TAG)
         synced = True
+        last_sent = time.monotonic()
         try:
             while True:
                 if reader_error:
@@ -636,9 +648,11 @@ class Sender:
                         pending = bool(inflight)
                     if not pending and self._finished():
                         return
-                    if pending and not synced:
+                    if (pending and not synced) or time.monotonic() - last_sent > IDLE_SYNC:
+                        # Make what was sent durable; an idle stream also says it is
+                        # alive, well inside the server's idle limit.
                         send_sync(conn, sealer)
-                        synced = True
+                        synced, last_sent = True, time.monotonic()
                     acked.wait(0.2)
                     acked.clear()
                     with lock:  # the last acknowledgement may have just come: leave at once
@@ -657,6 +671,7 @@ class Sender:
                         inflight[(b"bundle", job.number)] = (job, -1, failed)
                     conn.send(frames.frame_prefix(frames.BUNDLE, header, len(payload)),
                               sealer.seal(bytes([frames.BUNDLE]) + header, payload))
+                    last_sent = time.monotonic()
                     self._sent(job.size)  # file bytes, as the bar counts them
                     continue
                 try:
@@ -677,6 +692,7 @@ class Sender:
                 conn.send(frames.frame_prefix(frames.DATA, header, length + frames.DIGEST),
                           memoryview(out)[:sealed_len])
                 synced = False
+                last_sent = time.monotonic()
                 self._sent(length)
                 if self.jobs.empty() or index == job.count - 1:
                     send_sync(conn, sealer)
@@ -696,12 +712,14 @@ class Sender:
                     self.cond.wait(0.5)
                     if not self.ready:
                         self._check_control()
-                        keep_alive(self.control)
+                        self._keep_alive()
                 if self.fatal is not None and not self.ready:
                     break
                 ready = [f for f in self.ready if f.error or not self.want_sha256 or f.sha256]
-                if not ready:
+                if not ready:  # waiting for whole-file hashes: keep the session alive meanwhile
                     self.cond.wait(0.1)
+                    self._check_control()
+                    self._keep_alive()
                     continue
                 self.ready = [f for f in self.ready if f not in ready]
             batch = []
@@ -719,6 +737,17 @@ class Sender:
         for job in left:
             results.append(Result(job.src, "failed", self.fatal or PartialError("not sent")))
         return results
+
+    def _keep_alive(self) -> None:
+        """Ping the server, without holding the lock the stream threads need."""
+        self.cond.release()
+        try:
+            keep_alive(self.control)
+        except FxError as exc:
+            self.fatal = self.fatal or ConnectError(
+                f"the server ended the session ({exc.message}); run the same send again to resume")
+        finally:
+            self.cond.acquire()
 
     def _check_control(self) -> None:
         """Between calls the server has nothing to say: anything readable is its end."""

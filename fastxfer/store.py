@@ -795,6 +795,7 @@ class Store:
                 version = self._keep_old(db, parent, client, parts, digest)
                 if version == "unchanged":
                     self._touch(db, parent, client, parts, meta["mode"], meta["mtime_ns"])
+                    db.commit()
                     self.discard(client, fid)
                     return Stored(path, "unchanged", None)
                 os.rename(name + b".data", parts[-1], src_dir_fd=base, dst_dir_fd=parent)
@@ -853,15 +854,12 @@ class Store:
     @staticmethod
     def _touch(db: sqlite3.Connection, parent: int, client: str, parts: list[bytes], mode: int, mtime_ns: int) -> None:
         """Same content, new time or mode: take them, so the next send skips it by size and time."""
-        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW, dir_fd=parent)
-        try:
-            os.fchmod(fd, (mode & 0o777) | 0o400)
-            os.utime(fd, ns=(mtime_ns, mtime_ns))
-        finally:
-            os.close(fd)
+        # By name: a copy stored without owner read cannot be opened to be fixed.
+        # _keep_old has just seen a regular file there.
+        os.chmod(parts[-1], (mode & 0o777) | 0o400, dir_fd=parent)
+        os.utime(parts[-1], ns=(mtime_ns, mtime_ns), dir_fd=parent, follow_symlinks=False)
         db.execute("UPDATE files SET mtime_ns=?, mode=? WHERE client=? AND path=?",
-                   (mtime_ns, mode, client, b"/".join(parts)))
-        db.commit()
+                   (mtime_ns, mode, client, b"/".join(parts)))  # the caller commits
 
     @staticmethod
     def _record(db: sqlite3.Connection, client: str, raw: bytes, meta: dict, digest: bytes,

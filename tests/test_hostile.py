@@ -178,3 +178,19 @@ def test_bad_frames_on_an_authenticated_stream(tmp_path: Path, server, client) -
     assert "out of bounds" in log and "failed authentication" in log and "digest does not match" in log
     f = make_file(tmp_path / "ok.bin", 1 << 20)
     assert client.send(server, f).returncode == 0
+
+
+def test_small_files_that_never_went_through_are_each_reported(tmp_path: Path, server, client) -> None:
+    top = tmp_path / "smalls"
+    for i in range(20):
+        make_file(top / f"f{i}", 5000, seed=i)
+    relay = Relay(server.port, flip_at(10, times=10**9))  # every stream damaged from its start
+    try:
+        fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
+        done = fx(client.home, "send", top, "--to", f"127.0.0.1:{relay.port}", "--streams", "1", timeout=120)
+    finally:
+        relay.close()
+    assert done.returncode == 9, done.stderr  # the folder itself was made
+    assert "0 files stored and verified, 0 unchanged, 20 failed" in done.stdout
+    assert "(20 files)" in done.stderr and len(done.stderr.splitlines()) == 1
+    assert not (server.root / "laptop" / "smalls" / "f0").exists()
