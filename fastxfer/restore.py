@@ -329,6 +329,8 @@ class Getter:
         if job is None:
             raise ProtocolError("server sent a chunk that was not asked for")
         f, index = job
+        if length != layout.chunk_span(f.size, f.chunk, index)[1]:
+            raise ProtocolError("server sent a chunk of another length than was asked for")
         data, digest = plain[:length], bytes(plain[length:])
         if hashlib.sha256(data).digest() != digest:
             raise ProtocolError("a restored chunk does not match its digest")
