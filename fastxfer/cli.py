@@ -15,7 +15,6 @@ import os
 import re
 import sys
 import time
-from pathlib import Path
 
 from .errors import FxError, RefusedError, UsageError
 
@@ -286,8 +285,8 @@ def cmd_send(args: argparse.Namespace) -> int:
     started = time.monotonic()
     welcome = control.connect()
     show = sys.stderr.isatty() and not args.quiet
-    sender = Sender(control, welcome, args.streams, args.chunk_size, args.sha256, show)
-    sender.checksum, sender.dry_run = args.checksum, args.dry_run
+    sender = Sender(control, welcome, args.streams, args.chunk_size, args.sha256, show,
+                    checksum=args.checksum, dry_run=args.dry_run)
     try:
         results = sender.run(sources)
         if args.receipts and not args.dry_run:

@@ -183,7 +183,8 @@ def auto_streams(chunks: int) -> int:
 
 class Sender:
     def __init__(self, control: ControlClient, welcome: Welcome, streams: int | None,
-                 chunk: int | None, want_sha256: bool, show_progress: bool) -> None:
+                 chunk: int | None, want_sha256: bool, show_progress: bool,
+                 checksum: bool = False, dry_run: bool = False) -> None:
         self.control = control
         self.welcome = welcome
         self.streams_wanted = streams
@@ -206,8 +207,8 @@ class Sender:
         self.bundle_results: list[Result] = []
         self.bundles: list[Bundle] = []
         self.settled: set[int] = set()
-        self.checksum = False
-        self.dry_run = False
+        self.checksum = checksum
+        self.dry_run = dry_run
         self.forced: set[int] = set()  # files the server must not skip by size and time
 
     # -------------------------------------------------------------- plan

@@ -85,9 +85,19 @@ class ClientList:
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / CLIENTS_FILE
+        self._seen: tuple[tuple[int, int, int], dict[str, str]] | None = None
 
     def all(self) -> dict[str, str]:
-        return _load(self.path)
+        # Workers ask on every stream frame that does work; the file is
+        # re-read only when it was replaced (_save renames a new one in).
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return {}
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if self._seen is None or self._seen[0] != stamp:
+            self._seen = (stamp, _load(self.path))
+        return dict(self._seen[1])
 
     def name_of(self, fp: bytes) -> str | None:
         return self.all().get(fp.hex())

@@ -43,6 +43,8 @@ from pathlib import Path
 
 import psutil
 
+from throughput_core import code_state, filesystem_of, parse_size, sha256_file  # shared with the other perf scripts
+
 MiB = 1 << 20
 GiB = 1 << 30
 REPO = Path(__file__).resolve().parent.parent
@@ -54,21 +56,8 @@ BLOCK = 64 * MiB  # random block repeated to make the file
 STOP_GRACE = 10.0
 
 
-def parse_size(text: str) -> int:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text, re.I)
-    if not m:
-        raise argparse.ArgumentTypeError(f"bad size {text!r} (use e.g. 512M, 4G)")
-    return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2).lower() or " "))
 
 
-def filesystem_of(path: Path) -> str:
-    best = ("?", "/")
-    with open("/proc/self/mounts") as mounts:
-        for line in mounts:
-            _dev, mnt, fstype, *_ = line.split()
-            if (str(path) == mnt or str(path).startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best[1]):
-                best = (fstype, mnt)
-    return f"{best[0]} on {best[1]}"
 
 
 def make_file(path: Path, size: int) -> str:
@@ -95,26 +84,8 @@ def make_file(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def code_state(code: Path) -> dict:
-    """Which fastxfer was measured: a hash of the package's files in `code` as they were on
-    disk, and the repository's HEAD and dirtiness (which describe the code that ran only
-    when `code` is the repository; its working tree may change while a run goes on)."""
-    def git(*a: str) -> str:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
-        return ""
-    h = hashlib.sha256()
-    for f in sorted((code / "fastxfer").glob("*.py")):
-        h.update(f.name.encode() + b"\0" + f.read_bytes())
-    dirty = git("status", "--porcelain", "--", "fastxfer")
-    return {"dir": str(code), "head": git("rev-parse", "--short", "HEAD"), "fastxfer_dirty": bool(dirty),
-            "fastxfer_sha256": h.hexdigest()[:16]}
 
 
 def proc_status(pid: int) -> dict[str, int]:
@@ -354,8 +325,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"| {r['role']} | {r['pid']} | {idle_txt} | {r['peak_rss_mib']:.0f} | {r['vmhwm_mib']:.0f} | "
                   f"{r['anon_mib']:.0f} / {r['file_mib']:.0f} / {r['shmem_mib']:.0f} | "
                   f"{'yes' if r['under_target'] else 'NO'} |")
-        print(f"\ncode: {code_dir}, content {code_after['fastxfer_sha256']}; repository HEAD {code_after['head']}, "
-              f"fastxfer/ {'with uncommitted changes' if code_after['fastxfer_dirty'] else 'clean'}"
+        print(f"\ncode: {code_dir}, content {code_after['fastxfer_sha256']}; repository HEAD {code_after['repo_head']}, "
+              f"fastxfer/ {'with uncommitted changes' if code_after['repo_fastxfer_dirty'] else 'clean'}"
               + ("; CHANGED DURING THE RUN" if code_before["fastxfer_sha256"] != code_after["fastxfer_sha256"] else ""))
         if client_out:
             print(f"client said: {client_out.splitlines()[-1]}")

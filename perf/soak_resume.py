@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import platform
@@ -55,6 +54,8 @@ from pathlib import Path
 
 import psutil
 
+from throughput_core import code_state, filesystem_of, parse_size, sha256_file, tail  # shared with the other perf scripts
+
 MiB = 1 << 20
 KiB = 1 << 10
 REPO = Path(__file__).resolve().parent.parent
@@ -67,48 +68,14 @@ SEND_TIMEOUT = 120.0  # a send of the default 128 MiB takes about a second
 CLIENT_EXIT_WAIT = 60.0  # after the server dies, the client should give up on its own
 
 
-def parse_size(text: str) -> int:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text, re.I)
-    if not m:
-        raise argparse.ArgumentTypeError(f"bad size {text!r} (use e.g. 128M)")
-    return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2).lower() or " "))
 
 
-def filesystem_of(path: Path) -> str:
-    best = ("?", "/")
-    with open("/proc/self/mounts") as mounts:
-        for line in mounts:
-            _dev, mnt, fstype, *_ = line.split()
-            if (str(path) == mnt or str(path).startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best[1]):
-                best = (fstype, mnt)
-    return f"{best[0]} on {best[1]}"
 
 
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def tail(path: Path, lines: int = 3) -> str:
-    with contextlib.suppress(OSError):
-        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
-    return ""
 
 
-def code_state(code: Path) -> dict:
-    """Which fastxfer ran: a hash of the package's files in `code`, and the repository's HEAD
-    and dirtiness (which describe the code that ran only when `code` is the repository)."""
-    def git(*a: str) -> str:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
-        return ""
-    h = hashlib.sha256()
-    for f in sorted((code / "fastxfer").glob("*.py")):
-        h.update(f.name.encode() + b"\0" + f.read_bytes())
-    return {"dir": str(code), "repo_head": git("rev-parse", "--short", "HEAD"),
-            "repo_fastxfer_dirty": bool(git("status", "--porcelain", "--", "fastxfer")),
-            "fastxfer_sha256": h.hexdigest()[:16]}
 
 
 # --------------------------------------------------------------------------

@@ -97,6 +97,22 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def code_state(code: Path) -> dict:
+    """Which fastxfer ran: a hash of the package's files in `code`, and the repository's HEAD
+    and dirtiness (which describe the code that ran only when `code` is the repository)."""
+    def git(*a: str) -> str:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        return ""
+    h = hashlib.sha256()
+    for f in sorted((code / "fastxfer").glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return {"dir": str(code), "repo_head": git("rev-parse", "--short", "HEAD"),
+            "repo_fastxfer_dirty": bool(git("status", "--porcelain", "--", "fastxfer")),
+            "fastxfer_sha256": h.hexdigest()[:16]}
+
+
 def free_port() -> int:
     """A port that was free a moment ago (tiny race accepted: loopback only)."""
     with socket.socket() as s:

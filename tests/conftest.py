@@ -147,3 +147,19 @@ def files_under(root: Path) -> list[str]:
         for name in dirnames + filenames:
             out.append(os.path.relpath(os.path.join(dirpath, name), root))
     return sorted(out)
+
+
+def wait_for(predicate, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def start_send(client, relay, *args) -> subprocess.Popen:
+    """A send through a relay (tests/relay.py), left running."""
+    return subprocess.Popen(FX + ["send", *map(str, args), "--to", f"127.0.0.1:{relay.port}"],
+                            env=dict(os.environ, FASTXFER_HOME=str(client.home)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 Mutate = Callable[[int, bytes, int, bytes], "bytes | None"]
@@ -111,5 +112,26 @@ def cut_at(position: int, times: int = 1) -> Mutate:
                 return data
             hits.add(index)
         return None
+
+    return mutate
+
+
+def throttled(bytes_per_second: float):
+    """Pass data through at about the given rate, so a kill lands mid-transfer."""
+
+    def mutate(index: int, first: bytes, offset: int, data: bytes) -> bytes:
+        if first[:4] == b"FXS1":
+            time.sleep(len(data) / bytes_per_second)
+        return data
+
+    return mutate
+
+
+def stalling(gate: threading.Event, stalled: threading.Event):
+    def mutate(index: int, first: bytes, offset: int, data: bytes) -> bytes:
+        if first[:4] == b"FXS1" and offset > 0:
+            stalled.set()
+            gate.wait(30)
+        return data
 
     return mutate

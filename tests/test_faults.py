@@ -18,22 +18,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import FX, files_under, fx, make_client, make_file, sha256_file, start_server
-from relay import Relay, cut_at, passthrough
+from conftest import (FX, files_under, fx, make_client, make_file, sha256_file, start_send, start_server,
+                      wait_for)
+from relay import Relay, cut_at, passthrough, stalling, throttled
 
 CHUNK = 1 << 20
 SIZE = 64 << 20
-
-
-def throttled(bytes_per_second: float):
-    """Pass data through at about the given rate, so a kill lands mid-transfer."""
-
-    def mutate(index: int, first: bytes, offset: int, data: bytes) -> bytes:
-        if first[:4] == b"FXS1":
-            time.sleep(len(data) / bytes_per_second)
-        return data
-
-    return mutate
 
 
 def recorded_chunks(server) -> int:
@@ -46,23 +36,8 @@ def recorded_chunks(server) -> int:
     return total
 
 
-def wait_for(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def send_via(client, relay: Relay, *args, timeout: float = 120) -> subprocess.CompletedProcess:
     return fx(client.home, "send", *args, "--to", f"127.0.0.1:{relay.port}", timeout=timeout)
-
-
-def start_send(client, relay: Relay, *args) -> subprocess.Popen:
-    return subprocess.Popen(FX + ["send", *map(str, args), "--to", f"127.0.0.1:{relay.port}"],
-                            env=dict(os.environ, FASTXFER_HOME=str(client.home)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def resend_counts_only_missing(client, server, src: Path, recorded: int) -> None:
@@ -130,16 +105,6 @@ def test_cut_stream_is_reopened_in_the_same_invocation(tmp_path: Path, server, c
     assert done.returncode == 0, done.stderr
     assert sha256_file(server.root / "laptop" / "big.bin") == sha256_file(src)
     assert relay.count >= 3  # control, the cut stream, its reopening
-
-
-def stalling(gate: threading.Event, stalled: threading.Event):
-    def mutate(index: int, first: bytes, offset: int, data: bytes) -> bytes:
-        if first[:4] == b"FXS1" and offset > 0:
-            stalled.set()
-            gate.wait(30)
-        return data
-
-    return mutate
 
 
 def test_file_changed_while_sent_is_not_stored(tmp_path: Path, server, client) -> None:

@@ -70,7 +70,7 @@ def test_same_plaintext_never_same_ciphertext() -> None:
 
 def test_out_of_order_fails() -> None:
     sealer, opener = Sealer(KEY, C2S), Opener(KEY, C2S)
-    a = sealer.seal(AAD, b"a")
+    sealer.seal(AAD, b"a")  # the first frame, never delivered
     b = sealer.seal(AAD, b"b")
     with pytest.raises(ProtocolError):
         opener.open(AAD, b)

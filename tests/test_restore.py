@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from conftest import fx, make_client, make_file, sha256_file
 from test_tree import snapshot
 
 
-def get(client, server, *args) -> "subprocess.CompletedProcess":  # noqa: F821
+def get(client, server, *args) -> subprocess.CompletedProcess:
     return fx(client.home, "get", *args, "--from", server.address, timeout=300)
 
 
@@ -156,8 +157,6 @@ def test_plan_refuses_what_a_server_should_never_name(tmp_path: Path) -> None:
 
 
 def test_check_finds_what_changed_on_disk_and_sums_match_sha256sum(tmp_path: Path, server, client) -> None:
-    import subprocess
-
     top = tmp_path / "docs"
     make_file(top / "a.bin", 300, seed=1)
     make_file(top / "big.bin", 5 << 20, seed=2)  # chunked: its plain SHA-256 is made by check/sums

@@ -10,16 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import make_client, make_file, sha256_file, start_server
-
-
-def wait_for(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
+from conftest import make_client, make_file, sha256_file, start_server, wait_for
 
 
 def test_killed_worker_is_replaced_and_serving_goes_on(tmp_path: Path, server, client) -> None:

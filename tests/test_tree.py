@@ -158,9 +158,8 @@ def test_dry_run_sends_nothing_and_checksum_finds_same_time_changes(tmp_path: Pa
 def test_a_file_that_vanishes_before_it_is_read_fails_alone(tmp_path: Path, server, client) -> None:
     import threading
 
-    from conftest import fx
-    from relay import Relay
-    from test_faults import stalling
+    from conftest import fx, start_send
+    from relay import Relay, stalling
 
     top = tmp_path / "v"
     make_file(top / "big.bin", 2 << 20)
@@ -170,14 +169,7 @@ def test_a_file_that_vanishes_before_it_is_read_fails_alone(tmp_path: Path, serv
     relay = Relay(server.port, stalling(gate, stalled))
     try:
         fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
-        import subprocess
-
-        from conftest import FX
-
-        proc = subprocess.Popen(FX + ["send", str(top), "--to", f"127.0.0.1:{relay.port}", "--streams", "1",
-                                      "--chunk-size", "64K"],
-                                env=dict(os.environ, FASTXFER_HOME=str(client.home)),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = start_send(client, relay, top, "--streams", "1", "--chunk-size", "64K")
         assert stalled.wait(30)
         (top / "small3").unlink()  # listed, not yet read
         gate.set()
