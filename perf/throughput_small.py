@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Small-files benchmark: a tree of many small files, and one 1-byte file, on 127.0.0.1.
 
-Two workloads, built on throughput_core.py (its private sshd, its fastxfer
-server, its process-tree measurement):
+Two workloads, built on harness.py (the private sshd, the fastxfer server,
+the process-tree measurement). throughput.py runs both next to the big-file
+and many-clients workloads; this script stays for its results' sake:
 
 * tree: 10,000 files of 16 KiB in 100 folders (random bytes, written once),
   sent by `rsync -a` over the private sshd, by `tar -cf - | ssh "tar -xf -"`,
@@ -23,13 +24,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import os
 import re
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,47 +37,10 @@ from typing import Callable
 
 import psutil
 
-import throughput_core as core
-from rss_bigfile import code_state
-from throughput_core import MiB, REPO, RESULTS, SetupError
+import harness as core
+from harness import MiB, REPO, RESULTS, SetupError, code_state
 
 KiB = 1 << 10
-
-
-# --------------------------------------------------------------------------
-# Source and verification
-# --------------------------------------------------------------------------
-
-def make_tree(top: Path, files: int, dirs: int, size: int) -> dict[str, str]:
-    """`files` random files of `size` bytes spread evenly over `dirs` folders below
-    `top`; returns {relative path: SHA-256}."""
-    expected = {}
-    for i in range(files):
-        rel = f"d{i * dirs // files:03d}/f{i:05d}.bin"
-        path = top / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = os.urandom(size)
-        path.write_bytes(data)
-        expected[rel] = hashlib.sha256(data).hexdigest()
-    return expected
-
-
-def verify(landing: Path, expected: dict[str, str]) -> str:
-    """'' when `landing` holds exactly the expected files with the expected SHA-256,
-    else a one-line reason."""
-    found = {}
-    for dirpath, _dirs, names in os.walk(landing):
-        for name in names:
-            path = Path(dirpath, name)
-            found[path.relative_to(landing).as_posix()] = path
-    missing = expected.keys() - found.keys()
-    extra = found.keys() - expected.keys()
-    wrong = sorted(rel for rel in expected.keys() & found.keys()
-                   if core.sha256_file(found[rel]) != expected[rel])
-    problems = [f"{len(s)} {what} (e.g. {sorted(s)[0]})"
-                for s, what in ((missing, "missing"), (extra, "extra"), (wrong, "SHA-256 differs"))
-                if s]
-    return "; ".join(problems)
 
 
 # --------------------------------------------------------------------------
@@ -96,12 +58,6 @@ class Contender:
     server_pid: Callable[[], int]  # root of the server's process tree, now
     log_dir: Path
     cwd: Path = REPO
-
-
-def empty_folder(path: Path, create: bool = True) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-    if create:
-        path.mkdir(parents=True)
 
 
 @dataclass
@@ -132,7 +88,7 @@ class Peers:
         ssh = shlex.join(self.ssh_cmd())
         cmd = ["rsync", "-a", "-e", ssh, src, f"root@127.0.0.1:{dest}/"]
         return Contender(name, cmd, dict(os.environ), dest,
-                         lambda: empty_folder(dest, create), self.sshd_pid, self.ssh.conf_dir)
+                         lambda: core.empty_folder(dest, create), self.sshd_pid, self.ssh.conf_dir)
 
 
 def start_peers(args, work: Path, byte_src: Path, stack: contextlib.ExitStack) -> tuple[Peers, list[core.Tool]]:
@@ -178,7 +134,7 @@ def tree_contenders(peers: Peers, names: list[str], tree: Path) -> list[Contende
             pipeline = (f"tar -C {shlex.quote(str(tree.parent))} -cf - {shlex.quote(tree.name)} | "
                         f"{shlex.join(peers.ssh_cmd())} root@127.0.0.1 {shlex.quote(remote)}")
             out.append(Contender("tar over ssh", ["sh", "-c", pipeline], dict(os.environ), d / tree.name,
-                                 lambda d=d: empty_folder(d), peers.sshd_pid, peers.ssh.conf_dir))
+                                 lambda d=d: core.empty_folder(d), peers.sshd_pid, peers.ssh.conf_dir))
         elif name == "fastxfer" and peers.fx:  # DIR (no slash): lands as <root>/<client>/<tree name>
             out.append(peers.fx_contender("fastxfer (auto)", tree,
                                           peers.fx.root / core.CLIENT_NAME / tree.name))
@@ -197,7 +153,7 @@ def byte_contenders(peers: Peers, names: list[str], src: Path, scp_tools: list[c
         if name == "scp":  # throughput_core's scp command (aes128-gcm, BatchMode), into DEST/
             tool = scp_tools[0]
             d = tool.dest.parent
-            out.append(Contender("scp", tool.client_cmd, tool.env, d, lambda d=d: empty_folder(d),
+            out.append(Contender("scp", tool.client_cmd, tool.env, d, lambda d=d: core.empty_folder(d),
                                  peers.sshd_pid, tool.log_dir))
         elif name == "rsync":
             out.append(peers.rsync("rsync -a", str(src), dest / "rsync-byte", create=True))
@@ -219,7 +175,7 @@ def run_once(c: Contender, workload: str, expected: dict[str, str], rnd: int, ti
     log = c.log_dir / f"{workload}-{rnd}-{slug}.log"
     t = core.timed_client(c.cmd, c.env, c.cwd, log, c.server_pid(), timeout)
     # Verify after the clock stopped: hashing is ours, not part of the timing.
-    error = verify(c.landing, expected) if t.returncode == 0 else f"exit {t.returncode}: {core.tail(log)}"
+    error = core.verify(c.landing, expected) if t.returncode == 0 else f"exit {t.returncode}: {core.tail(log)}"
     return {
         "workload": workload, "tool": c.name, "round": rnd, "ok": t.returncode == 0,
         "verified": not error, "error": error, "wall_s": round(t.wall_s, 4),
@@ -301,16 +257,6 @@ def markdown_table(rows: list[dict], baseline: str, per_second: bool) -> str:
     return "\n".join(lines)
 
 
-def tool_versions() -> dict[str, str]:
-    def first_line(cmd: list[str]) -> str:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
-            return (done.stdout or done.stderr).strip().splitlines()[0]
-        return "?"
-    return {"rsync": first_line(["rsync", "--version"]), "ssh": first_line(["ssh", "-V"]),
-            "tar": first_line(["tar", "--version"])}
-
-
 # --------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------
@@ -351,7 +297,7 @@ def main(argv: list[str]) -> int:
         src = work / "src"
         tree, byte_src = src / "tree", src / "byte.bin"
         t0 = time.monotonic()
-        expected_tree = make_tree(tree, args.files, args.dirs, args.file_size) if "tree" in workloads else {}
+        expected_tree = core.make_tree(tree, args.files, args.dirs, args.file_size) if "tree" in workloads else {}
         byte_src.write_bytes(os.urandom(1))
         expected_byte = {byte_src.name: core.sha256_file(byte_src)}
         print(f"work folder {work} ({fs}); tree of {args.files} files × {args.file_size} B in {args.dirs} "
@@ -367,7 +313,7 @@ def main(argv: list[str]) -> int:
         jlog.write("meta", stamp=stamp, filesystem=fs, cpus=psutil.cpu_count(), python=args.python,
                    files=args.files, dirs=args.dirs, file_size=args.file_size, runs=args.runs,
                    byte_runs=args.byte_runs, warmup=args.warmup, loadavg=os.getloadavg(),
-                   versions=tool_versions(), code=code, skipped=peers.skipped,
+                   versions=core.tool_versions(), code=code, skipped=peers.skipped,
                    cmds={w: {c.name: c.cmd for c in p[0]} for w, p in plan.items()})
         all_ok, tables = True, []
         for workload, (contenders, expected, runs, baseline) in plan.items():
@@ -391,8 +337,8 @@ def main(argv: list[str]) -> int:
         changed = code_after["fastxfer_sha256"] != code["fastxfer_sha256"]
         jlog.write("end", code=code_after, code_changed_during_run=changed)
         print(f"\n{fs}, {psutil.cpu_count()} CPUs, results {jlog.path.relative_to(REPO)}; fastxfer from "
-              f"{args.code} (content {code['fastxfer_sha256']}, HEAD {code['head']}"
-              f"{', fastxfer/ with uncommitted changes' if code['fastxfer_dirty'] else ''})"
+              f"{args.code} (content {code['fastxfer_sha256']}, HEAD {code['repo_head']}"
+              f"{', fastxfer/ with uncommitted changes' if code['repo_fastxfer_dirty'] else ''})"
               + ("; FASTXFER CODE CHANGED DURING THE RUN" if changed else "") + "\n")
         print("\n\n".join(tables))
         return 0 if all_ok else 1
