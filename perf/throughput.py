@@ -60,6 +60,9 @@ KiB = 1 << 10
 WORKLOADS = ("big", "tree", "byte", "clients")
 TOOLS = ("scp", "rsync", "tar-ssh", "tar-nc", "fastxfer")
 BASELINE = {"big": "scp", "tree": "rsync -a", "byte": "scp", "clients": "fastxfer, 1 client"}
+WORKLOAD_TOOLS = {"big": ("scp", "rsync", "tar-nc", "fastxfer"),
+                  "tree": ("rsync", "tar-ssh", "tar-nc", "fastxfer"),
+                  "byte": ("scp", "rsync", "fastxfer"), "clients": ("fastxfer",)}
 AUTO_WITHIN = 0.15  # the automatic stream count should be within 15 % of the best fixed one
 
 
@@ -111,7 +114,8 @@ class Peers:
         self.fx: h.FastxferPeer | None = None
         self.nc: h.Netcat | None = None
         self.fx_clients: dict[str, dict[str, str]] = {}  # client name -> its environment
-        wanted = set(args.tools)
+        used = {t for w in args.workloads for t in WORKLOAD_TOOLS[w]}
+        wanted = self.wanted = set(args.tools) & used  # start only the servers some workload needs
         if wanted & {"scp", "rsync", "tar-ssh"}:
             peer = h.ScpPeer(work, work / "none")
             stack.callback(peer.stop)  # registered first: a half-started sshd is stopped too
@@ -146,7 +150,7 @@ class Peers:
                 self.skip("fastxfer", str(e))
 
     def skip(self, tool: str, reason: str) -> None:
-        if tool in self.args.tools and tool not in self.skipped:
+        if tool in self.wanted and tool not in self.skipped:
             self.skipped[tool] = reason
             print(f"skipping {tool}: {reason}", file=sys.stderr)
 
@@ -244,9 +248,9 @@ def contenders_for(workload: str, peers: Peers, src, dest: Path, streams: list[s
                 c.nbytes, c.nfiles = sum(s.nbytes for s in group), sum(s.nfiles for s in group)
                 out.append(c)
         return out
-    peer_tools = {"big": ["scp", "rsync", "tar-nc"], "tree": ["rsync", "tar-ssh", "tar-nc"],
-                  "byte": ["scp", "rsync"]}[workload]
-    for tool in peer_tools:
+    for tool in WORKLOAD_TOOLS[workload]:
+        if tool == "fastxfer":
+            continue
         if not peers.can(tool):
             continue
         d = dest / tool
@@ -580,8 +584,9 @@ def main(argv: list[str]) -> int:
         peers = Peers(args, work, stack)
         plan = {w: contenders_for(w, peers, sources[w], dest / w, args.streams) for w in args.workloads}
         code = h.code_state(args.code)
+        versions = h.tool_versions()
         jlog.write("meta", stamp=stamp, filesystem=fs, work=str(work), cpus=psutil.cpu_count(),
-                   python=args.python, argv=argv, loadavg=os.getloadavg(), versions=h.tool_versions(),
+                   python=args.python, argv=argv, loadavg=os.getloadavg(), versions=versions,
                    nc_variant=peers.nc.variant if peers.nc else None, code=code, skipped=peers.skipped,
                    args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                    cmds={w: {c.name: c.cmds for c in cs} for w, cs in plan.items()})
@@ -658,6 +663,8 @@ def main(argv: list[str]) -> int:
               f"{code['repo_head']})" + ("; FASTXFER CODE CHANGED DURING THE RUN" if changed else ""))
         print(f"results: {jlog.path.relative_to(REPO)}"
               + (f", chart: {svg_path.relative_to(REPO)}" if svg_path.exists() else ""))
+        print("peers: " + "; ".join(f"{k} {v}" for k, v in versions.items() if v != "?")
+              + (f"; nc variant {peers.nc.variant}" if peers.nc else ""))
         for tool, reason in peers.skipped.items():
             print(f"skipped {tool}: {reason}")
         print()
