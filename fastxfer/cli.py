@@ -259,12 +259,42 @@ def cmd_receipt(args: argparse.Namespace) -> int:
     return 0
 
 
+class Background:
+    """One call run in a thread; result() returns its value or raises its exception here."""
+
+    def __init__(self, fn) -> None:
+        import threading
+
+        self._value = self._error = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn) -> None:
+        try:
+            self._value = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller of result()
+            self._error = exc
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _connect(host: str, port: int):
+    from .identity import home, load_or_create
+    from .session import ControlClient
+    from .trust import PinList
+
+    control = ControlClient(host, port, load_or_create(), PinList(home()))
+    return control, control.connect()
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     from .client import Sender, human
     from .tree import display, walk
-    from .identity import home, load_or_create
-    from .session import ControlClient
-    from .trust import PinList, parse_address
+    from .trust import parse_address
 
     if args.streams is not None and not 1 <= args.streams <= 64:
         raise UsageError("--streams must be between 1 and 64")
@@ -277,13 +307,15 @@ def cmd_send(args: argparse.Namespace) -> int:
         except RefusedError as exc:
             raise UsageError(f"--dest: {exc.message}") from None
     host, port = parse_address(args.to)
+    started = time.monotonic()
+    # The handshake waits on the network while the walk waits on the disk:
+    # they overlap. A walk that fails ends the command; the process's exit
+    # closes a session that was still being opened.
+    connecting = Background(lambda: _connect(host, port))
     sources, skipped = walk(args.files, args.dest, args.exclude, args.follow_links)
     for s in skipped:
         print(f"WARNING: {display(s.local)}: {s.reason}", file=sys.stderr)
-    ident = load_or_create()
-    control = ControlClient(host, port, ident, PinList(home()))
-    started = time.monotonic()
-    welcome = control.connect()
+    control, welcome = connecting.result()
     show = sys.stderr.isatty() and not args.quiet
     sender = Sender(control, welcome, args.streams, args.chunk_size, args.sha256, show,
                     checksum=args.checksum, dry_run=args.dry_run)

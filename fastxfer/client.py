@@ -155,15 +155,21 @@ def changed(job: FileJob) -> LocalFileError:
     return LocalFileError(f"{job.src.local}: changed while it was sent; not stored (send it again)")
 
 
-def batches(sources: list[Source], max_bytes: int = 1 << 20) -> Iterator[list[Source]]:
-    """Slices that fit one control message: bounded in count and in bytes of names."""
+def batches(sources: list[Source], max_bytes: int = 1 << 20, first: int = frames.MAX_BATCH) -> Iterator[list[Source]]:
+    """Slices that fit one control message: bounded in count and in bytes of names.
+
+    With *first*, the first slice is that small and later ones double up to the
+    bound, so that work on the answer to the first can start early.
+    """
     batch: list[Source] = []
     size = 0
+    limit = max(1, min(first, frames.MAX_BATCH))
     for s in sources:
         cost = 2 * (len(s.remote) + len(s.target or "")) + 200  # JSON may escape a name
-        if batch and (len(batch) >= frames.MAX_BATCH or size + cost > max_bytes):
+        if batch and (len(batch) >= limit or size + cost > max_bytes):
             yield batch
             batch, size = [], 0
+            limit = min(2 * limit, frames.MAX_BATCH)
         batch.append(s)
         size += cost
     if batch:
@@ -255,7 +261,7 @@ class Sender:
         # differs from the server's record has to be sent again.
         if self.jobs.qsize() or any(f.have for f in files):
             self._start_streams()
-        for batch in batches(small):
+        for batch in batches(small, first=BUNDLE_FILES // 4):
             results += self._probe(batch)
         with self.cond:
             self.planning = False
@@ -273,6 +279,8 @@ class Sender:
                 if bundle.number not in self.settled:
                     results += [Result(src, "failed", self.fatal or PartialError("not sent"))
                                 for src in bundle.entries]
+        for _ in threads:  # wake idle streams now rather than at their next poll
+            self.jobs.put((None, -1))
         for t in threads + background:
             t.join(timeout=5)
         if self.dirs and self.fatal is None:
@@ -659,6 +667,10 @@ class Sender:
                     with lock:  # the last acknowledgement may have just come: leave at once
                         pending = bool(inflight)
                     if not pending and self._finished():
+                        return
+                    continue
+                if job is None:  # the main thread's wake-up: all may be done
+                    if self._finished():
                         return
                     continue
                 if job.error is not None or self.fatal is not None:

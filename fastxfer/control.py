@@ -201,18 +201,14 @@ class ControlSession:
 
     def _probe(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Which small files need sending: unchanged ones (size and time) do not."""
-        replies = []
+        asked = []
         for item in get_list(msg, "files"):
             item = get_obj(item)
-            path = get_str(item, "path")
-            try:
-                sha = get_hex(item, "sha256", 32) if item.get("sha256") is not None else None
-                replies.append({"t": "ok", "status": self.store.probe(
-                    self.name, path, get_int(item, "size"), get_int(item, "mtime_ns", -(2**62), 2**62), sha)})
-            except ProtocolError:
-                raise
-            except FxError as exc:
-                replies.append(wire_error(exc))
+            sha = get_hex(item, "sha256", 32) if item.get("sha256") is not None else None
+            asked.append((get_str(item, "path"), get_int(item, "size"),
+                          get_int(item, "mtime_ns", -(2**62), 2**62), sha))
+        replies = [wire_error(v) if isinstance(v, FxError) else {"t": "ok", "status": v}
+                   for v in self.store.probe_many(self.name, asked)]
         return {"t": "probe_ok", "files": replies}
 
     def _list(self, msg: dict[str, Any]) -> dict[str, Any]:

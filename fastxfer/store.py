@@ -27,6 +27,7 @@ import os
 import sqlite3
 import stat
 import queue
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ from .errors import FxError, ProtocolError, RefusedError, VerifyError
 
 STATE = ".fastxfer"
 POOL = 4  # idle manifest connections a worker keeps
+EMPTY_SHA256 = hashlib.sha256(b"").digest()
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -203,6 +205,7 @@ class Store:
         self.state_fd = os.open(STATE, DIR_FLAGS, dir_fd=self.root_fd)
         self.fid_secret = self._secret()
         self._pool: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
+        self.umask = current_umask()
 
     # ------------------------------------------------------------- plumbing
 
@@ -288,13 +291,53 @@ class Store:
 
     # ------------------------------------------------------------------ put
 
-    def probe(self, client: str, path: str, size: int, mtime_ns: int, sha256: bytes | None = None) -> str:
-        """"unchanged" or "send": by size and time, or by content when *sha256* is given."""
-        parts = paths.split(path)
-        self._check_parents(client, parts)
+    def probe_many(self, client: str, items: list[tuple[str, int, int, bytes | None]]) -> list[str | FxError]:
+        """probe() for many files (path, size, mtime_ns, sha256 or None) on one manifest
+        connection, each folder opened once: "unchanged", "send" or the refusal."""
+        folders: dict[tuple[bytes, ...], int | FxError | None] = {}
+        out: list[str | FxError] = []
+        try:
+            with self._manifest() as db:
+                for path, size, mtime_ns, sha256 in items:
+                    try:
+                        parts = paths.split(path)
+                        key = tuple(parts[:-1])
+                        if key not in folders:
+                            folders[key] = self._probe_folder(client, parts)
+                        folder = folders[key]
+                        if isinstance(folder, FxError):
+                            raise folder
+                        out.append(self._probe_one(db, client, parts, folder, size, mtime_ns, sha256))
+                    except FxError as exc:
+                        out.append(exc)
+        finally:
+            for fd in folders.values():
+                if isinstance(fd, int):
+                    os.close(fd)
+        return out
+
+    def _probe_folder(self, client: str, parts: list[bytes]) -> int | FxError | None:
+        """The folder's descriptor, None if it does not exist yet, or why it can never hold the file."""
+        try:
+            self._check_parents(client, parts)
+            return open_chain(self.root_fd, [client.encode(), *parts[:-1]], create=False)
+        except FxError as exc:
+            return exc
+        except OSError:
+            return None
+
+    def _probe_one(self, db: sqlite3.Connection, client: str, parts: list[bytes], folder: int | None,
+                   size: int, mtime_ns: int, sha256: bytes | None) -> str:
+        if folder is None:
+            return "send"
         raw = b"/".join(parts)
-        row = self.lookup(client, raw)
-        if not row or row[0] != size or not self._is_file(client, parts):
+        row = db.execute("SELECT size, mtime_ns FROM files WHERE client=? AND path=?", (client, raw)).fetchone()
+        if not row or row[0] != size:
+            return "send"
+        try:
+            if not stat.S_ISREG(os.stat(parts[-1], dir_fd=folder, follow_symlinks=False).st_mode):
+                return "send"
+        except OSError:
             return "send"
         if sha256 is None:
             return "unchanged" if row[1] == mtime_ns else "send"
@@ -529,33 +572,50 @@ class Store:
         Returns (status, exit code, message) per entry: 0 stored, 1 unchanged, 2 failed.
         """
         results: list[tuple[int, int, str]] = [(2, 1, "not processed")] * len(entries)
-        staged = []
+        needed = sum(e.size for e in entries)
+        if needed > self.free_bytes():
+            exc = space_error(needed, self.free_bytes())
+            return [(2, exc.exit_code, exc.message)] * len(entries)
         base = self.staging_fd(client, create=True)
         parents: dict[tuple[bytes, ...], int] = {}
+        refused: dict[tuple[bytes, ...], FxError] = {}
+        staged = []
+        prefix = b"b-" + os.urandom(6).hex().encode() + b"-"
         try:
-            if sum(e.size for e in entries) > self.free_bytes():
-                exc = space_error(sum(e.size for e in entries), self.free_bytes())
-                return [(2, exc.exit_code, exc.message)] * len(entries)
             for i, e in enumerate(entries):
                 try:
                     parts = paths.split(os.fsdecode(e.path))
-                    self._check_parents(client, parts)
-                    staged.append((i, parts, self._stage_small(base, e), e))
+                    key = tuple(parts[:-1])
+                    if key in refused:
+                        raise refused[key]
+                    if key not in parents:
+                        # Opening the folders first refuses a link or a file in the
+                        # way before any byte is written, once per folder.
+                        try:
+                            parents[key] = open_chain(self.root_fd, [client.encode(), *key], create=True)
+                        except FxError as exc:
+                            refused[key] = exc
+                            raise
+                    tmp = prefix + b"%d" % i
+                    self._stage_small(base, tmp, e)
+                    staged.append((i, parts, parents[key], tmp, e))
                 except FxError as exc:
                     results[i] = (2, exc.exit_code, exc.message)
                 except OSError as exc:
                     results[i] = _storage_failure(exc)
             if staged:
                 sync_filesystem(base)
+            rows = []
             with self._manifest() as db:
-                for i, parts, tmp, e in staged:
+                for i, parts, parent, tmp, e in staged:
                     try:
-                        results[i] = self._place_small(db, base, parents, client, parts, tmp, e)
+                        results[i] = self._place_small(db, base, parent, client, parts, tmp, e, rows)
                     except (FxError, OSError) as exc:
                         _unlink_quietly(tmp, base)
                         results[i] = (2, exc.exit_code, exc.message) if isinstance(exc, FxError) else _storage_failure(exc)
                 for fd in parents.values():
                     os.fsync(fd)
+                db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,'file',NULL)", rows)
                 db.commit()
         finally:
             for fd in parents.values():
@@ -563,27 +623,24 @@ class Store:
             os.close(base)
         return results
 
-    @staticmethod
-    def _stage_small(base: int, e: frames.BundleEntry) -> bytes:
-        tmp = b"b-" + os.urandom(8).hex().encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=base)
+    def _stage_small(self, base: int, tmp: bytes, e: frames.BundleEntry) -> None:
+        mode = (e.mode & 0o777) | 0o400  # the server must be able to read it back
+        # Staging is private to the server: the file can be born with its final
+        # mode, which saves a chmod whenever the umask leaves that mode alone.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=base)
         try:
             _write_all(fd, e.data, 0)
-            os.fchmod(fd, (e.mode & 0o777) | 0o400)  # the server must be able to read it back
+            if mode & self.umask:
+                os.fchmod(fd, mode)
             os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
         except BaseException:
             os.close(fd)
             _unlink_quietly(tmp, base)
             raise
         os.close(fd)
-        return tmp
 
-    def _place_small(self, db: sqlite3.Connection, base: int, parents: dict, client: str,
-                     parts: list[bytes], tmp: bytes, e: frames.BundleEntry) -> tuple[int, int, str]:
-        key = tuple(parts[:-1])
-        if key not in parents:
-            parents[key] = open_chain(self.root_fd, [client.encode()] + parts[:-1], create=True)
-        parent = parents[key]
+    def _place_small(self, db: sqlite3.Connection, base: int, parent: int, client: str, parts: list[bytes],
+                     tmp: bytes, e: frames.BundleEntry, rows: list[tuple]) -> tuple[int, int, str]:
         chunk = layout.choose_chunk(e.size)
         digest = layout.file_digest(e.size, chunk, [e.digest] if e.size else [])
         if self._keep_old(db, parent, client, parts, digest) == "unchanged":
@@ -592,9 +649,8 @@ class Store:
             return (1, 0, "")
         os.rename(tmp, parts[-1], src_dir_fd=base, dst_dir_fd=parent)
         # One chunk: its SHA-256, computed here over what was written, is the file's.
-        sha = e.digest if e.size else hashlib.sha256(b"").digest()
-        self._record(db, client, b"/".join(parts),
-                     {"size": e.size, "mtime_ns": e.mtime_ns, "mode": e.mode, "chunk": chunk}, digest, sha)
+        sha = e.digest if e.size else EMPTY_SHA256
+        rows.append((client, b"/".join(parts), e.size, e.mtime_ns, e.mode, chunk, digest, sha, _now_ns()))
         return (0, 0, "")
 
     # ------------------------------------------------------ folders, links
@@ -904,6 +960,16 @@ def sync_filesystem(fd: int) -> None:
 
 
 def _now_ns() -> int:
-    import time
-
     return time.time_ns()
+
+
+def current_umask() -> int:
+    """The process umask, read without setting it (os.umask would race other threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o777  # unknown: always chmod
