@@ -294,6 +294,8 @@ def run_once(c: Contender, workload: str, rnd: int, log_dir: Path, timeout: floa
         if t.receiver_rc not in (None, 0):
             bad.append(f"receiver exit {t.receiver_rc}: {h.tail(log.with_suffix('.receiver.log'), 2)}")
         error = "; ".join(bad[:3])
+    for landing, _ in p.checks:  # keep /dev/shm small: copies of earlier runs are not needed
+        shutil.rmtree(landing, ignore_errors=True)
     outputs = [h.tail(cr.log, 1) for cr in p.clients]
     chosen = [int(m.group(1)) for o in outputs for m in [re.search(r"over (\d+) streams?", o)] if m]
     return {
@@ -401,8 +403,9 @@ def markdown_table(workload: str, rows: list[dict]) -> str:
             c, s = r["client_cpu_s"], r["server_cpu_s"]
         else:
             c, s = r["client_cpu_s_per_gib"], r["server_cpu_s_per_gib"]
-        name = r["tool"] + (f" → {'/'.join(map(str, r['streams_chosen']))} streams"
-                            if r["tool"] == "fastxfer (auto)" and r.get("streams_chosen") else "")
+        chosen = r.get("streams_chosen") or []
+        name = r["tool"] + (f" → {'/'.join(map(str, chosen))} stream{'s' if chosen != [1] else ''}"
+                            if r["tool"] == "fastxfer (auto)" and chosen else "")
         cells = [name.replace("|", "\\|"), f"{_f(r['median_wall_s'])} ({_f(r['min_wall_s'])}–{_f(r['max_wall_s'])})", *rates,
                  f"{r['ratio']:.2f}" if "ratio" in r else "—", f"{c:.2f} + {s:.2f} = {c + s:.2f}",
                  f"{r['client_peak_rss_mib']:.0f} / {r['server_peak_rss_mib']:.0f}",
@@ -663,7 +666,7 @@ def main(argv: list[str]) -> int:
               f"{code['repo_head']})" + ("; FASTXFER CODE CHANGED DURING THE RUN" if changed else ""))
         print(f"results: {jlog.path.relative_to(REPO)}"
               + (f", chart: {svg_path.relative_to(REPO)}" if svg_path.exists() else ""))
-        print("peers: " + "; ".join(f"{k} {v}" for k, v in versions.items() if v != "?")
+        print("peers: " + "; ".join(" ".join(v.split()) for v in versions.values() if v != "?")
               + (f"; nc variant {peers.nc.variant}" if peers.nc else ""))
         for tool, reason in peers.skipped.items():
             print(f"skipped {tool}: {reason}")
