@@ -16,6 +16,7 @@ checking that the local file did not change meanwhile.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 from collections.abc import Iterator
@@ -92,26 +93,28 @@ def open_flags(src: Source) -> int:
     return flags if src.follow else flags | os.O_NOFOLLOW
 
 
-def read_small(src: Source) -> bytes:
-    """The whole of a small file, refused if it is not the file that was listed."""
+def read_small_into(src: Source, target: memoryview) -> None:
+    """Fill *target* (src.size bytes) with the whole of a small file, refused if
+    it is not the file that was listed or if it changed while it was read."""
     try:
         fd = os.open(src.local, open_flags(src))
     except OSError as exc:
         raise LocalFileError(f"{src.local}: {exc.strerror}; not stored") from None
     try:
-        before = os.fstat(fd)
-        if not stat.S_ISREG(before.st_mode):
-            raise LocalFileError(f"{src.local}: no longer a regular file; not stored")
-        data = os.pread(fd, src.size + 1, 0)
+        # One fstat, after the read: a file that grew, shrank or was written
+        # meanwhile has another size or time than the listing's by then.
+        got = os.preadv(fd, [target], 0) if src.size else 0
         after = os.fstat(fd)
     except OSError as exc:
+        if exc.errno == errno.ESPIPE:  # a FIFO or the like put where the file was
+            raise LocalFileError(f"{src.local}: no longer a regular file; not stored") from None
         raise LocalFileError(f"{src.local}: {exc.strerror}; not stored") from None
     finally:
         os.close(fd)
-    if len(data) != src.size or {(before.st_size, before.st_mtime_ns), (after.st_size, after.st_mtime_ns)} != {
-            (src.size, src.mtime_ns)}:
+    if not stat.S_ISREG(after.st_mode):
+        raise LocalFileError(f"{src.local}: no longer a regular file; not stored")
+    if got != src.size or (after.st_size, after.st_mtime_ns) != (src.size, src.mtime_ns):
         raise LocalFileError(f"{src.local}: changed while it was sent; not stored (send it again)")
-    return data
 
 
 @dataclass
@@ -401,22 +404,33 @@ class Sender:
             self.progress.update(size)
 
     @staticmethod
-    def _pack_bundle(bundle: Bundle) -> tuple[bytes, bytes, list[Result]]:
-        """Read and hash a bundle's files: (header, payload, files that could not be read)."""
-        payload, failed, count = bytearray(), [], 0
-        for src in bundle.entries:
-            try:
-                data = read_small(src)
-            except LocalFileError as exc:
-                failed.append(Result(src, "failed", exc))
-                continue
-            payload += frames.bundle_entry_head(os.fsencode(src.remote), src.size, src.mtime_ns, src.mode)
-            payload += data
-            digest = hashlib.sha256(data).digest()
-            payload += digest
-            bundle.digests[id(src)] = digest
-            count += 1
-        return frames.bundle_header(bundle.number, count), bytes(payload), failed
+    def _pack_bundle(bundle: Bundle, buf: bytearray) -> tuple[bytes, int, list[Result]]:
+        """Read and hash a bundle's files into *buf*, grown as needed:
+        (header, bytes of buf used, files that could not be read).
+
+        Each file is read straight into its place in the frame and hashed
+        there: no copy of a file's bytes in this process."""
+        names = [os.fsencode(src.remote) for src in bundle.entries]
+        need = sum(frames.BUNDLE_ENTRY_FIXED + len(n) + s.size for n, s in zip(names, bundle.entries))
+        if len(buf) < need:
+            buf.extend(bytes(need - len(buf)))
+        failed, count, pos = [], 0, 0
+        with memoryview(buf) as view:
+            for src, name in zip(bundle.entries, names):
+                start = pos + frames.BUNDLE_ENTRY_HEAD + len(name)
+                end = start + src.size
+                try:
+                    read_small_into(src, view[start:end])
+                except LocalFileError as exc:
+                    failed.append(Result(src, "failed", exc))
+                    continue  # the next file takes its place
+                frames.pack_bundle_entry_head(buf, pos, name, src.size, src.mtime_ns, src.mode)
+                digest = hashlib.sha256(view[start:end]).digest()
+                view[end : end + frames.DIGEST] = digest
+                bundle.digests[id(src)] = digest
+                pos = end + frames.DIGEST
+                count += 1
+        return frames.bundle_header(bundle.number, count), pos, failed
 
     def _put(self, batch: list[Source], files: list[FileJob]) -> list[Result]:
         items, opened = [], []
@@ -644,6 +658,7 @@ class Sender:
         conn.settimeout(120.0)
         plain = bytearray(self.max_chunk + frames.DIGEST)
         out = bytearray(self.max_chunk + frames.DIGEST + frames.TAG)
+        packed = bytearray()  # a bundle's plaintext; grows to the largest bundle
         synced = True
         last_sent = time.monotonic()
         try:
@@ -676,14 +691,18 @@ class Sender:
                 if job.error is not None or self.fatal is not None:
                     continue
                 if isinstance(job, Bundle):
-                    header, payload, failed = self._pack_bundle(job)
+                    header, used, failed = self._pack_bundle(job, packed)
                     if len(failed) == len(job.entries):  # nothing left to send: settle it here
                         self._bundle_done(job, [], failed)
                         continue
+                    if len(out) < used + frames.TAG:
+                        out.extend(bytes(used + frames.TAG - len(out)))
+                    with memoryview(packed) as p, memoryview(out) as o:
+                        sealer.seal_into(bytes([frames.BUNDLE]) + header, p[:used], o[: used + frames.TAG])
                     with lock:
                         inflight[(b"bundle", job.number)] = (job, -1, failed)
-                    conn.send(frames.frame_prefix(frames.BUNDLE, header, len(payload)),
-                              sealer.seal(bytes([frames.BUNDLE]) + header, payload))
+                    with memoryview(out) as o:
+                        conn.send(frames.frame_prefix(frames.BUNDLE, header, used), o[: used + frames.TAG])
                     last_sent = time.monotonic()
                     self._sent(job.size)  # file bytes, as the bar counts them
                     continue

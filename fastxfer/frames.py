@@ -330,6 +330,13 @@ def bundle_entry_head(path: bytes, size: int, mtime_ns: int, mode: int) -> bytes
     return _BENTRY.pack(len(path), size, mtime_ns, mode) + path
 
 
+def pack_bundle_entry_head(buf: bytearray, pos: int, path: bytes, size: int, mtime_ns: int, mode: int) -> None:
+    """bundle_entry_head written into *buf* at *pos*."""
+    _BENTRY.pack_into(buf, pos, len(path), size, mtime_ns, mode)
+    buf[pos + _BENTRY.size : pos + _BENTRY.size + len(path)] = path
+
+
+BUNDLE_ENTRY_HEAD = _BENTRY.size  # before the path
 BUNDLE_ENTRY_FIXED = _BENTRY.size + DIGEST
 
 
