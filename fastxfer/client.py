@@ -179,6 +179,20 @@ def batches(sources: list[Source], max_bytes: int = 1 << 20, first: int = frames
         yield batch
 
 
+def tops_of(sources: list[Source]) -> list[str] | None:
+    """Fewest paths at or below which every source lies, or None if more than a probe may name."""
+    tops: list[str] = []
+    current = None
+    for s in sources:
+        if current is not None and (s.remote == current or s.remote.startswith(current + "/")):
+            continue
+        current = s.remote
+        tops.append(current)
+        if len(tops) > frames.MAX_PROBE_TOPS:
+            return None
+    return tops
+
+
 def wire_failure(answer: dict) -> FxError:
     return from_wire(str(answer.get("code")), str(answer.get("message")))
 
@@ -219,6 +233,8 @@ class Sender:
         self.checksum = checksum
         self.dry_run = dry_run
         self.forced: set[int] = set()  # files the server must not skip by size and time
+        self.tops: list[str] | None = None  # asked with the first probe, then None
+        self.nothing_stored = False  # the server has no file below any top: no probe needed
 
     # -------------------------------------------------------------- plan
 
@@ -241,6 +257,7 @@ class Sender:
             sources = [r.src for r in verdicts if r.status == "send"]
             self.forced = {id(s) for s in sources}
         small = [s for s in sources if s.kind == "file" and s.size <= SMALL_FILE]
+        self.tops = tops_of(sources)
         large = [s for s in sources if not (s.kind == "file" and s.size <= SMALL_FILE)]
         # Planning and sending overlap: streams start with the first work, and
         # small files go out bundle by bundle while later ones are still being
@@ -326,12 +343,20 @@ class Sender:
 
     def _probe(self, batch: list[Source]) -> list[Result]:
         """Ask which small files changed; bundle those, report the rest."""
-        ask = [s for s in batch if id(s) not in self.forced]  # --checksum asked already
+        # --checksum asked already; nothing to ask when the server has no file below our tops.
+        ask = [] if self.nothing_stored else [s for s in batch if id(s) not in self.forced]
         answers: dict[int, dict] = {}
         if ask:
-            got = self._call_batch("probe", "probe_ok", [
-                {"path": s.remote, "size": s.size, "mtime_ns": s.mtime_ns} for s in ask])
-            answers = {id(s): a for s, a in zip(ask, got)}
+            msg: dict = {"t": "probe", "files": [
+                {"path": s.remote, "size": s.size, "mtime_ns": s.mtime_ns} for s in ask]}
+            if self.tops is not None:  # first probe only
+                msg["tops"], self.tops = self.tops, None
+            reply = self.control.call(msg, "probe_ok")
+            got = frames.get_list(reply, "files")
+            if len(got) != len(ask):
+                raise ProtocolError("server answered a different number of files")
+            answers = {id(s): frames.get_obj(a) for s, a in zip(ask, got)}
+            self.nothing_stored = reply.get("empty") is True
         results, bundle, size = [], [], 0
         for src in batch:
             answer = answers.get(id(src), {"t": "ok", "status": "send"})

@@ -209,7 +209,19 @@ class ControlSession:
                           get_int(item, "mtime_ns", -(2**62), 2**62), sha))
         replies = [wire_error(v) if isinstance(v, FxError) else {"t": "ok", "status": v}
                    for v in self.store.probe_many(self.name, asked)]
-        return {"t": "probe_ok", "files": replies}
+        answer: dict[str, Any] = {"t": "probe_ok", "files": replies}
+        if "tops" in msg:
+            # "Nothing of yours is stored under these": the client need not ask
+            # about the rest of a first backup file by file.
+            tops = get_list(msg, "tops", frames.MAX_PROBE_TOPS)
+            if not all(isinstance(t, str) and len(t) <= frames.MAX_PATH_BYTES for t in tops):
+                raise ProtocolError("field 'tops' must be a list of paths")
+            try:
+                raw = [b"/".join(paths.split(t)) for t in tops]
+            except FxError:
+                raw = None
+            answer["empty"] = raw is not None and not self.store.stores_under(self.name, raw)
+        return answer
 
     def _list(self, msg: dict[str, Any]) -> dict[str, Any]:
         prefix = get_str(msg, "prefix")

@@ -58,6 +58,7 @@ from .errors import ProtocolError
 
 MAX_CONTROL = 4 << 20
 MAX_BATCH = 4096  # files named in one put/commit
+MAX_PROBE_TOPS = 64  # folders a first probe may ask "is anything stored below?" about
 MAX_PATH_BYTES = 4096
 MAX_CHUNK = 16 << 20
 TAG = 16

@@ -24,10 +24,15 @@ def split(path: str) -> list[bytes]:
         raw = os.fsencode(path)
     except (UnicodeError, TypeError):
         raise RefusedError(f"path {path!r} cannot be encoded") from None
+    return split_raw(raw)
+
+
+def split_raw(raw: bytes) -> list[bytes]:
+    """split() of a path already in bytes, as bundles carry it."""
     if not raw:
         raise RefusedError("empty path")
     if raw.startswith(b"/"):
-        raise RefusedError(f"absolute path refused: {path!r}")
+        raise RefusedError(f"absolute path refused: {os.fsdecode(raw)!r}")
     if len(raw) > MAX_TOTAL:
         raise RefusedError(f"path longer than {MAX_TOTAL} bytes refused")
     parts = raw.split(b"/")
@@ -35,7 +40,7 @@ def split(path: str) -> list[bytes]:
         raise RefusedError(f"path deeper than {MAX_DEPTH} folders refused")
     # Whole-list tests rather than a loop over parts: this runs for every file sent.
     if b"" in parts or b"." in parts or b".." in parts:
-        raise RefusedError(f"path with an empty, '.' or '..' part refused: {path!r}")
+        raise RefusedError(f"path with an empty, '.' or '..' part refused: {os.fsdecode(raw)!r}")
     if b"\x00" in raw:
         raise RefusedError("path with a NUL byte refused")
     if max(map(len, parts)) > MAX_PART:

@@ -295,6 +295,7 @@ class Store:
         """probe() for many files (path, size, mtime_ns, sha256 or None) on one manifest
         connection, each folder opened once: "unchanged", "send" or the refusal."""
         folders: dict[tuple[bytes, ...], int | FxError | None] = {}
+        records: dict[tuple[bytes, ...], dict[bytes, tuple[int, int]]] = {}
         out: list[str | FxError] = []
         try:
             with self._manifest() as db:
@@ -304,10 +305,12 @@ class Store:
                         key = tuple(parts[:-1])
                         if key not in folders:
                             folders[key] = self._probe_folder(client, parts)
+                            records[key] = self._folder_records(db, client, key) if folders[key] is not None else {}
                         folder = folders[key]
                         if isinstance(folder, FxError):
                             raise folder
-                        out.append(self._probe_one(db, client, parts, folder, size, mtime_ns, sha256))
+                        row = records[key].get(parts[-1])
+                        out.append(self._probe_one(client, parts, folder, row, size, mtime_ns, sha256))
                     except FxError as exc:
                         out.append(exc)
         finally:
@@ -326,12 +329,33 @@ class Store:
         except OSError:
             return None
 
-    def _probe_one(self, db: sqlite3.Connection, client: str, parts: list[bytes], folder: int | None,
+    @staticmethod
+    def _folder_records(db: sqlite3.Connection, client: str, folder: tuple[bytes, ...]) -> dict[bytes, tuple[int, int]]:
+        """{name: (size, mtime_ns)} of the files recorded directly in *folder*: one query a folder."""
+        prefix = b"/".join(folder) + b"/" if folder else b""
+        # Paths are BLOBs, compared bytewise: [prefix, prefix with its last byte + 1) is the subtree.
+        upper = prefix[:-1] + b"0" if prefix else b"\xff" * (paths.MAX_TOTAL + 1)
+        rows = db.execute(
+            "SELECT substr(path, ?), size, mtime_ns FROM files WHERE client=? AND kind='file'"
+            " AND path >= ? AND path < ? AND instr(substr(path, ?), X'2F') = 0",
+            (len(prefix) + 1, client, prefix, upper, len(prefix) + 1)).fetchall()
+        return {bytes(name): (size, mtime_ns) for name, size, mtime_ns in rows}
+
+    def stores_under(self, client: str, tops: list[bytes]) -> bool:
+        """Whether the manifest records a file of *client* at or below any of *tops*."""
+        with self._manifest() as db:
+            for top in tops:
+                if db.execute("SELECT 1 FROM files WHERE client=? AND kind='file'"
+                              " AND (path=? OR (path >= ? AND path < ?)) LIMIT 1",
+                              (client, top, top + b"/", top + b"0")).fetchone():
+                    return True
+        return False
+
+    def _probe_one(self, client: str, parts: list[bytes], folder: int | None, row: tuple[int, int] | None,
                    size: int, mtime_ns: int, sha256: bytes | None) -> str:
         if folder is None:
             return "send"
         raw = b"/".join(parts)
-        row = db.execute("SELECT size, mtime_ns FROM files WHERE client=? AND path=?", (client, raw)).fetchone()
         if not row or row[0] != size:
             return "send"
         try:
@@ -584,7 +608,7 @@ class Store:
         try:
             for i, e in enumerate(entries):
                 try:
-                    parts = paths.split(os.fsdecode(e.path))
+                    parts = paths.split_raw(e.path)
                     key = tuple(parts[:-1])
                     if key in refused:
                         raise refused[key]
@@ -629,7 +653,8 @@ class Store:
         # mode, which saves a chmod whenever the umask leaves that mode alone.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=base)
         try:
-            _write_all(fd, e.data, 0)
+            if os.pwrite(fd, e.data, 0) != e.size:  # short only in odd cases: finish it
+                _write_all(fd, e.data, 0)
             if mode & self.umask:
                 os.fchmod(fd, mode)
             os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
