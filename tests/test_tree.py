@@ -115,6 +115,25 @@ def test_many_small_files_travel_in_bundles(tmp_path: Path, server, client) -> N
     assert len(kept) == 1 and kept[0].stat().st_size == 100
 
 
+def test_first_backup_beside_stored_folders_skips_only_what_is_below_its_tops(tmp_path: Path, server, client) -> None:
+    stored, beside = tmp_path / "proj", tmp_path / "proj2"  # "proj2/..." sorts just after "proj/..."
+    for i in range(40):
+        make_file(stored / f"f{i}", 100 + i, seed=i)
+        make_file(beside / f"f{i}", 100 + i, seed=1000 + i)
+    assert client.send(server, stored).returncode == 0
+    first = client.send(server, beside)  # nothing below proj2 yet: sent without per-file questions
+    assert first.returncode == 0, first.stderr
+    assert "40 files stored and verified, 0 unchanged" in first.stdout
+    (stored / "f0").write_bytes(b"new")
+    (beside / "f1").write_bytes(b"newer")
+    both = client.send(server, stored, beside)  # two tops, both with files below: asked file by file
+    assert both.returncode == 0, both.stderr
+    assert "2 files stored and verified, 78 unchanged" in both.stdout
+    for top in (stored, beside):
+        for f in top.iterdir():
+            assert (server.root / "laptop" / top.name / f.name).read_bytes() == f.read_bytes()
+
+
 def test_a_bundled_file_with_a_bad_name_fails_alone(tmp_path: Path, server, client) -> None:
     top = tmp_path / "mixed"
     make_file(top / "good", 10)
@@ -210,3 +229,16 @@ def test_touched_file_with_same_content_moves_once(tmp_path: Path, server, clien
     assert stored.stat().st_mtime_ns == 3 * 10**18 and stored.stat().st_mode & 0o777 == 0o600
     again = client.send(server, f)
     assert "sent 0 B" in again.stdout  # the new time was recorded: nothing moves now
+
+
+def test_tops_are_the_fewest_paths_covering_a_send() -> None:
+    from fastxfer.client import tops_of
+    from fastxfer.tree import Entry
+
+    def entries(*remotes: str) -> list[Entry]:
+        return [Entry("/x", r, "file", 1, 0, 0o644) for r in remotes]
+
+    assert tops_of(entries("tree", "tree/a", "tree/b/c", "other", "other/x")) == ["tree", "other"]
+    assert tops_of(entries("tree2/a", "tree/a")) == ["tree2/a", "tree/a"]  # a sibling with a longer name is not inside
+    assert tops_of(entries(*[f"f{i}" for i in range(64)])) is not None
+    assert tops_of(entries(*[f"f{i}" for i in range(65)])) is None  # more than a probe may name: ask file by file
