@@ -283,6 +283,7 @@ class Background:
 
 
 def _connect(host: str, port: int):
+    from . import client  # noqa: F401 - imported here, in the background, for the caller
     from .identity import home, load_or_create
     from .session import ControlClient
     from .trust import PinList
@@ -292,7 +293,9 @@ def _connect(host: str, port: int):
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from .client import Sender, human
+    # Only what the walk needs is imported here; the session's modules (TLS,
+    # cryptography: most of the start-up) load in the connecting thread while
+    # the walk runs.
     from .tree import display, walk
     from .trust import parse_address
 
@@ -316,6 +319,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     for s in skipped:
         print(f"WARNING: {display(s.local)}: {s.reason}", file=sys.stderr)
     control, welcome = connecting.result()
+    from .client import Sender, human
     show = sys.stderr.isatty() and not args.quiet
     sender = Sender(control, welcome, args.streams, args.chunk_size, args.sha256, show,
                     checksum=args.checksum, dry_run=args.dry_run)
