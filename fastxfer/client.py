@@ -197,11 +197,45 @@ def wire_failure(answer: dict) -> FxError:
     return from_wire(str(answer.get("code")), str(answer.get("message")))
 
 
-def auto_streams(chunks: int) -> int:
-    # Measured on loopback with 2 cores: one stream per core is as fast as
-    # any more, and more cost CPU and memory (perf/README.md).
+# Automatic tuning.  Near the server (a round trip under LONG_PATH_RTT) the
+# CPUs set the pace: one stream per core is as fast as any more, and more cost
+# CPU and memory (perf/README.md).  On a long path one TCP connection's window
+# and its recovery from loss set the pace, and parallel connections add up
+# (perf/README.md, perf/wan.py): start with LONG_PATH_STREAMS, then double
+# while the measured rate still grows by TUNE_GAIN, up to AUTO_MAX_STREAMS.
+LONG_PATH_RTT = 0.002  # seconds, from the control connection's TCP handshake
+LONG_PATH_STREAMS = 8
+AUTO_MAX_STREAMS = 16
+TUNE_INTERVAL = 1.0  # seconds of sending between two looks at the rate
+TUNE_GAIN = 1.15
+LONG_PATH_MIN_CHUNK = 1 << 20
+
+
+def auto_streams(work: int, long_path: bool) -> int:
+    """Streams to start with for *work* pieces (chunks and bundles)."""
     cpus = os.cpu_count() or 2
-    return max(1, min(8, max(2, cpus), chunks))
+    wanted = LONG_PATH_STREAMS if long_path else min(8, max(2, cpus))
+    return max(1, min(wanted, work))
+
+
+def more_streams(rate: float, rate_before: float, streams: int, waiting: int, cpu_busy: bool) -> int:
+    """Streams to add after a look at the rate: double while the last growth paid
+    (or at the first look), never beyond the cap or the pieces waiting, never
+    when this process already keeps the CPUs busy."""
+    if cpu_busy or rate < rate_before * TUNE_GAIN:
+        return 0
+    return max(0, min(streams, AUTO_MAX_STREAMS - streams, waiting))
+
+
+def auto_chunk(size: int, streams: int, long_path: bool) -> int:
+    """On a long path a file is cut so that every stream, and the ones tuning
+    may add, gets pieces of it; near the server big chunks cost the least CPU."""
+    if not long_path:
+        return layout.DEFAULT_CHUNK
+    chunk = LONG_PATH_MIN_CHUNK
+    while chunk < layout.DEFAULT_CHUNK and chunk * 2 * max(streams, AUTO_MAX_STREAMS) < size:
+        chunk *= 2
+    return chunk
 
 
 class Sender:
@@ -235,6 +269,10 @@ class Sender:
         self.forced: set[int] = set()  # files the server must not skip by size and time
         self.tops: list[str] | None = None  # asked with the first probe, then None
         self.nothing_stored = False  # the server has no file below any top: no probe needed
+        self.long_path = getattr(control, "rtt", 0.0) >= LONG_PATH_RTT
+        self.tuning = streams is None and self.long_path  # may add streams while sending
+        self.tune_mark: tuple[float, int, float] | None = None  # (time, bytes sent, CPU time)
+        self.tune_rate = 0.0  # rate before the last growth
 
     # -------------------------------------------------------------- plan
 
@@ -263,6 +301,9 @@ class Sender:
         # small files go out bundle by bundle while later ones are still being
         # asked about.
         self.planning = True
+        planned = self.streams_wanted or auto_streams(
+            sum(layout.chunk_count(s.size, layout.DEFAULT_CHUNK) for s in large) + 1, self.long_path)
+        self.planned_streams = planned
         for batch in batches(large):
             results += self._put(batch, files)
         self.max_chunk = max((f.chunk for f in files), default=layout.MIN_CHUNK)
@@ -276,7 +317,7 @@ class Sender:
             t.start()
         estimate = self.jobs.qsize() + (max(sum(s.size for s in small) // BUNDLE_BYTES,
                                             len(small) // BUNDLE_FILES) + 1 if small else 0)
-        self.streams_wanted = min(self.streams_wanted or auto_streams(estimate), max(1, estimate))
+        self.streams_wanted = min(self.streams_wanted or auto_streams(estimate, self.long_path), max(1, estimate))
         # At least one stream while resumed chunks are being checked: one that
         # differs from the server's record has to be sent again.
         if self.jobs.qsize() or any(f.have for f in files):
@@ -291,8 +332,7 @@ class Sender:
         with self.cond:
             while self.bundles_left and self.fatal is None:
                 self.cond.wait(0.5)
-                self._check_control()
-                self._keep_alive()
+                self._tend()
             results += self.bundle_results
             # Bundles that never got an answer: each of their files is reported.
             for bundle in self.bundles:
@@ -461,7 +501,7 @@ class Sender:
         items, opened = [], []
         results = []
         for src in batch:
-            chunk = layout.choose_chunk(src.size, self.chunk)
+            chunk = layout.choose_chunk(src.size, self.chunk or auto_chunk(src.size, self.planned_streams, self.long_path))
             item = {"path": src.remote, "size": src.size, "mtime_ns": src.mtime_ns,
                     "mode": src.mode, "chunk": chunk, "force": id(src) in self.forced}
             if src.kind == "file":
@@ -768,15 +808,13 @@ class Sender:
                 while not self.ready and self.fatal is None:
                     self.cond.wait(0.5)
                     if not self.ready:
-                        self._check_control()
-                        self._keep_alive()
+                        self._tend()
                 if self.fatal is not None and not self.ready:
                     break
                 ready = [f for f in self.ready if f.error or not self.want_sha256 or f.sha256]
                 if not ready:  # waiting for whole-file hashes: keep the session alive meanwhile
                     self.cond.wait(0.1)
-                    self._check_control()
-                    self._keep_alive()
+                    self._tend()
                     continue
                 self.ready = [f for f in self.ready if f not in ready]
             batch = []
@@ -794,6 +832,38 @@ class Sender:
         for job in left:
             results.append(Result(job.src, "failed", self.fatal or PartialError("not sent")))
         return results
+
+    def _tend(self) -> None:
+        """What the main thread does while it waits (holding self.cond)."""
+        self._check_control()
+        self._keep_alive()
+        self._tune()
+
+    def _tune(self) -> None:
+        """On a long path, add streams while they still add speed (holding self.cond)."""
+        if not self.tuning or not self.threads:
+            return
+        now, cpu = time.monotonic(), time.process_time()
+        if self.tune_mark is None:
+            self.tune_mark = (now, self.bytes_sent, cpu)
+            return
+        then, sent, cpu_then = self.tune_mark
+        if now - then < TUNE_INTERVAL:
+            return
+        rate = (self.bytes_sent - sent) / (now - then)
+        self.tune_mark = (now, self.bytes_sent, cpu)
+        busy = (cpu - cpu_then) / (now - then) >= 0.8 * (os.cpu_count() or 1)
+        more = more_streams(rate, self.tune_rate, self.streams_used, self.jobs.qsize(), busy)
+        if not more:
+            self.tuning = False  # this is as fast as more streams would make it
+            return
+        self.tune_rate = rate
+        self.streams_used += more
+        self.streams_alive += more
+        added = [threading.Thread(target=self._stream, daemon=True) for _ in range(more)]
+        self.threads.extend(added)
+        for t in added:
+            t.start()
 
     def _keep_alive(self) -> None:
         """Ping the server, without holding the lock the stream threads need."""

@@ -38,12 +38,16 @@ class ControlClient:
         self.pins = pins
         self.chan: Channel | None = None
         self.last_ping: float | None = None
+        self.rtt = 0.0
 
     def connect(self) -> Welcome:
         pinned = self.pins.get(self.host, self.port)
         where = address_key(self.host, self.port)
-        conn = tls_wrap(connect(self.host, self.port, CONNECT_TIMEOUT),
-                        self.ident.client_context(), CONNECT_TIMEOUT, server_side=False)
+        started = time.monotonic()
+        raw = connect(self.host, self.port, CONNECT_TIMEOUT)
+        # The TCP handshake is one round trip: what the send's tuning starts from.
+        self.rtt = time.monotonic() - started
+        conn = tls_wrap(raw, self.ident.client_context(), CONNECT_TIMEOUT, server_side=False)
         server_fp = identity.fingerprint_of(peer_cert(conn))
         shown = identity.format_fp(server_fp)
         if pinned is None:

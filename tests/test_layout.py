@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 
 import pytest
@@ -209,3 +210,32 @@ def test_record_later_damaged_entry_does_not_erase_earlier() -> None:
     bad = bytearray(layout.record_entry(3, _digest(4)))
     bad[20] ^= 1
     assert layout.parse_record(good + bytes(bad), 5) == {3: _digest(3)}
+
+
+def test_automatic_streams_and_chunks_follow_the_path() -> None:
+    from fastxfer import client
+
+    cpus = os.cpu_count() or 2
+    # near the server: one stream per core (at least 2, at most 8), never more than the work
+    assert client.auto_streams(1000, long_path=False) == min(8, max(2, cpus))
+    assert client.auto_streams(1, long_path=False) == 1
+    # a long path starts wider
+    assert client.auto_streams(1000, long_path=True) == client.LONG_PATH_STREAMS
+    # chunks: big near the server; on a long path small enough for every stream tuning may add
+    assert client.auto_chunk(1 << 30, 2, long_path=False) == DEFAULT_CHUNK
+    assert client.auto_chunk(16 << 20, 8, long_path=True) == 1 << 20
+    assert client.auto_chunk(1 << 30, 8, long_path=True) == DEFAULT_CHUNK
+    for size in (1, 5 << 20, 100 << 20, 1 << 34):
+        chunk = client.auto_chunk(size, 8, long_path=True)
+        assert client.LONG_PATH_MIN_CHUNK <= chunk <= DEFAULT_CHUNK and chunk & (chunk - 1) == 0
+
+
+def test_streams_double_while_the_rate_still_grows() -> None:
+    from fastxfer.client import AUTO_MAX_STREAMS, more_streams
+
+    assert more_streams(10.0, 0.0, 8, 100, cpu_busy=False) == 8  # first look: double
+    assert more_streams(20.0, 10.0, 8, 100, cpu_busy=False) == min(8, AUTO_MAX_STREAMS - 8)  # it paid: again
+    assert more_streams(11.0, 10.0, 8, 100, cpu_busy=False) == 0  # under 15 % more: stop
+    assert more_streams(50.0, 10.0, 8, 100, cpu_busy=True) == 0  # CPU-bound: more streams cannot help
+    assert more_streams(50.0, 10.0, 8, 3, cpu_busy=False) == 3  # no more streams than waiting pieces
+    assert more_streams(50.0, 10.0, AUTO_MAX_STREAMS, 100, cpu_busy=False) == 0  # at the cap
