@@ -206,6 +206,11 @@ class Store:
         self.fid_secret = self._secret()
         self._pool: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
         self.umask = current_umask()
+        # Reserving a file's space at put costs a disk filesystem next to
+        # nothing and keeps the file in one piece.  On a memory filesystem it
+        # allocates every page up front, before any stream may start: the same
+        # work the writes would do in parallel, made serial (0.27 s a GiB here).
+        self.preallocate = filesystem_type(self.root) not in MEMORY_FILESYSTEMS
 
     # ------------------------------------------------------------- plumbing
 
@@ -800,7 +805,7 @@ class Store:
         name = fid.hex().encode()
         data_fd = os.open(name + b".data", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=base)
         try:
-            if meta["size"]:
+            if meta["size"] and self.preallocate:
                 os.posix_fallocate(data_fd, 0, meta["size"])
         except OSError as exc:
             os.close(data_fd)
@@ -986,6 +991,25 @@ def sync_filesystem(fd: int) -> None:
 
 def _now_ns() -> int:
     return time.time_ns()
+
+
+MEMORY_FILESYSTEMS = {"tmpfs", "ramfs"}
+
+
+def filesystem_type(path: str) -> str:
+    """The type of the filesystem holding *path*, from /proc/self/mountinfo ("" if unknown)."""
+    best, kind = -1, ""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                mount = fields[4].replace("\\040", " ")
+                inside = path == mount or path.startswith(mount.rstrip("/") + "/")
+                if inside and len(mount) > best:
+                    best, kind = len(mount), fields[fields.index("-") + 1]
+    except (OSError, ValueError, IndexError):
+        pass
+    return kind
 
 
 def current_umask() -> int:
