@@ -640,6 +640,10 @@ def main(argv: list[str]) -> int:
                     rec = measure_ceiling(args.python, args.ceiling_mib)
                     ceiling, how = rec["ceiling_mib_s"], f"perf/ceiling.py, {rec['cpu_s_per_gib']} CPU s/GiB"
                     jlog.write("ceiling_measured", record=rec)
+                    alloc = rec.get("ceiling_with_new_pages_mib_s")
+                    if alloc:
+                        notes.append(f"big: fastxfer (auto) = {auto_big['median_mib_s'] / alloc:.0%} of the ceiling "
+                                     f"{alloc:,.0f} MiB/s that counts the server's writes into new tmpfs pages")
                 except (SetupError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
                     notes.append(f"ceiling not measured: {e}")
             if ceiling:
