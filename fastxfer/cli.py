@@ -363,7 +363,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     rate = sender.bytes_sent / elapsed / 2**20 if elapsed else 0.0
     print(f"{stored} {'file' if stored == 1 else 'files'} stored and verified, {unchanged} unchanged, {len(failed)} failed, "
           f"{len(skipped)} skipped; sent {human(sender.bytes_sent)} in {elapsed:.2f} s "
-          f"({rate:.0f} MiB/s) over {sender.streams_used} streams")
+          f"({rate:.0f} MiB/s) over {sender.streams_opened} streams")
     codes = [r.error.exit_code for r in failed if r.error is not None] + [7] * len(skipped)
     if not codes:
         return 0

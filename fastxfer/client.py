@@ -208,6 +208,7 @@ LONG_PATH_STREAMS = 8
 AUTO_MAX_STREAMS = 16
 TUNE_INTERVAL = 1.0  # seconds of sending between two looks at the rate
 TUNE_GAIN = 1.15
+LINK_FULL_RTT = 1.25  # loaded / idle round trip beyond which the path is full
 LONG_PATH_MIN_CHUNK = 1 << 20
 
 
@@ -218,13 +219,25 @@ def auto_streams(work: int, long_path: bool) -> int:
     return max(1, min(wanted, work))
 
 
-def more_streams(rate: float, rate_before: float, streams: int, waiting: int, cpu_busy: bool) -> int:
+def more_streams(rate: float, rate_before: float, streams: int, waiting: int, cpu_busy: bool,
+                 link_full: bool) -> int:
     """Streams to add after a look at the rate: double while the last growth paid
     (or at the first look), never beyond the cap or the pieces waiting, never
-    when this process already keeps the CPUs busy."""
-    if cpu_busy or rate < rate_before * TUNE_GAIN:
+    when this process already keeps the CPUs busy, and never once the path's
+    queue is filling (its round trip has grown): then more streams only add
+    losses and delay, not speed."""
+    if cpu_busy or link_full or rate < rate_before * TUNE_GAIN:
         return 0
     return max(0, min(streams, AUTO_MAX_STREAMS - streams, waiting))
+
+
+def link_full(base_rtt: float, loaded_rtts: list[float]) -> bool:
+    """Whether the round trip under load (median of the streams') has grown
+    beyond LINK_FULL_RTT of the idle one: a queue is building on the path."""
+    if not loaded_rtts or base_rtt <= 0:
+        return False
+    loaded = sorted(loaded_rtts)[len(loaded_rtts) // 2]
+    return loaded > base_rtt * LINK_FULL_RTT + 0.001
 
 
 def auto_chunk(size: int, streams: int, long_path: bool) -> int:
@@ -273,6 +286,10 @@ class Sender:
         self.tuning = streams is None and self.long_path  # may add streams while sending
         self.tune_mark: tuple[float, int, float] | None = None  # (time, bytes sent, CPU time)
         self.tune_rate = 0.0  # rate before the last growth
+        self.tune_skip = 1  # looks to let pass: new streams are still in TCP slow start
+        self.live: set = set()  # stream connections open now (their round trips are read)
+        self.streams_opened = 0  # streams that connected at least once: what the summary reports
+        self.opened_by: set[threading.Thread] = set()
 
     # -------------------------------------------------------------- plan
 
@@ -675,6 +692,11 @@ class Sender:
     def _stream_once(self, inflight: dict, progressed: threading.Event) -> None:
         host, port = self.control.host, self.control.port
         conn, sealer, opener = open_stream(host, port, self.welcome)
+        with self.cond:
+            if threading.current_thread() not in self.opened_by:
+                self.opened_by.add(threading.current_thread())
+                self.streams_opened += 1
+            self.live.add(conn)
         lock = threading.Lock()
         acked = threading.Event()
         reader_error: list[FxError] = []
@@ -796,6 +818,8 @@ class Sender:
                     synced = True
         finally:
             stop.set()
+            with self.cond:
+                self.live.discard(conn)
             conn.close()
 
     # ------------------------------------------------------------ commit
@@ -852,12 +876,18 @@ class Sender:
             return
         rate = (self.bytes_sent - sent) / (now - then)
         self.tune_mark = (now, self.bytes_sent, cpu)
+        if self.tune_skip:
+            self.tune_skip -= 1
+            return
         busy = (cpu - cpu_then) / (now - then) >= 0.8 * (os.cpu_count() or 1)
-        more = more_streams(rate, self.tune_rate, self.streams_used, self.jobs.qsize(), busy)
+        rtts = [r for r in (c.smoothed_rtt() for c in list(self.live)) if r is not None]
+        full = link_full(getattr(self.control, "rtt", 0.0), rtts)
+        more = more_streams(rate, self.tune_rate, self.streams_used, self.jobs.qsize(), busy, full)
         if not more:
             self.tuning = False  # this is as fast as more streams would make it
             return
         self.tune_rate = rate
+        self.tune_skip = 1
         self.streams_used += more
         self.streams_alive += more
         added = [threading.Thread(target=self._stream, daemon=True) for _ in range(more)]

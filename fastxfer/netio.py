@@ -15,6 +15,12 @@ from . import frames
 from .errors import ConnectError
 
 
+# struct tcp_info: 8 one-byte fields, then u32 rto, ato, snd_mss, rcv_mss, unacked,
+# sacked, lost, retrans, fackets, last_data_sent, last_ack_sent, last_data_recv,
+# last_ack_recv, pmtu, rcv_ssthresh, rtt (microseconds).
+_TCPI_RTT = 8 + 15 * 4
+
+
 class Conn:
     def __init__(self, sock: socket.socket, peer: str = "") -> None:
         self.sock = sock
@@ -22,6 +28,17 @@ class Conn:
 
     def settimeout(self, seconds: float | None) -> None:
         self.sock.settimeout(seconds)
+
+    def smoothed_rtt(self) -> float | None:
+        """The kernel's smoothed round-trip time of this TCP connection, in seconds
+        (tcp_info.tcpi_rtt, Linux), or None where it cannot be read."""
+        try:
+            info = self.sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, "TCP_INFO", 11), 104)
+        except (OSError, ValueError):
+            return None
+        if len(info) < _TCPI_RTT + 4:
+            return None
+        return int.from_bytes(info[_TCPI_RTT : _TCPI_RTT + 4], "little") / 1e6
 
     def recv_exact(self, size: int) -> bytes:
         buf = bytearray(size)

@@ -231,11 +231,20 @@ def test_automatic_streams_and_chunks_follow_the_path() -> None:
 
 
 def test_streams_double_while_the_rate_still_grows() -> None:
-    from fastxfer.client import AUTO_MAX_STREAMS, more_streams
+    from fastxfer.client import AUTO_MAX_STREAMS, link_full, more_streams
 
-    assert more_streams(10.0, 0.0, 8, 100, cpu_busy=False) == 8  # first look: double
-    assert more_streams(20.0, 10.0, 8, 100, cpu_busy=False) == min(8, AUTO_MAX_STREAMS - 8)  # it paid: again
-    assert more_streams(11.0, 10.0, 8, 100, cpu_busy=False) == 0  # under 15 % more: stop
-    assert more_streams(50.0, 10.0, 8, 100, cpu_busy=True) == 0  # CPU-bound: more streams cannot help
-    assert more_streams(50.0, 10.0, 8, 3, cpu_busy=False) == 3  # no more streams than waiting pieces
-    assert more_streams(50.0, 10.0, AUTO_MAX_STREAMS, 100, cpu_busy=False) == 0  # at the cap
+    def more(rate, before, streams=8, waiting=100, busy=False, full=False):
+        return more_streams(rate, before, streams, waiting, busy, full)
+
+    assert more(10.0, 0.0) == 8  # first look: double
+    assert more(20.0, 10.0) == min(8, AUTO_MAX_STREAMS - 8)  # it paid: again
+    assert more(11.0, 10.0) == 0  # under 15 % more: stop
+    assert more(50.0, 10.0, busy=True) == 0  # CPU-bound: more streams cannot help
+    assert more(50.0, 10.0, full=True) == 0  # the path's queue is filling: more streams only add loss
+    assert more(50.0, 10.0, waiting=3) == 3  # no more streams than waiting pieces
+    assert more(50.0, 10.0, streams=AUTO_MAX_STREAMS) == 0  # at the cap
+    # the round trip under load against the idle one (perf/wan.py: 20 ms idle, 28-36 ms once 8 streams fill a clean link)
+    assert not link_full(0.100, [0.101, 0.104, 0.110])
+    assert link_full(0.020, [0.028, 0.031, 0.036])
+    assert not link_full(0.020, [])  # nothing measured: no verdict
+    assert not link_full(0.0001, [0.0009])  # loopback jitter is not a full link
