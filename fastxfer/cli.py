@@ -320,6 +320,15 @@ def cmd_send(args: argparse.Namespace) -> int:
         print(f"WARNING: {display(s.local)}: {s.reason}", file=sys.stderr)
     control, welcome = connecting.result()
     from .client import Sender, human
+    from .session import KEEP_ALIVE
+
+    if time.monotonic() - started > KEEP_ALIVE:
+        # A long walk left the session idle, perhaps past the server's limit.
+        try:
+            control.call({"t": "ping"}, "pong")
+        except FxError:
+            control.close()
+            control, welcome = _connect(host, port)
     show = sys.stderr.isatty() and not args.quiet
     sender = Sender(control, welcome, args.streams, args.chunk_size, args.sha256, show,
                     checksum=args.checksum, dry_run=args.dry_run)

@@ -226,7 +226,7 @@ def more_streams(rate: float, rate_before: float, streams: int, waiting: int, cp
     when this process already keeps the CPUs busy, and never once the path's
     queue is filling (its round trip has grown): then more streams only add
     losses and delay, not speed."""
-    if cpu_busy or link_full or rate < rate_before * TUNE_GAIN:
+    if cpu_busy or link_full or rate <= 0 or rate < rate_before * TUNE_GAIN:
         return 0
     return max(0, min(streams, AUTO_MAX_STREAMS - streams, waiting))
 
@@ -240,13 +240,13 @@ def link_full(base_rtt: float, loaded_rtts: list[float]) -> bool:
     return loaded > base_rtt * LINK_FULL_RTT + 0.001
 
 
-def auto_chunk(size: int, streams: int, long_path: bool) -> int:
-    """On a long path a file is cut so that every stream, and the ones tuning
-    may add, gets pieces of it; near the server big chunks cost the least CPU."""
+def auto_chunk(size: int, long_path: bool) -> int:
+    """On a long path a file is cut so that every stream tuning may open gets
+    pieces of it; near the server big chunks cost the least CPU."""
     if not long_path:
         return layout.DEFAULT_CHUNK
     chunk = LONG_PATH_MIN_CHUNK
-    while chunk < layout.DEFAULT_CHUNK and chunk * 2 * max(streams, AUTO_MAX_STREAMS) < size:
+    while chunk < layout.DEFAULT_CHUNK and chunk * 2 * AUTO_MAX_STREAMS < size:
         chunk *= 2
     return chunk
 
@@ -318,9 +318,6 @@ class Sender:
         # small files go out bundle by bundle while later ones are still being
         # asked about.
         self.planning = True
-        planned = self.streams_wanted or auto_streams(
-            sum(layout.chunk_count(s.size, layout.DEFAULT_CHUNK) for s in large) + 1, self.long_path)
-        self.planned_streams = planned
         for batch in batches(large):
             results += self._put(batch, files)
         self.max_chunk = max((f.chunk for f in files), default=layout.MIN_CHUNK)
@@ -518,7 +515,7 @@ class Sender:
         items, opened = [], []
         results = []
         for src in batch:
-            chunk = layout.choose_chunk(src.size, self.chunk or auto_chunk(src.size, self.planned_streams, self.long_path))
+            chunk = layout.choose_chunk(src.size, self.chunk or auto_chunk(src.size, self.long_path))
             item = {"path": src.remote, "size": src.size, "mtime_ns": src.mtime_ns,
                     "mode": src.mode, "chunk": chunk, "force": id(src) in self.forced}
             if src.kind == "file":

@@ -43,11 +43,8 @@ class ControlClient:
     def connect(self) -> Welcome:
         pinned = self.pins.get(self.host, self.port)
         where = address_key(self.host, self.port)
-        started = time.monotonic()
-        raw = connect(self.host, self.port, CONNECT_TIMEOUT)
-        # The TCP handshake is one round trip: what the send's tuning starts from.
-        self.rtt = time.monotonic() - started
-        conn = tls_wrap(raw, self.ident.client_context(), CONNECT_TIMEOUT, server_side=False)
+        conn = tls_wrap(connect(self.host, self.port, CONNECT_TIMEOUT),
+                        self.ident.client_context(), CONNECT_TIMEOUT, server_side=False)
         server_fp = identity.fingerprint_of(peer_cert(conn))
         shown = identity.format_fp(server_fp)
         if pinned is None:
@@ -85,6 +82,9 @@ class ControlClient:
         except ValueError:
             raise ProtocolError("malformed welcome") from None
         self.chan = chan
+        # The kernel's smoothed round trip after the handshakes' exchanges:
+        # what a send's tuning starts from (0 where it cannot be read: near).
+        self.rtt = conn.smoothed_rtt() or 0.0
         return Welcome(frames.get_str(welcome, "name", 64), ticket, secret)
 
     def call(self, msg: dict, reply: str) -> dict:

@@ -36,6 +36,7 @@ from .errors import FxError, ProtocolError, RefusedError, VerifyError
 
 STATE = ".fastxfer"
 POOL = 4  # idle manifest connections a worker keeps
+RECORDS_PER_QUERY = 500  # names in one manifest lookup (SQLite allows 32,766 variables)
 EMPTY_SHA256 = hashlib.sha256(b"").digest()
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -297,31 +298,38 @@ class Store:
     # ------------------------------------------------------------------ put
 
     def probe_many(self, client: str, items: list[tuple[str, int, int, bytes | None]]) -> list[str | FxError]:
-        """probe() for many files (path, size, mtime_ns, sha256 or None) on one manifest
-        connection, each folder opened once: "unchanged", "send" or the refusal."""
-        folders: dict[tuple[bytes, ...], int | FxError | None] = {}
-        records: dict[tuple[bytes, ...], dict[bytes, tuple[int, int]]] = {}
-        out: list[str | FxError] = []
-        try:
-            with self._manifest() as db:
-                for path, size, mtime_ns, sha256 in items:
-                    try:
-                        parts = paths.split(path)
-                        key = tuple(parts[:-1])
-                        if key not in folders:
-                            folders[key] = self._probe_folder(client, parts)
-                            records[key] = self._folder_records(db, client, key) if folders[key] is not None else {}
-                        folder = folders[key]
-                        if isinstance(folder, FxError):
-                            raise folder
-                        row = records[key].get(parts[-1])
-                        out.append(self._probe_one(client, parts, folder, row, size, mtime_ns, sha256))
-                    except FxError as exc:
-                        out.append(exc)
-        finally:
-            for fd in folders.values():
-                if isinstance(fd, int):
-                    os.close(fd)
+        """For many files (path, size, mtime_ns, sha256 or None): "unchanged", "send" or the
+        refusal.  Folder by folder: each is opened once and closed before the next, and
+        the manifest is asked only about the names in question."""
+        out: list[str | FxError] = ["send"] * len(items)
+        by_folder: dict[tuple[bytes, ...], list[tuple[int, list[bytes]]]] = {}
+        for i, (path, _size, _mtime, _sha) in enumerate(items):
+            try:
+                parts = paths.split(path)
+            except FxError as exc:
+                out[i] = exc
+                continue
+            by_folder.setdefault(tuple(parts[:-1]), []).append((i, parts))
+        with self._manifest() as db:
+            for key, members in by_folder.items():
+                folder = self._probe_folder(client, members[0][1])
+                if folder is None:
+                    continue  # nothing stored there yet: every file is sent
+                if isinstance(folder, FxError):
+                    for i, _parts in members:
+                        out[i] = folder
+                    continue
+                try:
+                    rows = self._records(db, client, [b"/".join(parts) for _i, parts in members])
+                    for i, parts in members:
+                        _path, size, mtime_ns, sha256 = items[i]
+                        try:
+                            out[i] = self._probe_one(client, parts, folder, rows.get(b"/".join(parts)),
+                                                     size, mtime_ns, sha256)
+                        except FxError as exc:
+                            out[i] = exc
+                finally:
+                    os.close(folder)
         return out
 
     def _probe_folder(self, client: str, parts: list[bytes]) -> int | FxError | None:
@@ -331,20 +339,20 @@ class Store:
             return open_chain(self.root_fd, [client.encode(), *parts[:-1]], create=False)
         except FxError as exc:
             return exc
-        except OSError:
+        except FileNotFoundError:
             return None
 
     @staticmethod
-    def _folder_records(db: sqlite3.Connection, client: str, folder: tuple[bytes, ...]) -> dict[bytes, tuple[int, int]]:
-        """{name: (size, mtime_ns)} of the files recorded directly in *folder*: one query a folder."""
-        prefix = b"/".join(folder) + b"/" if folder else b""
-        # Paths are BLOBs, compared bytewise: [prefix, prefix with its last byte + 1) is the subtree.
-        upper = prefix[:-1] + b"0" if prefix else b"\xff" * (paths.MAX_TOTAL + 1)
-        rows = db.execute(
-            "SELECT substr(path, ?), size, mtime_ns FROM files WHERE client=? AND kind='file'"
-            " AND path >= ? AND path < ? AND instr(substr(path, ?), X'2F') = 0",
-            (len(prefix) + 1, client, prefix, upper, len(prefix) + 1)).fetchall()
-        return {bytes(name): (size, mtime_ns) for name, size, mtime_ns in rows}
+    def _records(db: sqlite3.Connection, client: str, raws: list[bytes]) -> dict[bytes, tuple[int, int]]:
+        """{path: (size, mtime_ns)} of those of *raws* the manifest records as files."""
+        found: dict[bytes, tuple[int, int]] = {}
+        for start in range(0, len(raws), RECORDS_PER_QUERY):
+            part = raws[start : start + RECORDS_PER_QUERY]
+            rows = db.execute(
+                f"SELECT path, size, mtime_ns FROM files WHERE client=? AND kind='file'"
+                f" AND path IN ({','.join('?' * len(part))})", (client, *part)).fetchall()
+            found.update((bytes(path), (size, mtime_ns)) for path, size, mtime_ns in rows)
+        return found
 
     def stores_under(self, client: str, tops: list[bytes]) -> bool:
         """Whether the manifest records a file of *client* at or below any of *tops*."""
@@ -356,10 +364,8 @@ class Store:
                     return True
         return False
 
-    def _probe_one(self, client: str, parts: list[bytes], folder: int | None, row: tuple[int, int] | None,
+    def _probe_one(self, client: str, parts: list[bytes], folder: int, row: tuple[int, int] | None,
                    size: int, mtime_ns: int, sha256: bytes | None) -> str:
-        if folder is None:
-            return "send"
         raw = b"/".join(parts)
         if not row or row[0] != size:
             return "send"
@@ -609,10 +615,14 @@ class Store:
         parents: dict[tuple[bytes, ...], int] = {}
         refused: dict[tuple[bytes, ...], FxError] = {}
         staged = []
+        seen: set[bytes] = set()
         prefix = b"b-" + os.urandom(6).hex().encode() + b"-"
         try:
             for i, e in enumerate(entries):
                 try:
+                    if e.path in seen:  # the manifest is written once per bundle: one entry per path
+                        raise RefusedError(f"{os.fsdecode(e.path)}: named twice in one bundle")
+                    seen.add(e.path)
                     parts = paths.split_raw(e.path)
                     key = tuple(parts[:-1])
                     if key in refused:
@@ -1005,7 +1015,7 @@ def filesystem_type(path: str) -> str:
                 fields = line.split()
                 mount = fields[4].replace("\\040", " ")
                 inside = path == mount or path.startswith(mount.rstrip("/") + "/")
-                if inside and len(mount) > best:
+                if inside and len(mount) >= best:  # of mounts on one point, the last is the one seen
                     best, kind = len(mount), fields[fields.index("-") + 1]
     except (OSError, ValueError, IndexError):
         pass

@@ -222,11 +222,11 @@ def test_automatic_streams_and_chunks_follow_the_path() -> None:
     # a long path starts wider
     assert client.auto_streams(1000, long_path=True) == client.LONG_PATH_STREAMS
     # chunks: big near the server; on a long path small enough for every stream tuning may add
-    assert client.auto_chunk(1 << 30, 2, long_path=False) == DEFAULT_CHUNK
-    assert client.auto_chunk(16 << 20, 8, long_path=True) == 1 << 20
-    assert client.auto_chunk(1 << 30, 8, long_path=True) == DEFAULT_CHUNK
+    assert client.auto_chunk(1 << 30, long_path=False) == DEFAULT_CHUNK
+    assert client.auto_chunk(16 << 20, long_path=True) == 1 << 20
+    assert client.auto_chunk(1 << 30, long_path=True) == DEFAULT_CHUNK
     for size in (1, 5 << 20, 100 << 20, 1 << 34):
-        chunk = client.auto_chunk(size, 8, long_path=True)
+        chunk = client.auto_chunk(size, long_path=True)
         assert client.LONG_PATH_MIN_CHUNK <= chunk <= DEFAULT_CHUNK and chunk & (chunk - 1) == 0
 
 
@@ -239,6 +239,7 @@ def test_streams_double_while_the_rate_still_grows() -> None:
     assert more(10.0, 0.0) == 8  # first look: double
     assert more(20.0, 10.0) == min(8, AUTO_MAX_STREAMS - 8)  # it paid: again
     assert more(11.0, 10.0) == 0  # under 15 % more: stop
+    assert more(0.0, 0.0) == 0  # nothing moved yet (streams still opening): no verdict
     assert more(50.0, 10.0, busy=True) == 0  # CPU-bound: more streams cannot help
     assert more(50.0, 10.0, full=True) == 0  # the path's queue is filling: more streams only add loss
     assert more(50.0, 10.0, waiting=3) == 3  # no more streams than waiting pieces

@@ -117,8 +117,10 @@ def test_many_small_files_travel_in_bundles(tmp_path: Path, server, client) -> N
 
 def test_first_backup_beside_stored_folders_skips_only_what_is_below_its_tops(tmp_path: Path, server, client) -> None:
     stored, beside = tmp_path / "proj", tmp_path / "proj2"  # "proj2/..." sorts just after "proj/..."
-    for i in range(40):
+    # More files than the first probe asks about (the first batch is always asked).
+    for i in range(300):
         make_file(stored / f"f{i}", 100 + i, seed=i)
+    for i in range(40):
         make_file(beside / f"f{i}", 100 + i, seed=1000 + i)
     assert client.send(server, stored).returncode == 0
     first = client.send(server, beside)  # nothing below proj2 yet: sent without per-file questions
@@ -128,7 +130,8 @@ def test_first_backup_beside_stored_folders_skips_only_what_is_below_its_tops(tm
     (beside / "f1").write_bytes(b"newer")
     both = client.send(server, stored, beside)  # two tops, both with files below: asked file by file
     assert both.returncode == 0, both.stderr
-    assert "2 files stored and verified, 78 unchanged" in both.stdout
+    assert "2 files stored and verified, 338 unchanged" in both.stdout
+    assert "sent 8 B " in both.stdout  # only the two changed files moved: none was sent to be found unchanged
     for top in (stored, beside):
         for f in top.iterdir():
             assert (server.root / "laptop" / top.name / f.name).read_bytes() == f.read_bytes()
