@@ -433,7 +433,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    from .client import auto_streams, make_progress
+    from .client import LONG_PATH_RTT, auto_streams, make_progress
     from .restore import Getter, list_all, plan
     from .tree import display
 
@@ -448,7 +448,7 @@ def cmd_get(args: argparse.Namespace) -> int:
             root, planned = plan(entries, path, args.output)
             total = sum(int(e.get("size") or 0) for e, _ in planned if e.get("kind") == "file")
             progress = make_progress(total, sys.stderr.isatty() and not args.quiet)
-            streams = min(args.streams or auto_streams(len(planned)), 16)
+            streams = min(args.streams or auto_streams(len(planned), control.rtt >= LONG_PATH_RTT), 16)
             getter = Getter(control, welcome, streams, args.force, progress)
             try:
                 outcomes += getter.run(root, planned)
