@@ -17,8 +17,10 @@ from .errors import ConnectError
 
 # struct tcp_info: 8 one-byte fields, then u32 rto, ato, snd_mss, rcv_mss, unacked,
 # sacked, lost, retrans, fackets, last_data_sent, last_ack_sent, last_data_recv,
-# last_ack_recv, pmtu, rcv_ssthresh, rtt (microseconds).
+# last_ack_recv, pmtu, rcv_ssthresh, rtt (microseconds), ..., total_retrans at 100,
+# four u64 rates and counts, segs_out, segs_in, notsent_bytes, min_rtt at 148.
 _TCPI_RTT = 8 + 15 * 4
+_TCPI_MIN_RTT = 148
 
 
 class Conn:
@@ -32,13 +34,21 @@ class Conn:
     def smoothed_rtt(self) -> float | None:
         """The kernel's smoothed round-trip time of this TCP connection, in seconds
         (tcp_info.tcpi_rtt, Linux), or None where it cannot be read."""
+        return self._tcp_info_us(_TCPI_RTT)
+
+    def min_rtt(self) -> float | None:
+        """The least round trip this connection has seen (tcpi_min_rtt, Linux 4.6+):
+        the path's own delay, without the peer's think time or queues."""
+        return self._tcp_info_us(_TCPI_MIN_RTT)
+
+    def _tcp_info_us(self, offset: int) -> float | None:
         try:
-            info = self.sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, "TCP_INFO", 11), 104)
+            info = self.sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, "TCP_INFO", 11), 192)
         except (OSError, ValueError):
             return None
-        if len(info) < _TCPI_RTT + 4:
+        if len(info) < offset + 4:
             return None
-        return int.from_bytes(info[_TCPI_RTT : _TCPI_RTT + 4], "little") / 1e6
+        return int.from_bytes(info[offset : offset + 4], "little") / 1e6
 
     def recv_exact(self, size: int) -> bytes:
         buf = bytearray(size)

@@ -82,9 +82,10 @@ class ControlClient:
         except ValueError:
             raise ProtocolError("malformed welcome") from None
         self.chan = chan
-        # The kernel's smoothed round trip after the handshakes' exchanges:
-        # what a send's tuning starts from (0 where it cannot be read: near).
-        self.rtt = conn.smoothed_rtt() or 0.0
+        # The least round trip the kernel saw during the handshakes: the path's
+        # delay, which a send's tuning starts from (0 where it cannot be read: near).
+        # The smoothed one would include the server's think time (signatures).
+        self.rtt = conn.min_rtt() or 0.0
         return Welcome(frames.get_str(welcome, "name", 64), ticket, secret)
 
     def call(self, msg: dict, reply: str) -> dict:
