@@ -203,7 +203,7 @@ def wire_failure(answer: dict) -> FxError:
 # and its recovery from loss set the pace, and parallel connections add up
 # (perf/README.md, perf/wan.py): start with LONG_PATH_STREAMS, then double
 # while the measured rate still grows by TUNE_GAIN, up to AUTO_MAX_STREAMS.
-LONG_PATH_RTT = 0.002  # seconds, from the control connection's TCP handshake
+LONG_PATH_RTT = 0.002  # seconds: the least round trip of the control connection (tcpi_min_rtt)
 LONG_PATH_STREAMS = 8
 AUTO_MAX_STREAMS = 16
 TUNE_INTERVAL = 1.0  # seconds of sending between two looks at the rate
