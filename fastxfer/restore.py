@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from . import frames, layout, paths
 from .errors import ConnectError, FxError, LocalFileError, ProtocolError, RefusedError, VerifyError, from_exit_code
 from .session import ControlClient, Welcome, keep_alive, open_stream
-from .store import open_chain
+from .diskio import open_chain
 
 WINDOW = 4  # chunk requests in flight per stream
 OPEN_MAX = 256  # files being restored at once (two descriptors each)

@@ -27,18 +27,18 @@ import os
 import sqlite3
 import stat
 import queue
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from . import frames, layout, paths
+from . import layout, paths
+from .catalog import Catalog
+from .diskio import (DIR_FLAGS, MEMORY_FILESYSTEMS, current_umask, filesystem_type, now_ns, open_chain,
+                     read_file, space_error, unlink_quietly, write_all)
 from .errors import FxError, ProtocolError, RefusedError, VerifyError
+from .smallfiles import SmallFiles
 
 STATE = ".fastxfer"
 POOL = 4  # idle manifest connections a worker keeps
-RECORDS_PER_QUERY = 500  # names in one manifest lookup (SQLite allows 32,766 variables)
-EMPTY_SHA256 = hashlib.sha256(b"").digest()
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -67,61 +67,6 @@ def file_id(secret: bytes, client: str, path: bytes, size: int, mtime_ns: int) -
     return hmac.new(secret, msg, hashlib.sha256).digest()[:16]
 
 
-def _open_dir(parent_fd: int, name: bytes, create: bool) -> int:
-    try:
-        return os.open(name, DIR_FLAGS, dir_fd=parent_fd)
-    except FileNotFoundError:
-        if not create:
-            raise
-        try:
-            os.mkdir(name, 0o755, dir_fd=parent_fd)
-            os.fsync(parent_fd)  # a new folder's entry must outlive a crash, like the file below it
-        except FileExistsError:
-            pass
-        return os.open(name, DIR_FLAGS, dir_fd=parent_fd)
-
-
-def open_chain(base_fd: int, parts: list[bytes], create: bool) -> int:
-    """Descriptor of base/parts..., never following a symlink."""
-    fd = os.dup(base_fd)
-    try:
-        for part in parts:
-            nxt = _open_dir(fd, part, create)
-            os.close(fd)
-            fd = nxt
-        return fd
-    except NotADirectoryError:
-        os.close(fd)
-        raise RefusedError(f"{paths.join(parts)}: a file or link is in the way of a folder") from None
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno == errno.ELOOP:
-            raise RefusedError(f"{paths.join(parts)}: a symlink is in the way of a folder") from None
-        raise
-
-
-def _write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        done = os.pwrite(fd, view, offset)
-        view, offset = view[done:], offset + done
-
-
-def _read_file(dir_fd: int, name: bytes) -> bytes:
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
-    try:
-        size = os.fstat(fd).st_size
-        return os.pread(fd, size, 0) if size else b""
-    finally:
-        os.close(fd)
-
-
-def space_error(needed: int, free: int) -> RefusedError:
-    return RefusedError(
-        f"not enough space on the server: {needed} bytes needed, {free} free"
-    )
-
-
 class StagingFile:
     """One file being received, as a stream worker holds it."""
 
@@ -130,7 +75,7 @@ class StagingFile:
         base = store.staging_fd(client, create=False)
         try:
             name = fid.hex().encode()
-            meta = json.loads(_read_file(base, name + b".meta"))
+            meta = json.loads(read_file(base, name + b".meta"))
             self.size: int = meta["size"]
             self.chunk: int = meta["chunk"]
             self.count = layout.chunk_count(self.size, self.chunk)
@@ -151,7 +96,7 @@ class StagingFile:
         if rem or index >= self.count or layout.chunk_span(self.size, self.chunk, index)[1] != len(data):
             raise ProtocolError("chunk does not fit the file's layout")
         try:
-            _write_all(self.data_fd, data, offset)
+            write_all(self.data_fd, data, offset)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise RefusedError("not enough space on the server (disk full)") from None
@@ -194,8 +139,11 @@ class Policy:
     staging_max_age: float = 7 * 24 * 3600.0  # an abandoned transfer is removed after this
 
 
-class Store:
-    """One per worker process (the manifest connection is per thread)."""
+class Store(SmallFiles, Catalog):
+    """One per worker process (the manifest connection is per thread).
+
+    Staging, commit, versions and the manifest are here; small files and
+    probes in smallfiles.py, the read side in catalog.py."""
 
     def __init__(self, root: str, policy: Policy = Policy()) -> None:
         self.policy = policy
@@ -297,88 +245,6 @@ class Store:
 
     # ------------------------------------------------------------------ put
 
-    def probe_many(self, client: str, items: list[tuple[str, int, int, bytes | None]]) -> list[str | FxError]:
-        """For many files (path, size, mtime_ns, sha256 or None): "unchanged", "send" or the
-        refusal.  Folder by folder: each is opened once and closed before the next, and
-        the manifest is asked only about the names in question."""
-        out: list[str | FxError] = ["send"] * len(items)
-        by_folder: dict[tuple[bytes, ...], list[tuple[int, list[bytes]]]] = {}
-        for i, (path, _size, _mtime, _sha) in enumerate(items):
-            try:
-                parts = paths.split(path)
-            except FxError as exc:
-                out[i] = exc
-                continue
-            by_folder.setdefault(tuple(parts[:-1]), []).append((i, parts))
-        with self._manifest() as db:
-            for key, members in by_folder.items():
-                folder = self._probe_folder(client, members[0][1])
-                if folder is None:
-                    continue  # nothing stored there yet: every file is sent
-                if isinstance(folder, FxError):
-                    for i, _parts in members:
-                        out[i] = folder
-                    continue
-                try:
-                    rows = self._records(db, client, [b"/".join(parts) for _i, parts in members])
-                    for i, parts in members:
-                        _path, size, mtime_ns, sha256 = items[i]
-                        try:
-                            out[i] = self._probe_one(client, parts, folder, rows.get(b"/".join(parts)),
-                                                     size, mtime_ns, sha256)
-                        except FxError as exc:
-                            out[i] = exc
-                finally:
-                    os.close(folder)
-        return out
-
-    def _probe_folder(self, client: str, parts: list[bytes]) -> int | FxError | None:
-        """The folder's descriptor, None if it does not exist yet, or why it can never hold the file."""
-        try:
-            self._check_parents(client, parts)
-            return open_chain(self.root_fd, [client.encode(), *parts[:-1]], create=False)
-        except FxError as exc:
-            return exc
-        except FileNotFoundError:
-            return None
-
-    @staticmethod
-    def _records(db: sqlite3.Connection, client: str, raws: list[bytes]) -> dict[bytes, tuple[int, int]]:
-        """{path: (size, mtime_ns)} of those of *raws* the manifest records as files."""
-        found: dict[bytes, tuple[int, int]] = {}
-        for start in range(0, len(raws), RECORDS_PER_QUERY):
-            part = raws[start : start + RECORDS_PER_QUERY]
-            rows = db.execute(
-                f"SELECT path, size, mtime_ns FROM files WHERE client=? AND kind='file'"
-                f" AND path IN ({','.join('?' * len(part))})", (client, *part)).fetchall()
-            found.update((bytes(path), (size, mtime_ns)) for path, size, mtime_ns in rows)
-        return found
-
-    def stores_under(self, client: str, tops: list[bytes]) -> bool:
-        """Whether the manifest records a file of *client* at or below any of *tops*."""
-        with self._manifest() as db:
-            for top in tops:
-                if db.execute("SELECT 1 FROM files WHERE client=? AND kind='file'"
-                              " AND (path=? OR (path >= ? AND path < ?)) LIMIT 1",
-                              (client, top, top + b"/", top + b"0")).fetchone():
-                    return True
-        return False
-
-    def _probe_one(self, client: str, parts: list[bytes], folder: int, row: tuple[int, int] | None,
-                   size: int, mtime_ns: int, sha256: bytes | None) -> str:
-        raw = b"/".join(parts)
-        if not row or row[0] != size:
-            return "send"
-        try:
-            if not stat.S_ISREG(os.stat(parts[-1], dir_fd=folder, follow_symlinks=False).st_mode):
-                return "send"
-        except OSError:
-            return "send"
-        if sha256 is None:
-            return "unchanged" if row[1] == mtime_ns else "send"
-        status, stored = self.verify_stored(client, raw)
-        return "unchanged" if status == "ok" and stored == sha256 else "send"
-
     def open_put(self, client: str, path: str, size: int, mtime_ns: int, mode: int,
                  chunk: int, usage: list[int] | None = None, force: bool = False) -> PutReply:
         """*usage*: [files, bytes] of the client's staging, shared across one batch
@@ -450,249 +316,6 @@ class Store:
                     removed += 1
         return removed
 
-    # ------------------------------------------------------------ listing
-
-    LIST_PAGE = 2000
-
-    def listing(self, client: str, prefix: str, after: bytes | None) -> tuple[list[dict], bytes | None]:
-        """Entries the manifest holds at or below *prefix*, a page at a time by path."""
-        raw = b"/".join(paths.split(prefix.strip("/"))) if prefix.strip("/") else b""
-        where, args = "client=?", [client]
-        if raw:
-            where += " AND (path=? OR (path>? AND path<?))"
-            args += [raw, raw + b"/", raw + b"0"]  # '0' follows '/' in byte order
-        if after is not None:
-            where += " AND path>?"
-            args.append(after)
-        with self._manifest() as db:
-            rows = db.execute(
-                f"SELECT path, kind, size, mtime_ns, mode, sha256, target, stored_ns, chunk, digest FROM files"
-                f" WHERE {where} ORDER BY path LIMIT ?", args + [self.LIST_PAGE + 1]).fetchall()
-        more = len(rows) > self.LIST_PAGE
-        rows = rows[: self.LIST_PAGE]
-        entries = [{
-            "path": os.fsdecode(r[0]), "kind": r[1], "size": r[2], "mtime_ns": r[3], "mode": r[4],
-            "sha256": r[5].hex() if r[5] else None,
-            "target": os.fsdecode(r[6]) if r[6] is not None else None, "stored_ns": r[7],
-            "chunk": r[8], "digest": r[9].hex() if r[9] else None,
-        } for r in rows]
-        return entries, (rows[-1][0] if more else None)
-
-    def version_listing(self, client: str, prefix: str) -> list[dict]:
-        raw = b"/".join(paths.split(prefix.strip("/"))) if prefix.strip("/") else b""
-        with self._manifest() as db:
-            rows = db.execute(
-                "SELECT path, version, size, sha256, replaced_ns, chunk, digest, mtime_ns, mode FROM versions"
-                " WHERE client=? AND (?=X'' OR path=? OR (path>? AND path<?)) ORDER BY path, replaced_ns DESC"
-                " LIMIT 10000", (client, raw, raw, raw + b"/", raw + b"0")).fetchall()
-        return [{"path": os.fsdecode(r[0]), "version": r[1], "size": r[2],
-                 "sha256": r[3].hex() if r[3] else None, "replaced_ns": r[4], "kind": "file",
-                 "chunk": r[5], "digest": r[6].hex() if r[6] else None, "mtime_ns": r[7], "mode": r[8]}
-                for r in rows]
-
-    def read_chunk(self, client: str, path: str, size: int, mtime_ns: int, offset: int,
-                   into: memoryview) -> None:
-        """Restore: bytes of a stored file, refused if it is not the one that was listed.
-
-        "PATH\0VERSION" names an older copy kept in versions/.
-        """
-        path, _, version = path.partition("\x00")
-        parts = paths.split(path)
-        base, name = [client.encode()] + parts[:-1], parts[-1]
-        start = self.root_fd
-        if version:
-            if "/" in version or "\x00" in version or not version.startswith(os.fsdecode(parts[-1][:200])):
-                raise RefusedError(f"{path}: no such version")
-            base, name, start = [b"versions"] + base, os.fsencode(version), self.state_fd
-        try:
-            parent = open_chain(start, base, create=False)
-        except (OSError, FxError):
-            raise RefusedError(f"{path}: not stored on the server") from None
-        try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=parent)
-        except OSError:
-            raise RefusedError(f"{path}: not stored on the server") from None
-        finally:
-            os.close(parent)
-        try:
-            # Size only: filesystems may round stored times, and any change of
-            # content is caught by the client against the recorded digest.
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_size != size:
-                raise RefusedError(f"{path}: changed on the server since it was listed; get it again")
-            if offset + len(into) > size:
-                raise RefusedError(f"{path}: request beyond the end of the file")
-            got = 0
-            while got < len(into):
-                n = os.preadv(fd, [into[got:]], offset + got)
-                if n == 0:
-                    raise RefusedError(f"{path}: changed on the server since it was listed; get it again")
-                got += n
-        finally:
-            os.close(fd)
-
-    # ------------------------------------------------------- verify at rest
-
-    def verify_stored(self, client: str, raw: bytes) -> tuple[str, bytes | None]:
-        """Re-hash a stored file against its record: ("ok"|"changed"|"missing", SHA-256).
-
-        One read, two hashes: the chunk hash list that was verified at backup,
-        and the plain SHA-256 that sha256sum prints, recorded once it is known
-        to belong to the verified bytes.
-        """
-        with self._manifest() as db:
-            row = db.execute("SELECT size, chunk, digest, sha256 FROM files WHERE client=? AND path=?"
-                             " AND kind='file'", (client, raw)).fetchone()
-        if row is None:
-            return "missing", None
-        size, chunk, digest, known = row
-        parts = raw.split(b"/")
-        try:
-            parent = open_chain(self.root_fd, [client.encode()] + parts[:-1], create=False)
-            try:
-                fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW, dir_fd=parent)
-            finally:
-                os.close(parent)
-        except (OSError, FxError):
-            return "missing", None
-        whole, digests = hashlib.sha256(), []
-        try:
-            if os.fstat(fd).st_size != size:
-                return "changed", None
-            for index in range(layout.chunk_count(size, chunk)):
-                offset, length = layout.chunk_span(size, chunk, index)
-                data = os.pread(fd, length, offset)
-                if len(data) != length:
-                    return "changed", None
-                whole.update(data)
-                digests.append(hashlib.sha256(data).digest())
-        finally:
-            os.close(fd)
-        if layout.file_digest(size, chunk, digests) != digest:
-            return "changed", None
-        sha = whole.digest()
-        if known != sha:
-            with self._manifest() as db:
-                db.execute("UPDATE files SET sha256=? WHERE client=? AND path=?", (sha, client, raw))
-                db.commit()
-        return "ok", sha
-
-    def receipt_body(self, client: str, raw: bytes, server_fp: bytes) -> dict | None:
-        """What a receipt states about a stored file, its SHA-256 re-checked on disk."""
-        status, sha = self.verify_stored(client, raw)
-        if status != "ok":
-            return None
-        with self._manifest() as db:
-            size, digest, stored_ns = db.execute(
-                "SELECT size, digest, stored_ns FROM files WHERE client=? AND path=?", (client, raw)).fetchone()
-        return {"v": 1, "client": client, "path": os.fsdecode(raw), "size": size,
-                "sha256": sha.hex() if sha else None, "digest": digest.hex(), "stored_ns": stored_ns,
-                # The copy at the path; older copies are named by ls --versions.
-                "version": "current", "server": server_fp.hex()}
-
-    def stored_files(self, client: str | None) -> list[tuple[str, bytes]]:
-        with self._manifest() as db:
-            if client is None:
-                return db.execute("SELECT client, path FROM files WHERE kind='file' ORDER BY client, path").fetchall()
-            return db.execute("SELECT client, path FROM files WHERE kind='file' AND client=? ORDER BY path",
-                              (client,)).fetchall()
-
-    # -------------------------------------------------------- small files
-
-    def commit_bundle(self, client: str, entries: list[frames.BundleEntry]) -> list[tuple[int, int, str]]:
-        """Store many small files at once: each appears atomically by rename,
-        all are made durable by one filesystem sync, each folder fsynced once,
-        and the manifest changes in one transaction.
-
-        Returns (status, exit code, message) per entry: 0 stored, 1 unchanged, 2 failed.
-        """
-        results: list[tuple[int, int, str]] = [(2, 1, "not processed")] * len(entries)
-        needed = sum(e.size for e in entries)
-        if needed > self.free_bytes():
-            exc = space_error(needed, self.free_bytes())
-            return [(2, exc.exit_code, exc.message)] * len(entries)
-        base = self.staging_fd(client, create=True)
-        parents: dict[tuple[bytes, ...], int] = {}
-        refused: dict[tuple[bytes, ...], FxError] = {}
-        staged = []
-        seen: set[bytes] = set()
-        prefix = b"b-" + os.urandom(6).hex().encode() + b"-"
-        try:
-            for i, e in enumerate(entries):
-                try:
-                    if e.path in seen:  # the manifest is written once per bundle: one entry per path
-                        raise RefusedError(f"{os.fsdecode(e.path)}: named twice in one bundle")
-                    seen.add(e.path)
-                    parts = paths.split_raw(e.path)
-                    key = tuple(parts[:-1])
-                    if key in refused:
-                        raise refused[key]
-                    if key not in parents:
-                        # Opening the folders first refuses a link or a file in the
-                        # way before any byte is written, once per folder.
-                        try:
-                            parents[key] = open_chain(self.root_fd, [client.encode(), *key], create=True)
-                        except FxError as exc:
-                            refused[key] = exc
-                            raise
-                    tmp = prefix + b"%d" % i
-                    self._stage_small(base, tmp, e)
-                    staged.append((i, parts, parents[key], tmp, e))
-                except FxError as exc:
-                    results[i] = (2, exc.exit_code, exc.message)
-                except OSError as exc:
-                    results[i] = _storage_failure(exc)
-            if staged:
-                sync_filesystem(base)
-            rows = []
-            with self._manifest() as db:
-                for i, parts, parent, tmp, e in staged:
-                    try:
-                        results[i] = self._place_small(db, base, parent, client, parts, tmp, e, rows)
-                    except (FxError, OSError) as exc:
-                        _unlink_quietly(tmp, base)
-                        results[i] = (2, exc.exit_code, exc.message) if isinstance(exc, FxError) else _storage_failure(exc)
-                for fd in parents.values():
-                    os.fsync(fd)
-                db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,'file',NULL)", rows)
-                db.commit()
-        finally:
-            for fd in parents.values():
-                os.close(fd)
-            os.close(base)
-        return results
-
-    def _stage_small(self, base: int, tmp: bytes, e: frames.BundleEntry) -> None:
-        mode = (e.mode & 0o777) | 0o400  # the server must be able to read it back
-        # Staging is private to the server: the file can be born with its final
-        # mode, which saves a chmod whenever the umask leaves that mode alone.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=base)
-        try:
-            if os.pwrite(fd, e.data, 0) != e.size:  # short only in odd cases: finish it
-                _write_all(fd, e.data, 0)
-            if mode & self.umask:
-                os.fchmod(fd, mode)
-            os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
-        except BaseException:
-            os.close(fd)
-            _unlink_quietly(tmp, base)
-            raise
-        os.close(fd)
-
-    def _place_small(self, db: sqlite3.Connection, base: int, parent: int, client: str, parts: list[bytes],
-                     tmp: bytes, e: frames.BundleEntry, rows: list[tuple]) -> tuple[int, int, str]:
-        chunk = layout.choose_chunk(e.size)
-        digest = layout.file_digest(e.size, chunk, [e.digest] if e.size else [])
-        if self._keep_old(db, parent, client, parts, digest) == "unchanged":
-            _unlink_quietly(tmp, base)
-            self._touch(db, parent, client, parts, e.mode, e.mtime_ns)
-            return (1, 0, "")
-        os.rename(tmp, parts[-1], src_dir_fd=base, dst_dir_fd=parent)
-        # One chunk: its SHA-256, computed here over what was written, is the file's.
-        sha = e.digest if e.size else EMPTY_SHA256
-        rows.append((client, b"/".join(parts), e.size, e.mtime_ns, e.mode, chunk, digest, sha, _now_ns()))
-        return (0, 0, "")
-
     # ------------------------------------------------------ folders, links
 
     def make_dir(self, client: str, path: str) -> str:
@@ -719,7 +342,7 @@ class Store:
                 finally:
                     os.close(fd)
                 db.execute("INSERT OR REPLACE INTO files VALUES (?,?,0,?,?,0,NULL,NULL,?,'dir',NULL)",
-                           (client, b"/".join(parts), mtime_ns, mode & 0o777, _now_ns()))
+                           (client, b"/".join(parts), mtime_ns, mode & 0o777, now_ns()))
             db.commit()
 
     def make_link(self, client: str, path: str, target: str, mtime_ns: int) -> Stored:
@@ -748,11 +371,11 @@ class Store:
                     os.fsync(parent)
                     db.execute(
                         "INSERT OR REPLACE INTO files VALUES (?,?,0,?,511,0,NULL,NULL,?,'link',?)",
-                        (client, raw, mtime_ns, _now_ns(), link_target),
+                        (client, raw, mtime_ns, now_ns(), link_target),
                     )
                     db.commit()
             except BaseException:
-                _unlink_quietly(tmp, parent)
+                unlink_quietly(tmp, parent)
                 raise
         finally:
             os.close(parent)
@@ -792,7 +415,7 @@ class Store:
     def _resume(self, base: int, fid: bytes, size: int, mtime_ns: int) -> PutReply | None:
         name = fid.hex().encode()
         try:
-            meta = json.loads(_read_file(base, name + b".meta"))
+            meta = json.loads(read_file(base, name + b".meta"))
         except FileNotFoundError:
             return None
         if meta.get("size") != size or meta.get("mtime_ns") != mtime_ns:
@@ -808,7 +431,7 @@ class Store:
                     pass
             return None
         chunk = meta["chunk"]
-        have = layout.parse_record(_read_file(base, name + b".rec"), layout.chunk_count(size, chunk))
+        have = layout.parse_record(read_file(base, name + b".rec"), layout.chunk_count(size, chunk))
         return PutReply(fid, chunk, "resume", have)
 
     def _create_staging(self, base: int, fid: bytes, meta: dict) -> None:
@@ -863,12 +486,12 @@ class Store:
     def _commit(self, base: int, client: str, fid: bytes, digest: bytes, sha256: bytes | None) -> Stored:
         name = fid.hex().encode()
         try:
-            meta = json.loads(_read_file(base, name + b".meta"))
+            meta = json.loads(read_file(base, name + b".meta"))
         except FileNotFoundError:
             raise RefusedError(f"unknown transfer {fid.hex()}") from None
         size, chunk, path = meta["size"], meta["chunk"], meta["path"]
         count = layout.chunk_count(size, chunk)
-        have = layout.parse_record(_read_file(base, name + b".rec"), count)
+        have = layout.parse_record(read_file(base, name + b".rec"), count)
         if len(have) != count:
             raise RefusedError(
                 f"{path}: {count - len(have)} of {count} chunks are missing on the server; send again to resume"
@@ -928,7 +551,7 @@ class Store:
                              (client, raw)).fetchone() or (None, None, None, st.st_mtime_ns, stat.S_IMODE(st.st_mode))
             db.execute(
                 "INSERT INTO versions VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (client, raw, os.fsdecode(keep), st.st_size, old[0], old[1], _now_ns(), old[2], old[3], old[4]),
+                (client, raw, os.fsdecode(keep), st.st_size, old[0], old[1], now_ns(), old[2], old[3], old[4]),
             )
             self._prune_versions(db, vdir, client, raw)
         finally:
@@ -963,72 +586,6 @@ class Store:
         """Into the caller's transaction; the caller commits."""
         db.execute(
             "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,'file',NULL)",
-            (client, raw, meta["size"], meta["mtime_ns"], meta["mode"], meta["chunk"], digest, sha256, _now_ns()),
+            (client, raw, meta["size"], meta["mtime_ns"], meta["mode"], meta["chunk"], digest, sha256, now_ns()),
         )
 
-
-def _unlink_quietly(name: bytes, dir_fd: int) -> None:
-    try:
-        os.unlink(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        pass
-
-
-def _storage_failure(exc: OSError) -> tuple[int, int, str]:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        failure = RefusedError("not enough space on the server (disk full)")
-    else:
-        failure = RefusedError(f"storage error on the server ({exc.strerror})")
-    return (2, failure.exit_code, failure.message)
-
-
-_libc = None
-
-
-def sync_filesystem(fd: int) -> None:
-    """syncfs(2): one flush for everything written to the filesystem of *fd*."""
-    global _libc
-    try:
-        import ctypes
-
-        if _libc is None:
-            _libc = ctypes.CDLL(None, use_errno=True)
-        if _libc.syncfs(fd) != 0:
-            raise OSError(ctypes.get_errno(), "syncfs failed")
-    except (AttributeError, ImportError):
-        os.sync()
-
-
-def _now_ns() -> int:
-    return time.time_ns()
-
-
-MEMORY_FILESYSTEMS = {"tmpfs", "ramfs"}
-
-
-def filesystem_type(path: str) -> str:
-    """The type of the filesystem holding *path*, from /proc/self/mountinfo ("" if unknown)."""
-    best, kind = -1, ""
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                fields = line.split()
-                mount = fields[4].replace("\\040", " ")
-                inside = path == mount or path.startswith(mount.rstrip("/") + "/")
-                if inside and len(mount) >= best:  # of mounts on one point, the last is the one seen
-                    best, kind = len(mount), fields[fields.index("-") + 1]
-    except (OSError, ValueError, IndexError):
-        pass
-    return kind
-
-
-def current_umask() -> int:
-    """The process umask, read without setting it (os.umask would race other threads)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o777  # unknown: always chmod
