@@ -735,6 +735,7 @@ class Sender:
             except FxError as exc:
                 reader_error.append(exc)
                 acked.set()
+                conn.abort()  # the sender may be blocked on a peer that no longer reads
 
         stop = threading.Event()
         rt = threading.Thread(target=reader, daemon=True)

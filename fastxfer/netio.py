@@ -109,6 +109,14 @@ class Conn:
         except OSError:
             pass
 
+    def abort(self) -> None:
+        """Shut the connection down both ways, waking a thread blocked sending on it
+        (a peer that stopped reading would otherwise hold it until its timeout)."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
 
 class Channel:
     """Control messages over a (TLS) connection."""
