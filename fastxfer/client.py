@@ -232,8 +232,9 @@ def more_streams(rate: float, rate_before: float, streams: int, waiting: int, cp
 
 
 def link_full(base_rtt: float, loaded_rtts: list[float]) -> bool:
-    """Whether the round trip under load (median of the streams') has grown
-    beyond LINK_FULL_RTT of the idle one: a queue is building on the path."""
+    """Whether the round trip under load (median of the samples, taken on the
+    quiet control connection) has grown beyond LINK_FULL_RTT of the idle one:
+    a queue that every connection shares is building on the path."""
     if not loaded_rtts or base_rtt <= 0:
         return False
     loaded = sorted(loaded_rtts)[len(loaded_rtts) // 2]
@@ -287,7 +288,6 @@ class Sender:
         self.tune_mark: tuple[float, int, float] | None = None  # (time, bytes sent, CPU time)
         self.tune_rate = 0.0  # rate before the last growth
         self.tune_skip = 1  # looks to let pass: new streams are still in TCP slow start
-        self.live: set = set()  # stream connections open now (their round trips are read)
         self.streams_opened = 0  # streams that connected at least once: what the summary reports
         self.opened_by: set[threading.Thread] = set()
 
@@ -693,7 +693,6 @@ class Sender:
             if threading.current_thread() not in self.opened_by:
                 self.opened_by.add(threading.current_thread())
                 self.streams_opened += 1
-            self.live.add(conn)
         lock = threading.Lock()
         acked = threading.Event()
         reader_error: list[FxError] = []
@@ -816,8 +815,6 @@ class Sender:
                     synced = True
         finally:
             stop.set()
-            with self.cond:
-                self.live.discard(conn)
             conn.close()
 
     # ------------------------------------------------------------ commit
@@ -878,9 +875,13 @@ class Sender:
             self.tune_skip -= 1
             return
         busy = (cpu - cpu_then) / (now - then) >= 0.8 * (os.cpu_count() or 1)
-        rtts = [r for r in (c.smoothed_rtt() for c in list(self.live)) if r is not None]
-        full = link_full(getattr(self.control, "rtt", 0.0), rtts)
-        more = more_streams(rate, self.tune_rate, self.streams_used, self.jobs.qsize(), busy, full)
+        more = more_streams(rate, self.tune_rate, self.streams_used, self.jobs.qsize(), busy, False)
+        if more:
+            # Is a queue building that every connection shares?  The streams' own
+            # round trips cannot tell: a per-connection cap fills a queue of its
+            # own per stream.  The quiet control connection can.
+            more = more_streams(rate, self.tune_rate, self.streams_used, self.jobs.qsize(), busy,
+                                link_full(getattr(self.control, "rtt", 0.0), self._control_rtt()))
         if not more:
             self.tuning = False  # this is as fast as more streams would make it
             return
@@ -892,6 +893,20 @@ class Sender:
         self.threads.extend(added)
         for t in added:
             t.start()
+
+    def _control_rtt(self) -> list[float]:
+        """One ping on the control connection, timed (holding self.cond, released
+        meanwhile); a ping that fails counts as a full path."""
+        self.cond.release()
+        try:
+            started = time.monotonic()
+            self.control.call({"t": "ping"}, "pong")
+            self.control.last_ping = time.monotonic()
+            return [self.control.last_ping - started]
+        except FxError:
+            return [float("inf")]
+        finally:
+            self.cond.acquire()
 
     def _keep_alive(self) -> None:
         """Ping the server, without holding the lock the stream threads need."""

@@ -17,9 +17,9 @@ from .errors import ConnectError
 
 # struct tcp_info: 8 one-byte fields, then u32 rto, ato, snd_mss, rcv_mss, unacked,
 # sacked, lost, retrans, fackets, last_data_sent, last_ack_sent, last_data_recv,
-# last_ack_recv, pmtu, rcv_ssthresh, rtt (microseconds), ..., total_retrans at 100,
-# four u64 rates and counts, segs_out, segs_in, notsent_bytes, min_rtt at 148.
-_TCPI_RTT = 8 + 15 * 4
+# last_ack_recv, pmtu, rcv_ssthresh, rtt, rttvar, snd_ssthresh, snd_cwnd, advmss,
+# reordering, rcv_rtt, rcv_space, total_retrans (ends at 104), four u64 rates and
+# counts, segs_out, segs_in, notsent_bytes, then min_rtt (microseconds) at 148.
 _TCPI_MIN_RTT = 148
 
 
@@ -30,11 +30,6 @@ class Conn:
 
     def settimeout(self, seconds: float | None) -> None:
         self.sock.settimeout(seconds)
-
-    def smoothed_rtt(self) -> float | None:
-        """The kernel's smoothed round-trip time of this TCP connection, in seconds
-        (tcp_info.tcpi_rtt, Linux), or None where it cannot be read."""
-        return self._tcp_info_us(_TCPI_RTT)
 
     def min_rtt(self) -> float | None:
         """The least round trip this connection has seen (tcpi_min_rtt, Linux 4.6+):
