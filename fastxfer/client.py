@@ -813,6 +813,14 @@ class Sender:
                 if self.jobs.empty() or index == job.count - 1:
                     send_sync(conn, sealer)
                     synced = True
+        except ConnectError:
+            # When the server ends a stream with an answer (disk full, refused...)
+            # that answer counts, not the broken pipe the sender met: give the
+            # reader a moment to read it.
+            rt.join(1.0)
+            if reader_error:
+                raise reader_error[0] from None
+            raise
         finally:
             stop.set()
             conn.close()
