@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import queue
@@ -78,54 +77,7 @@ SCENARIOS = {
 DEFAULT_TOOLS = "fastxfer:1,fastxfer:4,fastxfer:8,fastxfer:16,fastxfer:auto,scp,rsync"
 
 
-class SetupError(Exception):
-    """Something needed is missing; the message is the one-line reason."""
-
-
-# --------------------------------------------------------------------------- helpers
-
-def parse_size(text: str) -> int:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text, re.I)
-    if not m:
-        raise argparse.ArgumentTypeError(f"bad size {text!r} (use e.g. 16M, 1G)")
-    return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2).lower() or " "))
-
-
-def make_random_file(path: Path, size: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "wb") as out:
-        left = size
-        while left:
-            data = os.urandom(min(16 * MiB, left))
-            digest.update(data)
-            out.write(data)
-            left -= len(data)
-    return digest.hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def code_state(code: Path) -> dict:
-    def git(*a: str) -> str:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
-        return ""
-    h = hashlib.sha256()
-    for f in sorted((code / "fastxfer").glob("*.py")):
-        h.update(f.name.encode() + b"\0" + f.read_bytes())
-    return {"dir": str(code), "repo_head": git("rev-parse", "--short", "HEAD"),
-            "repo_fastxfer_dirty": bool(git("status", "--porcelain", "--", "fastxfer")),
-            "fastxfer_sha256": h.hexdigest()[:16]}
-
-
-def tail(path: Path, lines: int = 3) -> str:
-    with contextlib.suppress(OSError):
-        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
-    return ""
+from harness import SetupError, code_state, make_random_file, parse_size, sha256_file, tail  # noqa: E402
 
 
 def kill_tree(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
@@ -616,7 +568,7 @@ def summarize(results: list[RunResult], tools: list[Tool], sc: Scenario) -> list
 
 
 def markdown_table(rows: list[dict], sc: Scenario, iperf: list[dict]) -> str:
-    out = [f"| tool | streams used | median s | Mbit/s | ratio to scp | RTT under load ms | machine busy | verified |",
+    out = ["| tool | streams used | median s | Mbit/s | ratio to scp | RTT under load ms | machine busy | verified |",
            "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         if r.get("median_s"):
