@@ -37,7 +37,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, NoReturn
 
 import psutil
 
@@ -168,6 +168,35 @@ def tail(path: Path, lines: int = 3) -> str:
         text = path.read_text(errors="replace").strip().splitlines()
         return " | ".join(text[-lines:])
     return ""
+
+
+def serve_port(proc: subprocess.Popen, log: Path, addr: str | None = None, timeout: float = 30.0) -> int:
+    """The port a just-started `fastxfer serve` (stdout a pipe, stderr appended to `log`)
+    reports on its 'listening on ADDR:PORT' line; `addr` None accepts any address.
+    Its stdout is drained into log.with_suffix(".out") for its whole life, so it never
+    blocks on a full pipe."""
+    lines: queue.Queue[str] = queue.Queue()  # this server's lines only
+
+    def drain(stream, path: Path) -> None:
+        with open(path, "a") as out:
+            for line in stream:
+                out.write(line)
+                out.flush()
+                lines.put(line)
+    threading.Thread(target=drain, args=(proc.stdout, log.with_suffix(".out")), daemon=True).start()
+    pattern = r"listening on " + (re.escape(addr) if addr else r"[\d.]+") + r":(\d+)"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.2)
+        except queue.Empty:
+            if proc.poll() is not None:
+                raise SetupError(f"fastxfer serve exited {proc.returncode}: {tail(log, 1)}")
+            continue
+        m = re.search(pattern, line)
+        if m:
+            return int(m.group(1))
+    raise SetupError(f"fastxfer serve printed no 'listening on {addr or 'ADDR'}:PORT' within {timeout:.0f} s")
 
 
 def run_checked(cmd: list[str], env: dict[str, str], what: str, cwd: Path = REPO) -> str:
@@ -542,30 +571,7 @@ class FastxferPeer:
             self.proc = subprocess.Popen(cmd, env=self._env(home), cwd=self.code,
                                          stdout=subprocess.PIPE, stderr=err, text=True,
                                          start_new_session=True)
-        # Keep draining stdout for the server's whole life so it never blocks on a full pipe.
-        lines: queue.Queue[str] = queue.Queue()  # this server's lines only
-        threading.Thread(target=self._drain, args=(self.proc.stdout, log.with_suffix(".out"), lines),
-                         daemon=True).start()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                line = lines.get(timeout=0.2)
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    raise SetupError(f"fastxfer serve exited {self.proc.returncode}: {tail(log, 1)}")
-                continue
-            m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-            if m:
-                return int(m.group(1))
-        raise SetupError("fastxfer serve printed no 'listening on 127.0.0.1:PORT' within 30 s")
-
-    @staticmethod
-    def _drain(stream, path: Path, lines: queue.Queue) -> None:
-        with open(path, "a") as out:
-            for line in stream:
-                out.write(line)
-                out.flush()
-                lines.put(line)
+        return serve_port(self.proc, log, "127.0.0.1")
 
     def send_cmd(self, path: Path, streams: str = "auto") -> list[str]:
         """The client command that sends `path` (file or folder) to this server."""
@@ -823,6 +829,16 @@ def raise_on_sigterm() -> None:
     signal.signal(signal.SIGHUP, handler)
     # Set SIGINT explicitly: a shell starting us in the background leaves it ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def run_main(main: Callable[[list[str]], int], stopped: str = "servers") -> NoReturn:
+    """sys.exit(main(argv)); an interrupt (Ctrl-C, or SIGTERM/SIGHUP after raise_on_sigterm)
+    exits 130 once main's cleanups have run."""
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:
+        print(f"interrupted; {stopped} stopped, work folder removed", file=sys.stderr)
+        sys.exit(130)
 
 
 # --------------------------------------------------------------------------

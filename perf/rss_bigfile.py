@@ -43,7 +43,8 @@ from pathlib import Path
 
 import psutil
 
-from throughput_core import code_state, filesystem_of, parse_size, sha256_file  # shared with the other perf scripts
+from throughput_core import (  # shared with the other perf scripts
+    code_state, filesystem_of, parse_size, raise_on_sigterm, run_main, sha256_file)
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -378,17 +379,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--python", default=str(venv) if venv.exists() else sys.executable)
     args = p.parse_args(argv)
 
-    def handler(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGHUP, handler)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    raise_on_sigterm()
     return run(args)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except KeyboardInterrupt:
-        print("interrupted; processes stopped, work folder removed", file=sys.stderr)
-        sys.exit(130)
+    run_main(main, "processes")

@@ -54,7 +54,8 @@ from pathlib import Path
 
 import psutil
 
-from throughput_core import code_state, filesystem_of, parse_size, sha256_file, tail  # shared with the other perf scripts
+from throughput_core import (  # shared with the other perf scripts
+    code_state, filesystem_of, parse_size, raise_on_sigterm, run_main, sha256_file, tail)
 
 MiB = 1 << 20
 KiB = 1 << 10
@@ -484,11 +485,7 @@ def main(argv: list[str]) -> int:
     seed = args.seed if args.seed is not None else random.randrange(1 << 32)
     rng = random.Random(seed)
 
-    def handler(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGHUP, handler)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    raise_on_sigterm()
 
     started = time.monotonic()
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -609,8 +606,4 @@ def print_summary(s: dict, jpath: Path) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except KeyboardInterrupt:
-        print("interrupted; processes stopped, work folder removed", file=sys.stderr)
-        sys.exit(130)
+    run_main(main, "processes")

@@ -159,26 +159,25 @@ class Peers:
 
     # --- contenders ---
 
+    def _over_ssh(self, cmd: list[str], dest: Path, landing: Path, src: Source) -> Callable[[Path], Prepared]:
+        """prepare() of a client command that talks to the private sshd: empty `dest`, then
+        run `cmd`; src's files are expected below `landing`."""
+        def prepare(logs: Path) -> Prepared:
+            h.empty_folder(dest)
+            return Prepared([ClientRun(cmd, dict(os.environ), REPO, logs)], self.ssh.proc.pid,
+                            None, [(landing, src.expected)])
+        return prepare
+
     def scp(self, src: Source, dest: Path) -> Contender:
         cmd = self.ssh.scp_cmd(src.path, dest)
-
-        def prepare(_logs: Path) -> Prepared:
-            h.empty_folder(dest)
-            return Prepared([ClientRun(cmd, dict(os.environ), REPO, _logs)], self.ssh.proc.pid,
-                            None, [(dest, src.expected)])
-        return Contender("scp", "scp", prepare=prepare, cmds=[cmd])
+        return Contender("scp", "scp", prepare=self._over_ssh(cmd, dest, dest, src), cmds=[cmd])
 
     def rsync(self, src: Source, dest: Path) -> Contender:
         # A folder as SRC/ lands its contents directly in DEST; a file lands as DEST/name.
         what = f"{src.path}/" if src.path.is_dir() else str(src.path)
         cmd = ["rsync", "-a", "-e", shlex.join(["ssh", *self.ssh.ssh_options()]), what,
                f"root@127.0.0.1:{dest}/"]
-
-        def prepare(logs: Path) -> Prepared:
-            h.empty_folder(dest)
-            return Prepared([ClientRun(cmd, dict(os.environ), REPO, logs)], self.ssh.proc.pid,
-                            None, [(dest, src.expected)])
-        return Contender("rsync -a", "rsync", prepare=prepare, cmds=[cmd])
+        return Contender("rsync -a", "rsync", prepare=self._over_ssh(cmd, dest, dest, src), cmds=[cmd])
 
     def tar_ssh(self, src: Source, dest: Path) -> Contender:
         remote = f"tar -C {shlex.quote(str(dest))} -xf -"
@@ -186,12 +185,7 @@ class Peers:
                     f"{shlex.join(['ssh', *self.ssh.ssh_options()])} root@127.0.0.1 {shlex.quote(remote)}")
         cmd = ["sh", "-c", pipeline]
         landing = dest / src.path.name if src.path.is_dir() else dest
-
-        def prepare(logs: Path) -> Prepared:
-            h.empty_folder(dest)
-            return Prepared([ClientRun(cmd, dict(os.environ), REPO, logs)], self.ssh.proc.pid,
-                            None, [(landing, src.expected)])
-        return Contender("tar | ssh", "tar-ssh", prepare=prepare, cmds=[cmd])
+        return Contender("tar | ssh", "tar-ssh", prepare=self._over_ssh(cmd, dest, landing, src), cmds=[cmd])
 
     def tar_nc(self, src: Source, dest: Path) -> Contender:
         landing = dest / src.path.name if src.path.is_dir() else dest
@@ -685,8 +679,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except KeyboardInterrupt:
-        print("interrupted; servers stopped, work folder removed", file=sys.stderr)
-        sys.exit(130)
+    h.run_main(main)

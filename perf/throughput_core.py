@@ -35,8 +35,8 @@ import psutil
 from harness import (  # noqa: F401  (re-exported: soak_resume, rss_bigfile, throughput_small)
     CLIENT_NAME, GiB, MiB, REPO, RESULTS, SCP_CIPHER, FastxferPeer, JsonLog, Monitor, ScpPeer,
     SetupError, Timed, Tool, TreeGroup, clear_dest, code_state, default_python, filesystem_of,
-    make_random_file, parse_size, raise_on_sigterm, sha256_file, stop_process, tail, timed_client,
-    wait_quiet, work_folder)
+    make_random_file, parse_size, raise_on_sigterm, run_main, sha256_file, stop_process, tail,
+    timed_client, wait_quiet, work_folder)
 
 
 # --------------------------------------------------------------------------
@@ -219,8 +219,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except KeyboardInterrupt:
-        print("interrupted; servers stopped, work folder removed", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

@@ -345,8 +345,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except KeyboardInterrupt:
-        print("interrupted; servers stopped, work folder removed", file=sys.stderr)
-        sys.exit(130)
+    core.run_main(main)

@@ -28,7 +28,6 @@ import argparse
 import contextlib
 import json
 import os
-import queue
 import re
 import shutil
 import signal
@@ -36,7 +35,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +75,8 @@ SCENARIOS = {
 DEFAULT_TOOLS = "fastxfer:1,fastxfer:4,fastxfer:8,fastxfer:16,fastxfer:auto,scp,rsync"
 
 
-from harness import SetupError, code_state, make_random_file, parse_size, sha256_file, tail  # noqa: E402
+from harness import (SetupError, code_state, make_random_file, parse_size, serve_port, sha256_file,  # noqa: E402
+                     tail)
 
 
 def kill_tree(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
@@ -285,29 +284,8 @@ class FastxferServer:
             self.proc = subprocess.Popen(cmd, env=self.env(self.server_home), cwd=self.code,
                                          stdout=subprocess.PIPE, stderr=err, text=True,
                                          start_new_session=True, stdin=subprocess.DEVNULL)
-        lines: queue.Queue[str] = queue.Queue()
-
-        def drain(stream, path: Path) -> None:
-            with open(path, "a") as out:
-                for line in stream:
-                    out.write(line)
-                    out.flush()
-                    lines.put(line)
-        threading.Thread(target=drain, args=(self.proc.stdout, self.log.with_suffix(".out")), daemon=True).start()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                line = lines.get(timeout=0.2)
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    raise SetupError(f"fastxfer serve exited {self.proc.returncode}: {tail(self.log, 1)}")
-                continue
-            m = re.search(r"listening on [\d.]+:(\d+)", line)
-            if m:
-                self.port = int(m.group(1))
-                self._quiet()
-                return
-        raise SetupError("fastxfer serve printed no 'listening on ADDR:PORT' within 30 s")
+        self.port = serve_port(self.proc, self.log)
+        self._quiet()
 
     def _quiet(self, limit: float = 10.0) -> None:
         """Let the workers finish starting before a timed run."""
