@@ -282,14 +282,9 @@ class Background:
         return self._value
 
 
-def _connect(host: str, port: int):
+def _connect_for_send(address: str):
     from . import client  # noqa: F401 - imported here, in the background, for the caller
-    from .identity import home, load_or_create
-    from .session import ControlClient
-    from .trust import PinList
-
-    control = ControlClient(host, port, load_or_create(), PinList(home()))
-    return control, control.connect()
+    return connect_control(address)
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -309,12 +304,12 @@ def cmd_send(args: argparse.Namespace) -> int:
             split(args.dest.strip("/"))
         except RefusedError as exc:
             raise UsageError(f"--dest: {exc.message}") from None
-    host, port = parse_address(args.to)
+    parse_address(args.to)  # a usage error before any walk
     started = time.monotonic()
     # The handshake waits on the network while the walk waits on the disk:
     # they overlap. A walk that fails ends the command; the process's exit
     # closes a session that was still being opened.
-    connecting = Background(lambda: _connect(host, port))
+    connecting = Background(lambda: _connect_for_send(args.to))
     sources, skipped = walk(args.files, args.dest, args.exclude, args.follow_links)
     for s in skipped:
         print(f"WARNING: {display(s.local)}: {s.reason}", file=sys.stderr)
@@ -328,7 +323,7 @@ def cmd_send(args: argparse.Namespace) -> int:
             control.call({"t": "ping"}, "pong")
         except FxError:
             control.close()
-            control, welcome = _connect(host, port)
+            control, welcome = connect_control(args.to)
     show = sys.stderr.isatty() and not args.quiet
     sender = Sender(control, welcome, args.streams, args.chunk_size, args.sha256, show,
                     checksum=args.checksum, dry_run=args.dry_run)

@@ -269,7 +269,7 @@ class Sender:
         self.ready: list[FileJob] = []
         self.fatal: FxError | None = None
         self.bytes_sent = 0
-        self.streams_used = 0
+        self.streams_used = self.streams_alive = 0
         self.bundles_left = 0
         self.planning = False
         self.threads: list[threading.Thread] = []
@@ -288,8 +288,12 @@ class Sender:
         self.tune_mark: tuple[float, int, float] | None = None  # (time, bytes sent, CPU time)
         self.tune_rate = 0.0  # rate before the last growth
         self.tune_skip = 1  # looks to let pass: new streams are still in TCP slow start
-        self.streams_opened = 0  # streams that connected at least once: what the summary reports
-        self.opened_by: set[threading.Thread] = set()
+        self.opened_by: set[threading.Thread] = set()  # stream threads that connected at least once
+
+    @property
+    def streams_opened(self) -> int:
+        """Streams that connected at least once: what the summary reports."""
+        return len(self.opened_by)
 
     # -------------------------------------------------------------- plan
 
@@ -442,9 +446,14 @@ class Sender:
         """Once, with the first piece of work."""
         if self.threads:
             return
-        self.streams_used = self.streams_alive = self.streams_wanted
-        self.threads = [threading.Thread(target=self._stream, daemon=True) for _ in range(self.streams_used)]
-        for t in self.threads:
+        self._spawn_streams(self.streams_wanted)
+
+    def _spawn_streams(self, count: int) -> None:
+        added = [threading.Thread(target=self._stream, daemon=True) for _ in range(count)]
+        self.streams_used += count
+        self.streams_alive += count
+        self.threads.extend(added)  # extended in place: run() holds this list
+        for t in added:
             t.start()
 
     def _discount(self, src: Source) -> None:
@@ -690,9 +699,7 @@ class Sender:
         host, port = self.control.host, self.control.port
         conn, sealer, opener = open_stream(host, port, self.welcome)
         with self.cond:
-            if threading.current_thread() not in self.opened_by:
-                self.opened_by.add(threading.current_thread())
-                self.streams_opened += 1
+            self.opened_by.add(threading.current_thread())
         lock = threading.Lock()
         acked = threading.Event()
         reader_error: list[FxError] = []
@@ -883,24 +890,17 @@ class Sender:
             self.tune_skip -= 1
             return
         busy = (cpu - cpu_then) / (now - then) >= 0.8 * (os.cpu_count() or 1)
-        more = more_streams(rate, self.tune_rate, self.streams_used, self.jobs.qsize(), busy, False)
-        if more:
-            # Is a queue building that every connection shares?  The streams' own
-            # round trips cannot tell: a per-connection cap fills a queue of its
-            # own per stream.  The quiet control connection can.
-            more = more_streams(rate, self.tune_rate, self.streams_used, self.jobs.qsize(), busy,
-                                link_full(getattr(self.control, "rtt", 0.0), self._control_rtt()))
+        # Is a queue building that every connection shares?  The streams' own
+        # round trips cannot tell: a per-connection cap fills a queue of its own
+        # per stream.  The quiet control connection can (one ping a decision).
+        full = link_full(getattr(self.control, "rtt", 0.0), self._control_rtt())
+        more = more_streams(rate, self.tune_rate, self.streams_used, self.jobs.qsize(), busy, full)
         if not more:
             self.tuning = False  # this is as fast as more streams would make it
             return
         self.tune_rate = rate
         self.tune_skip = 1
-        self.streams_used += more
-        self.streams_alive += more
-        added = [threading.Thread(target=self._stream, daemon=True) for _ in range(more)]
-        self.threads.extend(added)
-        for t in added:
-            t.start()
+        self._spawn_streams(more)
 
     def _control_rtt(self) -> list[float]:
         """One ping on the control connection, timed (holding self.cond, released

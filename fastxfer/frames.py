@@ -327,12 +327,9 @@ def bundle_header(bundle: int, count: int) -> bytes:
     return _HEADER[BUNDLE].pack(bundle, count)
 
 
-def bundle_entry_head(path: bytes, size: int, mtime_ns: int, mode: int) -> bytes:
-    return _BENTRY.pack(len(path), size, mtime_ns, mode) + path
-
-
 def pack_bundle_entry_head(buf: bytearray, pos: int, path: bytes, size: int, mtime_ns: int, mode: int) -> None:
-    """bundle_entry_head written into *buf* at *pos*."""
+    """A bundle entry's head (lengths, time, mode, path), written into *buf* at *pos*;
+    the file's bytes and their SHA-256 follow it."""
     _BENTRY.pack_into(buf, pos, len(path), size, mtime_ns, mode)
     buf[pos + _BENTRY.size : pos + _BENTRY.size + len(path)] = path
 

@@ -114,9 +114,9 @@ class SmallFiles:
         Returns (status, exit code, message) per entry: 0 stored, 1 unchanged, 2 failed.
         """
         results: list[tuple[int, int, str]] = [(2, 1, "not processed")] * len(entries)
-        needed = sum(e.size for e in entries)
-        if needed > self.free_bytes():
-            exc = space_error(needed, self.free_bytes())
+        needed, free = sum(e.size for e in entries), self.free_bytes()
+        if needed > free:
+            exc = space_error(needed, free)
             return [(2, exc.exit_code, exc.message)] * len(entries)
         base = self.staging_fd(client, create=True)
         parents: dict[tuple[bytes, ...], int] = {}

@@ -597,10 +597,12 @@ def test_fuzz_mutated_sequence(msgs: list[dict], edits: list[tuple[str, int, int
 
 
 def _bundle(files: list[tuple[bytes, bytes, int, int]]) -> bytes:
-    body = b""
+    body = bytearray()
     for path, data, mtime, mode in files:
-        body += frames.bundle_entry_head(path, len(data), mtime, mode) + data + hashlib.sha256(data).digest()
-    return body
+        head = bytearray(frames.BUNDLE_ENTRY_HEAD + len(path))
+        frames.pack_bundle_entry_head(head, 0, path, len(data), mtime, mode)
+        body += head + data + hashlib.sha256(data).digest()
+    return bytes(body)
 
 
 def test_bundle_round_trip() -> None:
