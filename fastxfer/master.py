@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from . import fdpass, limits
 from .errors import FxError
-from .worker import BOOT_FAILED, WorkerConfig, worker_main
+from .worker import BOOT_FAILED, WorkerConfig, preload, worker_main
 
 log = logging.getLogger("fastxfer.server")
 
@@ -110,6 +110,7 @@ class Master:
     def run(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
+        preload()
         for i in range(self.size):
             self.spawn(i)
         sel = selectors.DefaultSelector()

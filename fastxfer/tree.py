@@ -72,10 +72,18 @@ def walk(args: list[str], dest: str | None, excludes: list[str] = (), follow_lin
     return entries, skipped
 
 
+def _name(entry: os.DirEntry) -> str:
+    return entry.name
+
+
 def _visit(local: str, remote: str, rel: str, excluder: Excluder, follow: bool,
-           entries: list[Entry], skipped: list[Skipped], contents_only: bool = False) -> None:
+           entries: list[Entry], skipped: list[Skipped], contents_only: bool = False,
+           found: os.DirEntry | None = None) -> None:
     try:
-        st = os.stat(local) if follow else os.lstat(local)
+        if found is not None:  # its folder's scan already holds the name: no path lookup
+            st = found.stat(follow_symlinks=follow)
+        else:
+            st = os.stat(local) if follow else os.lstat(local)
     except OSError as exc:
         skipped.append(Skipped(local, exc.strerror or "cannot be read"))
         return
@@ -94,17 +102,19 @@ def _visit(local: str, remote: str, rel: str, excluder: Excluder, follow: bool,
         if remote and not contents_only:
             entries.append(Entry(local, remote, "dir", 0, st.st_mtime_ns, stat.S_IMODE(mode)))
         try:
-            names = sorted(os.listdir(local))
+            with os.scandir(local) as scan:
+                children = sorted(scan, key=_name)
         except OSError as exc:
             skipped.append(Skipped(local, exc.strerror or "cannot be listed"))
             return
-        for name in names:
+        patterns = excluder.names or excluder.paths
+        for child in children:
+            name = child.name
             child_rel = f"{rel}/{name}" if rel else name
-            if excluder.excluded(child_rel, name):
+            if patterns and excluder.excluded(child_rel, name):
                 continue
             child_remote = f"{remote}/{name}" if remote else name
-            _visit(os.path.join(local, name), child_remote, child_rel, excluder, follow,
-                   entries, skipped)
+            _visit(child.path, child_remote, child_rel, excluder, follow, entries, skipped, found=child)
     else:
         kind = ("a socket" if stat.S_ISSOCK(mode) else "a FIFO" if stat.S_ISFIFO(mode)
                 else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
