@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Iterable
 
 from .frames import MAX_CHUNK
 
@@ -51,7 +52,7 @@ def valid_layout(size: int, chunk: int) -> bool:
     return MIN_CHUNK <= chunk <= MAX_CHUNK and chunk_count(size, chunk) <= MAX_CHUNKS
 
 
-def file_digest(size: int, chunk: int, digests: list[bytes]) -> bytes:
+def file_digest(size: int, chunk: int, digests: Iterable[bytes]) -> bytes:
     h = hashlib.sha256(_HASHLIST_HEAD.pack(b"FXHASH1\x00", size, chunk))
     for d in digests:
         h.update(d)

@@ -151,11 +151,12 @@ class SmallFiles:
                     results[i] = storage_failure(exc)
             if staged:
                 sync_filesystem(base)
-            rows = []
+            rows: list[tuple] = []
+            stored_ns = now_ns()  # one transaction: one time for all
             with self._manifest() as db:
                 for i, parts, parent, tmp, e in staged:
                     try:
-                        results[i] = self._place_small(db, base, parent, client, parts, tmp, e, rows)
+                        results[i] = self._place_small(db, base, parent, client, parts, tmp, e, rows, stored_ns)
                     except (FxError, OSError) as exc:
                         unlink_quietly(tmp, base)
                         results[i] = (2, exc.exit_code, exc.message) if isinstance(exc, FxError) else storage_failure(exc)
@@ -187,9 +188,9 @@ class SmallFiles:
         os.close(fd)
 
     def _place_small(self, db: sqlite3.Connection, base: int, parent: int, client: str, parts: list[bytes],
-                     tmp: bytes, e: frames.BundleEntry, rows: list[tuple]) -> tuple[int, int, str]:
-        chunk = layout.choose_chunk(e.size)
-        digest = layout.file_digest(e.size, chunk, [e.digest] if e.size else [])
+                     tmp: bytes, e: frames.BundleEntry, rows: list[tuple], stored_ns: int) -> tuple[int, int, str]:
+        chunk = layout.DEFAULT_CHUNK if e.size <= layout.DEFAULT_CHUNK else layout.choose_chunk(e.size)
+        digest = layout.file_digest(e.size, chunk, (e.digest,) if e.size else ())
         if self._keep_old(db, parent, client, parts, digest) == "unchanged":
             unlink_quietly(tmp, base)
             self._touch(db, parent, client, parts, e.mode, e.mtime_ns)
@@ -197,5 +198,5 @@ class SmallFiles:
         os.rename(tmp, parts[-1], src_dir_fd=base, dst_dir_fd=parent)
         # One chunk: its SHA-256, computed here over what was written, is the file's.
         sha = e.digest if e.size else EMPTY_SHA256
-        rows.append((client, b"/".join(parts), e.size, e.mtime_ns, e.mode, chunk, digest, sha, now_ns()))
+        rows.append((client, e.path, e.size, e.mtime_ns, e.mode, chunk, digest, sha, stored_ns))
         return (0, 0, "")

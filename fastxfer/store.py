@@ -530,6 +530,9 @@ class Store(SmallFiles, Catalog):
     def _keep_old(self, db: sqlite3.Connection, parent: int, client: str, parts: list[bytes],
                   digest: bytes) -> str | None:
         """Hard-link whatever is at the target into versions/ before it is replaced."""
+        # Most targets are new: access() says so without the cost of an exception.
+        if not os.access(parts[-1], os.F_OK, dir_fd=parent, follow_symlinks=False):
+            return None
         try:
             st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
         except FileNotFoundError:
