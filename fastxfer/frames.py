@@ -52,7 +52,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import ProtocolError
 
@@ -338,8 +338,7 @@ BUNDLE_ENTRY_HEAD = _BENTRY.size  # before the path
 BUNDLE_ENTRY_FIXED = _BENTRY.size + DIGEST
 
 
-@dataclass(frozen=True)
-class BundleEntry:
+class BundleEntry(NamedTuple):  # a tuple: built for every bundled file, half the cost of a frozen dataclass
     path: bytes
     size: int
     mtime_ns: int
