@@ -157,9 +157,11 @@ def watch_parent(channel: socket.socket) -> None:
 def preload() -> None:
     """Import once in the master, before the workers fork, what a worker's first
     session would otherwise import while its client waits: ~20 ms of x509 for
-    client authentication, and ctypes for syncfs."""
+    client authentication and of the OpenSSL backend that ECDSA loads, and
+    ctypes for syncfs."""
     import ctypes  # noqa: F401
     from cryptography import x509  # noqa: F401
+    from cryptography.hazmat.backends.openssl import backend  # noqa: F401
     from cryptography.hazmat.primitives.asymmetric import ec  # noqa: F401
 
 
