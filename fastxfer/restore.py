@@ -9,8 +9,11 @@ outside DEST.  Stream threads ask for chunks (REQ) and the server answers
 with sealed DATA frames; each chunk is checked against its SHA-256 and
 written at its offset into a hidden temporary file beside its final place.
 When a file's chunks are all in, their hash list must equal the digest the
-server recorded when it verified the file at backup time; only then is the
-file fsynced and renamed into place.  An existing local file is never
+server recorded when it verified the file at backup time.  Files are
+restored in waves; a wave's verified files are made durable by one sync of
+each filesystem they are on, then renamed into place one by one (each
+appears whole or not at all), then each folder that changed is synced once:
+many small files cost no fsync each.  An existing local file is never
 replaced unless --force.
 """
 
@@ -25,10 +28,14 @@ from dataclasses import dataclass, field
 from . import frames, layout, paths
 from .errors import ConnectError, FxError, LocalFileError, ProtocolError, RefusedError, VerifyError, from_exit_code
 from .session import ControlClient, Welcome, keep_alive, open_stream
-from .diskio import open_chain
+from .diskio import open_chain, sync_filesystem
 
-WINDOW = 4  # chunk requests in flight per stream
-OPEN_MAX = 256  # files being restored at once (two descriptors each)
+# In flight per stream: up to WINDOW requests and WINDOW_BYTES of chunks,
+# so small files are not fetched one round trip at a time and big chunks
+# are not asked for faster than they can be written.
+WINDOW = 64
+WINDOW_BYTES = 16 << 20
+OPEN_MAX = 256  # files being restored at once (one descriptor each, and their folders')
 RETRIES = 8
 
 
@@ -41,7 +48,7 @@ class Fetch:
     fd: int = -1
     parent: int = -1
     tmp: bytes = b""
-    status: str = "pending"  # restored, failed
+    status: str = "pending"  # verified (all in, waiting for its wave's sync), restored, failed
     error: FxError | None = None
 
     @property
@@ -51,6 +58,35 @@ class Fetch:
     @property
     def chunk(self) -> int:
         return int(self.entry["chunk"])
+
+
+class Window:
+    """A stream's requests in flight, by (tag, offset), with their bytes counted."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[tuple[bytes, int], tuple[Fetch, int, int]] = {}
+        self.bytes = 0
+
+    def has_room(self) -> bool:
+        return len(self.jobs) < WINDOW and self.bytes < WINDOW_BYTES
+
+    def add(self, key: tuple[bytes, int], f: Fetch, index: int, length: int) -> None:
+        self.jobs[key] = (f, index, length)
+        self.bytes += length
+
+    def pop(self, key: tuple[bytes, int]) -> tuple[Fetch, int] | None:
+        job = self.jobs.pop(key, None)
+        if job is None:
+            return None
+        self.bytes -= job[2]
+        return job[0], job[1]
+
+    def drop_tag(self, tag: bytes) -> None:
+        for key in [k for k in self.jobs if k[0] == tag]:
+            self.pop(key)
+
+    def __bool__(self) -> bool:
+        return bool(self.jobs)
 
 
 @dataclass
@@ -99,6 +135,14 @@ def plan(entries: list[dict], prefix: str, dest: str) -> tuple[str, list[tuple[d
     return root, out
 
 
+def chunks_of(entry: dict) -> int:
+    """Requests a listed entry will take (0 for folders, links and records that make no sense)."""
+    try:
+        return layout.chunk_count(int(entry["size"]), int(entry["chunk"])) if entry.get("kind", "file") == "file" else 0
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return 0
+
+
 def link_is_confined(parts: list[bytes], target: str) -> bool:
     """A link may only point down: relative, with no '..' anywhere.
 
@@ -125,15 +169,28 @@ class Getter:
         self.outcomes: list[Outcome] = []
         self.dirs: list[tuple[list[bytes], int, int]] = []
         self.bytes_received = 0
+        self.folders: dict[tuple[bytes, ...], int] = {}  # the wave's open folders, by parts below root
+        self.ready: list[Fetch] = []  # verified, to be placed at the wave's end
+        self.threads: list[threading.Thread] = []
+        self.done = False  # no more waves: streams leave
 
     def run(self, root: str, planned: list[tuple[dict, list[bytes]]]) -> list[Outcome]:
         root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            # In waves, so a tree of any size holds a bounded number of descriptors.
-            for start in range(0, len(planned), OPEN_MAX):
-                self._wave(root_fd, planned[start : start + OPEN_MAX])
-                if self.fatal is not None:
-                    break
+            # In waves, so a tree of any size holds a bounded number of
+            # descriptors; the streams stay open from one wave to the next.
+            self.streams = min(self.streams, max(1, sum(chunks_of(e) for e, _ in planned)))
+            try:
+                for start in range(0, len(planned), OPEN_MAX):
+                    self._wave(root_fd, planned[start : start + OPEN_MAX])
+                    if self.fatal is not None:
+                        break
+            finally:
+                with self.cond:
+                    self.done = True
+                    self.cond.notify_all()
+                for t in self.threads:
+                    t.join(timeout=5)
             self._finish_dirs(root_fd)
         finally:
             os.close(root_fd)
@@ -154,29 +211,44 @@ class Getter:
 
     def _wave(self, root_fd: int, planned: list[tuple[dict, list[bytes]]]) -> None:
         fetches: list[Fetch] = []
-        for entry, parts in planned:
-            outcome = self._prepare(root_fd, entry, parts, fetches)
-            if outcome is not None:
-                self.outcomes.append(outcome)
-        self.pending = len(fetches)
-        for f in fetches:
-            if f.left == 0:
-                self._finish(f)
-            for i in range(f.left):
-                self.jobs.put((f, i))
-        threads = [threading.Thread(target=self._stream, daemon=True)
-                   for _ in range(min(self.streams, max(1, self.jobs.qsize())) if self.jobs.qsize() else 0)]
-        for t in threads:
-            t.start()
-        with self.cond:
-            while self.pending and self.fatal is None:
-                self.cond.wait(0.5)
-                keep_alive(self.control)
-        for t in threads:
-            t.join(timeout=5)
-        for f in fetches:
-            if f.status == "pending":
-                self._abandon(f, self.fatal or ConnectError("not restored"))
+        try:
+            for entry, parts in planned:
+                outcome = self._prepare(root_fd, entry, parts, fetches)
+                if outcome is not None:
+                    self.outcomes.append(outcome)
+            self.pending = len(fetches)
+            for f in fetches:
+                if f.left == 0:
+                    self._finish(f)
+            with self.cond:  # streams waiting for work check the queue holding this
+                for f in fetches:
+                    for i in range(f.left):
+                        self.jobs.put((f, i))
+                self.cond.notify_all()
+            if not self.threads and not self.jobs.empty():
+                self.threads = [threading.Thread(target=self._stream, daemon=True) for _ in range(self.streams)]
+                for t in self.threads:
+                    t.start()
+            with self.cond:
+                while self.pending and self.fatal is None:
+                    self.cond.wait(0.5)
+                    keep_alive(self.control)
+            for f in fetches:
+                if f.status == "pending":
+                    self._abandon(f, self.fatal or ConnectError("not restored"))
+            self._place()  # what was verified is kept, even when the wave ended early
+        finally:
+            for fd in self.folders.values():
+                os.close(fd)
+            self.folders.clear()
+
+    def _folder(self, root_fd: int, parts: list[bytes]) -> int:
+        """The folder at *parts* below root, created if missing, opened once a wave."""
+        key = tuple(parts)
+        fd = self.folders.get(key)
+        if fd is None:
+            fd = self.folders[key] = open_chain(root_fd, parts, create=True)
+        return fd
 
     def _prepare(self, root_fd: int, entry: dict, parts: list[bytes], fetches: list[Fetch]) -> Outcome | None:
         shown = os.fsdecode(b"/".join(parts))
@@ -189,7 +261,7 @@ class Getter:
     def _prepare_one(self, root_fd: int, entry: dict, parts: list[bytes], fetches: list[Fetch],
                      shown: str) -> Outcome | None:
         try:
-            parent = open_chain(root_fd, parts[:-1], create=True)
+            parent = self._folder(root_fd, parts[:-1])
         except (OSError, FxError) as exc:
             return Outcome(shown, "failed", LocalFileError(f"{shown}: cannot create its folder ({exc})"))
         try:
@@ -198,42 +270,32 @@ class Getter:
         except FileNotFoundError:
             exists = False
         if entry.get("kind") == "dir":
-            os.close(parent)
             try:
-                os.close(open_chain(root_fd, parts, create=True))
+                self._folder(root_fd, parts)
             except (OSError, FxError) as exc:
                 return Outcome(shown, "failed", LocalFileError(f"{shown}: cannot create the folder ({exc})"))
             self.dirs.append((parts, int(entry["mode"]), int(entry["mtime_ns"])))
             return Outcome(shown, "restored")
         if exists and not self.force:
-            os.close(parent)
             return Outcome(shown, "skipped", LocalFileError(f"{shown}: exists locally; not replaced (use --force)"))
         if entry.get("kind") == "link":
             target = entry.get("target") or ""
+            if not link_is_confined(parts, target):
+                return Outcome(shown, "skipped", LocalFileError(
+                    f"{shown}: link to {target!r} points outside the destination; not created"))
+            tmp = b".fastxfer-get-" + os.urandom(6).hex().encode()
+            os.symlink(os.fsencode(target), tmp, dir_fd=parent)
             try:
-                if not link_is_confined(parts, target):
-                    return Outcome(shown, "skipped", LocalFileError(
-                        f"{shown}: link to {target!r} points outside the destination; not created"))
-                tmp = b".fastxfer-get-" + os.urandom(6).hex().encode()
-                os.symlink(os.fsencode(target), tmp, dir_fd=parent)
-                try:
-                    os.rename(tmp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
-                except OSError:
-                    os.unlink(tmp, dir_fd=parent)
-                    raise
-                return Outcome(shown, "restored")
-            finally:
-                os.close(parent)
+                os.rename(tmp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
+            except OSError:
+                os.unlink(tmp, dir_fd=parent)
+                raise
+            return Outcome(shown, "restored")
         if not entry.get("digest") or not layout.valid_layout(int(entry["size"]), int(entry["chunk"])):
-            os.close(parent)
             return Outcome(shown, "failed", ProtocolError(f"{shown}: the server's record of it is incomplete"))
         f = Fetch(entry, parts, parent=parent)
         f.tmp = b".fastxfer-get-" + os.urandom(6).hex().encode()
-        try:
-            f.fd = os.open(f.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent)
-        except OSError:
-            os.close(parent)
-            raise
+        f.fd = os.open(f.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent)
         f.left = layout.chunk_count(f.size, f.chunk)
         f.digests = [None] * f.left
         fetches.append(f)
@@ -245,15 +307,15 @@ class Getter:
         failures = 0
         while True:
             with self.cond:
-                if not self.pending or self.fatal is not None:
+                if self.done or self.fatal is not None:
                     return
-            outstanding: dict[tuple[bytes, int], tuple[Fetch, int]] = {}
+            outstanding = Window()
             try:
                 self._stream_once(outstanding)
                 return
             except (ConnectError, ProtocolError) as exc:
-                for job in outstanding.values():
-                    self.jobs.put(job)
+                for f, index, _length in outstanding.jobs.values():
+                    self.jobs.put((f, index))
                 failures += 1
                 if failures > RETRIES:
                     self._stop(ConnectError(f"{exc.message} (gave up after {RETRIES} reconnects)"))
@@ -270,13 +332,13 @@ class Getter:
             self.fatal = self.fatal or exc
             self.cond.notify_all()
 
-    def _stream_once(self, outstanding: dict) -> None:
+    def _stream_once(self, outstanding: Window) -> None:
         conn, sealer, opener = open_stream(self.control.host, self.control.port, self.welcome)
         conn.settimeout(120.0)
         tags: dict[bytes, Fetch] = {}
         try:
             while True:
-                while len(outstanding) < WINDOW:
+                while outstanding.has_room():
                     try:
                         f, index = self.jobs.get_nowait()
                     except queue.Empty:
@@ -290,22 +352,21 @@ class Getter:
                     if f.entry.get("version"):
                         name += b"\x00" + os.fsencode(f.entry["version"])
                     header, body = frames.encode_req(tag, offset, length, f.size, int(f.entry["mtime_ns"]), name)
-                    outstanding[(tag, offset)] = (f, index)
+                    outstanding.add((tag, offset), f, index, length)
                     conn.send(frames.frame_prefix(frames.REQ, header, len(body)),
                               sealer.seal(bytes([frames.REQ]) + header, body))
                 if not outstanding:
                     with self.cond:
-                        if not self.pending or self.fatal is not None:
+                        if self.done or self.fatal is not None:
                             return
-                    if self.jobs.empty():
-                        with self.cond:
-                            self.cond.wait(0.1)
+                        if self.jobs.empty():  # the next wave's work, or the end
+                            self.cond.wait(0.5)
                     continue
                 self._receive(conn, opener, tags, outstanding)
         finally:
             conn.close()
 
-    def _receive(self, conn, opener, tags: dict, outstanding: dict) -> None:
+    def _receive(self, conn, opener, tags: dict, outstanding: Window) -> None:
         kind, rest = frames.parse_prefix(conn.recv_exact(frames.FRAME_PREFIX))
         body = memoryview(conn.recv_exact(rest))
         head = frames.split_rest(kind, body)
@@ -315,8 +376,7 @@ class Getter:
             code, message = frames.parse_error(bytes(plain))
             f = tags.get(tag)
             if f is not None:
-                for key in [k for k in outstanding if k[0] == tag]:
-                    outstanding.pop(key)
+                outstanding.drop_tag(tag)
                 self._abandon(f, from_exit_code(code, message))
             return
         if kind == frames.ERROR:
@@ -325,7 +385,7 @@ class Getter:
         if kind != frames.DATA:
             raise ProtocolError(f"unexpected frame kind {kind} from server")
         tag, offset, length = frames.parse_data_header(head.header, head.sealed_len)
-        job = outstanding.pop((tag, offset), None)
+        job = outstanding.pop((tag, offset))
         if job is None:
             raise ProtocolError("server sent a chunk that was not asked for")
         f, index = job
@@ -344,11 +404,10 @@ class Getter:
         except OSError as exc:
             self._abandon(f, LocalFileError(f"{os.fsdecode(b'/'.join(f.parts))}: {exc.strerror}"))
             return
-        with self.cond:
-            self.bytes_received += length
         if self.progress is not None:
             self.progress.update(length)
         with self.cond:
+            self.bytes_received += length
             f.digests[index] = digest
             f.left -= 1
             done = f.left == 0
@@ -366,13 +425,48 @@ class Getter:
         try:
             os.fchmod(f.fd, int(f.entry["mode"]) & 0o777)
             os.utime(f.fd, ns=(int(f.entry["mtime_ns"]), int(f.entry["mtime_ns"])))
-            os.fsync(f.fd)
-            os.rename(f.tmp, f.parts[-1], src_dir_fd=f.parent, dst_dir_fd=f.parent)
-            os.fsync(f.parent)
         except OSError as exc:
             self._abandon(f, LocalFileError(f"{shown}: {exc.strerror}"))
             return
-        self._close(f, "restored", None)
+        with self.cond:
+            if f.status != "pending":
+                return
+            f.status = "verified"
+            self.ready.append(f)
+            self.pending -= 1
+            if not self.pending:  # the wave waits for its last file only: no wake-up per file
+                self.cond.notify_all()
+
+    def _place(self) -> None:
+        """The wave's verified files into their places: their bytes made durable
+        by one sync per filesystem, each renamed over its name (whole or not at
+        all), then each folder that changed synced once."""
+        ready, self.ready = self.ready, []
+        if not ready:
+            return
+        filesystems: dict[int, int] = {}  # device -> a folder on it; DEST may hold mount points
+        for fd in {f.parent for f in ready}:
+            filesystems.setdefault(os.fstat(fd).st_dev, fd)
+        try:
+            for fd in filesystems.values():
+                sync_filesystem(fd)
+        except OSError as exc:
+            for f in ready:
+                self._abandon(f, LocalFileError(f"{os.fsdecode(b'/'.join(f.parts))}: {exc.strerror}"))
+            return
+        placed, changed = [], set()
+        for f in ready:
+            try:
+                os.rename(f.tmp, f.parts[-1], src_dir_fd=f.parent, dst_dir_fd=f.parent)
+            except OSError as exc:
+                self._abandon(f, LocalFileError(f"{os.fsdecode(b'/'.join(f.parts))}: {exc.strerror}"))
+                continue
+            placed.append(f)
+            changed.add(f.parent)
+        for fd in changed:
+            os.fsync(fd)
+        for f in placed:
+            self._close(f, "restored", None)
 
     def _abandon(self, f: Fetch, error: FxError) -> None:
         try:
@@ -382,12 +476,14 @@ class Getter:
         self._close(f, "failed", error)
 
     def _close(self, f: Fetch, status: str, error: FxError | None) -> None:
+        """The end of a file's restore (its folder stays open: the wave owns it)."""
         with self.cond:
-            if f.status != "pending":
+            if f.status not in ("pending", "verified"):
                 return
+            if f.status == "pending":
+                self.pending -= 1
+                if not self.pending:
+                    self.cond.notify_all()
             f.status = status
             os.close(f.fd)
-            os.close(f.parent)
             self.outcomes.append(Outcome(os.fsdecode(b"/".join(f.parts)), status, error))
-            self.pending -= 1
-            self.cond.notify_all()

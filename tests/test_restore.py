@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import fx, make_client, make_file, sha256_file
+from conftest import FX, fx, make_client, make_file, sha256_file, wait_for
+from relay import Relay, throttled
 from test_tree import snapshot
 
 
@@ -41,6 +43,47 @@ def test_send_then_get_is_identical(tmp_path: Path, server, client) -> None:
     want.pop("outside-link")
     assert got == want
     assert not (out / "data" / "outside-link").exists()
+
+
+def test_a_tree_of_several_waves_comes_back_whole(tmp_path: Path, server, client) -> None:
+    top = tmp_path / "data"
+    for i in range(700):  # more than one wave (restore.OPEN_MAX) of small files, an empty one too
+        make_file(top / f"d{i % 7}" / f"f{i}.bin", i * 13, seed=i)
+    make_file(top / "big.bin", (2 << 20) + 3, seed=9)  # and one of many chunks
+    assert client.send(server, top, "--chunk-size", "64K").returncode == 0
+    out = tmp_path / "restored"
+    out.mkdir()
+    done = get(client, server, "data", "-o", out)
+    assert done.returncode == 0, done.stderr
+    assert "709 restored and verified" in done.stdout  # 701 files and 8 folders
+    assert snapshot(out / "data") == snapshot(top)
+
+
+def test_a_get_cut_off_leaves_only_whole_files(tmp_path: Path, server, client) -> None:
+    top = tmp_path / "data"
+    for i in range(600):
+        make_file(top / f"d{i % 6}" / f"f{i}.bin", 2000 + i, seed=i)
+    assert client.send(server, top).returncode == 0
+    relay = Relay(server.port, throttled(20_000))  # requests trickle, so the kill lands mid-get
+    out = tmp_path / "restored"
+    out.mkdir()
+    try:
+        fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
+        proc = subprocess.Popen(FX + ["get", "data", "--from", f"127.0.0.1:{relay.port}", "-o", str(out)],
+                                env=dict(os.environ, FASTXFER_HOME=str(client.home)),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        placed = lambda: [p for p in out.rglob("f*.bin")]  # noqa: E731
+        assert wait_for(lambda: len(placed()) > 0, timeout=60)
+        os.killpg(server.proc.pid, signal.SIGKILL)  # master and workers: every connection drops
+        _, err = proc.communicate(timeout=120)
+    finally:
+        relay.close()
+    assert proc.returncode not in (0, None), err
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert not [p for p in files if p.name.startswith(".fastxfer-get-")]  # nothing half-written
+    assert 0 < len(files) < 600, len(files)
+    for p in files:  # what is there is whole
+        assert p.read_bytes() == (top / p.relative_to(out / "data")).read_bytes()
 
 
 def test_dest_rules_and_no_overwrite(tmp_path: Path, server, client) -> None:
