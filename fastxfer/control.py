@@ -105,6 +105,7 @@ class ControlSession:
             "ticket": base64.b64encode(ticket).decode(),
             "secret": base64.b64encode(session.secret).decode(),
             "max_chunk": frames.MAX_CHUNK,
+            "features": ["reqs"],  # stream frames beyond the first version's: REQS/DATAS
         })
         log.info("client %s (%s) connected from %s", name, shown, self.raw.peer)
 

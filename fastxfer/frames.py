@@ -45,6 +45,16 @@ Stream connection (plain TCP, every byte after the opening authenticated)::
                    client asks for a chunk of a stored file; the server
                    answers with a DATA frame whose fid is the tag, or a NAK)
     kind NAK  (8): header = tag 16, body = code u8 | UTF-8 message
+    kind REQS (9): header = batch u32 | count u32
+                   body   = count * ( tag 16 | size u64 | mtime_ns i64 |
+                                      path_len u16 | path )
+                   restore: the whole of many small files at once; the
+                   answer is one DATAS frame with the same batch number
+    kind DATAS(10): header = batch u32 | count u32
+                   body   = count * ( tag 16 | status u8 | code u8 | len u32 |
+                                      len bytes )
+                   in the order asked: status 0, data (size) | SHA-256 32;
+                   status 1, a UTF-8 message (code = exit code)
 """
 
 from __future__ import annotations
@@ -69,7 +79,7 @@ MAX_TICKET = 512
 MAX_ACKS = 4096
 STREAM_MAGIC = b"FXS1"
 
-DATA, ACK, SYNC, ERROR, BUNDLE, BUNDLE_ACK, REQ, NAK = 1, 2, 3, 4, 5, 6, 7, 8
+DATA, ACK, SYNC, ERROR, BUNDLE, BUNDLE_ACK, REQ, NAK, REQS, DATAS = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 _HEADER = {
     DATA: struct.Struct(">16sQI"),
     ACK: struct.Struct(">I"),
@@ -79,6 +89,8 @@ _HEADER = {
     BUNDLE_ACK: struct.Struct(">II"),
     REQ: struct.Struct(">16sQI"),
     NAK: struct.Struct(">16s"),
+    REQS: struct.Struct(">II"),
+    DATAS: struct.Struct(">II"),
 }
 _REQ_BODY = struct.Struct(">Qq")
 MAX_BUNDLE_FILES = 4096
@@ -89,6 +101,8 @@ _FRAME_PREFIX = struct.Struct(">IB")
 _ACK_ENTRY = struct.Struct(">16sQ")
 _OPEN = struct.Struct(">4sH")
 _HAVE = struct.Struct(">I32s")
+_RENTRY = struct.Struct(">16sQqH")  # a REQS entry before its path
+_DENTRY = struct.Struct(">16sBBI")  # a DATAS entry before its bytes
 
 # The size a SYNC frame announces (kind + tag), the only frame allowed first.
 SYNC_FRAME = 1 + TAG
@@ -404,6 +418,83 @@ def parse_req(header: bytes, body: bytes) -> tuple[bytes, int, int, int, int, by
         raise ProtocolError("malformed chunk request")
     size, mtime_ns = _REQ_BODY.unpack_from(body)
     return tag, offset, length, size, mtime_ns, body[_REQ_BODY.size :]
+
+
+class Ask(NamedTuple):
+    """One small file a REQS frame asks for whole."""
+
+    tag: bytes
+    size: int
+    mtime_ns: int
+    path: bytes
+
+
+DATAS_TEXT = 256  # bytes of a DATAS entry's message, at most
+
+
+def answer_cost(size: int) -> int:
+    """Bytes an asked file may take in the DATAS answer (its data and digest,
+    or a message); a REQS frame may ask for MAX_CHUNK of them, so that the
+    answer fits in MAX_FRAME."""
+    return _DENTRY.size + max(size + DIGEST, DATAS_TEXT)
+
+
+def encode_reqs(batch: int, asks: list[Ask]) -> tuple[bytes, bytes]:
+    body = b"".join(_RENTRY.pack(a.tag, a.size, a.mtime_ns, len(a.path)) + a.path for a in asks)
+    return _HEADER[REQS].pack(batch, len(asks)), body
+
+
+def parse_reqs(header: bytes, body: bytes) -> tuple[int, list[Ask]]:
+    batch, count = _HEADER[REQS].unpack(header)
+    if not 0 < count <= MAX_BUNDLE_FILES:
+        raise ProtocolError("malformed request for many files")
+    asks, pos, cost = [], 0, 0
+    for _ in range(count):
+        if pos + _RENTRY.size > len(body):
+            raise ProtocolError("malformed request for many files")
+        tag, size, mtime_ns, plen = _RENTRY.unpack_from(body, pos)
+        pos += _RENTRY.size
+        if not 0 < plen <= MAX_PATH_BYTES or pos + plen > len(body):
+            raise ProtocolError("malformed request for many files")
+        asks.append(Ask(tag, size, mtime_ns, bytes(body[pos : pos + plen])))
+        pos += plen
+        cost += answer_cost(size)
+    if pos != len(body) or cost > MAX_CHUNK:
+        raise ProtocolError("malformed request for many files")
+    return batch, asks
+
+
+def datas_header(batch: int, count: int) -> bytes:
+    return _HEADER[DATAS].pack(batch, count)
+
+
+DATAS_ENTRY_HEAD = _DENTRY.size
+
+
+def pack_datas_entry_head(buf: bytearray | memoryview, pos: int, tag: bytes, status: int, code: int,
+                          length: int) -> None:
+    """A DATAS entry's head, written into *buf* at *pos*; its *length* bytes follow."""
+    _DENTRY.pack_into(buf, pos, tag, status, code, length)
+
+
+def parse_datas(header: bytes, body: memoryview) -> tuple[int, list[tuple[bytes, int, int, memoryview]]]:
+    """(batch, [(tag, status, code, bytes)]): status 0 carries data | SHA-256, 1 a message."""
+    batch, count = _HEADER[DATAS].unpack(header)
+    if count > MAX_BUNDLE_FILES:
+        raise ProtocolError("malformed answer for many files")
+    out, pos = [], 0
+    for _ in range(count):
+        if pos + _DENTRY.size > len(body):
+            raise ProtocolError("malformed answer for many files")
+        tag, status, code, length = _DENTRY.unpack_from(body, pos)
+        pos += _DENTRY.size
+        if status > 1 or pos + length > len(body) or (status == 0 and length < DIGEST):
+            raise ProtocolError("malformed answer for many files")
+        out.append((tag, status, code, body[pos : pos + length]))
+        pos += length
+    if pos != len(body):
+        raise ProtocolError("malformed answer for many files")
+    return batch, out
 
 
 def encode_error(code: int, message: str) -> bytes:

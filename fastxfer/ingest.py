@@ -137,6 +137,8 @@ class StreamSession:
                 self._bundle(head, sealed)
             elif kind == frames.REQ:
                 self._request(head, sealed)
+            elif kind == frames.REQS:
+                self._requests(head, sealed)
             elif kind == frames.SYNC:
                 self.opener.open(head.aad, sealed)
                 self._flush()
@@ -179,6 +181,31 @@ class StreamSession:
         out = self._out.view(length + frames.DIGEST + frames.TAG)
         self.sealer.seal_into(bytes([frames.DATA]) + header, plain, out)
         self.conn.send(frames.frame_prefix(frames.DATA, header, length + frames.DIGEST), out)
+
+    def _requests(self, head: frames.FrameHead, sealed: memoryview) -> None:
+        """Restore of many small files: each read whole and hashed, all sealed in one DATAS frame."""
+        batch, asks = frames.parse_reqs(head.header, self.opener.open(head.aad, sealed))
+        self._still_authorized()
+        plain = self._plain.view(sum(frames.answer_cost(a.size) for a in asks))
+        pos = 0
+        for a in asks:
+            start = pos + frames.DATAS_ENTRY_HEAD
+            end = start + a.size
+            try:
+                self.store.read_chunk(self.client, os.fsdecode(a.path), a.size, a.mtime_ns, 0, plain[start:end])
+            except FxError as exc:
+                text = exc.message.encode()[: frames.DATAS_TEXT]
+                frames.pack_datas_entry_head(plain, pos, a.tag, 1, exc.exit_code, len(text))
+                plain[start : start + len(text)] = text
+                pos = start + len(text)
+                continue
+            plain[end : end + frames.DIGEST] = hashlib.sha256(plain[start:end]).digest()
+            frames.pack_datas_entry_head(plain, pos, a.tag, 0, 0, a.size + frames.DIGEST)
+            pos = end + frames.DIGEST
+        header = frames.datas_header(batch, len(asks))
+        out = self._out.view(pos + frames.TAG)
+        self.sealer.seal_into(bytes([frames.DATAS]) + header, plain[:pos], out)
+        self.conn.send(frames.frame_prefix(frames.DATAS, header, pos), out)
 
     def _bundle(self, head: frames.FrameHead, sealed: memoryview) -> None:
         plain = self._plain.view(head.sealed_len - frames.TAG)

@@ -20,6 +20,7 @@ replaced unless --force.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import queue
 import threading
@@ -35,7 +36,13 @@ from .diskio import open_chain, sync_filesystem
 # are not asked for faster than they can be written.
 WINDOW = 64
 WINDOW_BYTES = 16 << 20
-OPEN_MAX = 256  # files being restored at once (one descriptor each, and their folders')
+# Files of one chunk up to BATCH_FILE bytes are asked for many at a time
+# (REQS, answered by one DATAS frame) when the server takes it.
+BATCH_FILE = 256 << 10
+BATCH_FILES = 32
+BATCH_BYTES = 4 << 20
+BATCH = b"batch"  # the first half of a REQS frame's key in a Window (tags are 16 bytes)
+OPEN_MAX = 1024  # entries in a wave: one descriptor per file and per folder (fewer if descriptors are short)
 RETRIES = 8
 
 
@@ -48,6 +55,7 @@ class Fetch:
     fd: int = -1
     parent: int = -1
     tmp: bytes = b""
+    tag: bytes = b""  # names the file in requests: SHA-256(tmp)[:16]
     status: str = "pending"  # verified (all in, waiting for its wave's sync), restored, failed
     error: FxError | None = None
 
@@ -59,34 +67,55 @@ class Fetch:
     def chunk(self) -> int:
         return int(self.entry["chunk"])
 
+    @property
+    def whole(self) -> bool:
+        """Small enough to be asked for whole, with others, in one request."""
+        return self.size <= min(BATCH_FILE, self.chunk)
+
+    @property
+    def name(self) -> bytes:
+        """The file as a request names it: its path, and "\0VERSION" for an older copy."""
+        name = os.fsencode(self.entry["path"])
+        if self.entry.get("version"):
+            name += b"\x00" + os.fsencode(self.entry["version"])
+        return name
+
 
 class Window:
-    """A stream's requests in flight, by (tag, offset), with their bytes counted."""
+    """A stream's requests in flight: by (tag, offset) for a chunk, (BATCH, n)
+    for many files; each with its (file, chunk index) jobs and bytes counted."""
 
     def __init__(self) -> None:
-        self.jobs: dict[tuple[bytes, int], tuple[Fetch, int, int]] = {}
+        self.asked: dict[tuple[bytes, int], tuple[list[tuple[Fetch, int]], int]] = {}
         self.bytes = 0
 
     def has_room(self) -> bool:
-        return len(self.jobs) < WINDOW and self.bytes < WINDOW_BYTES
+        return len(self.asked) < WINDOW and self.bytes < WINDOW_BYTES
 
-    def add(self, key: tuple[bytes, int], f: Fetch, index: int, length: int) -> None:
-        self.jobs[key] = (f, index, length)
-        self.bytes += length
+    def add(self, key: tuple[bytes, int], jobs: list[tuple[Fetch, int]], cost: int) -> None:
+        self.asked[key] = (jobs, cost)
+        self.bytes += cost
 
-    def pop(self, key: tuple[bytes, int]) -> tuple[Fetch, int] | None:
-        job = self.jobs.pop(key, None)
-        if job is None:
+    def get(self, key: tuple[bytes, int]) -> list[tuple[Fetch, int]] | None:
+        found = self.asked.get(key)
+        return found[0] if found else None
+
+    def pop(self, key: tuple[bytes, int]) -> list[tuple[Fetch, int]] | None:
+        found = self.asked.pop(key, None)
+        if found is None:
             return None
-        self.bytes -= job[2]
-        return job[0], job[1]
+        self.bytes -= found[1]
+        return found[0]
 
     def drop_tag(self, tag: bytes) -> None:
-        for key in [k for k in self.jobs if k[0] == tag]:
+        for key in [k for k in self.asked if k[0] == tag]:
             self.pop(key)
 
+    def jobs(self) -> list[tuple[Fetch, int]]:
+        return [job for jobs, _ in self.asked.values() for job in jobs]
+
     def __bool__(self) -> bool:
-        return bool(self.jobs)
+        return bool(self.asked)
 
 
 @dataclass
@@ -135,6 +164,24 @@ def plan(entries: list[dict], prefix: str, dest: str) -> tuple[str, list[tuple[d
     return root, out
 
 
+def wave_size() -> int:
+    """Entries per wave: OPEN_MAX, or fewer where the descriptor limit cannot be
+    raised enough (a wave holds one descriptor per file and one per folder)."""
+    import resource
+
+    want = 2 * OPEN_MAX + 128  # and the streams, the control connection, the standard ones
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            soft = want if hard == resource.RLIM_INFINITY else min(want, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    except (ValueError, OSError):
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return OPEN_MAX
+    return max(16, min(OPEN_MAX, (soft - 128) // 2))
+
+
 def chunks_of(entry: dict) -> int:
     """Requests a listed entry will take (0 for folders, links and records that make no sense)."""
     try:
@@ -180,9 +227,10 @@ class Getter:
             # In waves, so a tree of any size holds a bounded number of
             # descriptors; the streams stay open from one wave to the next.
             self.streams = min(self.streams, max(1, sum(chunks_of(e) for e, _ in planned)))
+            size = wave_size()
             try:
-                for start in range(0, len(planned), OPEN_MAX):
-                    self._wave(root_fd, planned[start : start + OPEN_MAX])
+                for start in range(0, len(planned), size):
+                    self._wave(root_fd, planned[start : start + size])
                     if self.fatal is not None:
                         break
             finally:
@@ -295,6 +343,7 @@ class Getter:
             return Outcome(shown, "failed", ProtocolError(f"{shown}: the server's record of it is incomplete"))
         f = Fetch(entry, parts, parent=parent)
         f.tmp = b".fastxfer-get-" + os.urandom(6).hex().encode()
+        f.tag = hashlib.sha256(f.tmp).digest()[:16]
         f.fd = os.open(f.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent)
         f.left = layout.chunk_count(f.size, f.chunk)
         f.digests = [None] * f.left
@@ -314,8 +363,8 @@ class Getter:
                 self._stream_once(outstanding)
                 return
             except (ConnectError, ProtocolError) as exc:
-                for f, index, _length in outstanding.jobs.values():
-                    self.jobs.put((f, index))
+                for job in outstanding.jobs():
+                    self.jobs.put(job)
                 failures += 1
                 if failures > RETRIES:
                     self._stop(ConnectError(f"{exc.message} (gave up after {RETRIES} reconnects)"))
@@ -336,8 +385,12 @@ class Getter:
         conn, sealer, opener = open_stream(self.control.host, self.control.port, self.welcome)
         conn.settimeout(120.0)
         tags: dict[bytes, Fetch] = {}
+        batching = "reqs" in self.welcome.features
+        numbers = itertools.count()
         try:
             while True:
+                batch: list[Fetch] = []
+                cost = 0
                 while outstanding.has_room():
                     try:
                         f, index = self.jobs.get_nowait()
@@ -345,16 +398,20 @@ class Getter:
                         break
                     if f.status != "pending":
                         continue
-                    tag = hashlib.sha256(f.tmp).digest()[:16]
-                    tags[tag] = f
-                    offset, length = layout.chunk_span(f.size, f.chunk, index)
-                    name = os.fsencode(f.entry["path"])
-                    if f.entry.get("version"):
-                        name += b"\x00" + os.fsencode(f.entry["version"])
-                    header, body = frames.encode_req(tag, offset, length, f.size, int(f.entry["mtime_ns"]), name)
-                    outstanding.add((tag, offset), f, index, length)
-                    conn.send(frames.frame_prefix(frames.REQ, header, len(body)),
-                              sealer.seal(bytes([frames.REQ]) + header, body))
+                    tags[f.tag] = f
+                    if batching and f.whole:
+                        batch.append(f)
+                        cost += frames.answer_cost(f.size)
+                        if len(batch) >= BATCH_FILES or cost >= BATCH_BYTES:
+                            self._ask_many(conn, sealer, outstanding, next(numbers), batch, cost)
+                            batch, cost = [], 0
+                        continue
+                    if batch:  # in the window before anything can fail, or they would be lost
+                        self._ask_many(conn, sealer, outstanding, next(numbers), batch, cost)
+                        batch, cost = [], 0
+                    self._ask_one(conn, sealer, outstanding, f, index)
+                if batch:
+                    self._ask_many(conn, sealer, outstanding, next(numbers), batch, cost)
                 if not outstanding:
                     with self.cond:
                         if self.done or self.fatal is not None:
@@ -365,6 +422,20 @@ class Getter:
                 self._receive(conn, opener, tags, outstanding)
         finally:
             conn.close()
+
+    @staticmethod
+    def _ask_one(conn, sealer, outstanding: Window, f: Fetch, index: int) -> None:
+        offset, length = layout.chunk_span(f.size, f.chunk, index)
+        header, body = frames.encode_req(f.tag, offset, length, f.size, int(f.entry["mtime_ns"]), f.name)
+        outstanding.add((f.tag, offset), [(f, index)], length)
+        conn.send(frames.frame_prefix(frames.REQ, header, len(body)), sealer.seal(bytes([frames.REQ]) + header, body))
+
+    @staticmethod
+    def _ask_many(conn, sealer, outstanding: Window, number: int, batch: list[Fetch], cost: int) -> None:
+        asks = [frames.Ask(f.tag, f.size, int(f.entry["mtime_ns"]), f.name) for f in batch]
+        header, body = frames.encode_reqs(number, asks)
+        outstanding.add((BATCH, number), [(f, 0) for f in batch], cost)
+        conn.send(frames.frame_prefix(frames.REQS, header, len(body)), sealer.seal(bytes([frames.REQS]) + header, body))
 
     def _receive(self, conn, opener, tags: dict, outstanding: Window) -> None:
         kind, rest = frames.parse_prefix(conn.recv_exact(frames.FRAME_PREFIX))
@@ -377,23 +448,52 @@ class Getter:
             f = tags.get(tag)
             if f is not None:
                 outstanding.drop_tag(tag)
-                self._abandon(f, from_exit_code(code, message))
+                if f.status == "pending":  # a duplicate ask may come back after the file was done
+                    self._abandon(f, from_exit_code(code, message))
             return
         if kind == frames.ERROR:
             code, message = frames.parse_error(bytes(plain))
             raise from_exit_code(code, message)
+        if kind == frames.DATAS:
+            self._receive_many(head, plain, outstanding)
+            return
         if kind != frames.DATA:
             raise ProtocolError(f"unexpected frame kind {kind} from server")
         tag, offset, length = frames.parse_data_header(head.header, head.sealed_len)
-        job = outstanding.pop((tag, offset))
-        if job is None:
+        jobs = outstanding.pop((tag, offset))
+        if jobs is None:
             raise ProtocolError("server sent a chunk that was not asked for")
-        f, index = job
+        f, index = jobs[0]
         if length != layout.chunk_span(f.size, f.chunk, index)[1]:
             raise ProtocolError("server sent a chunk of another length than was asked for")
         data, digest = plain[:length], bytes(plain[length:])
         if hashlib.sha256(data).digest() != digest:
             raise ProtocolError("a restored chunk does not match its digest")
+        self._take(f, index, offset, data, digest)
+
+    def _receive_many(self, head: frames.FrameHead, plain: memoryview, outstanding: Window) -> None:
+        """A DATAS frame: every answer checked before any is used, so a bad frame
+        leaves all of its files asked for (the stream is reopened and asks again)."""
+        number, answers = frames.parse_datas(head.header, plain)
+        jobs = outstanding.get((BATCH, number))
+        if jobs is None or len(jobs) != len(answers):
+            raise ProtocolError("server answered files that were not asked for")
+        for (f, _), (tag, status, _code, payload) in zip(jobs, answers):
+            if tag != f.tag:
+                raise ProtocolError("server answered files that were not asked for")
+            if status == 0 and (len(payload) != f.size + frames.DIGEST
+                                or hashlib.sha256(payload[: f.size]).digest() != payload[f.size :]):
+                raise ProtocolError("a restored file does not match its digest")
+        outstanding.pop((BATCH, number))
+        for (f, _), (_tag, status, code, payload) in zip(jobs, answers):
+            if status == 0:
+                self._take(f, 0, 0, payload[: f.size], bytes(payload[f.size :]))
+            elif f.status == "pending":
+                self._abandon(f, from_exit_code(code, bytes(payload).decode(errors="replace")))
+
+    def _take(self, f: Fetch, index: int, offset: int, data: memoryview, digest: bytes) -> None:
+        """A checked chunk into its file."""
+        length = len(data)
         if f.status != "pending":
             return
         try:

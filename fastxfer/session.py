@@ -29,6 +29,15 @@ class Welcome:
     name: str
     ticket: bytes
     secret: bytes
+    features: frozenset[str] = frozenset()  # what the server takes beyond the first version
+
+
+def features_of(welcome: dict) -> frozenset[str]:
+    """The server's list of extra features; a server that predates them sends none."""
+    listed = welcome.get("features")
+    if not isinstance(listed, list):
+        return frozenset()
+    return frozenset(f for f in listed[:64] if isinstance(f, str))
 
 
 class ControlClient:
@@ -86,7 +95,7 @@ class ControlClient:
         # delay, which a send's tuning starts from (0 where it cannot be read: near).
         # The smoothed one would include the server's think time (signatures).
         self.rtt = conn.min_rtt() or 0.0
-        return Welcome(frames.get_str(welcome, "name", 64), ticket, secret)
+        return Welcome(frames.get_str(welcome, "name", 64), ticket, secret, features_of(welcome))
 
     def call(self, msg: dict, reply: str) -> dict:
         assert self.chan is not None

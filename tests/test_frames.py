@@ -370,18 +370,19 @@ def test_header_sizes() -> None:
     assert frames.header_size(SYNC) == 0
     assert frames.header_size(ERROR) == 0
     assert frames.header_size(frames.BUNDLE) == frames.header_size(frames.BUNDLE_ACK) == 8
-    for kind in (0, 9, 255):
+    assert frames.header_size(frames.REQS) == frames.header_size(frames.DATAS) == 8
+    for kind in (0, 11, 255):
         with pytest.raises(ProtocolError):
             frames.header_size(kind)
 
 
-@pytest.mark.parametrize("kind", [0, 9, 10, 127, 255])
+@pytest.mark.parametrize("kind", [0, 11, 12, 127, 255])
 def test_parse_prefix_unknown_kind(kind: int) -> None:
     with pytest.raises(ProtocolError):
         frames.parse_prefix(struct.pack(">IB", 100, kind))
 
 
-@pytest.mark.parametrize("kind", [DATA, ACK, SYNC, ERROR, frames.BUNDLE, frames.BUNDLE_ACK])
+@pytest.mark.parametrize("kind", [DATA, ACK, SYNC, ERROR, frames.BUNDLE, frames.BUNDLE_ACK, frames.REQS, frames.DATAS])
 def test_parse_prefix_bounds(kind: int) -> None:
     smallest = 1 + frames.header_size(kind) + TAG
     assert frames.parse_prefix(struct.pack(">IB", smallest, kind)) == (kind, smallest - 1)
@@ -650,3 +651,68 @@ def test_bundle_parser_fuzz(body: bytes, count: int) -> None:
     except ProtocolError:
         return
     assert len(entries) == count
+
+
+# ------------------------------------------------------ many files restored
+
+
+def test_reqs_round_trip() -> None:
+    asks = [frames.Ask(b"t" * 16, 5, -1, b"a/b"), frames.Ask(b"u" * 16, 0, 2**62, b"\xff" * 300)]
+    header, body = frames.encode_reqs(3, asks)
+    assert frames.parse_reqs(header, body) == (3, asks)
+    for bad in (body[:-1], body + b"x"):
+        with pytest.raises(ProtocolError):
+            frames.parse_reqs(header, bad)
+
+
+def test_reqs_limits() -> None:
+    with pytest.raises(ProtocolError):  # nothing asked
+        frames.parse_reqs(*frames.encode_reqs(0, []))
+    with pytest.raises(ProtocolError):  # an empty path
+        frames.parse_reqs(*frames.encode_reqs(0, [frames.Ask(b"t" * 16, 1, 0, b"")]))
+    # The answer must fit in one frame: at most MAX_CHUNK of answer, counted per file.
+    fits = frames.MAX_CHUNK - frames.answer_cost(0)
+    size = fits - frames.answer_cost(0) + frames.DATAS_TEXT - frames.DIGEST
+    ok = [frames.Ask(b"t" * 16, 0, 0, b"a"), frames.Ask(b"u" * 16, size, 0, b"b")]
+    assert len(frames.parse_reqs(*frames.encode_reqs(0, ok))[1]) == 2
+    too_much = [frames.Ask(b"t" * 16, 0, 0, b"a"), frames.Ask(b"u" * 16, size + 1, 0, b"b")]
+    with pytest.raises(ProtocolError):
+        frames.parse_reqs(*frames.encode_reqs(0, too_much))
+    assert 1 + frames.header_size(frames.DATAS) + frames.MAX_CHUNK + TAG <= MAX_FRAME
+
+
+def _datas(entries: list[tuple[bytes, int, int, bytes]]) -> bytes:
+    body = bytearray()
+    for tag, status, code, payload in entries:
+        head = bytearray(frames.DATAS_ENTRY_HEAD)
+        frames.pack_datas_entry_head(head, 0, tag, status, code, len(payload))
+        body += head + payload
+    return bytes(body)
+
+
+def test_datas_round_trip() -> None:
+    data = b"hello"
+    entries = [(b"t" * 16, 0, 0, data + hashlib.sha256(data).digest()), (b"u" * 16, 1, 6, "refused: é".encode())]
+    number, got = frames.parse_datas(frames.datas_header(4, 2), memoryview(_datas(entries)))
+    assert number == 4 and [(t, s, c, bytes(p)) for t, s, c, p in got] == entries
+
+
+@pytest.mark.parametrize("entries", [
+    [(b"t" * 16, 2, 0, b"x" * 40)],  # unknown status
+    [(b"t" * 16, 0, 0, b"x" * 31)],  # data shorter than its digest
+])
+def test_datas_malformed(entries) -> None:
+    with pytest.raises(ProtocolError):
+        frames.parse_datas(frames.datas_header(0, len(entries)), memoryview(_datas(entries)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.integers(0, 20))
+def test_many_files_parsers_fuzz(body: bytes, count: int) -> None:
+    for parse, header in ((frames.parse_reqs, frames.encode_reqs(0, [])[0][:4] + count.to_bytes(4, "big")),
+                          (frames.parse_datas, frames.datas_header(0, count))):
+        try:
+            _, got = parse(header, memoryview(body))
+        except ProtocolError:
+            continue
+        assert len(got) == count

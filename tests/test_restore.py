@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 from pathlib import Path
@@ -16,6 +17,11 @@ from test_tree import snapshot
 
 def get(client, server, *args) -> subprocess.CompletedProcess:
     return fx(client.home, "get", *args, "--from", server.address, timeout=300)
+
+
+def few_descriptors() -> None:
+    """In a child before exec: a descriptor limit that makes get's waves small (about 86 entries)."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300))
 
 
 def test_send_then_get_is_identical(tmp_path: Path, server, client) -> None:
@@ -47,13 +53,15 @@ def test_send_then_get_is_identical(tmp_path: Path, server, client) -> None:
 
 def test_a_tree_of_several_waves_comes_back_whole(tmp_path: Path, server, client) -> None:
     top = tmp_path / "data"
-    for i in range(700):  # more than one wave (restore.OPEN_MAX) of small files, an empty one too
+    for i in range(700):  # several waves of small files (descriptors are short), an empty one too
         make_file(top / f"d{i % 7}" / f"f{i}.bin", i * 13, seed=i)
     make_file(top / "big.bin", (2 << 20) + 3, seed=9)  # and one of many chunks
     assert client.send(server, top, "--chunk-size", "64K").returncode == 0
     out = tmp_path / "restored"
     out.mkdir()
-    done = get(client, server, "data", "-o", out)
+    done = subprocess.run(FX + ["get", "data", "-o", str(out), "--from", server.address],
+                          env=dict(os.environ, FASTXFER_HOME=str(client.home)), capture_output=True,
+                          text=True, timeout=300, preexec_fn=few_descriptors)
     assert done.returncode == 0, done.stderr
     assert "709 restored and verified" in done.stdout  # 701 files and 8 folders
     assert snapshot(out / "data") == snapshot(top)
@@ -71,7 +79,8 @@ def test_a_get_cut_off_leaves_only_whole_files(tmp_path: Path, server, client) -
         fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
         proc = subprocess.Popen(FX + ["get", "data", "--from", f"127.0.0.1:{relay.port}", "-o", str(out)],
                                 env=dict(os.environ, FASTXFER_HOME=str(client.home)),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=few_descriptors)  # small waves: the first is placed early
         placed = lambda: [p for p in out.rglob("f*.bin")]  # noqa: E731
         assert wait_for(lambda: len(placed()) > 0, timeout=60)
         os.killpg(server.proc.pid, signal.SIGKILL)  # master and workers: every connection drops
