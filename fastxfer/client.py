@@ -203,12 +203,20 @@ def wire_failure(answer: dict) -> FxError:
 # and its recovery from loss set the pace, and parallel connections add up
 # (perf/README.md, perf/wan.py): start with LONG_PATH_STREAMS, then double
 # while the measured rate still grows by TUNE_GAIN, up to AUTO_MAX_STREAMS.
+# The looks are counted in round trips of the path, from the moment every
+# stream is open: the first comes once TCP slow start is over, and decides
+# from the path alone (is a shared queue filling?), not from a rate that slow
+# start and whole-chunk counting still distort.
 LONG_PATH_RTT = 0.002  # seconds: the least round trip of the control connection (tcpi_min_rtt)
 LONG_PATH_STREAMS = 8
 AUTO_MAX_STREAMS = 16
-TUNE_INTERVAL = 1.0  # seconds of sending between two looks at the rate
+TUNE_RTTS = 8  # round trips between two looks: slow start to ~1,000 packets takes ~7
+TUNE_MIN_INTERVAL = 0.25  # seconds: the rate of shorter spans is mostly chunk boundaries
+TUNE_INTERVAL = 2.0  # seconds: the longest span between two looks (250 ms round trips)
 TUNE_GAIN = 1.15
 LINK_FULL_RTT = 1.25  # loaded / idle round trip beyond which the path is full
+LINK_FULL_LOOKS = 2  # looks in a row that must find the path full before tuning stops
+TUNE_PINGS = 3  # pings on the control connection per look; their median counts
 LONG_PATH_MIN_CHUNK = 1 << 20
 
 
@@ -219,14 +227,34 @@ def auto_streams(work: int, long_path: bool) -> int:
     return max(1, min(wanted, work))
 
 
+def look_interval(rtt: float) -> float:
+    """Seconds of sending (every stream open) between two looks at the rate:
+    TUNE_RTTS round trips, enough for new streams to leave TCP slow start
+    (~log2(window / 10) round trips: 6 for 50 Mbit/s at 100 ms) and for the
+    queue of a shared bottleneck to fill, within TUNE_MIN_INTERVAL and
+    TUNE_INTERVAL."""
+    return min(TUNE_INTERVAL, max(TUNE_MIN_INTERVAL, TUNE_RTTS * rtt))
+
+
 def more_streams(rate: float, rate_before: float, streams: int, waiting: int, cpu_busy: bool,
-                 link_full: bool) -> int:
-    """Streams to add after a look at the rate: double while the last growth paid
-    (or at the first look), never beyond the cap or the pieces waiting, never
-    when this process already keeps the CPUs busy, and never once the path's
-    queue is filling (its round trip has grown): then more streams only add
-    losses and delay, not speed."""
-    if cpu_busy or link_full or rate <= 0 or rate < rate_before * TUNE_GAIN:
+                 full_looks: int) -> int | None:
+    """Streams to add after a look (0: tuning is over), or None to look again a
+    span later.  At the first look (*rate_before* 0) as many as there are, at a
+    later one as many again if the last growth paid (the rate grew by
+    TUNE_GAIN); never beyond the cap or the pieces waiting, never when this
+    process already keeps the CPUs busy, and never while the path's queue is
+    filling (*full_looks*: the looks in a row that found its round trip grown):
+    then more streams only add losses and delay, not speed.  A full path ends
+    tuning at the LINK_FULL_LOOKS-th such look only: one look's pings can land
+    in a passing burst or on a busy server (perf/README.md: once 143 ms at the
+    first look on the capped path, whose round trip otherwise stays at 101 ms).
+    The first look needs no rate: a chunk counts once the kernel took all of
+    it, and a stream in slow start may not have finished its first one yet."""
+    if cpu_busy:
+        return 0
+    if full_looks:
+        return None if full_looks < LINK_FULL_LOOKS else 0
+    if rate_before > 0 and rate < rate_before * TUNE_GAIN:
         return 0
     return max(0, min(streams, AUTO_MAX_STREAMS - streams, waiting))
 
@@ -287,7 +315,9 @@ class Sender:
         self.tuning = streams is None and self.long_path  # may add streams while sending
         self.tune_mark: tuple[float, int, float] | None = None  # (time, bytes sent, CPU time)
         self.tune_rate = 0.0  # rate before the last growth
-        self.tune_skip = 1  # looks to let pass: new streams are still in TCP slow start
+        self.tune_skip = 0  # looks to let pass: new streams are still in TCP slow start
+        self.tune_full = 0  # looks in a row that found the path full
+        self.tune_every = look_interval(getattr(control, "rtt", 0.0))
         self.opened_by: set[threading.Thread] = set()  # stream threads that connected at least once
 
     @property
@@ -349,7 +379,7 @@ class Sender:
         results += self._commit_loop(files)
         with self.cond:
             while self.bundles_left and self.fatal is None:
-                self.cond.wait(0.5)
+                self.cond.wait(self._tend_wait())
                 self._tend()
             results += self.bundle_results
             # Bundles that never got an answer: each of their files is reported.
@@ -840,7 +870,7 @@ class Sender:
         while left:
             with self.cond:
                 while not self.ready and self.fatal is None:
-                    self.cond.wait(0.5)
+                    self.cond.wait(self._tend_wait())
                     if not self.ready:
                         self._tend()
                 if self.fatal is not None and not self.ready:
@@ -878,11 +908,11 @@ class Sender:
         if not self.tuning or not self.threads:
             return
         now, cpu = time.monotonic(), time.process_time()
-        if self.tune_mark is None:
-            self.tune_mark = (now, self.bytes_sent, cpu)
+        if self.tune_mark is None or len(self.opened_by) < self.streams_alive:
+            self.tune_mark = (now, self.bytes_sent, cpu)  # the span starts once every stream is open
             return
         then, sent, cpu_then = self.tune_mark
-        if now - then < TUNE_INTERVAL:
+        if now - then < self.tune_every:
             return
         rate = (self.bytes_sent - sent) / (now - then)
         self.tune_mark = (now, self.bytes_sent, cpu)
@@ -892,27 +922,45 @@ class Sender:
         busy = (cpu - cpu_then) / (now - then) >= 0.8 * (os.cpu_count() or 1)
         # Is a queue building that every connection shares?  The streams' own
         # round trips cannot tell: a per-connection cap fills a queue of its own
-        # per stream.  The quiet control connection can (one ping a decision).
-        full = link_full(getattr(self.control, "rtt", 0.0), self._control_rtt())
-        more = more_streams(rate, self.tune_rate, self.streams_used, self.jobs.qsize(), busy, full)
+        # per stream.  The quiet control connection can (a few pings a look).
+        full = link_full(getattr(self.control, "rtt", 0.0), self._control_rtt(TUNE_PINGS))
+        self.tune_full = self.tune_full + 1 if full else 0
+        more = more_streams(rate, self.tune_rate, self.streams_used, self.jobs.qsize(), busy, self.tune_full)
+        if more is None:
+            return  # look again a span later
         if not more:
             self.tuning = False  # this is as fast as more streams would make it
             return
         self.tune_rate = rate
-        self.tune_skip = 1
+        self.tune_skip = 1  # the new streams' slow start would pass for growth
+        self.tune_mark = None
         self._spawn_streams(more)
+        self.tuning = self.streams_used < AUTO_MAX_STREAMS
 
-    def _control_rtt(self) -> list[float]:
-        """One ping on the control connection, timed (holding self.cond, released
-        meanwhile); a ping that fails counts as a full path."""
+    def _tend_wait(self) -> float:
+        """How long the main thread may wait before it tends again: at most
+        0.5 s, less when a look at the rate is due sooner."""
+        if not self.tuning or not self.threads:
+            return 0.5
+        if self.tune_mark is None or len(self.opened_by) < self.streams_alive:
+            return min(0.5, max(0.05, self.tune_every / TUNE_RTTS))  # about a round trip
+        return min(0.5, max(0.01, self.tune_mark[0] + self.tune_every - time.monotonic()))
+
+    def _control_rtt(self, count: int) -> list[float]:
+        """*count* pings on the control connection, one after the other, each
+        timed (holding self.cond, released meanwhile); a ping that fails counts
+        as a full path."""
         self.cond.release()
+        rtts: list[float] = []
         try:
-            started = time.monotonic()
-            self.control.call({"t": "ping"}, "pong")
-            self.control.last_ping = time.monotonic()
-            return [self.control.last_ping - started]
+            for _ in range(count):
+                started = time.monotonic()
+                self.control.call({"t": "ping"}, "pong")
+                self.control.last_ping = time.monotonic()
+                rtts.append(self.control.last_ping - started)
+            return rtts
         except FxError:
-            return [float("inf")]
+            return rtts + [float("inf")] * (count - len(rtts))
         finally:
             self.cond.acquire()
 

@@ -231,17 +231,22 @@ def test_automatic_streams_and_chunks_follow_the_path() -> None:
 
 
 def test_streams_double_while_the_rate_still_grows() -> None:
-    from fastxfer.client import AUTO_MAX_STREAMS, link_full, more_streams
+    from fastxfer.client import AUTO_MAX_STREAMS, LINK_FULL_LOOKS, link_full, more_streams
 
-    def more(rate, before, streams=8, waiting=100, busy=False, full=False):
+    def more(rate, before, streams=8, waiting=100, busy=False, full=0):
         return more_streams(rate, before, streams, waiting, busy, full)
 
     assert more(10.0, 0.0) == 8  # first look: double
+    # first look, no chunk handed to the kernel yet (a 4 MiB chunk in slow start): the path decides
+    assert more(0.0, 0.0) == 8
+    assert more(0.0, 0.0, full=1) is None  # the path looks full: look again a span later
     assert more(20.0, 10.0) == min(8, AUTO_MAX_STREAMS - 8)  # it paid: again
     assert more(11.0, 10.0) == 0  # under 15 % more: stop
-    assert more(0.0, 0.0) == 0  # nothing moved yet (streams still opening): no verdict
+    assert more(0.0, 10.0) == 0  # nothing moved since the last growth: stop
     assert more(50.0, 10.0, busy=True) == 0  # CPU-bound: more streams cannot help
-    assert more(50.0, 10.0, full=True) == 0  # the path's queue is filling: more streams only add loss
+    assert more(50.0, 10.0, full=1) is None
+    assert more(50.0, 10.0, full=LINK_FULL_LOOKS) == 0  # the path's queue is filling: more streams only add loss
+    assert more(50.0, 10.0, busy=True, full=1) == 0
     assert more(50.0, 10.0, waiting=3) == 3  # no more streams than waiting pieces
     assert more(50.0, 10.0, streams=AUTO_MAX_STREAMS) == 0  # at the cap
     # the control connection's round trip under load against the idle one (perf/wan.py: 20 ms idle,
@@ -250,3 +255,95 @@ def test_streams_double_while_the_rate_still_grows() -> None:
     assert link_full(0.020, [0.028, 0.031, 0.036])
     assert not link_full(0.020, [])  # nothing measured: no verdict
     assert not link_full(0.0001, [0.0009])  # loopback jitter is not a full link
+
+
+def test_looks_are_counted_in_round_trips() -> None:
+    from fastxfer.client import TUNE_INTERVAL, TUNE_MIN_INTERVAL, TUNE_RTTS, look_interval
+
+    # 100 ms (capped, lossy): 0.8 s, once slow start to 50 Mbit/s (~430 packets, ~6 round trips) is over
+    assert look_interval(0.100) == pytest.approx(TUNE_RTTS * 0.100)
+    assert 0.5 <= look_interval(0.100) <= TUNE_INTERVAL
+    assert look_interval(0.020) == TUNE_MIN_INTERVAL  # 20 ms (clean): never shorter than the floor
+    assert look_interval(0.002) == TUNE_MIN_INTERVAL
+    assert look_interval(0.600) == TUNE_INTERVAL  # a satellite path: never longer than the ceiling
+    for rtt in (0.0, 0.001, 0.01, 0.05, 0.1, 0.2, 1.0, 10.0):
+        assert TUNE_MIN_INTERVAL <= look_interval(rtt) <= TUNE_INTERVAL
+
+
+def test_first_look_comes_once_every_stream_is_open(monkeypatch) -> None:
+    """Sender._tune's timing, with a fake clock and control connection (no sockets)."""
+    from fastxfer import client
+
+    clock = [0.0]
+
+    class FakeTime:
+        monotonic = staticmethod(lambda: clock[0])
+        process_time = staticmethod(lambda: 0.0)
+
+    class FakeControl:
+        rtt = 0.100  # capped and lossy: 100 ms idle
+        ping_takes = [0.101]
+        pings = 0
+
+        def call(self, msg, reply):
+            clock[0] += self.ping_takes[self.pings % len(self.ping_takes)]
+            self.pings += 1
+            return {"t": reply}
+
+    def sender(control):
+        s = client.Sender(control, None, None, None, False, False)
+        s.threads = [object()] * 8
+        s.streams_used = s.streams_alive = 8
+        for _ in range(100):
+            s.jobs.put((None, 0))
+        s.spawned = []
+        s._spawn_streams = lambda n: (s.spawned.append(n), setattr(s, "streams_used", s.streams_used + n))
+        return s
+
+    def tune(s, t):
+        clock[0] = t
+        with s.cond:  # as _tend holds it
+            s._tune()
+
+    monkeypatch.setattr(client, "time", FakeTime)
+    s = sender(FakeControl())
+    every = client.look_interval(0.100)
+    s.opened_by = {1, 2, 3}  # streams still opening: the span has not begun
+    for t in (0.0, 0.5, 1.0, 1.5):
+        tune(s, t)
+    assert s.spawned == [] and s.tune_mark[0] == 1.5
+    s.opened_by = set(range(8))
+    tune(s, 1.5 + every - 0.01)
+    assert s.spawned == []
+    assert s._tend_wait() == pytest.approx(0.01)  # the main thread wakes for the look
+    tune(s, 1.5 + every + 0.001)  # the first look: no look skipped, no rate needed
+    assert s.spawned == [8] and not s.tuning  # 16: the cap, tuning is over
+    assert s._tend_wait() == 0.5
+
+    assert s.control.pings == client.TUNE_PINGS
+
+    # the same, but the quiet control connection's round trip has grown: a shared queue is filling
+    control = FakeControl()
+    control.ping_takes = [0.200, 0.101, 0.180]  # median 180 ms against 100 idle
+    s = sender(control)
+    s.opened_by = set(range(8))
+    tune(s, 10.0)
+    tune(s, 10.0 + every + 0.001)
+    assert s.spawned == [] and s.tuning  # one look may have met a passing burst: look again
+    start = 10.0 + every + 0.001  # the next span started with the look, before its pings
+    tune(s, start + every - 0.01)
+    assert control.pings == client.TUNE_PINGS
+    tune(s, start + every + 0.001)
+    assert control.pings == 2 * client.TUNE_PINGS
+    assert s.spawned == [] and not s.tuning  # full twice in a row: as fast as it gets
+
+    # full once, then not: the first verdict was a passing burst
+    control = FakeControl()
+    control.ping_takes = [0.200] * client.TUNE_PINGS + [0.101] * client.TUNE_PINGS
+    s = sender(control)
+    s.opened_by = set(range(8))
+    tune(s, 20.0)
+    tune(s, 20.0 + every + 0.001)
+    assert s.spawned == [] and s.tuning
+    tune(s, 20.0 + 2 * (every + 0.001))
+    assert s.spawned == [8]
