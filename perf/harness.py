@@ -584,6 +584,15 @@ class FastxferPeer:
             cmd += ["--streams", streams]
         return cmd + ["--quiet"]
 
+    def get_cmd(self, remote: str, dest: Path) -> list[str]:
+        """The client command that restores the stored `remote` into the folder `dest`."""
+        return [self.python, "-m", "fastxfer", "get", remote, "--from", f"127.0.0.1:{self.port}",
+                "-o", str(dest), "--quiet"]
+
+    def store(self, path: Path) -> None:
+        """Send `path` (untimed), so that it can be restored."""
+        run_checked(self.send_cmd(path), self.client_env(), "fastxfer send", cwd=self.code)
+
     def client_env(self) -> dict[str, str]:
         return self._env(self.client_home)
 

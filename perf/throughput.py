@@ -11,6 +11,9 @@ One run of this script times, on 127.0.0.1 only, on one filesystem (default
 * tree: 10,000 random files of 16 KiB in 100 folders sent by the same fastxfer
   set, `rsync -a`, `tar -c | ssh "tar -x"` and `tar | nc`;
 * byte: one file of 1 byte sent by scp, rsync and fastxfer (automatic);
+* restore: the tree brought back: `rsync -a` and `ssh "tar -c" | tar -x` pulling
+  it through the private sshd, and `fastxfer get` (automatic) of the tree a
+  fastxfer server holds (sent once, untimed, before the runs);
 * clients: 16 fastxfer clients (16 identities, each trusted by one server)
   sending their own 128 MiB file at once, against one client sending 128 MiB
   alone: aggregate MiB/s and its ratio to the lone client's (target >= 90 %).
@@ -57,12 +60,14 @@ import harness as h
 from harness import GiB, MiB, REPO, RESULTS, ClientRun, SetupError
 
 KiB = 1 << 10
-WORKLOADS = ("big", "tree", "byte", "clients")
+WORKLOADS = ("big", "tree", "byte", "restore", "clients")
 TOOLS = ("scp", "rsync", "tar-ssh", "tar-nc", "fastxfer")
-BASELINE = {"big": "scp", "tree": "rsync -a", "byte": "scp", "clients": "fastxfer, 1 client"}
+BASELINE = {"big": "scp", "tree": "rsync -a", "byte": "scp", "restore": "rsync -a (pull)",
+            "clients": "fastxfer, 1 client"}
 WORKLOAD_TOOLS = {"big": ("scp", "rsync", "tar-nc", "fastxfer"),
                   "tree": ("rsync", "tar-ssh", "tar-nc", "fastxfer"),
-                  "byte": ("scp", "rsync", "fastxfer"), "clients": ("fastxfer",)}
+                  "byte": ("scp", "rsync", "fastxfer"), "restore": ("rsync", "tar-ssh", "fastxfer"),
+                  "clients": ("fastxfer",)}
 AUTO_WITHIN = 0.15  # the automatic stream count should be within 15 % of the best fixed one
 
 
@@ -213,6 +218,35 @@ class Peers:
                             self.fx.proc.pid, None, [(self.fx.root / landing, src.expected)])
         return Contender(name, "fastxfer", streams, prepare, [cmd])
 
+    def rsync_pull(self, src: Source, dest: Path) -> Contender:
+        cmd = ["rsync", "-a", "-e", shlex.join(["ssh", *self.ssh.ssh_options()]), f"root@127.0.0.1:{src.path}/",
+               f"{dest}/"]
+        return Contender("rsync -a (pull)", "rsync", prepare=self._over_ssh(cmd, dest, dest, src), cmds=[cmd])
+
+    def tar_ssh_pull(self, src: Source, dest: Path) -> Contender:
+        remote = f"tar -C {shlex.quote(str(src.path.parent))} -cf - {shlex.quote(src.path.name)}"
+        pipeline = (f"{shlex.join(['ssh', *self.ssh.ssh_options()])} root@127.0.0.1 {shlex.quote(remote)} | "
+                    f"tar -C {shlex.quote(str(dest))} -xf -")
+        cmd = ["sh", "-c", pipeline]
+        return Contender("ssh tar | tar (pull)", "tar-ssh",
+                         prepare=self._over_ssh(cmd, dest, dest / src.path.name, src), cmds=[cmd])
+
+    def fastxfer_get(self, src: Source, dest: Path) -> Contender:
+        """get of the folder the server holds (sent once, untimed, on the first run)."""
+        remote = src.path.name  # a folder sent without a slash is stored under its name
+        cmd = self.fx.get_cmd(remote, dest)
+        stored = []
+
+        def prepare(logs: Path) -> Prepared:
+            if not stored:
+                self.fx.restart()
+                self.fx.store(src.path)
+                stored.append(True)
+            h.empty_folder(dest)
+            return Prepared([ClientRun(cmd, self.fx.client_env(), self.fx.code, logs)], self.fx.proc.pid,
+                            None, [(dest / remote, src.expected)])
+        return Contender("fastxfer get (auto)", "fastxfer", "auto", prepare, [cmd])
+
     def fastxfer_clients(self, sources: list[Source], name: str) -> Contender:
         """len(sources) clients at once, client i (its own identity) sending sources[i]."""
         names = [client_name(i) for i in range(len(sources))]
@@ -248,9 +282,14 @@ def contenders_for(workload: str, peers: Peers, src, dest: Path, streams: list[s
         if not peers.can(tool):
             continue
         d = dest / tool
+        if workload == "restore":
+            out.append({"rsync": peers.rsync_pull, "tar-ssh": peers.tar_ssh_pull}[tool](src, d))
+            continue
         out.append({"scp": peers.scp, "rsync": peers.rsync, "tar-ssh": peers.tar_ssh,
                     "tar-nc": peers.tar_nc}[tool](src, d))
-    if peers.can("fastxfer"):
+    if peers.can("fastxfer") and workload == "restore":
+        out.append(peers.fastxfer_get(src, dest / "fastxfer"))
+    elif peers.can("fastxfer"):
         for s in (["auto"] if workload == "byte" else streams):
             out.append(peers.fastxfer(src, s))
     for c in out:
@@ -324,7 +363,8 @@ def run_workload(workload: str, contenders: list[Contender], args, log_dir: Path
                 results.append(r)
             label = "warm-up" if rnd < 0 else f"round {rnd + 1}"
             status = "ok" if r["verified"] else f"FAILED {r['error']}"
-            rate = {"tree": f"{r['files_per_s']:8.0f} files/s", "byte": " " * 14}.get(
+            rate = {"tree": f"{r['files_per_s']:8.0f} files/s", "restore": f"{r['files_per_s']:8.0f} files/s",
+                    "byte": " " * 14}.get(
                 workload, f"{r['mib_s']:8.1f} MiB/s")
             print(f"{workload:7} {label:8} {c.name:20} {r['wall_s']:8.3f} s {rate} "
                   f"cpu {r['client_cpu_s']:.2f}+{r['server_cpu_s']:.2f} s "
@@ -379,8 +419,9 @@ def _f(x: float) -> str:
 
 def markdown_table(workload: str, rows: list[dict]) -> str:
     ratio_head = {"big": "ratio to scp (MiB/s)", "tree": "ratio to rsync (files/s)",
+                  "restore": "ratio to rsync pull (files/s)",
                   "byte": "speed vs scp (× faster)", "clients": "ratio to one client"}[workload]
-    rate_head = {"big": ["MiB/s"], "tree": ["files/s", "MiB/s"], "byte": [],
+    rate_head = {"big": ["MiB/s"], "tree": ["files/s", "MiB/s"], "restore": ["files/s", "MiB/s"], "byte": [],
                  "clients": ["aggregate MiB/s"]}[workload]
     cpu_head = "CPU s client + server" if workload == "byte" else "CPU s/GiB client + server"
     head = ["tool", "median wall s (min–max)", *rate_head, ratio_head, cpu_head,
@@ -392,6 +433,7 @@ def markdown_table(workload: str, rows: list[dict]) -> str:
             continue
         rates = {"big": [f"{r['median_mib_s']:,.0f}"],
                  "tree": [f"{r['median_files_per_s']:,.0f}", f"{r['median_mib_s']:,.0f}"],
+                 "restore": [f"{r['median_files_per_s']:,.0f}", f"{r['median_mib_s']:,.0f}"],
                  "byte": [], "clients": [f"{r['median_mib_s']:,.0f}"]}[workload]
         if workload == "byte":
             c, s = r["client_cpu_s"], r["server_cpu_s"]
@@ -562,10 +604,10 @@ def main(argv: list[str]) -> int:
             (src_dir / "big").mkdir()
             f = src_dir / "big" / "big.bin"
             sources["big"] = Source(f, {f.name: h.make_random_file(f, args.size)}, args.size)
-        if "tree" in args.workloads:
+        if "tree" in args.workloads or "restore" in args.workloads:
             top = src_dir / "tree"
             exp = h.make_tree(top, args.files, args.dirs, args.file_size)
-            sources["tree"] = Source(top, exp, args.files * args.file_size)
+            sources["tree"] = sources["restore"] = Source(top, exp, args.files * args.file_size)
         if "byte" in args.workloads:
             (src_dir / "byte").mkdir()
             f = src_dir / "byte" / "byte.bin"
@@ -605,6 +647,8 @@ def main(argv: list[str]) -> int:
                     "tree": f"{args.files:,} files × {args.file_size / KiB:g} KiB in {args.dirs} folders "
                             f"({args.files * args.file_size / MiB:,.0f} MiB)",
                     "byte": "one file of 1 byte",
+                    "restore": f"the tree ({args.files:,} files × {args.file_size / KiB:g} KiB in {args.dirs} "
+                               f"folders) brought back from the server's side",
                     "clients": f"{args.clients} fastxfer clients at once, each its own identity and "
                                f"{args.client_size / MiB:,.0f} MiB file, against one client alone"}[workload]
             text = (f"### {workload}: {what}; median of {args.runs} (after {args.warmup} warm-up)\n\n"
@@ -619,7 +663,7 @@ def main(argv: list[str]) -> int:
                              f"MiB/s: target ≥ 90 % {'met' if met else 'NOT met'}")
                     jlog.write("clients_target", ratio=many["ratio"], met=met)
             sections.append(text)
-        tuning = [auto_tuning(w, summaries[w]) for w in args.workloads if w in summaries]
+        tuning = [auto_tuning(w, summaries[w]) for w in args.workloads if w in summaries and w != "restore"]
         for t in tuning:
             jlog.write("auto_tuning", **{k: v for k, v in t.items()})
         # Ceiling: after the runs, so its CPU load does not disturb them.
@@ -649,11 +693,13 @@ def main(argv: list[str]) -> int:
         panels = [(f"big: one {args.size / MiB:,.0f} MiB file", "MiB/s", summaries.get("big", []), "mib_s"),
                   (f"tree: {args.files:,} files × {args.file_size / KiB:g} KiB", "files/s",
                    summaries.get("tree", []), "files_per_s"),
+                  (f"restore: the tree back, {args.files:,} files", "files/s", summaries.get("restore", []),
+                   "files_per_s"),
                   (f"clients: {args.clients} × {args.client_size / MiB:,.0f} MiB at once vs one alone",
                    "aggregate MiB/s", summaries.get("clients", []), "mib_s")]
         title = (f"fastxfer and peers on 127.0.0.1, {fs}, {psutil.cpu_count()} CPUs, "
                  f"{time.strftime('%Y-%m-%d %H:%M')}, median of {args.runs}")
-        if summaries.get("big") or summaries.get("tree") or summaries.get("clients"):
+        if any(summaries.get(w) for w in ("big", "tree", "restore", "clients")):
             svg_path.write_text(svg_chart(panels, title))
         code_after = h.code_state(args.code)
         changed = code_after["fastxfer_sha256"] != code["fastxfer_sha256"]
