@@ -55,10 +55,11 @@ class Catalog:
                 for r in rows]
 
     def read_chunk(self, client: str, path: str, size: int, mtime_ns: int, offset: int,
-                   into: memoryview) -> None:
+                   into: memoryview, folders: dict | None = None) -> None:
         """Restore: bytes of a stored file, refused if it is not the one that was listed.
 
-        "PATH\0VERSION" names an older copy kept in versions/.
+        "PATH\0VERSION" names an older copy kept in versions/.  With *folders*,
+        the folders opened are kept there for the next reads (the caller closes them).
         """
         path, _, version = path.partition("\x00")
         parts = paths.split(path)
@@ -68,16 +69,22 @@ class Catalog:
             if "/" in version or "\x00" in version or not version.startswith(os.fsdecode(parts[-1][:200])):
                 raise RefusedError(f"{path}: no such version")
             base, name, start = [b"versions"] + base, os.fsencode(version), self.state_fd
-        try:
-            parent = open_chain(start, base, create=False)
-        except (OSError, FxError):
-            raise RefusedError(f"{path}: not stored on the server") from None
+        key = (start, tuple(base))
+        parent = folders.get(key) if folders is not None else None
+        if parent is None:
+            try:
+                parent = open_chain(start, base, create=False)
+            except (OSError, FxError):
+                raise RefusedError(f"{path}: not stored on the server") from None
+            if folders is not None:
+                folders[key] = parent
         try:
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=parent)
         except OSError:
             raise RefusedError(f"{path}: not stored on the server") from None
         finally:
-            os.close(parent)
+            if folders is None:
+                os.close(parent)
         try:
             # Size only: filesystems may round stored times, and any change of
             # content is caught by the client against the recorded digest.

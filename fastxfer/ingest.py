@@ -188,20 +188,26 @@ class StreamSession:
         self._still_authorized()
         plain = self._plain.view(sum(frames.answer_cost(a.size) for a in asks))
         pos = 0
-        for a in asks:
-            start = pos + frames.DATAS_ENTRY_HEAD
-            end = start + a.size
-            try:
-                self.store.read_chunk(self.client, os.fsdecode(a.path), a.size, a.mtime_ns, 0, plain[start:end])
-            except FxError as exc:
-                text = exc.message.encode()[: frames.DATAS_TEXT]
-                frames.pack_datas_entry_head(plain, pos, a.tag, 1, exc.exit_code, len(text))
-                plain[start : start + len(text)] = text
-                pos = start + len(text)
-                continue
-            plain[end : end + frames.DIGEST] = hashlib.sha256(plain[start:end]).digest()
-            frames.pack_datas_entry_head(plain, pos, a.tag, 0, 0, a.size + frames.DIGEST)
-            pos = end + frames.DIGEST
+        folders: dict = {}  # each folder opened once for the whole batch
+        try:
+            for a in asks:
+                start = pos + frames.DATAS_ENTRY_HEAD
+                end = start + a.size
+                try:
+                    self.store.read_chunk(self.client, os.fsdecode(a.path), a.size, a.mtime_ns, 0,
+                                          plain[start:end], folders)
+                except FxError as exc:
+                    text = exc.message.encode()[: frames.DATAS_TEXT]
+                    frames.pack_datas_entry_head(plain, pos, a.tag, 1, exc.exit_code, len(text))
+                    plain[start : start + len(text)] = text
+                    pos = start + len(text)
+                    continue
+                plain[end : end + frames.DIGEST] = hashlib.sha256(plain[start:end]).digest()
+                frames.pack_datas_entry_head(plain, pos, a.tag, 0, 0, a.size + frames.DIGEST)
+                pos = end + frames.DIGEST
+        finally:
+            for fd in folders.values():
+                os.close(fd)
         header = frames.datas_header(batch, len(asks))
         out = self._out.view(pos + frames.TAG)
         self.sealer.seal_into(bytes([frames.DATAS]) + header, plain[:pos], out)
