@@ -19,10 +19,10 @@ replaced unless --force.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import itertools
 import os
-import queue
 import threading
 from dataclasses import dataclass, field
 
@@ -209,7 +209,11 @@ class Getter:
         self.streams = streams
         self.force = force
         self.progress = progress
-        self.jobs: queue.Queue[tuple[Fetch, int]] = queue.Queue()
+        # Chunks to ask for; a deque's appends and pops are atomic, and a stream
+        # waiting for work waits on self.cond, which the main thread notifies.
+        self.jobs: collections.deque[tuple[Fetch, int]] = collections.deque()
+        self.temp_prefix = b".fastxfer-get-" + os.urandom(6).hex().encode() + b"-"
+        self.temp_numbers = itertools.count()
         self.cond = threading.Condition()
         self.pending = 0
         self.fatal: FxError | None = None
@@ -271,9 +275,9 @@ class Getter:
             with self.cond:  # streams waiting for work check the queue holding this
                 for f in fetches:
                     for i in range(f.left):
-                        self.jobs.put((f, i))
+                        self.jobs.append((f, i))
                 self.cond.notify_all()
-            if not self.threads and not self.jobs.empty():
+            if not self.threads and self.jobs:
                 self.threads = [threading.Thread(target=self._stream, daemon=True) for _ in range(self.streams)]
                 for t in self.threads:
                     t.start()
@@ -342,7 +346,7 @@ class Getter:
         if not entry.get("digest") or not layout.valid_layout(int(entry["size"]), int(entry["chunk"])):
             return Outcome(shown, "failed", ProtocolError(f"{shown}: the server's record of it is incomplete"))
         f = Fetch(entry, parts, parent=parent)
-        f.tmp = b".fastxfer-get-" + os.urandom(6).hex().encode()
+        f.tmp = self.temp_prefix + b"%d" % next(self.temp_numbers)
         f.tag = hashlib.sha256(f.tmp).digest()[:16]
         f.fd = os.open(f.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent)
         f.left = layout.chunk_count(f.size, f.chunk)
@@ -364,7 +368,7 @@ class Getter:
                 return
             except (ConnectError, ProtocolError) as exc:
                 for job in outstanding.jobs():
-                    self.jobs.put(job)
+                    self.jobs.append(job)
                 failures += 1
                 if failures > RETRIES:
                     self._stop(ConnectError(f"{exc.message} (gave up after {RETRIES} reconnects)"))
@@ -393,8 +397,8 @@ class Getter:
                 cost = 0
                 while outstanding.has_room():
                     try:
-                        f, index = self.jobs.get_nowait()
-                    except queue.Empty:
+                        f, index = self.jobs.popleft()
+                    except IndexError:
                         break
                     if f.status != "pending":
                         continue
@@ -416,7 +420,7 @@ class Getter:
                     with self.cond:
                         if self.done or self.fatal is not None:
                             return
-                        if self.jobs.empty():  # the next wave's work, or the end
+                        if not self.jobs:  # the next wave's work, or the end
                             self.cond.wait(0.5)
                     continue
                 self._receive(conn, opener, tags, outstanding)
