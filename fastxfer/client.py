@@ -727,7 +727,8 @@ class Sender:
 
     def _stream_once(self, inflight: dict, progressed: threading.Event) -> None:
         host, port = self.control.host, self.control.port
-        conn, sealer, opener = open_stream(host, port, self.welcome)
+        # The control connection's latest welcome: after a server restart the first one's ticket is void.
+        conn, sealer, opener = open_stream(host, port, self.control.welcome or self.welcome)
         with self.cond:
             self.opened_by.add(threading.current_thread())
         lock = threading.Lock()
@@ -976,18 +977,23 @@ class Sender:
             self.cond.acquire()
 
     def _check_control(self) -> None:
-        """Between calls the server has nothing to say: anything readable is its end."""
+        """A control connection the server ended is opened again at once (holding
+        self.cond, released meanwhile); the server's own error, or a reconnection
+        that failed, ends the send."""
         chan = self.control.chan
-        if chan is None or not chan.conn.readable(0):
+        if chan is not None and not chan.conn.readable(0):
             return
+        self.cond.release()
         try:
-            msg = chan.recv(1.0)
-            frames.expect(msg, "nothing")
+            self.control.check()
+            failure = None
         except FxError as exc:
-            lost = ConnectError(
-                f"the server ended the session ({exc.message}); run the same send again to resume"
-            )
-            self.fatal = self.fatal or (exc if not isinstance(exc, (ConnectError, ProtocolError)) else lost)
+            failure = exc if not isinstance(exc, (ConnectError, ProtocolError)) else ConnectError(
+                f"the server ended the session ({exc.message}); run the same send again to resume")
+        finally:
+            self.cond.acquire()
+        if failure is not None:
+            self.fatal = self.fatal or failure
             self.cond.notify_all()
 
     @staticmethod
@@ -1004,8 +1010,23 @@ class Sender:
             digest = layout.file_digest(job.src.size, job.chunk, job.digests)  # type: ignore[arg-type]
             items.append({"fid": job.fid.hex(), "digest": digest.hex(),
                           "sha256": job.sha256.hex() if job.sha256 else None})
+        try:
+            answers = self._call_batch("commit", "committed", items)
+        except ConnectError:
+            # The answer was lost with the connection: the server may have
+            # committed.  Ask (on a new connection) which files it now holds as
+            # sent; commit the others again: their chunks are still staged.
+            held = self._call_batch("probe", "probe_ok", [
+                {"path": job.src.remote, "size": job.src.size, "mtime_ns": job.src.mtime_ns}
+                | ({"sha256": job.sha256.hex()} if job.sha256 else {}) for job in batch])
+            again = [i for i, a in enumerate(held) if a.get("status") != "unchanged"]
+            answers = [{"t": "ok", "path": job.src.remote, "status": "stored", "version": None}
+                       for job in batch]
+            if again:
+                for i, a in zip(again, self._call_batch("commit", "committed", [items[i] for i in again])):
+                    answers[i] = a
         results = []
-        for job, answer in zip(batch, self._call_batch("commit", "committed", items)):
+        for job, answer in zip(batch, answers):
             if answer.get("t") == "error":
                 results.append(Result(job.src, "failed", wire_failure(answer)))
             else:

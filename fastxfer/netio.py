@@ -146,6 +146,19 @@ def connect(host: str, port: int, timeout: float) -> Conn:
     return Conn(sock, f"{host}:{port}")
 
 
+def keep_alive_probes(conn: Conn, idle: int = 15, interval: int = 5, count: int = 3) -> None:
+    """TCP keep-alive: a peer that went silent without closing (a network that
+    changed under a long wait) is found gone in idle + interval * count seconds."""
+    sock = conn.sock
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", count)):
+            if hasattr(socket, name):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+    except OSError:
+        pass
+
+
 def tls_wrap(conn: Conn, ctx: ssl.SSLContext, timeout: float, server_side: bool) -> Conn:
     try:
         conn.sock.settimeout(timeout)

@@ -24,11 +24,12 @@ import hashlib
 import itertools
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 
 from . import frames, layout, paths
 from .errors import ConnectError, FxError, LocalFileError, ProtocolError, RefusedError, VerifyError, from_exit_code
-from .session import ControlClient, Welcome, keep_alive, open_stream
+from .session import BACKOFF_MAX, ControlClient, Welcome, keep_alive, open_stream
 from .diskio import open_chain, sync_filesystem
 
 # In flight per stream: up to WINDOW requests and WINDOW_BYTES of chunks,
@@ -281,10 +282,16 @@ class Getter:
                 self.threads = [threading.Thread(target=self._stream, daemon=True) for _ in range(self.streams)]
                 for t in self.threads:
                     t.start()
-            with self.cond:
-                while self.pending and self.fatal is None:
+            while True:
+                with self.cond:
+                    if not self.pending or self.fatal is not None:
+                        break
                     self.cond.wait(0.5)
+                try:  # not holding the lock: a reconnection may take seconds
+                    self.control.check()
                     keep_alive(self.control)
+                except FxError as exc:
+                    self._stop(exc)
             for f in fetches:
                 if f.status == "pending":
                     self._abandon(f, self.fatal or ConnectError("not restored"))
@@ -373,6 +380,7 @@ class Getter:
                 if failures > RETRIES:
                     self._stop(ConnectError(f"{exc.message} (gave up after {RETRIES} reconnects)"))
                     return
+                time.sleep(min(BACKOFF_MAX, 0.2 * 2 ** (failures - 1)))  # a server restarting needs a moment
             except FxError as exc:  # busy, trust, refused: reconnecting would not help
                 self._stop(exc)
                 return
@@ -386,10 +394,11 @@ class Getter:
             self.cond.notify_all()
 
     def _stream_once(self, outstanding: Window) -> None:
-        conn, sealer, opener = open_stream(self.control.host, self.control.port, self.welcome)
+        session = self.control.welcome or self.welcome  # the latest: a restarted server voids the first ticket
+        conn, sealer, opener = open_stream(self.control.host, self.control.port, session)
         conn.settimeout(120.0)
         tags: dict[bytes, Fetch] = {}
-        batching = "reqs" in self.welcome.features
+        batching = "reqs" in session.features
         numbers = itertools.count()
         try:
             while True:

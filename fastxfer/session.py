@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 
 from . import frames, identity, keys
-from .errors import ProtocolError, TrustError
-from .netio import Channel, Conn, connect, peer_cert, tls_wrap
+from .errors import ConnectError, ProtocolError, TrustError
+from .netio import Channel, Conn, connect, keep_alive_probes, peer_cert, tls_wrap
 from .trust import PinList, address_key
 
 CONNECT_TIMEOUT = 15.0
@@ -22,6 +22,13 @@ REPLY_TIMEOUT = 600.0
 # The server is authenticated by then; a resume list of a file with the
 # most chunks (layout.MAX_CHUNKS) must fit.
 REPLY_LIMIT = frames.MAX_REPLY
+# A control connection found gone is opened again this many times in a row
+# (backoff 0.2 s doubling to 5 s: about 20 s) before a call gives up.
+RECONNECTS = 8
+BACKOFF_MAX = 5.0
+# Calls that may have taken effect although their answer was lost: not
+# repeated blindly (the caller finds out what happened).
+NOT_REPEATED = frozenset({"commit"})
 
 
 @dataclass
@@ -48,22 +55,34 @@ class ControlClient:
         self.chan: Channel | None = None
         self.last_ping: float | None = None
         self.rtt = 0.0
+        self.welcome: Welcome | None = None  # the latest: new streams open with its ticket
+        self.reopened = 0  # times the connection was found gone and opened again
 
     def connect(self) -> Welcome:
         pinned = self.pins.get(self.host, self.port)
         where = address_key(self.host, self.port)
-        conn = tls_wrap(connect(self.host, self.port, CONNECT_TIMEOUT),
-                        self.ident.client_context(), CONNECT_TIMEOUT, server_side=False)
+        raw = connect(self.host, self.port, CONNECT_TIMEOUT)
+        keep_alive_probes(raw)  # a peer gone silent (a network change) is noticed in about 30 s
+        try:
+            conn = tls_wrap(raw, self.ident.client_context(), CONNECT_TIMEOUT, server_side=False)
+        except BaseException:
+            raw.close()
+            raise
+        try:
+            return self._handshake(conn, pinned, where)
+        except BaseException:  # reconnecting again and again must not leak descriptors
+            conn.close()
+            raise
+
+    def _handshake(self, conn: Conn, pinned: bytes | None, where: str) -> Welcome:
         server_fp = identity.fingerprint_of(peer_cert(conn))
         shown = identity.format_fp(server_fp)
         if pinned is None:
-            conn.close()
             raise TrustError(
                 f"server {where} is not pinned. It presents fingerprint {shown}. "
                 f"If that is what `fastxfer id` prints on the server, run: fastxfer pin {where} {shown}"
             )
         if pinned != server_fp:
-            conn.close()
             raise TrustError(
                 f"server {where} presents fingerprint {shown}, not the pinned "
                 f"{identity.format_fp(pinned)}: someone may be impersonating it; nothing was sent. "
@@ -94,13 +113,57 @@ class ControlClient:
         # The least round trip the kernel saw during the handshakes: the path's
         # delay, which a send's tuning starts from (0 where it cannot be read: near).
         # The smoothed one would include the server's think time (signatures).
-        self.rtt = conn.min_rtt() or 0.0
-        return Welcome(frames.get_str(welcome, "name", 64), ticket, secret, features_of(welcome))
+        self.rtt = self.rtt or conn.min_rtt() or 0.0
+        self.welcome = Welcome(frames.get_str(welcome, "name", 64), ticket, secret, features_of(welcome))
+        return self.welcome
 
     def call(self, msg: dict, reply: str) -> dict:
-        assert self.chan is not None
-        self.chan.send(msg)
-        return frames.expect(self.chan.recv(REPLY_TIMEOUT), reply)
+        """Send *msg* and return the server's *reply*.
+
+        A connection found gone (the server restarted, the network changed) is
+        opened again, with a fresh proof of identity and a new welcome, and the
+        call made again, RECONNECTS times in a row with backoff.  A commit whose
+        answer was lost is not repeated: it may have taken effect, and the
+        ConnectError tells the caller to find out.
+        """
+        failures = 0
+        while True:
+            sent = False
+            try:
+                if self.chan is None:
+                    self.connect()
+                    self.reopened += 1
+                assert self.chan is not None
+                self.chan.send(msg)
+                sent = True
+                return frames.expect(self.chan.recv(REPLY_TIMEOUT), reply)
+            except ConnectError:
+                self.drop()
+                failures += 1
+                if (sent and msg.get("t") in NOT_REPEATED) or failures > RECONNECTS:
+                    raise
+                time.sleep(min(BACKOFF_MAX, 0.2 * 2 ** (failures - 1)))
+
+    def check(self) -> None:
+        """Between calls the server has nothing to say: anything readable is its
+        end.  A connection that ended is opened again at once (after a server
+        restart, new streams need the new ticket); the server's own error (a
+        revoked client, say) is raised, and so is a reconnection that failed."""
+        if self.chan is not None and not self.chan.conn.readable(0):
+            return
+        if self.chan is not None:
+            try:
+                frames.expect(self.chan.recv(1.0), "nothing")
+            except (ConnectError, ProtocolError):
+                self.drop()
+        self.call({"t": "ping"}, "pong")
+        self.last_ping = time.monotonic()
+
+    def drop(self) -> None:
+        """Forget a connection found broken; the next call opens a new one."""
+        if self.chan is not None:
+            self.chan.conn.close()
+            self.chan = None
 
     def close(self) -> None:
         if self.chan is not None:
@@ -109,6 +172,7 @@ class ControlClient:
             except Exception:  # noqa: BLE001 - closing anyway
                 pass
             self.chan.conn.close()
+            self.chan = None
 
 
 KEEP_ALIVE = 60.0  # well inside the server's idle limit for control connections

@@ -31,6 +31,7 @@ class Relay:
         self.upstream = 0
         self.lock = threading.Lock()
         self.closed = False
+        self.open: list[socket.socket] = []  # both ends of every connection, for cut_all
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -47,6 +48,7 @@ class Relay:
             with self.lock:
                 index = self.count
                 self.count += 1
+                self.open += [a, b]
             threading.Thread(target=self._pump, args=(a, b, index, True), daemon=True).start()
             threading.Thread(target=self._pump, args=(b, a, index, False), daemon=True).start()
 
@@ -73,6 +75,18 @@ class Relay:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+    def cut_all(self) -> int:
+        """Cut every connection open now, both ways (a network that went away for
+        a moment); later ones pass as before.  Returns how many were cut."""
+        with self.lock:
+            cut, self.open = self.open, []
+        for s in cut:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return len(cut) // 2
 
     def close(self) -> None:
         self.closed = True

@@ -107,6 +107,55 @@ def test_cut_stream_is_reopened_in_the_same_invocation(tmp_path: Path, server, c
     assert relay.count >= 3  # control, the cut stream, its reopening
 
 
+def mixed_tree(top: Path) -> Path:
+    """A big file of many chunks and 300 small files (bundles) in 3 folders."""
+    make_file(top / "big.bin", 32 << 20, seed=1)
+    for i in range(300):
+        make_file(top / f"d{i % 3}" / f"f{i}.bin", 3000 + i, seed=i)
+    return top
+
+
+def assert_stored(server, top: Path) -> None:
+    for p in top.rglob("*"):
+        if p.is_file():
+            assert sha256_file(server.root / "laptop" / top.name / p.relative_to(top)) == sha256_file(p), p
+
+
+def test_a_send_survives_every_connection_cut_at_once(tmp_path: Path, server, client) -> None:
+    top = mixed_tree(tmp_path / "data")
+    relay = Relay(server.port, throttled(40 << 20))
+    try:
+        fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
+        proc = start_send(client, relay, top, "--streams", "2", "--chunk-size", "1M")
+        assert wait_for(lambda: relay.upstream > 8 << 20)
+        assert relay.cut_all() >= 2  # the control connection and the streams
+        _, err = proc.communicate(timeout=120)
+    finally:
+        relay.close()
+    assert proc.returncode == 0, err
+    assert_stored(server, top)
+
+
+def test_a_send_survives_a_server_restart(tmp_path: Path, server, client) -> None:
+    top = mixed_tree(tmp_path / "data")
+    relay = Relay(server.port, throttled(40 << 20))
+    again = None
+    try:
+        fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
+        proc = start_send(client, relay, top, "--streams", "2", "--chunk-size", "1M")
+        assert wait_for(lambda: relay.upstream > 8 << 20)
+        os.killpg(server.proc.pid, signal.SIGKILL)  # its tickets die with it
+        server.proc.wait()
+        again = start_server(server.home, server.root, port=server.port)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        relay.close()
+        if again is not None:
+            again.stop()
+    assert proc.returncode == 0, err
+    assert_stored(server, top)
+
+
 def test_file_changed_while_sent_is_not_stored(tmp_path: Path, server, client) -> None:
     src = make_file(tmp_path / "moving.bin", 8 << 20)
     gate, stalled = threading.Event(), threading.Event()

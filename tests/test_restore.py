@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FX, fx, make_client, make_file, sha256_file, wait_for
+from conftest import FX, fx, make_client, make_file, sha256_file, start_server, wait_for
 from relay import Relay, throttled
 from test_tree import snapshot
 
@@ -93,6 +93,35 @@ def test_a_get_cut_off_leaves_only_whole_files(tmp_path: Path, server, client) -
     assert 0 < len(files) < 600, len(files)
     for p in files:  # what is there is whole
         assert p.read_bytes() == (top / p.relative_to(out / "data")).read_bytes()
+
+
+def test_a_get_survives_a_server_restart(tmp_path: Path, server, client) -> None:
+    top = tmp_path / "data"
+    for i in range(400):
+        make_file(top / f"d{i % 4}" / f"f{i}.bin", 2000 + i, seed=i)
+    make_file(top / "big.bin", 8 << 20, seed=7)
+    assert client.send(server, top, "--chunk-size", "1M").returncode == 0
+    relay = Relay(server.port, throttled(20_000))
+    out = tmp_path / "restored"
+    out.mkdir()
+    again = None
+    try:
+        fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
+        proc = subprocess.Popen(FX + ["get", "data", "--from", f"127.0.0.1:{relay.port}", "-o", str(out)],
+                                env=dict(os.environ, FASTXFER_HOME=str(client.home)),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=few_descriptors)
+        assert wait_for(lambda: len(list(out.rglob("f*.bin"))) > 0, timeout=60)
+        os.killpg(server.proc.pid, signal.SIGKILL)  # its tickets die with it
+        server.proc.wait()
+        again = start_server(server.home, server.root, port=server.port)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        relay.close()
+        if again is not None:
+            again.stop()
+    assert proc.returncode == 0, err
+    assert snapshot(out / "data") == snapshot(top)
 
 
 def test_dest_rules_and_no_overwrite(tmp_path: Path, server, client) -> None:
