@@ -158,6 +158,19 @@ def wait_for(predicate, timeout: float = 30.0) -> bool:
     return False
 
 
+def restart_while(server: Server, proc: subprocess.Popen, timeout: float = 120) -> str:
+    """Kill the whole server (master and workers: its tickets die with it),
+    start it again on the same port and root, and let *proc* end; its stderr."""
+    os.killpg(server.proc.pid, signal.SIGKILL)
+    server.proc.wait()
+    again = start_server(server.home, server.root, port=server.port)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    finally:
+        again.stop()
+    return err
+
+
 def start_send(client, relay, *args) -> subprocess.Popen:
     """A send through a relay (tests/relay.py), left running."""
     return subprocess.Popen(FX + ["send", *map(str, args), "--to", f"127.0.0.1:{relay.port}"],

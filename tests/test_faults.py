@@ -18,8 +18,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import (FX, files_under, fx, make_client, make_file, sha256_file, start_send, start_server,
-                      wait_for)
+from conftest import (FX, files_under, fx, make_client, make_file, restart_while, sha256_file, start_send,
+                      start_server, wait_for)
 from relay import Relay, cut_at, passthrough, stalling, throttled
 
 CHUNK = 1 << 20
@@ -139,19 +139,13 @@ def test_a_send_survives_every_connection_cut_at_once(tmp_path: Path, server, cl
 def test_a_send_survives_a_server_restart(tmp_path: Path, server, client) -> None:
     top = mixed_tree(tmp_path / "data")
     relay = Relay(server.port, throttled(40 << 20))
-    again = None
     try:
         fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
         proc = start_send(client, relay, top, "--streams", "2", "--chunk-size", "1M")
         assert wait_for(lambda: relay.upstream > 8 << 20)
-        os.killpg(server.proc.pid, signal.SIGKILL)  # its tickets die with it
-        server.proc.wait()
-        again = start_server(server.home, server.root, port=server.port)
-        _, err = proc.communicate(timeout=120)
+        err = restart_while(server, proc)
     finally:
         relay.close()
-        if again is not None:
-            again.stop()
     assert proc.returncode == 0, err
     assert_stored(server, top)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FX, fx, make_client, make_file, sha256_file, start_server, wait_for
+from conftest import FX, fx, make_client, make_file, restart_while, sha256_file, wait_for
 from relay import Relay, throttled
 from test_tree import snapshot
 
@@ -104,7 +104,6 @@ def test_a_get_survives_a_server_restart(tmp_path: Path, server, client) -> None
     relay = Relay(server.port, throttled(20_000))
     out = tmp_path / "restored"
     out.mkdir()
-    again = None
     try:
         fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
         proc = subprocess.Popen(FX + ["get", "data", "--from", f"127.0.0.1:{relay.port}", "-o", str(out)],
@@ -112,14 +111,9 @@ def test_a_get_survives_a_server_restart(tmp_path: Path, server, client) -> None
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 preexec_fn=few_descriptors)
         assert wait_for(lambda: len(list(out.rglob("f*.bin"))) > 0, timeout=60)
-        os.killpg(server.proc.pid, signal.SIGKILL)  # its tickets die with it
-        server.proc.wait()
-        again = start_server(server.home, server.root, port=server.port)
-        _, err = proc.communicate(timeout=120)
+        err = restart_while(server, proc)
     finally:
         relay.close()
-        if again is not None:
-            again.stop()
     assert proc.returncode == 0, err
     assert snapshot(out / "data") == snapshot(top)
 
