@@ -42,6 +42,9 @@ SMALL_FILE = 256 << 10
 BUNDLE_BYTES = 4 << 20
 BUNDLE_FILES = 1024
 IDLE_SYNC = 30.0  # an idle stream says so well inside the server's idle limit
+# A path of at most this many characters is within paths.MAX_TOTAL bytes (4
+# per character at most) and paths.MAX_DEPTH parts, whatever its characters.
+SHORT_PATH = min(paths.MAX_TOTAL // 4, 2 * paths.MAX_DEPTH - 2)
 
 
 Source = Entry
@@ -330,13 +333,18 @@ class Sender:
     def run(self, sources: list[Source]) -> list[Result]:
         results: list[Result] = []
         files: list[FileJob] = []
+        kept = []
         for s in sources:  # a name the server would refuse fails alone, here
-            try:
-                paths.split(s.remote)
-            except FxError as exc:
-                results.append(Result(s, "failed", exc))
-        refused = {id(r.src) for r in results}
-        sources = [s for s in sources if id(s) not in refused]
+            # The walk's names come from the filesystem: only a long path can
+            # break the server's rules (depth, bytes), so short ones skip the check.
+            if len(s.remote) > SHORT_PATH:
+                try:
+                    paths.split(s.remote)
+                except FxError as exc:
+                    results.append(Result(s, "failed", exc))
+                    continue
+            kept.append(s)
+        sources = kept
         self.dirs = [s for s in sources if s.kind == "dir"]
         if self.dry_run or self.checksum:
             verdicts = self._ask(sources)
