@@ -108,9 +108,12 @@ class Window:
         self.bytes -= found[1]
         return found[0]
 
-    def drop_tag(self, tag: bytes) -> None:
+    def drop_tag(self, tag: bytes) -> Fetch | None:
+        """Forget a file's requests (it failed); the file, or None if none was asked for."""
+        found = None
         for key in [k for k in self.asked if k[0] == tag]:
-            self.pop(key)
+            found = self.pop(key)[0][0]  # type: ignore[index]
+        return found
 
     def jobs(self) -> list[tuple[Fetch, int]]:
         return [job for jobs, _ in self.asked.values() for job in jobs]
@@ -342,7 +345,7 @@ class Getter:
             if not link_is_confined(parts, target):
                 return Outcome(shown, "skipped", LocalFileError(
                     f"{shown}: link to {target!r} points outside the destination; not created"))
-            tmp = b".fastxfer-get-" + os.urandom(6).hex().encode()
+            tmp = self.temp_prefix + b"%d" % next(self.temp_numbers)
             os.symlink(os.fsencode(target), tmp, dir_fd=parent)
             try:
                 os.rename(tmp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
@@ -397,7 +400,6 @@ class Getter:
         session = self.control.welcome or self.welcome  # the latest: a restarted server voids the first ticket
         conn, sealer, opener = open_stream(self.control.host, self.control.port, session)
         conn.settimeout(120.0)
-        tags: dict[bytes, Fetch] = {}
         batching = "reqs" in session.features
         numbers = itertools.count()
         try:
@@ -411,7 +413,6 @@ class Getter:
                         break
                     if f.status != "pending":
                         continue
-                    tags[f.tag] = f
                     if batching and f.whole:
                         batch.append(f)
                         cost += frames.answer_cost(f.size)
@@ -432,7 +433,7 @@ class Getter:
                         if not self.jobs:  # the next wave's work, or the end
                             self.cond.wait(0.5)
                     continue
-                self._receive(conn, opener, tags, outstanding)
+                self._receive(conn, opener, outstanding)
         finally:
             conn.close()
 
@@ -450,7 +451,7 @@ class Getter:
         outstanding.add((BATCH, number), [(f, 0) for f in batch], cost)
         conn.send(frames.frame_prefix(frames.REQS, header, len(body)), sealer.seal(bytes([frames.REQS]) + header, body))
 
-    def _receive(self, conn, opener, tags: dict, outstanding: Window) -> None:
+    def _receive(self, conn, opener, outstanding: Window) -> None:
         kind, rest = frames.parse_prefix(conn.recv_exact(frames.FRAME_PREFIX))
         body = memoryview(conn.recv_exact(rest))
         head = frames.split_rest(kind, body)
@@ -458,11 +459,9 @@ class Getter:
         if kind == frames.NAK:
             tag = head.header
             code, message = frames.parse_error(bytes(plain))
-            f = tags.get(tag)
-            if f is not None:
-                outstanding.drop_tag(tag)
-                if f.status == "pending":  # a duplicate ask may come back after the file was done
-                    self._abandon(f, from_exit_code(code, message))
+            f = outstanding.drop_tag(tag)
+            if f is not None and f.status == "pending":  # a duplicate ask may come back after the file was done
+                self._abandon(f, from_exit_code(code, message))
             return
         if kind == frames.ERROR:
             code, message = frames.parse_error(bytes(plain))

@@ -185,6 +185,28 @@ def test_a_file_damaged_on_the_server_is_not_restored(tmp_path: Path, server, cl
     assert list(out.iterdir()) == []  # no partial or hidden file left
 
 
+def test_files_gone_from_the_server_fail_alone(tmp_path: Path, server, client) -> None:
+    top = tmp_path / "data"
+    for i in range(40):
+        make_file(top / f"f{i}.bin", 1000 + i, seed=i)
+    make_file(top / "big.bin", 1 << 20, seed=99)
+    assert client.send(server, top, "--chunk-size", "64K").returncode == 0
+    stored = server.root / "laptop" / "data"
+    (stored / "f7.bin").unlink()  # a small file: its answer in a DATAS frame says so
+    with open(stored / "big.bin", "r+b") as g:  # a file of many chunks: NAK for its requests
+        g.truncate(1000)
+    out = tmp_path / "out"
+    out.mkdir()
+    done = get(client, server, "data", "-o", out)
+    assert done.returncode == 9, done.stderr  # some restored, some not
+    assert "f7.bin: not stored on the server" in done.stderr
+    assert "big.bin: changed on the server since it was listed" in done.stderr
+    got = sorted(p.name for p in (out / "data").iterdir())
+    assert got == sorted(f"f{i}.bin" for i in range(40) if i != 7)  # nothing half-written
+    for name in got:
+        assert (out / "data" / name).read_bytes() == (top / name).read_bytes()
+
+
 def test_listing(tmp_path: Path, server, client) -> None:
     import json
 
