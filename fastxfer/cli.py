@@ -318,12 +318,10 @@ def cmd_send(args: argparse.Namespace) -> int:
     from .session import KEEP_ALIVE
 
     if time.monotonic() - started > KEEP_ALIVE:
-        # A long walk left the session idle, perhaps past the server's limit.
-        try:
-            control.call({"t": "ping"}, "pong")
-        except FxError:
-            control.close()
-            control, welcome = connect_control(args.to)
+        # A long walk left the session idle, perhaps past the server's limit:
+        # a ping finds out, and opens it again if it is gone.
+        control.call({"t": "ping"}, "pong")
+        welcome = control.welcome or welcome
     show = sys.stderr.isatty() and not args.quiet
     sender = Sender(control, welcome, args.streams, args.chunk_size, args.sha256, show,
                     checksum=args.checksum, dry_run=args.dry_run)
@@ -336,6 +334,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         if sender.progress is not None:
             sender.progress.close()
         control.close()
+    reopened_note(control)
     elapsed = time.monotonic() - started
     if args.dry_run:
         return report_dry_run(results, skipped, welcome.name)
@@ -452,6 +451,7 @@ def cmd_get(args: argparse.Namespace) -> int:
                     progress.close()
     finally:
         control.close()
+    reopened_note(control)
     elapsed = time.monotonic() - started
     bad = [o for o in outcomes if o.status != "restored"]
     for o in bad:
@@ -462,6 +462,13 @@ def cmd_get(args: argparse.Namespace) -> int:
         return 0
     codes = {o.error.exit_code for o in bad if o.error is not None}
     return codes.pop() if len(bad) == len(outcomes) and len(codes) == 1 else 9
+
+
+def reopened_note(control) -> None:
+    """Say so when the control connection had to be opened again (a network blip, a server restart)."""
+    if control.reopened:
+        times = "once" if control.reopened == 1 else f"{control.reopened} times"
+        print(f"NOTE: the connection to the server was lost and opened again ({times})", file=sys.stderr)
 
 
 def sums_line(sha: str, path: str) -> str:

@@ -218,8 +218,7 @@ TUNE_MIN_INTERVAL = 0.25  # seconds: the rate of shorter spans is mostly chunk b
 TUNE_INTERVAL = 2.0  # seconds: the longest span between two looks (250 ms round trips)
 TUNE_GAIN = 1.15
 LINK_FULL_RTT = 1.25  # loaded / idle round trip beyond which the path is full
-LINK_FULL_LOOKS = 2  # looks in a row that must find the path full before tuning stops
-TUNE_PINGS = 3  # pings on the control connection per look; their median counts
+TUNE_PINGS = 3  # pings on the control connection per look at most; the least counts
 LONG_PATH_MIN_CHUNK = 1 << 20
 
 
@@ -240,36 +239,36 @@ def look_interval(rtt: float) -> float:
 
 
 def more_streams(rate: float, rate_before: float, streams: int, waiting: int, cpu_busy: bool,
-                 full_looks: int) -> int | None:
-    """Streams to add after a look (0: tuning is over), or None to look again a
-    span later.  At the first look (*rate_before* 0) as many as there are, at a
-    later one as many again if the last growth paid (the rate grew by
-    TUNE_GAIN); never beyond the cap or the pieces waiting, never when this
-    process already keeps the CPUs busy, and never while the path's queue is
-    filling (*full_looks*: the looks in a row that found its round trip grown):
-    then more streams only add losses and delay, not speed.  A full path ends
-    tuning at the LINK_FULL_LOOKS-th such look only: one look's pings can land
-    in a passing burst or on a busy server (perf/README.md: once 143 ms at the
-    first look on the capped path, whose round trip otherwise stays at 101 ms).
-    The first look needs no rate: a chunk counts once the kernel took all of
-    it, and a stream in slow start may not have finished its first one yet."""
-    if cpu_busy:
+                 link_full: bool) -> int:
+    """Streams to add after a look (0: tuning is over).  At the first look
+    (*rate_before* 0) as many as there are, at a later one as many again if the
+    last growth paid (the rate grew by TUNE_GAIN); never beyond the cap or the
+    pieces waiting, never when this process already keeps the CPUs busy, and
+    never once the path's queue is filling (its round trip has grown): then
+    more streams only add losses and delay, not speed.  The first look needs
+    no rate: a chunk counts once the kernel took all of it, and a stream in
+    slow start may not have finished its first one yet."""
+    if cpu_busy or link_full:
         return 0
-    if full_looks:
-        return None if full_looks < LINK_FULL_LOOKS else 0
     if rate_before > 0 and rate < rate_before * TUNE_GAIN:
         return 0
     return max(0, min(streams, AUTO_MAX_STREAMS - streams, waiting))
 
 
+def full_rtt(base_rtt: float) -> float:
+    """The round trip beyond which a path whose idle round trip is *base_rtt* is full."""
+    return base_rtt * LINK_FULL_RTT + 0.001
+
+
 def link_full(base_rtt: float, loaded_rtts: list[float]) -> bool:
-    """Whether the round trip under load (median of the samples, taken on the
-    quiet control connection) has grown beyond LINK_FULL_RTT of the idle one:
-    a queue that every connection shares is building on the path."""
+    """Whether every round trip under load (samples taken one after the other
+    on the quiet control connection) is beyond full_rtt: a standing queue that
+    every connection shares, not a passing burst (the least of the samples,
+    as CoDel judges a queue; perf/README.md: single pings of 122 and 164 ms on
+    the capped path, whose next ones took 103-110 ms against 100 idle)."""
     if not loaded_rtts or base_rtt <= 0:
         return False
-    loaded = sorted(loaded_rtts)[len(loaded_rtts) // 2]
-    return loaded > base_rtt * LINK_FULL_RTT + 0.001
+    return min(loaded_rtts) > full_rtt(base_rtt)
 
 
 def auto_chunk(size: int, long_path: bool) -> int:
@@ -319,7 +318,6 @@ class Sender:
         self.tune_mark: tuple[float, int, float] | None = None  # (time, bytes sent, CPU time)
         self.tune_rate = 0.0  # rate before the last growth
         self.tune_skip = 0  # looks to let pass: new streams are still in TCP slow start
-        self.tune_full = 0  # looks in a row that found the path full
         self.tune_every = look_interval(getattr(control, "rtt", 0.0))
         self.opened_by: set[threading.Thread] = set()  # stream threads that connected at least once
 
@@ -931,12 +929,11 @@ class Sender:
         busy = (cpu - cpu_then) / (now - then) >= 0.8 * (os.cpu_count() or 1)
         # Is a queue building that every connection shares?  The streams' own
         # round trips cannot tell: a per-connection cap fills a queue of its own
-        # per stream.  The quiet control connection can (a few pings a look).
-        full = link_full(getattr(self.control, "rtt", 0.0), self._control_rtt(TUNE_PINGS))
-        self.tune_full = self.tune_full + 1 if full else 0
-        more = more_streams(rate, self.tune_rate, self.streams_used, self.jobs.qsize(), busy, self.tune_full)
-        if more is None:
-            return  # look again a span later
+        # per stream.  The quiet control connection can (up to TUNE_PINGS pings a
+        # look, until one comes back in time).
+        base = getattr(self.control, "rtt", 0.0)
+        full = link_full(base, self._control_rtt(TUNE_PINGS, full_rtt(base)))
+        more = more_streams(rate, self.tune_rate, self.streams_used, self.jobs.qsize(), busy, full)
         if not more:
             self.tuning = False  # this is as fast as more streams would make it
             return
@@ -955,14 +952,14 @@ class Sender:
             return min(0.5, max(0.05, self.tune_every / TUNE_RTTS))  # about a round trip
         return min(0.5, max(0.01, self.tune_mark[0] + self.tune_every - time.monotonic()))
 
-    def _control_rtt(self, count: int) -> list[float]:
-        """*count* pings on the control connection, one after the other, each
-        timed (holding self.cond, released meanwhile); a ping that fails counts
-        as a full path."""
+    def _control_rtt(self, count: int, enough: float) -> list[float]:
+        """Up to *count* pings on the control connection, one after the other,
+        each timed, until one takes at most *enough* seconds (holding self.cond,
+        released meanwhile); a ping that fails counts as a full path."""
         self.cond.release()
         rtts: list[float] = []
         try:
-            for _ in range(count):
+            while len(rtts) < count and not (rtts and rtts[-1] <= enough):
                 started = time.monotonic()
                 self.control.call({"t": "ping"}, "pong")
                 self.control.last_ping = time.monotonic()
@@ -989,7 +986,7 @@ class Sender:
         self.cond, released meanwhile); the server's own error, or a reconnection
         that failed, ends the send."""
         chan = self.control.chan
-        if chan is not None and not chan.conn.readable(0):
+        if self.fatal is not None or (chan is not None and not chan.conn.readable(0)):
             return
         self.cond.release()
         try:

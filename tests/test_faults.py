@@ -133,6 +133,7 @@ def test_a_send_survives_every_connection_cut_at_once(tmp_path: Path, server, cl
     finally:
         relay.close()
     assert proc.returncode == 0, err
+    assert "lost and opened again" in err
     assert_stored(server, top)
 
 
@@ -147,6 +148,7 @@ def test_a_send_survives_a_server_restart(tmp_path: Path, server, client) -> Non
     finally:
         relay.close()
     assert proc.returncode == 0, err
+    assert "lost and opened again" in err
     assert_stored(server, top)
 
 
