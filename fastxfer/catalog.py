@@ -59,7 +59,8 @@ class Catalog:
         """Restore: bytes of a stored file, refused if it is not the one that was listed.
 
         "PATH\0VERSION" names an older copy kept in versions/.  With *folders*,
-        the folders opened are kept there for the next reads (the caller closes them).
+        the folder opened is kept there for the next reads of the same folder,
+        one at a time (the caller closes what is left).
         """
         path, _, version = path.partition("\x00")
         parts = paths.split(path)
@@ -72,6 +73,10 @@ class Catalog:
         key = (start, tuple(base))
         parent = folders.get(key) if folders is not None else None
         if parent is None:
+            if folders:  # one folder at a time: a request naming thousands holds one descriptor
+                for fd in folders.values():
+                    os.close(fd)
+                folders.clear()
             try:
                 parent = open_chain(start, base, create=False)
             except (OSError, FxError):
@@ -99,6 +104,8 @@ class Catalog:
                 if n == 0:
                     raise RefusedError(f"{path}: changed on the server since it was listed; get it again")
                 got += n
+        except OSError as exc:  # this file only (a bad sector, say), not the whole stream
+            raise RefusedError(f"{path}: cannot be read on the server ({exc.strerror})") from None
         finally:
             os.close(fd)
 

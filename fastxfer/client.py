@@ -1009,6 +1009,12 @@ class Sender:
             return LocalFileError(f"{job.src.local}: {exc.strerror} while it was sent; not stored")
         return changed(job) if file_identity(st) != job.identity else None
 
+    def _holds(self, job: FileJob, digest: str) -> bool:
+        """Whether the server's manifest records this file with this digest."""
+        reply = self.control.call({"t": "list", "prefix": job.src.remote, "versions": False}, "list_ok")
+        return any(isinstance(e, dict) and e.get("path") == job.src.remote and e.get("digest") == digest
+                   and e.get("size") == job.src.size for e in frames.get_list(reply, "entries", 1 << 20))
+
     def _commit(self, batch: list[FileJob]) -> list[Result]:
         items = []
         for job in batch:
@@ -1019,12 +1025,10 @@ class Sender:
             answers = self._call_batch("commit", "committed", items)
         except ConnectError:
             # The answer was lost with the connection: the server may have
-            # committed.  Ask (on a new connection) which files it now holds as
-            # sent; commit the others again: their chunks are still staged.
-            held = self._call_batch("probe", "probe_ok", [
-                {"path": job.src.remote, "size": job.src.size, "mtime_ns": job.src.mtime_ns}
-                | ({"sha256": job.sha256.hex()} if job.sha256 else {}) for job in batch])
-            again = [i for i, a in enumerate(held) if a.get("status") != "unchanged"]
+            # committed.  Ask (on a new connection) which files its manifest now
+            # records with exactly this content (the hash list's digest); commit
+            # the others again: their chunks are still staged.
+            again = [i for i, job in enumerate(batch) if not self._holds(job, items[i]["digest"])]
             answers = [{"t": "ok", "path": job.src.remote, "status": "stored", "version": None}
                        for job in batch]
             if again:

@@ -92,11 +92,12 @@ class Conn:
 
         if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
             return True
-        try:
-            r, _, _ = select.select([self.sock], [], [], timeout)
+        try:  # poll, not select: a descriptor numbered 1024 or more is fine (a restore holds many)
+            poller = select.poll()
+            poller.register(self.sock, select.POLLIN)
+            return bool(poller.poll(max(0, int(timeout * 1000))))
         except (OSError, ValueError):
             return True  # let the next read report the failure
-        return bool(r)
 
     def close(self) -> None:
         try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import itertools
+from collections.abc import Iterator
 import os
 import threading
 import time
@@ -57,6 +58,10 @@ class Fetch:
     parent: int = -1
     tmp: bytes = b""
     tag: bytes = b""  # names the file in requests: SHA-256(tmp)[:16]
+    # Threads writing to fd now: a file that fails meanwhile keeps its descriptor
+    # until the last is done, so a write can never land in a reused number.
+    writers: int = 0
+    closing: bool = False
     status: str = "pending"  # verified (all in, waiting for its wave's sync), restored, failed
     error: FxError | None = None
 
@@ -404,28 +409,7 @@ class Getter:
         numbers = itertools.count()
         try:
             while True:
-                batch: list[Fetch] = []
-                cost = 0
-                while outstanding.has_room():
-                    try:
-                        f, index = self.jobs.popleft()
-                    except IndexError:
-                        break
-                    if f.status != "pending":
-                        continue
-                    if batching and f.whole:
-                        batch.append(f)
-                        cost += frames.answer_cost(f.size)
-                        if len(batch) >= BATCH_FILES or cost >= BATCH_BYTES:
-                            self._ask_many(conn, sealer, outstanding, next(numbers), batch, cost)
-                            batch, cost = [], 0
-                        continue
-                    if batch:  # in the window before anything can fail, or they would be lost
-                        self._ask_many(conn, sealer, outstanding, next(numbers), batch, cost)
-                        batch, cost = [], 0
-                    self._ask_one(conn, sealer, outstanding, f, index)
-                if batch:
-                    self._ask_many(conn, sealer, outstanding, next(numbers), batch, cost)
+                self._ask(conn, sealer, outstanding, batching, numbers)
                 if not outstanding:
                     with self.cond:
                         if self.done or self.fatal is not None:
@@ -436,6 +420,43 @@ class Getter:
                 self._receive(conn, opener, outstanding)
         finally:
             conn.close()
+
+    def _ask(self, conn, sealer, outstanding: Window, batching: bool, numbers: Iterator[int]) -> None:
+        """Fill the window: chunks one request each, whole small files many to a REQS.
+
+        A job taken from the queue is either in the window (requeued with it if
+        the stream fails) or back on the queue: a send that fails loses none."""
+        batch: list[Fetch] = []
+        cost = 0
+        taken: tuple[Fetch, int] | None = None
+        try:
+            while outstanding.has_room():
+                try:
+                    taken = f, index = self.jobs.popleft()
+                except IndexError:
+                    taken = None
+                    break
+                if f.status != "pending":
+                    continue
+                if batching and f.whole:
+                    batch.append(f)
+                    taken = None
+                    cost += frames.answer_cost(f.size)
+                    if len(batch) >= BATCH_FILES or cost >= BATCH_BYTES:
+                        self._ask_many(conn, sealer, outstanding, next(numbers), batch, cost)
+                        batch, cost = [], 0
+                    continue
+                if batch:
+                    self._ask_many(conn, sealer, outstanding, next(numbers), batch, cost)
+                    batch, cost = [], 0
+                self._ask_one(conn, sealer, outstanding, f, index)
+                taken = None
+            if batch:
+                self._ask_many(conn, sealer, outstanding, next(numbers), batch, cost)
+                batch = []
+        except BaseException:
+            self.jobs.extendleft([(f, 0) for f in batch] + ([taken] if taken else []))
+            raise
 
     @staticmethod
     def _ask_one(conn, sealer, outstanding: Window, f: Fetch, index: int) -> None:
@@ -472,7 +493,7 @@ class Getter:
         if kind != frames.DATA:
             raise ProtocolError(f"unexpected frame kind {kind} from server")
         tag, offset, length = frames.parse_data_header(head.header, head.sealed_len)
-        jobs = outstanding.pop((tag, offset))
+        jobs = outstanding.get((tag, offset))  # popped once checked: a bad chunk is asked for again
         if jobs is None:
             raise ProtocolError("server sent a chunk that was not asked for")
         f, index = jobs[0]
@@ -481,6 +502,7 @@ class Getter:
         data, digest = plain[:length], bytes(plain[length:])
         if hashlib.sha256(data).digest() != digest:
             raise ProtocolError("a restored chunk does not match its digest")
+        outstanding.pop((tag, offset))
         self._take(f, index, offset, data, digest)
 
     def _receive_many(self, head: frames.FrameHead, plain: memoryview, outstanding: Window) -> None:
@@ -506,25 +528,33 @@ class Getter:
     def _take(self, f: Fetch, index: int, offset: int, data: memoryview, digest: bytes) -> None:
         """A checked chunk into its file."""
         length = len(data)
-        if f.status != "pending":
-            return
-        try:
-            view = data
-            while view:
-                n = os.pwrite(f.fd, view, offset)
-                view, offset = view[n:], offset + n
-        except OSError as exc:
-            self._abandon(f, LocalFileError(f"{os.fsdecode(b'/'.join(f.parts))}: {exc.strerror}"))
-            return
-        if self.progress is not None:
-            self.progress.update(length)
         with self.cond:
-            self.bytes_received += length
-            f.digests[index] = digest
-            f.left -= 1
-            done = f.left == 0
-        if done:
-            self._finish(f)
+            if f.status != "pending":
+                return
+            f.writers += 1
+        try:
+            try:
+                view = data
+                while view:
+                    n = os.pwrite(f.fd, view, offset)
+                    view, offset = view[n:], offset + n
+            except OSError as exc:
+                self._abandon(f, LocalFileError(f"{os.fsdecode(b'/'.join(f.parts))}: {exc.strerror}"))
+                return
+            if self.progress is not None:
+                self.progress.update(length)
+            with self.cond:
+                self.bytes_received += length
+                f.digests[index] = digest
+                f.left -= 1
+                done = f.left == 0
+            if done:
+                self._finish(f)
+        finally:
+            with self.cond:
+                f.writers -= 1
+                if f.closing and not f.writers:
+                    os.close(f.fd)
 
     # ------------------------------------------------------------ finish
 
@@ -566,19 +596,25 @@ class Getter:
             for f in ready:
                 self._abandon(f, LocalFileError(f"{os.fsdecode(b'/'.join(f.parts))}: {exc.strerror}"))
             return
-        placed, changed = [], set()
+        placed: dict[int, list[Fetch]] = {}  # folder -> its files renamed into place
         for f in ready:
             try:
                 os.rename(f.tmp, f.parts[-1], src_dir_fd=f.parent, dst_dir_fd=f.parent)
             except OSError as exc:
                 self._abandon(f, LocalFileError(f"{os.fsdecode(b'/'.join(f.parts))}: {exc.strerror}"))
                 continue
-            placed.append(f)
-            changed.add(f.parent)
-        for fd in changed:
-            os.fsync(fd)
-        for f in placed:
-            self._close(f, "restored", None)
+            placed.setdefault(f.parent, []).append(f)
+        for fd, files in placed.items():
+            try:
+                os.fsync(fd)
+                error = None
+            except OSError as exc:  # in place, but its name may not survive a crash
+                error = LocalFileError(f"its folder could not be synced: {exc.strerror}")
+            for f in files:
+                if error is None:
+                    self._close(f, "restored", None)
+                else:
+                    self._close(f, "failed", LocalFileError(f"{os.fsdecode(b'/'.join(f.parts))}: {error.message}"))
 
     def _abandon(self, f: Fetch, error: FxError) -> None:
         try:
@@ -597,5 +633,8 @@ class Getter:
                 if not self.pending:
                     self.cond.notify_all()
             f.status = status
-            os.close(f.fd)
+            if f.writers:  # the last writer closes it
+                f.closing = True
+            else:
+                os.close(f.fd)
             self.outcomes.append(Outcome(os.fsdecode(b"/".join(f.parts)), status, error))
