@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import frames, layout, paths
-from .errors import ConnectError, FxError, LocalFileError, ProtocolError, RefusedError, VerifyError, from_exit_code
+from .errors import BusyError, ConnectError, FxError, LocalFileError, ProtocolError, RefusedError, VerifyError, from_exit_code
 from .session import BACKOFF_MAX, ControlClient, Welcome, keep_alive, open_stream
 from .diskio import open_chain, sync_filesystem
 
@@ -233,6 +233,7 @@ class Getter:
         self.ready: list[Fetch] = []  # verified, to be placed at the wave's end
         self.threads: list[threading.Thread] = []
         self.done = False  # no more waves: streams leave
+        self.alive = 0  # stream threads still working (one told "busy" leaves if others remain)
 
     def run(self, root: str, planned: list[tuple[dict, list[bytes]]]) -> list[Outcome]:
         root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
@@ -288,6 +289,7 @@ class Getter:
                 self.cond.notify_all()
             if not self.threads and self.jobs:
                 self.threads = [threading.Thread(target=self._stream, daemon=True) for _ in range(self.streams)]
+                self.alive = len(self.threads)
                 for t in self.threads:
                     t.start()
             while True:
@@ -381,15 +383,20 @@ class Getter:
             try:
                 self._stream_once(outstanding)
                 return
-            except (ConnectError, ProtocolError) as exc:
+            except (ConnectError, ProtocolError, BusyError) as exc:
                 for job in outstanding.jobs():
                     self.jobs.append(job)
+                if isinstance(exc, BusyError):
+                    with self.cond:  # the server allows fewer streams: the others carry on
+                        if self.alive > 1:
+                            self.alive -= 1
+                            return
                 failures += 1
                 if failures > RETRIES:
                     self._stop(ConnectError(f"{exc.message} (gave up after {RETRIES} reconnects)"))
                     return
                 time.sleep(min(BACKOFF_MAX, 0.2 * 2 ** (failures - 1)))  # a server restarting needs a moment
-            except FxError as exc:  # busy, trust, refused: reconnecting would not help
+            except FxError as exc:  # trust, refused: reconnecting would not help
                 self._stop(exc)
                 return
             except Exception as exc:  # noqa: BLE001 - never leave the main thread waiting

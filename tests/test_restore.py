@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FX, fx, make_client, make_file, restart_while, sha256_file, wait_for
+from conftest import FX, fx, make_client, make_file, restart_while, sha256_file, start_server, wait_for
 from relay import Relay, throttled
 from test_tree import snapshot
 
@@ -116,6 +116,33 @@ def test_a_get_survives_a_server_restart(tmp_path: Path, server, client) -> None
         relay.close()
     assert proc.returncode == 0, err
     assert snapshot(out / "data") == snapshot(top)
+
+
+def test_streams_told_busy_leave_and_the_others_finish(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "server-home", tmp_path / "root", workers=1)
+    try:
+        client = make_client(tmp_path, server, "laptop")
+        top = tmp_path / "data"
+        for i in range(400):
+            make_file(top / f"d{i % 4}" / f"f{i}.bin", 50_000 + i, seed=i)
+        assert client.send(server, top).returncode == 0
+        # Three gets of 16 streams and a control connection each: more than the
+        # 32 connections one client may hold on the one worker.
+        outs = [tmp_path / f"out{k}" for k in (1, 2, 3)]
+        procs = []
+        for out in outs:
+            out.mkdir()
+            procs.append(subprocess.Popen(
+                FX + ["get", "data", "--from", server.address, "-o", str(out), "--streams", "16"],
+                env=dict(os.environ, FASTXFER_HOME=str(client.home)), stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True))
+        errs = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0], errs
+        for out in outs:
+            assert snapshot(out / "data") == snapshot(top)
+        assert "too many connections" in server.log_text()  # some streams were told busy
+    finally:
+        server.stop()
 
 
 def test_dest_rules_and_no_overwrite(tmp_path: Path, server, client) -> None:
