@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import mmap
 import os
 import time
 from collections.abc import Callable
@@ -19,33 +18,11 @@ from collections.abc import Callable
 from . import frames, keys, limits
 from .errors import BusyError, FxError, ProtocolError, RefusedError, TrustError
 from .keys import ServerKeys
-from .netio import Conn
+from .netio import Buffer, Conn
 from .store import StagingFile, Store
 from .trust import ClientList
 
 log = logging.getLogger("fastxfer.server")
-
-
-class Buffer:
-    """A receive buffer in its own mapping, so its memory goes back to the
-    system when the connection ends (the heap would keep it)."""
-
-    def __init__(self) -> None:
-        self._map: mmap.mmap | None = None
-
-    def view(self, size: int) -> memoryview:
-        if self._map is None or len(self._map) < size:
-            self.close()
-            self._map = mmap.mmap(-1, max(size, 1))
-        return memoryview(self._map)[:size]
-
-    def close(self) -> None:
-        if self._map is not None:
-            try:
-                self._map.close()
-            except BufferError:
-                pass  # a view is still alive; the mapping goes with it
-            self._map = None
 
 
 class StreamSession:

@@ -7,6 +7,7 @@ deadline) and ``Channel`` (control messages).  Low-level failures become
 
 from __future__ import annotations
 
+import mmap
 import socket
 import ssl
 from typing import Any
@@ -21,6 +22,28 @@ from .errors import ConnectError
 # reordering, rcv_rtt, rcv_space, total_retrans (ends at 104), four u64 rates and
 # counts, segs_out, segs_in, notsent_bytes, then min_rtt (microseconds) at 148.
 _TCPI_MIN_RTT = 148
+
+
+class Buffer:
+    """A receive buffer in its own mapping, so its memory goes back to the
+    system when the connection ends (the heap would keep it)."""
+
+    def __init__(self) -> None:
+        self._map: mmap.mmap | None = None
+
+    def view(self, size: int) -> memoryview:
+        if self._map is None or len(self._map) < size:
+            self.close()
+            self._map = mmap.mmap(-1, max(size, 1))
+        return memoryview(self._map)[:size]
+
+    def close(self) -> None:
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:
+                pass  # a view is still alive; the mapping goes with it
+            self._map = None
 
 
 class Conn:
