@@ -427,7 +427,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    from .client import LONG_PATH_RTT, auto_streams, make_progress
+    from .client import LONG_PATH_RTT, auto_streams, human, make_progress
     from .restore import Getter, list_all, plan
     from .tree import display
 
@@ -436,6 +436,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     control, welcome = connect_control(args.server)
     started = time.monotonic()
     outcomes = []
+    received = streams_used = 0
     try:
         for path in args.paths:
             entries = list_all(control, path, args.version)
@@ -449,6 +450,8 @@ def cmd_get(args: argparse.Namespace) -> int:
             finally:
                 if progress is not None:
                     progress.close()
+                received += getter.bytes_received
+                streams_used = max(streams_used, len(getter.threads))
     finally:
         control.close()
     reopened_note(control)
@@ -456,8 +459,9 @@ def cmd_get(args: argparse.Namespace) -> int:
     bad = [o for o in outcomes if o.status != "restored"]
     for o in bad:
         print(f"ERROR: {o.error.message if o.error else display(o.path)}", file=sys.stderr)
-    print(f"{len(outcomes) - len(bad)} restored and verified, {len(bad)} not; "
-          f"{elapsed:.2f} s")
+    rate = received / elapsed / 2**20 if elapsed else 0.0
+    print(f"{len(outcomes) - len(bad)} restored and verified, {len(bad)} not; received {human(received)} "
+          f"in {elapsed:.2f} s ({rate:.0f} MiB/s) over {streams_used} streams")
     if not bad:
         return 0
     codes = {o.error.exit_code for o in bad if o.error is not None}
