@@ -165,7 +165,7 @@ class StreamSession:
         self._still_authorized()
         plain = self._plain.view(sum(frames.answer_cost(a.size) for a in asks))
         pos = 0
-        folders: dict = {}  # each folder opened once for the whole batch
+        folders: dict = {}  # the folder being read, kept from one file to the next (read_chunk)
         try:
             for a in asks:
                 start = pos + frames.DATAS_ENTRY_HEAD
