@@ -19,6 +19,14 @@ def get(client, server, *args) -> subprocess.CompletedProcess:
     return fx(client.home, "get", *args, "--from", server.address, timeout=300)
 
 
+def start_get(client, relay, out: Path) -> subprocess.Popen:
+    """get of "data" through a relay into *out*, left running, with small waves."""
+    return subprocess.Popen(FX + ["get", "data", "--from", f"127.0.0.1:{relay.port}", "-o", str(out)],
+                            env=dict(os.environ, FASTXFER_HOME=str(client.home)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=few_descriptors)
+
+
 def few_descriptors() -> None:
     """In a child before exec: a descriptor limit that makes get's waves small (about 86 entries)."""
     resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300))
@@ -77,10 +85,7 @@ def test_a_get_cut_off_leaves_only_whole_files(tmp_path: Path, server, client) -
     out.mkdir()
     try:
         fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
-        proc = subprocess.Popen(FX + ["get", "data", "--from", f"127.0.0.1:{relay.port}", "-o", str(out)],
-                                env=dict(os.environ, FASTXFER_HOME=str(client.home)),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                preexec_fn=few_descriptors)  # small waves: the first is placed early
+        proc = start_get(client, relay, out)  # small waves: the first is placed early
         placed = lambda: [p for p in out.rglob("f*.bin")]  # noqa: E731
         assert wait_for(lambda: len(placed()) > 0, timeout=60)
         os.killpg(server.proc.pid, signal.SIGKILL)  # master and workers: every connection drops
@@ -106,10 +111,7 @@ def test_a_get_survives_a_server_restart(tmp_path: Path, server, client) -> None
     out.mkdir()
     try:
         fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
-        proc = subprocess.Popen(FX + ["get", "data", "--from", f"127.0.0.1:{relay.port}", "-o", str(out)],
-                                env=dict(os.environ, FASTXFER_HOME=str(client.home)),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                preexec_fn=few_descriptors)
+        proc = start_get(client, relay, out)
         assert wait_for(lambda: len(list(out.rglob("f*.bin"))) > 0, timeout=60)
         err = restart_while(server, proc)
     finally:
