@@ -106,10 +106,12 @@ def test_one_client_cannot_touch_anothers_files(tmp_path: Path, server, client) 
 
 
 def raw(server, data: bytes, wait: float = 0.5) -> bytes:
+    """What the server answers a stranger's *data* (b"" when it drops the
+    connection, which it may do before reading it all: a reset while sending)."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
-        s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
         try:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
             return s.recv(100)
         except OSError:
             return b""
