@@ -517,6 +517,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         if status != "ok":
             print(f"{status.upper()}: {client}/{os.fsdecode(raw)!r}")
     print(f"{counts['ok']} files intact, {counts['changed']} changed on disk, {counts['missing']} missing")
+    if counts["changed"] or counts["missing"]:
+        print("to repair them, send those files again from the client with --checksum", file=sys.stderr)
     return 0 if counts["changed"] == counts["missing"] == 0 else 5
 
 

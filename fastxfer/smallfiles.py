@@ -192,8 +192,7 @@ class SmallFiles:
         chunk = layout.DEFAULT_CHUNK if e.size <= layout.DEFAULT_CHUNK else layout.choose_chunk(e.size)
         digest = layout.file_digest(e.size, chunk, (e.digest,) if e.size else ())
         if self._keep_old(db, parent, client, parts, digest) == "unchanged":
-            unlink_quietly(tmp, base)
-            self._touch(db, parent, client, parts, e.mode, e.mtime_ns)
+            self._take_same(db, base, tmp, parent, client, parts, e.mode, e.mtime_ns)
             return (1, 0, "")
         os.rename(tmp, parts[-1], src_dir_fd=base, dst_dir_fd=parent)
         # One chunk: its SHA-256, computed here over what was written, is the file's.

@@ -513,7 +513,8 @@ class Store(SmallFiles, Catalog):
             with self._manifest() as db:
                 version = self._keep_old(db, parent, client, parts, digest)
                 if version == "unchanged":
-                    self._touch(db, parent, client, parts, meta["mode"], meta["mtime_ns"])
+                    self._take_same(db, base, name + b".data", parent, client, parts, meta["mode"], meta["mtime_ns"])
+                    os.fsync(parent)
                     db.commit()
                     self.discard(client, fid)
                     return Stored(path, "unchanged", None)
@@ -574,14 +575,17 @@ class Store(SmallFiles, Catalog):
             db.execute("DELETE FROM versions WHERE rowid=?", (rowid,))
 
     @staticmethod
-    def _touch(db: sqlite3.Connection, parent: int, client: str, parts: list[bytes], mode: int, mtime_ns: int) -> None:
-        """Same content, new time or mode: take them, so the next send skips it by size and time."""
-        # By name: a copy stored without owner read cannot be opened to be fixed.
-        # _keep_old has just seen a regular file there.
-        os.chmod(parts[-1], (mode & 0o777) | 0o400, dir_fd=parent)
-        os.utime(parts[-1], ns=(mtime_ns, mtime_ns), dir_fd=parent, follow_symlinks=False)
+    def _take_same(db: sqlite3.Connection, src_dir: int, src: bytes, parent: int, client: str, parts: list[bytes],
+                   mode: int, mtime_ns: int) -> None:
+        """The same content as recorded, sent again (new time or mode, or asked
+        by --checksum) and verified on its way in: the new copy, which has its
+        time and mode, takes the stored one's place, so sending a file again
+        repairs a stored copy that rotted on disk (`check` reports those).  No
+        older version is kept: the content is the same.  The caller syncs the
+        folder and commits."""
+        os.rename(src, parts[-1], src_dir_fd=src_dir, dst_dir_fd=parent)
         db.execute("UPDATE files SET mtime_ns=?, mode=? WHERE client=? AND path=?",
-                   (mtime_ns, mode, client, b"/".join(parts)))  # the caller commits
+                   (mtime_ns, mode, client, b"/".join(parts)))
 
     @staticmethod
     def _record(db: sqlite3.Connection, client: str, raw: bytes, meta: dict, digest: bytes,

@@ -307,6 +307,15 @@ def test_check_finds_what_changed_on_disk_and_sums_match_sha256sum(tmp_path: Pat
     assert "2 files intact, 1 changed on disk" in checked.stdout
     again = fx(client.home, "sums", "--from", server.address)
     assert again.returncode == 5 and "changed" in again.stderr
+    small = server.root / "laptop" / "docs" / "a.bin"  # a bundled file, same size
+    small.write_bytes(bytes(b ^ 1 for b in small.read_bytes()))
+    # Sending again by content replaces the rotten copies with the verified new ones.
+    repaired = client.send(server, top, "--checksum")
+    assert repaired.returncode == 0, repaired.stderr
+    assert "3 unchanged" in repaired.stdout  # the same content as recorded: no older version kept
+    assert fx(server.home, "check", "--root", server.root).returncode == 0
+    assert victim.read_bytes() == (top / "big.bin").read_bytes()
+    assert small.read_bytes() == (top / "a.bin").read_bytes()
 
 
 def test_older_version_is_listed_and_restored(tmp_path: Path, server, client) -> None:
