@@ -533,7 +533,10 @@ def entry() -> None:
     built, on every command). Every command has closed its files and joined
     its threads and processes by the time main() returns; only the standard
     streams are left to flush."""
-    code = main()
+    try:
+        code = main()
+    except BrokenPipeError:  # the reader stopped reading (`fastxfer ls | head`): its choice, not an error to show
+        os._exit(141)  # what a shell reports for a command ended by SIGPIPE
     try:
         sys.stdout.flush()
     except BrokenPipeError:
@@ -556,5 +559,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ERROR: {exc.message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("ERROR: interrupted; run the same command again to resume", file=sys.stderr)
+        print(f"ERROR: interrupted; {INTERRUPTED.get(args.cmd, 'nothing was changed')}", file=sys.stderr)
         return 130
+
+
+INTERRUPTED = {  # what an interrupted command leaves, and what to do next
+    "send": "run the same send again to resume: it sends only what the server has not made durable",
+    "get": "the files restored so far are in place, whole; get the rest with the same get and --force, "
+           "or pick the paths that are missing",
+    "serve": "the server stopped",
+}

@@ -236,6 +236,18 @@ def test_files_gone_from_the_server_fail_alone(tmp_path: Path, server, client) -
         assert (out / "data" / name).read_bytes() == (top / name).read_bytes()
 
 
+def test_output_piped_into_head_ends_quietly(tmp_path: Path, server, client) -> None:
+    top = tmp_path / "many"
+    for i in range(300):
+        make_file(top / f"f{i:03d}.txt", 10, seed=i)
+    assert client.send(server, top).returncode == 0
+    for cmd in ("ls", "sums"):
+        done = subprocess.run(["sh", "-c", " ".join(FX) + f" {cmd} --from {server.address} | head -1"],
+                              env=dict(os.environ, FASTXFER_HOME=str(client.home)),
+                              capture_output=True, text=True, timeout=60)
+        assert done.stdout.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+
+
 def test_listing(tmp_path: Path, server, client) -> None:
     import json
 
