@@ -95,14 +95,16 @@ class Catalog:
             # content is caught by the client against the recorded digest.
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or st.st_size != size:
-                raise RefusedError(f"{path}: changed on the server since it was listed; get it again")
+                raise RefusedError(f"{path}: the server's copy is not the one it lists (replaced since, or changed "
+                                   f"on its disk: `fastxfer check` there tells); get it again")
             if offset + len(into) > size:
                 raise RefusedError(f"{path}: request beyond the end of the file")
             got = 0
             while got < len(into):
                 n = os.preadv(fd, [into[got:]], offset + got)
                 if n == 0:
-                    raise RefusedError(f"{path}: changed on the server since it was listed; get it again")
+                    raise RefusedError(f"{path}: the server's copy is not the one it lists (replaced since, or "
+                                       f"changed on its disk: `fastxfer check` there tells); get it again")
                 got += n
         except OSError as exc:  # this file only (a bad sector, say), not the whole stream
             raise RefusedError(f"{path}: cannot be read on the server ({exc.strerror})") from None

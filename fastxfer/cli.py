@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--version", default=None, metavar="VERSION",
                    help="an older copy of one file, as `fastxfer ls --versions PATH` names it")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the result")
+    g.add_argument("-v", "--verbose", action="store_true",
+                   help=f"list every entry not restored (default: the first {LISTED_ERRORS})")
 
     sm = sub.add_parser("sums", help="SHA256SUMS of this client's backup, for sha256sum -c")
     sm.add_argument("path", nargs="?", default="", metavar="PATH", help="a file or folder (default: everything)")
@@ -366,7 +368,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     rate = sender.bytes_sent / elapsed / 2**20 if elapsed else 0.0
     print(f"{stored} {'file' if stored == 1 else 'files'} stored and verified, {unchanged} unchanged, {len(failed)} failed, "
           f"{len(skipped)} skipped; sent {human(sender.bytes_sent)} in {elapsed:.2f} s "
-          f"({rate:.0f} MiB/s) over {sender.streams_opened} streams")
+          f"({rate:.0f} MiB/s) over {plural(sender.streams_opened, 'stream')}")
     codes = [r.error.exit_code for r in failed if r.error is not None] + [7] * len(skipped)
     if not codes:
         return 0
@@ -457,15 +459,25 @@ def cmd_get(args: argparse.Namespace) -> int:
     reopened_note(control)
     elapsed = time.monotonic() - started
     bad = [o for o in outcomes if o.status != "restored"]
-    for o in bad:
+    shown = bad if args.verbose else bad[:LISTED_ERRORS]
+    for o in shown:
         print(f"ERROR: {o.error.message if o.error else display(o.path)}", file=sys.stderr)
+    if len(bad) > len(shown):
+        print(f"ERROR: and {len(bad) - len(shown)} more not restored (-v lists them all)", file=sys.stderr)
     rate = received / elapsed / 2**20 if elapsed else 0.0
     print(f"{len(outcomes) - len(bad)} restored and verified, {len(bad)} not; received {human(received)} "
-          f"in {elapsed:.2f} s ({rate:.0f} MiB/s) over {streams_used} streams")
+          f"in {elapsed:.2f} s ({rate:.0f} MiB/s) over {plural(streams_used, 'stream')}")
     if not bad:
         return 0
     codes = {o.error.exit_code for o in bad if o.error is not None}
     return codes.pop() if len(bad) == len(outcomes) and len(codes) == 1 else 9
+
+
+LISTED_ERRORS = 20  # a get that fails for many files lists this many unless -v
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
 
 
 def reopened_note(control) -> None:

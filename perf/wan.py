@@ -438,7 +438,7 @@ class Bench:
             error = f"exit {rc}: {output}"
         elif not verified:
             error = "destination missing or SHA-256 differs"
-        used = re.search(r"over (\d+) streams", output)
+        used = re.search(r"over (\d+) streams?", output)
         server_warnings: dict[str, int] = {}
         if tool.kind == "fastxfer":
             # This run's part of the server log: warnings such as "dropped ...: client wan has too
