@@ -458,14 +458,16 @@ def cmd_get(args: argparse.Namespace) -> int:
         control.close()
     reopened_note(control)
     elapsed = time.monotonic() - started
-    bad = [o for o in outcomes if o.status != "restored"]
+    bad = [o for o in outcomes if o.status not in ("restored", "unchanged")]
+    there = sum(1 for o in outcomes if o.status == "unchanged")
     shown = bad if args.verbose else bad[:LISTED_ERRORS]
     for o in shown:
         print(f"ERROR: {o.error.message if o.error else display(o.path)}", file=sys.stderr)
     if len(bad) > len(shown):
         print(f"ERROR: and {len(bad) - len(shown)} more not restored (-v lists them all)", file=sys.stderr)
     rate = received / elapsed / 2**20 if elapsed else 0.0
-    print(f"{len(outcomes) - len(bad)} restored and verified, {len(bad)} not; received {human(received)} "
+    print(f"{len(outcomes) - len(bad) - there} restored and verified, {there} already there (same size and "
+          f"time), {len(bad)} not; received {human(received)} "
           f"in {elapsed:.2f} s ({rate:.0f} MiB/s) over {plural(streams_used, 'stream')}")
     if not bad:
         return 0
@@ -577,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
 
 INTERRUPTED = {  # what an interrupted command leaves, and what to do next
     "send": "run the same send again to resume: it sends only what the server has not made durable",
-    "get": "the files restored so far are in place, whole; get the rest with the same get and --force, "
-           "or pick the paths that are missing",
+    "get": "the files restored so far are in place, whole; run the same get again: it skips them "
+           "(same size and time) and brings the rest",
     "serve": "the server stopped",
 }

@@ -24,6 +24,7 @@ import hashlib
 import itertools
 from collections.abc import Iterator
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -192,6 +193,20 @@ def wave_size() -> int:
     return max(16, min(OPEN_MAX, (soft - 128) // 2))
 
 
+def already_there(entry: dict, here: os.stat_result, parts: list[bytes], parent: int) -> bool:
+    """Whether what is at the place is what the entry would bring: a file of its
+    size and time, or a link to its target (a get run again after it was
+    interrupted, or over a restore already made, skips it, as rsync would)."""
+    kind = entry.get("kind", "file")
+    if kind == "file":
+        return stat.S_ISREG(here.st_mode) and here.st_size == int(entry["size"]) \
+            and here.st_mtime_ns == int(entry["mtime_ns"])
+    if kind == "link":
+        return stat.S_ISLNK(here.st_mode) and os.readlink(parts[-1], dir_fd=parent) == os.fsencode(
+            entry.get("target") or "")
+    return False
+
+
 def chunks_of(entry: dict) -> int:
     """Requests a listed entry will take (0 for folders, links and records that make no sense)."""
     try:
@@ -335,10 +350,10 @@ class Getter:
         except (OSError, FxError) as exc:
             return Outcome(shown, "failed", LocalFileError(f"{shown}: cannot create its folder ({exc})"))
         try:
-            os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
-            exists = True
+            here: os.stat_result | None = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
         except FileNotFoundError:
-            exists = False
+            here = None
+        exists = here is not None
         if entry.get("kind") == "dir":
             try:
                 self._folder(root_fd, parts)
@@ -347,6 +362,8 @@ class Getter:
             self.dirs.append((parts, int(entry["mode"]), int(entry["mtime_ns"])))
             return Outcome(shown, "restored")
         if exists and not self.force:
+            if already_there(entry, here, parts, parent):
+                return Outcome(shown, "unchanged")
             return Outcome(shown, "skipped", LocalFileError(f"{shown}: exists locally; not replaced (use --force)"))
         if entry.get("kind") == "link":
             target = entry.get("target") or ""

@@ -154,6 +154,28 @@ def test_streams_told_busy_leave_and_the_others_finish(tmp_path: Path) -> None:
         server.stop()
 
 
+def test_a_second_get_skips_what_is_already_there(tmp_path: Path, server, client) -> None:
+    top = tmp_path / "data"
+    for i in range(30):
+        make_file(top / f"f{i}.bin", 1000 + i, seed=i)
+    os.symlink("f1.bin", top / "link")
+    assert client.send(server, top).returncode == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    assert get(client, server, "data", "-o", out).returncode == 0
+    for i in range(10):  # as if the first get had been interrupted
+        (out / "data" / f"f{i}.bin").unlink()
+    again = get(client, server, "data", "-o", out)
+    assert again.returncode == 0, again.stderr
+    assert "11 restored and verified, 21 already there" in again.stdout  # 10 files and the folder
+    assert "received 9.81 KiB" in again.stdout  # their 10,045 bytes only
+    assert snapshot(out / "data") == snapshot(top)
+    (out / "data" / "f20.bin").write_bytes(b"a local edit")  # not what the server holds: never replaced
+    third = get(client, server, "data", "-o", out)
+    assert third.returncode == 9 and "f20.bin: exists locally" in third.stderr
+    assert (out / "data" / "f20.bin").read_bytes() == b"a local edit"
+
+
 def test_dest_rules_and_no_overwrite(tmp_path: Path, server, client) -> None:
     f = make_file(tmp_path / "report.pdf", 5000)
     assert client.send(server, f).returncode == 0
