@@ -267,8 +267,9 @@ class Getter:
                 with self.cond:
                     self.done = True
                     self.cond.notify_all()
-                for t in self.threads:
-                    t.join(timeout=5)
+                if self.fatal is None:  # after a failure or Ctrl-C, no waiting on streams stuck in a read
+                    for t in self.threads:
+                        t.join(timeout=5)
             self._finish_dirs(root_fd)
         finally:
             os.close(root_fd)
@@ -322,6 +323,12 @@ class Getter:
                 if f.status == "pending":
                     self._abandon(f, self.fatal or ConnectError("not restored"))
             self._place()  # what was verified is kept, even when the wave ended early
+        except BaseException:  # Ctrl-C: no temporary is left behind
+            self._stop(FxError("interrupted"))
+            for f in fetches:
+                if f.status in ("pending", "verified"):
+                    self._abandon(f, FxError("interrupted"))
+            raise
         finally:
             for fd in self.folders.values():
                 os.close(fd)

@@ -100,6 +100,29 @@ def test_a_get_cut_off_leaves_only_whole_files(tmp_path: Path, server, client) -
         assert p.read_bytes() == (top / p.relative_to(out / "data")).read_bytes()
 
 
+def test_ctrl_c_during_a_get_leaves_whole_files_and_a_rerun_finishes(tmp_path: Path, server, client) -> None:
+    top = tmp_path / "data"
+    for i in range(600):
+        make_file(top / f"d{i % 6}" / f"f{i}.bin", 2000 + i, seed=i)
+    assert client.send(server, top).returncode == 0
+    relay = Relay(server.port, throttled(20_000))
+    out = tmp_path / "restored"
+    out.mkdir()
+    try:
+        fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
+        proc = start_get(client, relay, out)
+        assert wait_for(lambda: len(list(out.rglob("f*.bin"))) > 0, timeout=60)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        relay.close()
+    assert proc.returncode == 130 and "run the same get again" in err, err
+    assert not [p for p in out.rglob("*") if p.name.startswith(".fastxfer-get-")]  # nothing half-written
+    rerun = get(client, server, "data", "-o", out)
+    assert rerun.returncode == 0 and "already there" in rerun.stdout, rerun.stderr
+    assert snapshot(out / "data") == snapshot(top)
+
+
 def test_a_get_survives_a_server_restart(tmp_path: Path, server, client) -> None:
     top = tmp_path / "data"
     for i in range(400):
