@@ -27,6 +27,24 @@ def start_get(client, relay, out: Path) -> subprocess.Popen:
                             preexec_fn=few_descriptors)
 
 
+def get_interrupted(tmp_path: Path, server, client, top: Path, interrupt) -> tuple[subprocess.Popen, str, Path]:
+    """Send *top*, then get it through a relay that trickles the requests; once
+    the first files are placed, interrupt(proc) does something to the run and
+    returns its stderr.  (the get process, its stderr, where it restores)"""
+    assert client.send(server, top, "--chunk-size", "1M").returncode == 0
+    relay = Relay(server.port, throttled(20_000))
+    out = tmp_path / "restored"
+    out.mkdir()
+    try:
+        fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
+        proc = start_get(client, relay, out)  # small waves: the first is placed early
+        assert wait_for(lambda: len(list(out.rglob("f*.bin"))) > 0, timeout=60)
+        err = interrupt(proc)
+    finally:
+        relay.close()
+    return proc, err, out
+
+
 def few_descriptors() -> None:
     """In a child before exec: a descriptor limit that makes get's waves small (about 86 entries)."""
     resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300))
@@ -79,19 +97,12 @@ def test_a_get_cut_off_leaves_only_whole_files(tmp_path: Path, server, client) -
     top = tmp_path / "data"
     for i in range(600):
         make_file(top / f"d{i % 6}" / f"f{i}.bin", 2000 + i, seed=i)
-    assert client.send(server, top).returncode == 0
-    relay = Relay(server.port, throttled(20_000))  # requests trickle, so the kill lands mid-get
-    out = tmp_path / "restored"
-    out.mkdir()
-    try:
-        fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
-        proc = start_get(client, relay, out)  # small waves: the first is placed early
-        placed = lambda: [p for p in out.rglob("f*.bin")]  # noqa: E731
-        assert wait_for(lambda: len(placed()) > 0, timeout=60)
+
+    def kill(proc: subprocess.Popen) -> str:
         os.killpg(server.proc.pid, signal.SIGKILL)  # master and workers: every connection drops
-        _, err = proc.communicate(timeout=120)
-    finally:
-        relay.close()
+        return proc.communicate(timeout=120)[1]
+
+    proc, err, out = get_interrupted(tmp_path, server, client, top, kill)
     assert proc.returncode not in (0, None), err
     files = [p for p in out.rglob("*") if p.is_file()]
     assert not [p for p in files if p.name.startswith(".fastxfer-get-")]  # nothing half-written
@@ -104,18 +115,12 @@ def test_ctrl_c_during_a_get_leaves_whole_files_and_a_rerun_finishes(tmp_path: P
     top = tmp_path / "data"
     for i in range(600):
         make_file(top / f"d{i % 6}" / f"f{i}.bin", 2000 + i, seed=i)
-    assert client.send(server, top).returncode == 0
-    relay = Relay(server.port, throttled(20_000))
-    out = tmp_path / "restored"
-    out.mkdir()
-    try:
-        fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
-        proc = start_get(client, relay, out)
-        assert wait_for(lambda: len(list(out.rglob("f*.bin"))) > 0, timeout=60)
+
+    def ctrl_c(proc: subprocess.Popen) -> str:
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=20)
-    finally:
-        relay.close()
+        return proc.communicate(timeout=20)[1]
+
+    proc, err, out = get_interrupted(tmp_path, server, client, top, ctrl_c)
     assert proc.returncode == 130 and "run the same get again" in err, err
     assert not [p for p in out.rglob("*") if p.name.startswith(".fastxfer-get-")]  # nothing half-written
     rerun = get(client, server, "data", "-o", out)
@@ -128,17 +133,7 @@ def test_a_get_survives_a_server_restart(tmp_path: Path, server, client) -> None
     for i in range(400):
         make_file(top / f"d{i % 4}" / f"f{i}.bin", 2000 + i, seed=i)
     make_file(top / "big.bin", 8 << 20, seed=7)
-    assert client.send(server, top, "--chunk-size", "1M").returncode == 0
-    relay = Relay(server.port, throttled(20_000))
-    out = tmp_path / "restored"
-    out.mkdir()
-    try:
-        fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
-        proc = start_get(client, relay, out)
-        assert wait_for(lambda: len(list(out.rglob("f*.bin"))) > 0, timeout=60)
-        err = restart_while(server, proc)
-    finally:
-        relay.close()
+    proc, err, out = get_interrupted(tmp_path, server, client, top, lambda proc: restart_while(server, proc))
     assert proc.returncode == 0, err
     assert snapshot(out / "data") == snapshot(top)
 
