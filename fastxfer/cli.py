@@ -16,7 +16,7 @@ import re
 import sys
 import time
 
-from .errors import FxError, RefusedError, UsageError
+from .errors import FxError, LocalFileError, RefusedError, UsageError
 
 EPILOG = """exit codes: 0 verified, 2 usage, 3 trust, 4 connection, 5 verification,
 6 refused by server, 7 local file, 8 protocol, 9 partial, 10 server busy, 1 unexpected."""
@@ -84,13 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("ls", help="list what the server holds for this client")
     ls.add_argument("path", nargs="?", default="", metavar="PATH", help="a file or folder (default: everything)")
-    ls.add_argument("--from", dest="server", required=True, metavar="HOST[:PORT]")
+    ls.add_argument("--from", dest="server", required=True, metavar="HOST[:PORT]",
+                    help="the server, as pinned (`fastxfer pins`); port 4455 if not given")
     ls.add_argument("--json", action="store_true", help="one JSON array instead of a table")
     ls.add_argument("--versions", action="store_true", help="list the older copies kept instead")
 
     g = sub.add_parser("get", help="restore files and folders from the server")
     g.add_argument("paths", nargs="+", metavar="PATH", help="as `fastxfer ls` shows them")
-    g.add_argument("--from", dest="server", required=True, metavar="HOST[:PORT]")
+    g.add_argument("--from", dest="server", required=True, metavar="HOST[:PORT]",
+                    help="the server, as pinned (`fastxfer pins`); port 4455 if not given")
     g.add_argument("-o", "--output", default=".", metavar="DEST",
                    help="an existing folder receives PATH inside it; otherwise DEST is the new name (default: .)")
     g.add_argument("--streams", type=int, default=None, help="parallel connections (default: automatic)")
@@ -103,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sm = sub.add_parser("sums", help="SHA256SUMS of this client's backup, for sha256sum -c")
     sm.add_argument("path", nargs="?", default="", metavar="PATH", help="a file or folder (default: everything)")
-    sm.add_argument("--from", dest="server", required=True, metavar="HOST[:PORT]")
+    sm.add_argument("--from", dest="server", required=True, metavar="HOST[:PORT]",
+                    help="the server, as pinned (`fastxfer pins`); port 4455 if not given")
 
     ck = sub.add_parser("check", help="server side: re-hash stored files, report any that changed on disk")
     ck.add_argument("--root", required=True, help="the server's root folder")
@@ -313,6 +316,10 @@ def cmd_send(args: argparse.Namespace) -> int:
     # closes a session that was still being opened.
     connecting = Background(lambda: _connect_for_send(args.to))
     sources, skipped = walk(args.files, args.dest, args.exclude, args.follow_links)
+    if skipped and not sources:  # nothing to send at all: most likely a mistyped path
+        for s in skipped:
+            print(f"ERROR: {display(s.local)}: {s.reason}", file=sys.stderr)
+        return LocalFileError.exit_code
     for s in skipped:
         print(f"WARNING: {display(s.local)}: {s.reason}", file=sys.stderr)
     control, welcome = connecting.result()

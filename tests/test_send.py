@@ -89,8 +89,12 @@ def test_same_file_again_moves_no_data(tmp_path: Path, server, client) -> None:
 
 
 def test_missing_local_file_is_a_clear_error(tmp_path: Path, server, client) -> None:
-    done = client.send(server, tmp_path / "nope.bin")
+    done = client.send(server, tmp_path / "nope.bin")  # nothing else to send: an error, nothing sent
     assert done.returncode == 7
-    assert done.stderr.startswith("WARNING: ") and "nope.bin" in done.stderr
-    assert "0 files stored and verified, 0 unchanged, 0 failed, 1 skipped" in done.stdout
-    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("ERROR: ") and "nope.bin: No such file or directory" in done.stderr
+    assert done.stdout == "" and "Traceback" not in done.stderr
+    there = make_file(tmp_path / "there.bin", 10)
+    some = client.send(server, tmp_path / "nope.bin", there)  # with something to send: a warning, the rest goes
+    assert some.returncode == 9  # not everything named was stored
+    assert some.stderr.startswith("WARNING: ") and "nope.bin" in some.stderr
+    assert "1 file stored and verified, 0 unchanged, 0 failed, 1 skipped" in some.stdout
