@@ -390,10 +390,14 @@ class Getter:
         f = Fetch(entry, parts, parent=parent)
         f.tmp = self.temp_prefix + b"%d" % next(self.temp_numbers)
         f.tag = hashlib.sha256(f.tmp).digest()[:16]
-        f.fd = os.open(f.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent)
         f.left = layout.chunk_count(f.size, f.chunk)
         f.digests = [None] * f.left
-        fetches.append(f)
+        fetches.append(f)  # before its temporary exists: a Ctrl-C from here on still finds and removes it
+        try:
+            f.fd = os.open(f.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent)
+        except OSError:
+            fetches.pop()
+            raise
         return None
 
     # ----------------------------------------------------------- streams
@@ -595,7 +599,7 @@ class Getter:
         finally:
             with self.cond:
                 f.writers -= 1
-                if f.closing and not f.writers:
+                if f.closing and not f.writers and f.fd >= 0:
                     os.close(f.fd)
 
     # ------------------------------------------------------------ finish
@@ -677,6 +681,6 @@ class Getter:
             f.status = status
             if f.writers:  # the last writer closes it
                 f.closing = True
-            else:
+            elif f.fd >= 0:
                 os.close(f.fd)
             self.outcomes.append(Outcome(os.fsdecode(b"/".join(f.parts)), status, error))
