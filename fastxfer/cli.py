@@ -375,7 +375,8 @@ def cmd_send(args: argparse.Namespace) -> int:
     rate = sender.bytes_sent / elapsed / 2**20 if elapsed else 0.0
     print(f"{stored} {'file' if stored == 1 else 'files'} stored and verified, {unchanged} unchanged, {len(failed)} failed, "
           f"{len(skipped)} skipped; sent {human(sender.bytes_sent)} in {elapsed:.2f} s "
-          f"({rate:.0f} MiB/s) over {plural(sender.streams_opened, 'stream')}")
+          f"({rate:.0f} MiB/s) over {plural(sender.streams_opened, 'stream')}"
+          + (f"; resumed: {human(sender.bytes_resumed)} were already on the server" if sender.bytes_resumed else ""))
     codes = [r.error.exit_code for r in failed if r.error is not None] + [7] * len(skipped)
     if not codes:
         return 0

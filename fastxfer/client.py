@@ -299,6 +299,7 @@ class Sender:
         self.ready: list[FileJob] = []
         self.fatal: FxError | None = None
         self.bytes_sent = 0
+        self.bytes_resumed = 0  # of chunks the server already held (an earlier send was cut short)
         self.streams_used = self.streams_alive = 0
         self.bundles_left = 0
         self.planning = False
@@ -635,6 +636,8 @@ class Sender:
                 n = self._read(job, index, buf)
                 mine = hashlib.sha256(buf[:n]).digest()
                 if mine == theirs:
+                    with self.cond:
+                        self.bytes_resumed += n
                     self._done(job, index, mine)
                 else:
                     self.jobs.put((job, index))

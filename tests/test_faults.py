@@ -48,6 +48,7 @@ def resend_counts_only_missing(client, server, src: Path, recorded: int) -> None
     finally:
         relay.close()
     assert done.returncode == 0, done.stderr
+    assert "were already on the server" in done.stdout  # the summary says it resumed
     assert sha256_file(server.root / "laptop" / src.name) == sha256_file(src)
     missing = SIZE - recorded * CHUNK
     assert relay.upstream <= missing * 1.05 + 64 * 1024, (relay.upstream, missing)
