@@ -211,6 +211,26 @@ def run_checked(cmd: list[str], env: dict[str, str], what: str, cwd: Path = REPO
     return done.stdout
 
 
+def fastxfer_env(home: Path, code: Path) -> dict[str, str]:
+    """The environment of a fastxfer command with its identity in *home*,
+    running the package found in *code*."""
+    env = {**os.environ, "FASTXFER_HOME": str(home)}
+    if code != REPO:
+        env["PYTHONPATH"] = str(code)
+    return env
+
+
+def fastxfer_cli(python: str, code: Path, home: Path, *args: str) -> str:
+    """A short fastxfer command (id, trust, pin); its stdout, or a one-line SetupError."""
+    return run_checked([python, "-m", "fastxfer", *args], fastxfer_env(home, code), f"fastxfer {args[0]}", cwd=code)
+
+
+def compile_package(python: str, code: Path) -> None:
+    """As pip does on install: without bytecode every command compiles the
+    package again (~15 ms of each run) wherever PYTHONDONTWRITEBYTECODE is set."""
+    run_checked([python, "-m", "compileall", "-q", str(code / "fastxfer")], dict(os.environ), "compileall")
+
+
 # --------------------------------------------------------------------------
 # Measuring process trees
 # --------------------------------------------------------------------------
@@ -514,22 +534,15 @@ class FastxferPeer:
         self.port = 0  # 0 until the first start; restarts keep the port (the pin names it)
 
     def _env(self, home: Path) -> dict[str, str]:
-        env = {**os.environ, "FASTXFER_HOME": str(home)}
-        if self.code != REPO:
-            env["PYTHONPATH"] = str(self.code)
-        return env
+        return fastxfer_env(home, self.code)
 
     def _cli(self, home: Path, *args: str) -> str:
-        return run_checked([self.python, "-m", "fastxfer", *args], self._env(home),
-                           f"fastxfer {args[0]}", cwd=self.code)
+        return fastxfer_cli(self.python, self.code, home, *args)
 
     def start(self) -> list[Tool]:
         if not (self.code / "fastxfer" / "cli.py").exists() and not (self.code / "fastxfer" / "__main__.py").exists():
             raise SetupError(f"no fastxfer CLI in {self.code} yet")
-        # As pip does on install: without bytecode every command compiles the
-        # package again (~15 ms of each run) wherever PYTHONDONTWRITEBYTECODE is set.
-        run_checked([self.python, "-m", "compileall", "-q", str(self.code / "fastxfer")], dict(os.environ),
-                    "compileall")
+        compile_package(self.python, self.code)
         base = self.base = Path(tempfile.mkdtemp(prefix="fastxfer-", dir=self.work))
         server_home, client_home, root = base / "server-home", base / "client-home", base / "root"
         for d in (server_home, client_home, root):

@@ -75,8 +75,8 @@ SCENARIOS = {
 DEFAULT_TOOLS = "fastxfer:1,fastxfer:4,fastxfer:8,fastxfer:16,fastxfer:auto,scp,rsync"
 
 
-from harness import (SetupError, code_state, make_random_file, parse_size, serve_port, sha256_file,  # noqa: E402
-                     tail)
+from harness import (SetupError, code_state, compile_package, fastxfer_cli, fastxfer_env,  # noqa: E402
+                     make_random_file, parse_size, serve_port, sha256_file, tail)
 
 
 def kill_tree(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
@@ -255,22 +255,15 @@ class FastxferServer:
         self.log = self.base / "serve.log"
 
     def env(self, home: Path) -> dict[str, str]:
-        env = {**os.environ, "FASTXFER_HOME": str(home)}
-        if self.code != REPO:
-            env["PYTHONPATH"] = str(self.code)
-        return env
+        return fastxfer_env(home, self.code)
 
     def cli(self, home: Path, *args: str) -> str:
-        done = subprocess.run([self.python, "-m", "fastxfer", *args], env=self.env(home), cwd=self.code,
-                              capture_output=True, text=True, timeout=60)
-        if done.returncode != 0:
-            err = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise SetupError(f"fastxfer {args[0]}: exit {done.returncode}: {err[0]}")
-        return done.stdout
+        return fastxfer_cli(self.python, self.code, home, *args)
 
     def setup(self) -> None:
         if not (self.code / "fastxfer" / "__main__.py").exists():
             raise SetupError(f"no fastxfer package in {self.code}")
+        compile_package(self.python, self.code)
         server_fp = self.cli(self.server_home, "id").split()[0]
         client_fp = self.cli(self.client_home, "id").split()[0]
         self.cli(self.server_home, "trust", "add", client_fp, "--name", CLIENT_NAME)
