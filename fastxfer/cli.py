@@ -373,7 +373,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     stored = sum(1 for r in files if r.status == "stored")
     unchanged = sum(1 for r in files if r.status == "unchanged")
     rate = sender.bytes_sent / elapsed / 2**20 if elapsed else 0.0
-    print(f"{stored} {'file' if stored == 1 else 'files'} stored and verified, {unchanged} unchanged, {len(failed)} failed, "
+    print(f"{plural(stored, 'file')} stored and verified, {unchanged} unchanged, {len(failed)} failed, "
           f"{len(skipped)} skipped; sent {human(sender.bytes_sent)} in {elapsed:.2f} s "
           f"({rate:.0f} MiB/s) over {plural(sender.streams_opened, 'stream')}"
           + (f"; resumed: {human(sender.bytes_resumed)} were already on the server" if sender.bytes_resumed else ""))
