@@ -134,9 +134,10 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
     raise SetupError(f"nothing listening on 127.0.0.1:{port} after {timeout:.0f} s")
 
 
-def stop_process(proc: subprocess.Popen) -> None:
-    """SIGTERM by pid, SIGKILL after STOP_GRACE; only ever processes we started."""
-    if proc.poll() is not None:
+def stop_process(proc: subprocess.Popen | None, kill=None) -> None:
+    """SIGTERM by pid, then *kill* (default: SIGKILL of the pid) after STOP_GRACE;
+    only ever processes we started."""
+    if proc is None or proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(proc.pid, signal.SIGTERM)
@@ -145,8 +146,11 @@ def stop_process(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         print(f"pid {proc.pid} ({proc.args[0]}) ignored SIGTERM for {STOP_GRACE:.0f} s: SIGKILL",
               file=sys.stderr)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
+        if kill is not None:
+            kill(proc)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
 
 

@@ -47,7 +47,6 @@ RESULTS = REPO / "perf" / "results"
 SERVER_ADDR = "198.18.2.1"
 CLIENT_NAME = "wan"
 SCP_CIPHER = "aes128-gcm@openssh.com"
-STOP_GRACE = 10.0
 EMU_VARS = ("DELAY_MS", "RATE", "LOSS", "LOSS_DIRS", "FLOW_RATE", "FLOW_POLICE", "POLICE_BURST",
             "BUF", "CC", "TCP_WMEM_MAX", "MTU")
 
@@ -77,6 +76,7 @@ DEFAULT_TOOLS = "fastxfer:1,fastxfer:4,fastxfer:8,fastxfer:16,fastxfer:auto,scp,
 
 from harness import (SetupError, code_state, compile_package, fastxfer_cli, fastxfer_env,  # noqa: E402
                      make_random_file, parse_size, serve_port, sha256_file, tail)
+from harness import stop_process as h_stop_process  # noqa: E402
 
 
 def kill_tree(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
@@ -92,17 +92,8 @@ def kill_tree(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
 
 
 def stop_process(proc: subprocess.Popen | None) -> None:
-    """SIGTERM by pid, SIGKILL (with its descendants) after STOP_GRACE."""
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(STOP_GRACE)
-    except subprocess.TimeoutExpired:
-        print(f"pid {proc.pid} ignored SIGTERM for {STOP_GRACE:.0f} s: SIGKILL", file=sys.stderr)
-        kill_tree(proc)
-        proc.wait()
+    """harness.stop_process, killing the descendants too (`ip netns exec` runs the real process)."""
+    h_stop_process(proc, kill=kill_tree)
 
 
 def tree_cpu(pid: int) -> float:
