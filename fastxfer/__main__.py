@@ -1,3 +1,3 @@
-from .cli import entry
+from fastxfer.cli.main import entry
 
 entry()

@@ -61,7 +61,7 @@ from cryptography.hazmat.backends.openssl import backend as openssl_backend
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 MiB = 1 << 20
-CHUNK = 4 * MiB          # fastxfer's default chunk (fastxfer/layout.py)
+CHUNK = 4 * MiB          # fastxfer's default chunk (fastxfer/protocol/layout.py)
 TAG = 16                 # AES-GCM tag
 AAD = bytes(32)          # a frame header's worth of associated data
 FILE_SPAN = 64 * MiB     # tmpfs file the copy steps cycle through

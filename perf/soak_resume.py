@@ -183,7 +183,10 @@ class Soak:
         self.staging = self.root / ".fastxfer" / "staging" / CLIENT_NAME
         self.deadline = time.monotonic() + args.deadline
         sys.path.insert(0, str(self.code))  # fastxfer.layout of the code under test
-        from fastxfer import layout
+        try:
+            from fastxfer.protocol import layout
+        except ImportError:  # code from before the protocol package
+            from fastxfer import layout  # type: ignore[no-redef]
         self.layout = layout
 
     def env(self, home: Path) -> dict[str, str]:

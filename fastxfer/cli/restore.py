@@ -1,0 +1,169 @@
+"""Reading the backup back: ls, get and sums."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from fastxfer.cli.report import human, plural, reopened_note
+from fastxfer.errors import RefusedError, UsageError
+
+
+LISTED_ERRORS = 20  # a get that fails for many files lists this many unless -v
+
+
+def add_ls(sub) -> None:
+    ls = sub.add_parser("ls", help="list what the server holds for this client")
+    ls.add_argument("path", nargs="?", default="", metavar="PATH", help="a file or folder (default: everything)")
+    ls.add_argument("--from", dest="server", required=True, metavar="HOST[:PORT]",
+                    help="the server, as pinned (`fastxfer pins`); port 4455 if not given")
+    ls.add_argument("--json", action="store_true", help="one JSON array instead of a table")
+    ls.add_argument("--versions", action="store_true", help="list the older copies kept instead")
+
+
+
+def add_get(sub) -> None:
+    g = sub.add_parser("get", help="restore files and folders from the server")
+    g.add_argument("paths", nargs="+", metavar="PATH", help="as `fastxfer ls` shows them")
+    g.add_argument("--from", dest="server", required=True, metavar="HOST[:PORT]",
+                    help="the server, as pinned (`fastxfer pins`); port 4455 if not given")
+    g.add_argument("-o", "--output", default=".", metavar="DEST",
+                   help="an existing folder receives PATH inside it; otherwise DEST is the new name (default: .)")
+    g.add_argument("--streams", type=int, default=None, help="parallel connections (default: automatic)")
+    g.add_argument("--force", action="store_true", help="replace local files that exist")
+    g.add_argument("--version", default=None, metavar="VERSION",
+                   help="an older copy of one file, as `fastxfer ls --versions PATH` names it")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the result")
+    g.add_argument("-v", "--verbose", action="store_true",
+                   help=f"list every entry not restored (default: the first {LISTED_ERRORS})")
+
+
+
+def add_sums(sub) -> None:
+    sm = sub.add_parser("sums", help="SHA256SUMS of this client's backup, for sha256sum -c")
+    sm.add_argument("path", nargs="?", default="", metavar="PATH", help="a file or folder (default: everything)")
+    sm.add_argument("--from", dest="server", required=True, metavar="HOST[:PORT]",
+                    help="the server, as pinned (`fastxfer pins`); port 4455 if not given")
+
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    import datetime
+    import json
+
+    from fastxfer.client.connect import connect_control
+    from fastxfer.client.walk import display
+
+    control, _ = connect_control(args.server)
+    entries: list[dict] = []
+    try:
+        cursor = None
+        while True:
+            reply = control.call({"t": "list", "prefix": args.path, "versions": args.versions,
+                                  "after": cursor}, "list_ok")
+            entries += reply.get("entries") or []
+            cursor = reply.get("next")
+            if not cursor:
+                break
+    finally:
+        control.close()
+    if args.json:
+        print(json.dumps(entries, indent=1, ensure_ascii=True))
+        return 0
+    if not entries and args.path:
+        raise RefusedError(f"nothing stored at {args.path!r}")
+    for e in entries:
+        when_ns = e.get("replaced_ns") if args.versions else e.get("mtime_ns")
+        when = datetime.datetime.fromtimestamp((when_ns or 0) / 1e9).strftime("%Y-%m-%d %H:%M")
+        sha = e.get("sha256") or "-" * 64
+        name = display(e["path"])
+        if args.versions:
+            print(f"{human(e['size'] or 0):>11}  {when}  {sha}  {name}  ({e['version']})")
+        elif e.get("kind") == "link":
+            print(f"{'link':>11}  {when}  {'-' * 64}  {name} -> {display(e.get('target') or '')}")
+        elif e.get("kind") == "dir":
+            print(f"{'folder':>11}  {when}  {'-' * 64}  {name}/")
+        else:
+            print(f"{human(e['size']):>11}  {when}  {sha}  {name}")
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    from fastxfer.cli.report import make_progress
+    from fastxfer.client.connect import connect_control
+    from fastxfer.client.send import LONG_PATH_RTT, auto_streams
+    from fastxfer.client.get import Getter, list_all, plan
+    from fastxfer.client.walk import display
+
+    if len(args.paths) > 1 and not os.path.isdir(args.output):
+        raise UsageError(f"{args.output}: with several PATHs, -o must be an existing folder")
+    control, welcome = connect_control(args.server)
+    started = time.monotonic()
+    outcomes = []
+    received = streams_used = 0
+    try:
+        for path in args.paths:
+            entries = list_all(control, path, args.version)
+            root, planned = plan(entries, path, args.output)
+            total = sum(int(e.get("size") or 0) for e, _ in planned if e.get("kind") == "file")
+            progress = make_progress(total, sys.stderr.isatty() and not args.quiet)
+            streams = min(args.streams or auto_streams(len(planned), control.rtt >= LONG_PATH_RTT), 16)
+            getter = Getter(control, welcome, streams, args.force, progress)
+            try:
+                outcomes += getter.run(root, planned)
+            finally:
+                if progress is not None:
+                    progress.close()
+                received += getter.bytes_received
+                streams_used = max(streams_used, len(getter.threads))
+    finally:
+        control.close()
+    reopened_note(control)
+    elapsed = time.monotonic() - started
+    bad = [o for o in outcomes if o.status not in ("restored", "unchanged")]
+    there = sum(1 for o in outcomes if o.status == "unchanged")
+    shown = bad if args.verbose else bad[:LISTED_ERRORS]
+    for o in shown:
+        print(f"ERROR: {o.error.message if o.error else display(o.path)}", file=sys.stderr)
+    if len(bad) > len(shown):
+        print(f"ERROR: and {len(bad) - len(shown)} more not restored (-v lists them all)", file=sys.stderr)
+    rate = received / elapsed / 2**20 if elapsed else 0.0
+    print(f"{len(outcomes) - len(bad) - there} restored and verified, {there} already there (same size and "
+          f"time), {len(bad)} not; received {human(received)} "
+          f"in {elapsed:.2f} s ({rate:.0f} MiB/s) over {plural(streams_used, 'stream')}")
+    if not bad:
+        return 0
+    codes = {o.error.exit_code for o in bad if o.error is not None}
+    return codes.pop() if len(bad) == len(outcomes) and len(codes) == 1 else 9
+
+
+def sums_line(sha: str, path: str) -> str:
+    """A line sha256sum -c reads back, with its escaping for awkward names."""
+    if "\\" in path or "\n" in path:
+        return "\\" + sha + "  " + path.replace("\\", "\\\\").replace("\n", "\\n")
+    return f"{sha}  {path}"
+
+
+def cmd_sums(args: argparse.Namespace) -> int:
+    from fastxfer.client.connect import connect_control
+    from fastxfer.client.get import list_all
+
+    control, _ = connect_control(args.server)
+    bad = 0
+    try:
+        files = [e["path"] for e in list_all(control, args.path) if e.get("kind") == "file"]
+        if not files and args.path:
+            raise RefusedError(f"nothing stored at {args.path!r}")
+        for start in range(0, len(files), 2000):
+            reply = control.call({"t": "sums", "paths": files[start : start + 2000]}, "sums_ok")
+            for item in reply.get("files") or []:
+                if item.get("status") == "ok":
+                    sys.stdout.buffer.write(os.fsencode(sums_line(item["sha256"], item["path"])) + b"\n")
+                else:
+                    bad += 1
+                    print(f"ERROR: {item['path']!r} is {item.get('status')} on the server", file=sys.stderr)
+    finally:
+        control.close()
+    return 5 if bad else 0

@@ -1,0 +1,191 @@
+"""``fastxfer send``: walk, connect, send, report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from fastxfer.cli.args import EPILOG, parse_size
+from fastxfer.cli.report import human, plural, reopened_note
+from fastxfer.errors import FxError, LocalFileError, UsageError
+
+
+def add_send(sub) -> None:
+    s = sub.add_parser("send", help="send files to a server", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("files", nargs="+", metavar="PATH",
+                   help="files and folders; DIR sends DIR/..., DIR/ sends what is inside DIR")
+    s.add_argument("--to", required=True, metavar="HOST[:PORT]", help="the server (pinned with `fastxfer pin`)")
+    s.add_argument("--streams", type=int, default=None, help="parallel connections (default: automatic)")
+    s.add_argument("--chunk-size", type=parse_size, default=None, metavar="SIZE",
+                   help="chunk size, e.g. 4M (default: automatic)")
+    s.add_argument("--dest", default=None, metavar="DIR", help="folder on the server, below this client's folder")
+    s.add_argument("--sha256", action="store_true",
+                   help="also print each file's plain SHA-256, as sha256sum shows it")
+    s.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="skip names matching PATTERN (with a '/', paths from the top); repeatable")
+    s.add_argument("--follow-links", action="store_true", help="send what symlinks point to, not the links")
+    s.add_argument("-n", "--dry-run", action="store_true", help="show what would be sent; send nothing")
+    s.add_argument("-c", "--checksum", action="store_true",
+                   help="decide what changed by SHA-256 of the content, not by size and time")
+    s.add_argument("--receipts", default=None, metavar="FILE",
+                   help="append the server's signed receipts for the stored files to FILE")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the result")
+    s.add_argument("-v", "--verbose", action="store_true", help="list every entry, however many")
+
+
+
+def report_dry_run(results: list, skipped: list, name: str) -> int:
+    from fastxfer.client.walk import display
+
+    send = [r for r in results if r.status == "send"]
+    for r in results:
+        if r.status == "failed":
+            print(f"ERROR: {r.error.message}", file=sys.stderr)
+        elif r.status == "send":
+            print(f"would send {name}/{display(r.src.remote)}"
+                  + (f" ({human(r.src.size)})" if r.src.kind == "file" else f" ({r.src.kind})"))
+    unchanged = sum(1 for r in results if r.status == "unchanged")
+    total = sum(r.src.size for r in send if r.src.kind == "file")
+    print(f"dry run: {len(send)} entries would be sent ({human(total)}), {unchanged} unchanged, "
+          f"{len(skipped)} skipped; nothing was sent")
+    return 0 if not skipped and all(r.status != "failed" for r in results) else 9
+
+
+def fetch_receipts(control, paths: list[str], target: str) -> None:
+    import base64
+    from pathlib import Path
+
+    from fastxfer.trust import identity
+    from fastxfer.trust import receipts
+
+    for start in range(0, len(paths), 2000):
+        reply = control.call({"t": "receipts", "paths": paths[start : start + 2000]}, "receipts_ok")
+        cert = base64.b64decode(reply.get("cert") or "")
+        if identity.fingerprint_of(cert) != control.server_fp:
+            raise FxError("the server signed receipts with another identity than the one it presented")
+        receipts.write(Path(target), cert, [r for r in reply.get("receipts") or [] if r])
+
+
+class Background:
+    """One call run in a thread; result() returns its value or raises its exception here."""
+
+    def __init__(self, fn) -> None:
+        import threading
+
+        self._value = self._error = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn) -> None:
+        try:
+            self._value = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller of result()
+            self._error = exc
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _connect_for_send(address: str):
+    from fastxfer.client import send as client
+    from fastxfer.client.connect import connect_control
+
+    return connect_control(address)
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    # Only what the walk needs is imported here; the session's modules (TLS,
+    # cryptography: most of the start-up) load in the connecting thread while
+    # the walk runs.
+    from fastxfer.client.walk import display, walk
+    from fastxfer.trust.pins import parse_address
+
+    if args.streams is not None and not 1 <= args.streams <= 64:
+        raise UsageError("--streams must be between 1 and 64")
+    if args.dest is not None:
+        from fastxfer.protocol.paths import split
+        from fastxfer.errors import RefusedError
+
+        try:
+            split(args.dest.strip("/"))
+        except RefusedError as exc:
+            raise UsageError(f"--dest: {exc.message}") from None
+    parse_address(args.to)  # a usage error before any walk
+    started = time.monotonic()
+    # The handshake waits on the network while the walk waits on the disk:
+    # they overlap. A walk that fails ends the command; the process's exit
+    # closes a session that was still being opened.
+    connecting = Background(lambda: _connect_for_send(args.to))
+    sources, skipped = walk(args.files, args.dest, args.exclude, args.follow_links)
+    if skipped and not sources:  # nothing to send at all: most likely a mistyped path
+        for s in skipped:
+            print(f"ERROR: {display(s.local)}: {s.reason}", file=sys.stderr)
+        return LocalFileError.exit_code
+    for s in skipped:
+        print(f"WARNING: {display(s.local)}: {s.reason}", file=sys.stderr)
+    control, welcome = connecting.result()
+    from fastxfer.client.send import Sender
+    from fastxfer.client.connect import KEEP_ALIVE
+
+    if time.monotonic() - started > KEEP_ALIVE:
+        # A long walk left the session idle, perhaps past the server's limit:
+        # a ping finds out, and opens it again if it is gone.
+        control.call({"t": "ping"}, "pong")
+        welcome = control.welcome or welcome
+    show = sys.stderr.isatty() and not args.quiet
+    sender = Sender(control, welcome, args.streams, args.chunk_size, args.sha256, show,
+                    checksum=args.checksum, dry_run=args.dry_run)
+    try:
+        results = sender.run(sources)
+        if args.receipts and not args.dry_run:
+            fetch_receipts(control, [r.src.remote for r in results if r.src.kind == "file"
+                                     and r.status in ("stored", "unchanged")], args.receipts)
+    finally:
+        if sender.progress is not None:
+            sender.progress.close()
+        control.close()
+    reopened_note(control)
+    elapsed = time.monotonic() - started
+    if args.dry_run:
+        return report_dry_run(results, skipped, welcome.name)
+    failed = [r for r in results if r.status == "failed"]
+    listed = args.verbose or len(results) <= 100
+    # One line per cause: a session that ended takes every file not yet sent with it.
+    causes: dict[str, int] = {}
+    for r in failed:
+        assert r.error is not None
+        causes[r.error.message] = causes.get(r.error.message, 0) + 1
+    for message, count in causes.items():
+        print(f"ERROR: {message}" + (f" ({count} files)" if count > 1 else ""), file=sys.stderr)
+    for r in results:
+        if r.status == "failed":
+            continue
+        if not listed:
+            continue
+        what = "" if r.src.kind == "file" else f" ({'folder' if r.src.kind == 'dir' else 'link'})"
+        if r.status == "stored":
+            size = f" ({human(r.src.size)}, verified)" if r.src.kind == "file" else what
+            print(f"stored {welcome.name}/{display(r.src.remote)}{size}")
+        else:
+            print(f"unchanged {welcome.name}/{display(r.src.remote)}{what or ' (same size and time as stored)'}")
+        if r.sha256:
+            print(f"{r.sha256.hex()}  {display(r.src.local)}")
+    files = [r for r in results if r.src.kind == "file"]
+    stored = sum(1 for r in files if r.status == "stored")
+    unchanged = sum(1 for r in files if r.status == "unchanged")
+    rate = sender.bytes_sent / elapsed / 2**20 if elapsed else 0.0
+    print(f"{plural(stored, 'file')} stored and verified, {unchanged} unchanged, {len(failed)} failed, "
+          f"{len(skipped)} skipped; sent {human(sender.bytes_sent)} in {elapsed:.2f} s "
+          f"({rate:.0f} MiB/s) over {plural(sender.streams_opened, 'stream')}"
+          + (f"; resumed: {human(sender.bytes_resumed)} were already on the server" if sender.bytes_resumed else ""))
+    codes = [r.error.exit_code for r in failed if r.error is not None] + [7] * len(skipped)
+    if not codes:
+        return 0
+    if len(failed) == len(results) and len(set(codes)) == 1:
+        return codes[0]  # nothing stored, one cause: say which
+    return 9

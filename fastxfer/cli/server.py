@@ -1,0 +1,86 @@
+"""Server-side commands: serve and check."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from fastxfer.cli.args import parse_size
+from fastxfer.errors import FxError, UsageError
+
+
+def add_serve(sub) -> None:
+    s = sub.add_parser("serve", help="run a backup server")
+    s.add_argument("--root", default="./fastxfer-backup", help="folder the backups go to (default: %(default)s)")
+    s.add_argument("--bind", default="0.0.0.0", metavar="ADDR", help="address to listen on (default: %(default)s)")
+    s.add_argument("--port", type=int, default=4455, help="port (default: %(default)s; 0 picks a free one)")
+    s.add_argument("--workers", type=int, default=None, help="worker processes (default: one per CPU)")
+    s.add_argument("--keep-versions", type=int, default=10, metavar="N",
+                   help="older copies kept per file when a changed file replaces it (default: %(default)s, at least 1)")
+    s.add_argument("--max-staging", type=parse_size, default=1 << 40, metavar="SIZE",
+                   help="bytes of unfinished transfers allowed per client (default: 1T)")
+
+
+
+def add_check(sub) -> None:
+    ck = sub.add_parser("check", help="server side: re-hash stored files, report any that changed on disk")
+    ck.add_argument("--root", required=True, help="the server's root folder")
+    ck.add_argument("--client", default=None, metavar="NAME", help="only this client's files")
+
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from fastxfer.trust.identity import format_fp, home, load_or_create
+    from fastxfer.server.master import Master, bind, setup_logging
+    from fastxfer.store.facade import Policy, Store
+    from fastxfer.server.worker import WorkerConfig
+
+    setup_logging()
+    if args.workers is not None and not 1 <= args.workers <= 256:
+        raise UsageError("--workers must be between 1 and 256")
+    workers = args.workers
+    if workers is None:
+        import psutil
+
+        workers = psutil.cpu_count(logical=True) or 1
+    if args.keep_versions < 1:
+        raise UsageError("--keep-versions must be at least 1: a replaced file is never destroyed outright")
+    policy = Policy(keep_versions=args.keep_versions, max_staging_bytes=args.max_staging)
+    ident = load_or_create()
+    try:
+        store = Store(args.root, policy)  # fails early, in the master, on an unusable root
+        store.init_manifest()
+        cleaned = store.clean_staging(time.time())
+    except (OSError, sqlite3.Error) as exc:
+        raise FxError(f"cannot use {args.root} as the root: {getattr(exc, 'strerror', None) or exc}") from None
+    listener = bind(args.bind, args.port)
+    host, port = listener.getsockname()[:2]
+    print(f"fastxfer server fingerprint: {format_fp(ident.fingerprint)}", flush=True)
+    print(f"root {os.path.abspath(args.root)}, {workers} workers"
+          + (f", {cleaned} abandoned staging files removed" if cleaned else ""), flush=True)
+    print(f"listening on {host}:{port}", flush=True)
+    config = WorkerConfig(os.path.abspath(args.root), str(home()), os.urandom(32), policy)
+    Master(listener, workers, config).run()
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from fastxfer.store.facade import STATE, Store
+
+    if not os.path.isfile(os.path.join(args.root, STATE, "manifest.sqlite")):
+        raise UsageError(f"{args.root} is not a fastxfer root (no {STATE}/manifest.sqlite)")
+    store = Store(args.root)
+    counts = {"ok": 0, "changed": 0, "missing": 0}
+    for client, raw in store.stored_files(args.client):
+        status, _ = store.verify_stored(client, raw)
+        counts[status] += 1
+        if status != "ok":
+            print(f"{status.upper()}: {client}/{os.fsdecode(raw)!r}")
+    print(f"{counts['ok']} files intact, {counts['changed']} changed on disk, {counts['missing']} missing")
+    if counts["changed"] or counts["missing"]:
+        print("to repair them, send those files again from the client with --checksum", file=sys.stderr)
+    return 0 if counts["changed"] == counts["missing"] == 0 else 5

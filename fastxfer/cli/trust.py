@@ -1,0 +1,111 @@
+"""Identity and trust commands: id, pin, pins, unpin, trust, receipt."""
+
+from __future__ import annotations
+
+import argparse
+
+from fastxfer.errors import UsageError
+
+
+def add_id(sub) -> None:
+    sub.add_parser("id", help="print this identity's fingerprint (creates it on first use)")
+
+
+
+def add_trust(sub) -> None:
+    t = sub.add_parser("trust", help="server side: which clients may send")
+    tsub = t.add_subparsers(dest="trust_cmd", metavar="ACTION", required=True)
+    ta = tsub.add_parser("add", help="authorize a client fingerprint under a name (its folder)")
+    ta.add_argument("fingerprint")
+    ta.add_argument("--name", required=True)
+    tsub.add_parser("list", help="list authorized clients")
+    tr = tsub.add_parser("remove", help="remove a client by fingerprint or name")
+    tr.add_argument("who", metavar="FP|NAME")
+
+
+
+def add_pins(sub) -> None:
+    pn = sub.add_parser("pin", help="client side: trust a server fingerprint at HOST[:PORT]")
+    pn.add_argument("address", metavar="HOST[:PORT]")
+    pn.add_argument("fingerprint")
+    sub.add_parser("pins", help="list pinned servers")
+    up = sub.add_parser("unpin", help="forget the pin for HOST[:PORT]")
+    up.add_argument("address", metavar="HOST[:PORT]")
+
+
+
+def add_receipt(sub) -> None:
+    rc = sub.add_parser("receipt", help="check signed receipts offline")
+    rsub = rc.add_subparsers(dest="receipt_cmd", metavar="ACTION", required=True)
+    rv = rsub.add_parser("verify", help="check every receipt in FILE against the pinned servers")
+    rv.add_argument("file")
+
+
+
+def cmd_id(_args: argparse.Namespace) -> int:
+    from fastxfer.trust.identity import format_fp, load_or_create
+
+    print(format_fp(load_or_create().fingerprint))
+    return 0
+
+
+def cmd_trust(args: argparse.Namespace) -> int:
+    from fastxfer.trust.identity import format_fp, home, parse_fp
+    from fastxfer.trust.clients import ClientList
+
+    clients = ClientList(home())
+    if args.trust_cmd == "add":
+        fp = parse_fp(args.fingerprint)
+        others = [k for k, v in clients.all().items() if v == args.name and k != fp.hex()]
+        clients.add(fp, args.name)
+        print(f"authorized {format_fp(fp)} as {args.name}")
+        if others:
+            # The lost-laptop case: a new identity takes over an old folder.
+            print(f"note: {len(others)} other identity(ies) also write to {args.name}'s folder; "
+                  f"`fastxfer trust remove FP` revokes one")
+    elif args.trust_cmd == "list":
+        for fp, name in sorted(clients.all().items(), key=lambda kv: kv[1]):
+            print(f"{name}\t{format_fp(bytes.fromhex(fp))}")
+    else:
+        try:
+            fp, name = parse_fp(args.who), None
+        except UsageError:
+            fp, name = None, args.who
+        if not clients.remove(fp, name):
+            raise UsageError(f"no authorized client matches {args.who!r}")
+        print(f"removed {args.who}")
+    return 0
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    from fastxfer.trust.identity import format_fp, home, parse_fp
+    from fastxfer.trust.pins import PinList, address_key, parse_address
+
+    pins = PinList(home())
+    if args.cmd == "pins":
+        for addr, fp in sorted(pins.all().items()):
+            print(f"{addr}\t{format_fp(bytes.fromhex(fp))}")
+        return 0
+    host, port = parse_address(args.address)
+    if args.cmd == "pin":
+        fp = parse_fp(args.fingerprint)
+        pins.add(host, port, fp)
+        print(f"pinned {address_key(host, port)} to {format_fp(fp)}")
+    elif not pins.remove(host, port):
+        raise UsageError(f"no pin for {address_key(host, port)}")
+    else:
+        print(f"unpinned {address_key(host, port)}")
+    return 0
+
+
+def cmd_receipt(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fastxfer.trust import receipts
+    from fastxfer.trust.identity import home
+    from fastxfer.trust.pins import PinList
+
+    pinned = {bytes.fromhex(fp) for fp in PinList(home()).all().values()}
+    bodies = receipts.verify_file(Path(args.file), pinned)
+    print(f"{len(bodies)} receipts verified, signed by a pinned server")
+    return 0

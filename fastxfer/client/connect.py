@@ -1,0 +1,215 @@
+"""Client side of the handshakes: the control session and stream openings.
+
+The server is checked against the fingerprint pinned for this exact
+HOST:PORT right after the TLS handshake; until then the client has sent
+nothing but its ClientHello.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from dataclasses import dataclass
+
+from fastxfer.protocol import wire
+from fastxfer.trust import identity
+from fastxfer.protocol import keys
+from fastxfer.errors import ConnectError, ProtocolError, TrustError
+from fastxfer.net.conn import Channel, Conn, connect, keep_alive_probes, peer_cert, tls_wrap
+from fastxfer.trust.pins import PinList, address_key
+
+CONNECT_TIMEOUT = 15.0
+REPLY_TIMEOUT = 600.0
+# The server is authenticated by then; a resume list of a file with the
+# most chunks (layout.MAX_CHUNKS) must fit.
+REPLY_LIMIT = wire.MAX_REPLY
+# A control connection found gone is opened again this many times in a row
+# (backoff 0.2 s doubling to 5 s: about 20 s) before a call gives up.
+RECONNECTS = 8
+BACKOFF_MAX = 5.0
+# Calls that may have taken effect although their answer was lost: not
+# repeated blindly (the caller finds out what happened).
+NOT_REPEATED = frozenset({"commit"})
+
+
+@dataclass
+class Welcome:
+    name: str
+    ticket: bytes
+    secret: bytes
+    features: frozenset[str] = frozenset()  # what the server takes beyond the first version
+
+
+def features_of(welcome: dict) -> frozenset[str]:
+    """The server's list of extra features; a server that predates them sends none."""
+    listed = welcome.get("features")
+    if not isinstance(listed, list):
+        return frozenset()
+    return frozenset(f for f in listed[:64] if isinstance(f, str))
+
+
+class ControlClient:
+    def __init__(self, host: str, port: int, ident: identity.Identity, pins: PinList) -> None:
+        self.host, self.port = host, port
+        self.ident = ident
+        self.pins = pins
+        self.chan: Channel | None = None
+        self.last_ping: float | None = None
+        self.rtt = 0.0
+        self.welcome: Welcome | None = None  # the latest: new streams open with its ticket
+        self.reopened = 0  # times the connection was found gone and opened again
+
+    def connect(self) -> Welcome:
+        pinned = self.pins.get(self.host, self.port)
+        where = address_key(self.host, self.port)
+        raw = connect(self.host, self.port, CONNECT_TIMEOUT)
+        keep_alive_probes(raw)  # a peer gone silent (a network change) is noticed in about 30 s
+        try:
+            conn = tls_wrap(raw, self.ident.client_context(), CONNECT_TIMEOUT, server_side=False)
+        except BaseException:
+            raw.close()
+            raise
+        try:
+            return self._handshake(conn, pinned, where)
+        except BaseException:  # reconnecting again and again must not leak descriptors
+            conn.close()
+            raise
+
+    def _handshake(self, conn: Conn, pinned: bytes | None, where: str) -> Welcome:
+        server_fp = identity.fingerprint_of(peer_cert(conn))
+        shown = identity.format_fp(server_fp)
+        if pinned is None:
+            raise TrustError(
+                f"server {where} is not pinned. It presents fingerprint {shown}. "
+                f"If that is what `fastxfer id` prints on the server, run: fastxfer pin {where} {shown}"
+            )
+        if pinned != server_fp:
+            raise TrustError(
+                f"server {where} presents fingerprint {shown}, not the pinned "
+                f"{identity.format_fp(pinned)}: someone may be impersonating it; nothing was sent. "
+                f"If the server's identity changed on purpose, run: fastxfer unpin {where}, then pin the new one"
+            )
+        self.server_fp = server_fp
+        chan = Channel(conn, limit=REPLY_LIMIT)
+        challenge = wire.expect(chan.recv(CONNECT_TIMEOUT), "challenge")
+        try:
+            nonce = base64.b64decode(wire.get_str(challenge, "nonce", 64), validate=True)
+        except ValueError:
+            raise ProtocolError("malformed challenge") from None
+        if len(nonce) != 32:
+            raise ProtocolError("malformed challenge")
+        sig = self.ident.sign(identity.auth_message(nonce, server_fp, self.ident.fingerprint))
+        chan.send({
+            "t": "auth",
+            "cert": base64.b64encode(self.ident.cert_der).decode(),
+            "sig": base64.b64encode(sig).decode(),
+        })
+        welcome = wire.expect(chan.recv(CONNECT_TIMEOUT), "welcome")
+        try:
+            ticket = base64.b64decode(wire.get_str(welcome, "ticket", 1024), validate=True)
+            secret = base64.b64decode(wire.get_str(welcome, "secret", 64), validate=True)
+        except ValueError:
+            raise ProtocolError("malformed welcome") from None
+        self.chan = chan
+        # The least round trip the kernel saw during the handshakes: the path's
+        # delay, which a send's tuning starts from (0 where it cannot be read: near).
+        # The smoothed one would include the server's think time (signatures).
+        self.rtt = self.rtt or conn.min_rtt() or 0.0
+        self.welcome = Welcome(wire.get_str(welcome, "name", 64), ticket, secret, features_of(welcome))
+        return self.welcome
+
+    def call(self, msg: dict, reply: str) -> dict:
+        """Send *msg* and return the server's *reply*.
+
+        A connection found gone (the server restarted, the network changed) is
+        opened again, with a fresh proof of identity and a new welcome, and the
+        call made again, RECONNECTS times in a row with backoff.  A commit whose
+        answer was lost is not repeated: it may have taken effect, and the
+        ConnectError tells the caller to find out.
+        """
+        failures = 0
+        while True:
+            sent = False
+            try:
+                if self.chan is None:
+                    self.connect()
+                    self.reopened += 1
+                assert self.chan is not None
+                self.chan.send(msg)
+                sent = True
+                return wire.expect(self.chan.recv(REPLY_TIMEOUT), reply)
+            except ConnectError:
+                self.drop()
+                failures += 1
+                if (sent and msg.get("t") in NOT_REPEATED) or failures > RECONNECTS:
+                    raise
+                time.sleep(min(BACKOFF_MAX, 0.2 * 2 ** (failures - 1)))
+
+    def check(self) -> None:
+        """Between calls the server has nothing to say: anything readable is its
+        end.  A connection that ended is opened again at once (after a server
+        restart, new streams need the new ticket); the server's own error (a
+        revoked client, say) is raised, and so is a reconnection that failed."""
+        if self.chan is not None and not self.chan.conn.readable(0):
+            return
+        if self.chan is not None:
+            try:
+                wire.expect(self.chan.recv(1.0), "nothing")
+            except (ConnectError, ProtocolError):
+                self.drop()
+        self.call({"t": "ping"}, "pong")
+        self.last_ping = time.monotonic()
+
+    def drop(self) -> None:
+        """Forget a connection found broken; the next call opens a new one."""
+        if self.chan is not None:
+            self.chan.conn.close()
+            self.chan = None
+
+    def close(self) -> None:
+        if self.chan is not None:
+            try:
+                self.chan.send({"t": "bye"})
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
+            self.chan.conn.close()
+            self.chan = None
+
+
+KEEP_ALIVE = 60.0  # well inside the server's idle limit for control connections
+
+
+def keep_alive(control: ControlClient) -> None:
+    """A ping on an otherwise quiet control connection while streams do the work."""
+    now = time.monotonic()
+    if control.last_ping is None:
+        control.last_ping = now
+    elif now - control.last_ping >= KEEP_ALIVE:
+        control.call({"t": "ping"}, "pong")
+        control.last_ping = now
+
+
+def open_stream(host: str, port: int, welcome: Welcome) -> tuple[Conn, keys.Sealer, keys.Opener]:
+    conn = connect(host, port, CONNECT_TIMEOUT)
+    client_random = os.urandom(wire.RANDOM)
+    conn.send(wire.encode_open(welcome.ticket, client_random))
+    server_random = wire.parse_open_reply(conn.recv_exact(4 + wire.RANDOM))
+    c2s, s2c = keys.stream_keys(welcome.secret, client_random, server_random)
+    sealer, opener = keys.pair(c2s, s2c, "client")
+    send_sync(conn, sealer)
+    return conn, sealer, opener
+
+
+def send_sync(conn: Conn, sealer: keys.Sealer) -> None:
+    conn.send(wire.frame_prefix(wire.SYNC, b"", 0), sealer.seal(bytes([wire.SYNC]), b""))
+
+
+def connect_control(address: str):
+    from fastxfer.trust.identity import home, load_or_create
+    from fastxfer.client.connect import ControlClient
+    from fastxfer.trust.pins import PinList, parse_address
+
+    host, port = parse_address(address)
+    control = ControlClient(host, port, load_or_create(), PinList(home()))
+    return control, control.connect()

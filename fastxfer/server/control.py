@@ -1,0 +1,310 @@
+"""Server side of a control connection: authenticate, then put and commit.
+
+Theory of operation.  The worker holding the connection does the TLS
+handshake (server certificate = this server's identity), then sends a
+fresh 32-byte challenge.  The client answers with its certificate and an
+ECDSA signature over (context | challenge | server fingerprint | client
+fingerprint).  Only if that fingerprint is authorized (clients.json) and
+the signature checks out does the client get a name, a session secret and
+a stream ticket; until then nothing is created on disk.  After that the
+client names files (put), the worker answers with a transfer id, the
+recorded chunk size and the chunks already durable; when the client has
+every chunk acknowledged on its streams it sends the file digest (commit)
+and the worker verifies and renames the file into place.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastxfer.protocol import wire
+from fastxfer.trust import identity
+from fastxfer.protocol import layout
+from fastxfer.protocol import limits
+from fastxfer.protocol import paths
+from fastxfer.errors import BusyError, FxError, ProtocolError, RefusedError, TrustError
+from fastxfer.protocol.wire import get_hex, get_int, get_list, get_obj, get_str
+from fastxfer.protocol.keys import ServerKeys
+from fastxfer.net.conn import Channel, Conn, tls_wrap
+from fastxfer.store.facade import Store
+from fastxfer.trust.clients import ClientList
+
+log = logging.getLogger("fastxfer.server")
+
+PREAUTH_LIMIT = 16 << 10
+WIRE = {3: "trust", 5: "verify", 6: "refused", 8: "protocol", 10: "busy"}
+
+
+def wire_error(exc: FxError) -> dict[str, Any]:
+    return {"t": "error", "code": WIRE.get(exc.exit_code, "refused"), "message": exc.message}
+
+
+class ControlSession:
+    def __init__(self, conn: Conn, ident: identity.Identity, clients: ClientList,
+                 keys: ServerKeys, store: Store, proven: Callable[[str], None],
+                 draining: Callable[[], bool]) -> None:
+        self.proven = proven
+        self.draining = draining
+        self.raw = conn
+        self.ident = ident
+        self.clients = clients
+        self.keys = keys
+        self.store = store
+        self.name = ""
+
+    def run(self) -> None:
+        tls = tls_wrap(self.raw, self.ident.server_context(), limits.HANDSHAKE_DEADLINE, server_side=True)
+        # A stranger may not make the server buffer more than a proof's worth.
+        chan = Channel(tls, limit=PREAUTH_LIMIT)
+        try:
+            self._authenticate(chan)
+        except FxError as exc:
+            log.warning("refused %s: %s", self.raw.peer, exc.message)
+            try:
+                chan.send(wire_error(exc))
+            except FxError:
+                pass
+            tls.close()
+            return
+        chan.set_limit(wire.MAX_CONTROL)
+        try:
+            self._serve(chan)
+        finally:
+            tls.close()
+
+    def _authenticate(self, chan: Channel) -> None:
+        deadline = time.monotonic() + limits.AUTH_DEADLINE
+        nonce = os.urandom(32)
+        chan.send({"t": "challenge", "v": 1, "nonce": base64.b64encode(nonce).decode()})
+        msg = wire.expect(chan.recv(max(0.1, deadline - time.monotonic())), "auth")
+        try:
+            cert = base64.b64decode(get_str(msg, "cert", 8192), validate=True)
+            sig = base64.b64decode(get_str(msg, "sig", 512), validate=True)
+        except ValueError:
+            raise ProtocolError("malformed authentication") from None
+        fp = identity.fingerprint_of(cert)
+        # The proof first: whether a fingerprint is authorized is told only
+        # to whoever holds its key.
+        identity.verify_auth(cert, sig, identity.auth_message(nonce, self.ident.fingerprint, fp))
+        name = self.clients.name_of(fp)
+        shown = identity.format_fp(fp)
+        if self.draining():
+            raise BusyError("the server is shutting down; try again in a minute")
+        if name is None:
+            raise TrustError(
+                f"this client ({shown}) is not authorized on this server; "
+                f"on the server run: fastxfer trust add {shown} --name NAME"
+            )
+        self.proven(name)
+        self.fp = fp
+        session, ticket = self.keys.new_session(name, fp, int(time.time()) + limits.SESSION_TTL)
+        self.name = name
+        chan.send({
+            "t": "welcome", "name": name,
+            "ticket": base64.b64encode(ticket).decode(),
+            "secret": base64.b64encode(session.secret).decode(),
+            "max_chunk": wire.MAX_CHUNK,
+            "features": ["reqs"],  # stream frames beyond the first version's: REQS/DATAS
+        })
+        log.info("client %s (%s) connected from %s", name, shown, self.raw.peer)
+
+    def _serve(self, chan: Channel) -> None:
+        while True:
+            try:
+                msg = chan.recv(limits.CONTROL_IDLE)
+            except FxError:
+                return  # client gone: its staging stays for a resume
+            kind = msg.get("t")
+            if self.clients.name_of(self.fp) != self.name:
+                chan.send(wire_error(TrustError("this client is no longer authorized on this server")))
+                return
+            try:
+                if kind == "put":
+                    chan.send(self._put(msg))
+                elif kind == "commit":
+                    chan.send(self._commit(msg))
+                elif kind == "list":
+                    chan.send(self._list(msg))
+                elif kind == "receipts":
+                    chan.send(self._receipts(msg))
+                elif kind == "sums":
+                    chan.send(self._sums(msg))
+                elif kind == "probe":
+                    chan.send(self._probe(msg))
+                elif kind == "dirs":
+                    chan.send(self._dirs(msg))
+                elif kind == "ping":
+                    chan.send({"t": "pong"})
+                elif kind == "bye":
+                    return
+                else:
+                    raise ProtocolError(f"unexpected message {str(kind)[:40]!r}")
+            except BusyError as exc:
+                chan.send(wire_error(exc))
+                return
+            except ProtocolError as exc:
+                log.warning("client %s broke the protocol: %s", self.name, exc.message)
+                try:
+                    chan.send(wire_error(exc))
+                except FxError:
+                    pass
+                return
+
+    def _put(self, msg: dict[str, Any]) -> dict[str, Any]:
+        if self.draining():
+            raise BusyError("the server is shutting down: no new transfers; send again in a minute to resume")
+        replies = []
+        usage: list[int] = []
+        for item in get_list(msg, "files"):
+            item = get_obj(item)
+            path = get_str(item, "path")
+            kind = item.get("kind", "file")
+            try:
+                if kind != "file":
+                    replies.append(self._put_other(kind, path, item))
+                    continue
+                reply = self.store.open_put(
+                    self.name, path,
+                    size=get_int(item, "size"),
+                    mtime_ns=get_int(item, "mtime_ns", -(2**62), 2**62),
+                    mode=get_int(item, "mode", 0, 0o7777),
+                    chunk=get_int(item, "chunk", layout.MIN_CHUNK, wire.MAX_CHUNK),
+                    usage=usage,
+                    force=item.get("force") is True,
+                )
+            except ProtocolError:
+                raise
+            except FxError as exc:
+                log.warning("client %s: refused %r: %s", self.name, path, exc.message)
+                replies.append(wire_error(exc))
+                continue
+            except OSError as exc:
+                log.error("client %s: storage error on %r: %s", self.name, path, exc)
+                replies.append(wire_error(RefusedError(f"{path}: storage error on the server ({exc.strerror})")))
+                continue
+            replies.append({
+                "t": "ok", "fid": reply.fid.hex(), "chunk": reply.chunk, "status": reply.status,
+                "have": wire.encode_have(reply.have),
+            })
+        return {"t": "put_ok", "files": replies}
+
+    def _put_other(self, kind: str, path: str, item: dict[str, Any]) -> dict[str, Any]:
+        if kind == "dir":
+            return {"t": "ok", "status": self.store.make_dir(self.name, path)}
+        if kind == "link":
+            stored = self.store.make_link(self.name, path, get_str(item, "target"),
+                                          get_int(item, "mtime_ns", -(2**62), 2**62))
+            if stored.status == "stored":
+                log.info("client %s stored link %r", self.name, path)
+            return {"t": "ok", "status": stored.status, "version": stored.version}
+        raise ProtocolError(f"unknown entry kind {str(kind)[:20]!r}")
+
+    def _probe(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Which small files need sending: unchanged ones (size and time) do not."""
+        asked = []
+        for item in get_list(msg, "files"):
+            item = get_obj(item)
+            sha = get_hex(item, "sha256", 32) if item.get("sha256") is not None else None
+            asked.append((get_str(item, "path"), get_int(item, "size"),
+                          get_int(item, "mtime_ns", -(2**62), 2**62), sha))
+        replies = [wire_error(v) if isinstance(v, FxError) else {"t": "ok", "status": v}
+                   for v in self.store.probe_many(self.name, asked)]
+        answer: dict[str, Any] = {"t": "probe_ok", "files": replies}
+        if "tops" in msg:
+            # "Nothing of yours is stored under these": the client need not ask
+            # about the rest of a first backup file by file.
+            tops = get_list(msg, "tops", wire.MAX_PROBE_TOPS)
+            if not all(isinstance(t, str) and len(t) <= wire.MAX_PATH_BYTES for t in tops):
+                raise ProtocolError("field 'tops' must be a list of paths")
+            try:
+                raw = [b"/".join(paths.split(t)) for t in tops]
+            except FxError:
+                raw = None
+            answer["empty"] = raw is not None and not self.store.stores_under(self.name, raw)
+        return answer
+
+    def _list(self, msg: dict[str, Any]) -> dict[str, Any]:
+        prefix = get_str(msg, "prefix")
+        try:
+            if msg.get("versions"):
+                return {"t": "list_ok", "entries": self.store.version_listing(self.name, prefix), "next": None}
+            try:
+                after = bytes.fromhex(get_str(msg, "after", 8192)) if msg.get("after") else None
+            except ValueError:
+                raise ProtocolError("malformed listing cursor") from None
+            entries, nxt = self.store.listing(self.name, prefix, after)
+        except ProtocolError:
+            raise
+        except FxError as exc:
+            return wire_error(exc)
+        return {"t": "list_ok", "entries": entries, "next": nxt.hex() if nxt else None}
+
+    def _receipts(self, msg: dict[str, Any]) -> dict[str, Any]:
+        from fastxfer.trust import receipts
+
+        out = []
+        for item in get_list(msg, "paths", 2000):
+            try:
+                raw = b"/".join(paths.split(item if isinstance(item, str) else ""))
+            except FxError:
+                out.append(None)
+                continue
+            body = self.store.receipt_body(self.name, raw, self.ident.fingerprint)
+            out.append(receipts.sign(self.ident, body) if body else None)
+        return {"t": "receipts_ok", "cert": base64.b64encode(self.ident.cert_der).decode(), "receipts": out}
+
+    def _sums(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """SHA-256 of stored files, each re-checked against its record on the way."""
+        lines = []
+        for item in get_list(msg, "paths", 2000):
+            raw = os.fsencode(item) if isinstance(item, str) else b""
+            try:
+                raw = b"/".join(paths.split(os.fsdecode(raw)))
+            except FxError:
+                lines.append({"path": item, "status": "missing", "sha256": None})
+                continue
+            status, sha = self.store.verify_stored(self.name, raw)
+            if status != "ok":
+                log.warning("client %s: %r is %s on disk", self.name, item, status)
+            lines.append({"path": item, "status": status, "sha256": sha.hex() if sha else None})
+        return {"t": "sums_ok", "files": lines}
+
+    def _dirs(self, msg: dict[str, Any]) -> dict[str, Any]:
+        items = []
+        for item in get_list(msg, "items"):
+            item = get_obj(item)
+            items.append((get_str(item, "path"), get_int(item, "mode", 0, 0o7777),
+                          get_int(item, "mtime_ns", -(2**62), 2**62)))
+        self.store.finish_dirs(self.name, items)
+        return {"t": "dirs_ok"}
+
+    def _commit(self, msg: dict[str, Any]) -> dict[str, Any]:
+        replies = []
+        for item in get_list(msg, "files"):
+            item = get_obj(item)
+            fid = get_hex(item, "fid", 16)
+            digest = get_hex(item, "digest", 32)
+            sha = get_hex(item, "sha256", 32) if item.get("sha256") is not None else None
+            try:
+                stored = self.store.commit(self.name, fid, digest, sha)
+            except ProtocolError:
+                raise
+            except FxError as exc:
+                log.warning("client %s: commit refused: %s", self.name, exc.message)
+                replies.append(wire_error(exc))
+                continue
+            except OSError as exc:
+                log.error("client %s: storage error on commit: %s", self.name, exc)
+                replies.append(wire_error(RefusedError(f"storage error on the server ({exc.strerror}); send again")))
+                continue
+            if stored.status == "stored":
+                log.info("client %s stored %r%s", self.name, stored.path,
+                         f" (older copy kept as {stored.version})" if stored.version else "")
+            replies.append({"t": "ok", "path": stored.path, "status": stored.status,
+                            "version": stored.version})
+        return {"t": "committed", "files": replies}

@@ -1,0 +1,227 @@
+"""The master process: binds, accepts, hands sockets to a pool of workers.
+
+Theory of operation.  The master binds the one port, forks the workers
+(multiprocessing, fork context) with a Unix SEQPACKET channel each, and
+then only accepts and hands over: each accepted socket goes to the next
+worker round-robin by SCM_RIGHTS, and the master closes its copy.  Signal
+handlers only queue the signal on a wake-up pipe; the loop dispatches to
+``handle_<name>``.  A worker that dies is reaped and replaced, unless it
+failed at boot, which stops the server instead of respawning in a loop.
+SIGTERM stops accepting and lets workers drain until the drain deadline;
+SIGINT stops within a few seconds.  Either way no worker outlives the
+master: a worker also leaves when its channel to the master closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+
+from fastxfer.server import fdpass
+from fastxfer.protocol import limits
+from fastxfer.errors import FxError
+from fastxfer.server.worker import BOOT_FAILED, WorkerConfig, preload, worker_main
+
+log = logging.getLogger("fastxfer.server")
+
+
+@dataclass
+class WorkerSlot:
+    index: int
+    process: multiprocessing.process.BaseProcess
+    channel: socket.socket
+    started: float = field(default_factory=time.monotonic)
+
+
+class Master:
+    def __init__(self, listener: socket.socket, workers: int, config: WorkerConfig) -> None:
+        self.listener = listener
+        self.size = workers
+        self.config = config
+        self.slots: list[WorkerSlot | None] = [None] * workers
+        self.next = 0
+        self.stopping: str | None = None
+        self.drain_until = 0.0
+        self.ctx = multiprocessing.get_context("fork")
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+        os.set_blocking(self.wake_r, False)
+
+    # ------------------------------------------------------------ workers
+
+    def spawn(self, index: int) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # A worker must hold no other worker's channel, or a dead master
+        # would go unnoticed by the workers holding copies of its ends.
+        inherited = [self.listener.fileno(), self.wake_r, self.wake_w, parent.fileno()]
+        inherited += [s.channel.fileno() for s in self.slots if s is not None]
+        process = self.ctx.Process(
+            target=worker_main,
+            args=(index, child, inherited, self.config),
+            name=f"fastxfer-worker-{index}",
+            daemon=False,
+        )
+        process.start()
+        child.close()
+        self.slots[index] = WorkerSlot(index, process, parent)
+
+    def reap(self) -> None:
+        for i, slot in enumerate(self.slots):
+            if slot is None or slot.process.is_alive():
+                continue
+            code = slot.process.exitcode
+            slot.channel.close()
+            slot.process.join()
+            self.slots[i] = None
+            if self.stopping:
+                continue
+            if code == BOOT_FAILED:
+                raise FxError(f"worker {i} could not start; stopping the server")
+            log.warning("worker %d (pid %d) died (exit %s); starting a new one", i, slot.process.pid, code)
+            self.spawn(i)
+
+    def hand_over(self, conn: socket.socket, peer: str) -> None:
+        for _ in range(self.size):
+            slot = self.slots[self.next % self.size]
+            self.next += 1
+            if slot is None:
+                continue
+            try:
+                fdpass.send_socket(slot.channel, conn, peer)
+                return
+            except OSError:
+                continue  # that worker is gone; the reaper will replace it
+        log.warning("no worker could take %s", peer)
+
+    # -------------------------------------------------------------- loop
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        try:
+            os.write(self.wake_w, bytes([signum]))
+        except BlockingIOError:
+            pass
+
+    def run(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        preload()
+        for i in range(self.size):
+            self.spawn(i)
+        sel = selectors.DefaultSelector()
+        sel.register(self.listener, selectors.EVENT_READ, "accept")
+        sel.register(self.wake_r, selectors.EVENT_READ, "signal")
+        self.listener.setblocking(False)
+        try:
+            while not self._done():
+                for key, _ in sel.select(timeout=0.5):
+                    if key.data == "accept":
+                        self.accept()
+                    else:
+                        self.dispatch_signals()
+                self.reap()
+        finally:
+            sel.close()
+            self.shutdown()
+
+    def _done(self) -> bool:
+        if self.stopping == "int":
+            return True
+        if self.stopping == "term":
+            # Draining: keep handing over stream reconnects of running
+            # transfers until every worker has finished or the deadline passed.
+            return all(s is None for s in self.slots) or time.monotonic() > self.drain_until
+        return False
+
+    def accept(self) -> None:
+        for _ in range(64):
+            try:
+                conn, addr = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("accept failed: %s", exc)
+                return
+            peer = f"{addr[0]}:{addr[1]}"
+            try:
+                self.hand_over(conn, peer)
+            finally:
+                conn.close()
+
+    def dispatch_signals(self) -> None:
+        try:
+            data = os.read(self.wake_r, 64)
+        except BlockingIOError:
+            return
+        for signum in data:
+            name = signal.Signals(signum).name.lower()
+            getattr(self, f"handle_{name}")()
+
+    def handle_sigchld(self) -> None:
+        self.reap()
+
+    def handle_sighup(self) -> None:
+        log.info("SIGHUP ignored (trust changes apply to new connections without a reload)")
+
+    def handle_sigterm(self) -> None:
+        if self.stopping:
+            return
+        log.info("SIGTERM: no new transfers; running ones get %.0f s to finish", limits.DRAIN_DEADLINE)
+        self.stopping = "term"
+        self.drain_until = time.monotonic() + limits.DRAIN_DEADLINE + 1
+        self.signal_workers(signal.SIGTERM)
+
+    def signal_workers(self, sig: int) -> None:
+        for slot in self.slots:
+            if slot is not None and slot.process.is_alive():
+                try:
+                    os.kill(slot.process.pid, sig)
+                except ProcessLookupError:
+                    pass
+
+    def handle_sigint(self) -> None:
+        log.info("SIGINT: stopping")
+        self.stopping = "int"
+
+    def shutdown(self) -> None:
+        self.listener.close()
+        self.signal_workers(signal.SIGTERM)
+        grace = 1.0 if self.stopping == "term" else limits.STOP_DEADLINE
+        deadline = time.monotonic() + grace
+        for slot in self.slots:
+            if slot is None:
+                continue
+            slot.process.join(max(0.0, deadline - time.monotonic()))
+            if slot.process.is_alive():
+                log.warning("worker %d did not stop in time; killing it", slot.index)
+                os.kill(slot.process.pid, signal.SIGKILL)
+                slot.process.join()
+            slot.channel.close()
+        log.info("server stopped")
+
+
+def bind(address: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address, port))
+    except OSError as exc:
+        sock.close()
+        raise FxError(f"cannot listen on {address}:{port}: {exc.strerror}") from None
+    sock.listen(1024)
+    return sock
+
+
+def setup_logging() -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s fastxfer[%(process)d] %(levelname)s %(message)s",
+    )

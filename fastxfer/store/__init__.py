@@ -1,0 +1,1 @@
+"""The server's storage: staging, commit and versions, bundles of small files, the catalog."""

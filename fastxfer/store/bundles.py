@@ -1,0 +1,203 @@
+"""Many small files: which need sending (probes) and storing them a bundle at
+a time (part of Store).
+
+A bundle's files are staged, made durable by one filesystem sync, renamed
+into place one by one (each appears whole or not at all), their folders
+fsynced once each, and recorded in one manifest transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import stat
+
+from fastxfer.protocol import wire
+from fastxfer.protocol import layout
+from fastxfer.protocol import paths
+from fastxfer.store.diskio import now_ns, open_chain, space_error, storage_failure, sync_filesystem, unlink_quietly, write_all
+from fastxfer.errors import FxError, RefusedError
+
+RECORDS_PER_QUERY = 500  # names in one manifest lookup (SQLite allows 32,766 variables)
+EMPTY_SHA256 = hashlib.sha256(b"").digest()
+
+
+class SmallFiles:
+    """Store's probes and bundles; uses Store's folders, manifest and versions."""
+
+    def probe_many(self, client: str, items: list[tuple[str, int, int, bytes | None]]) -> list[str | FxError]:
+        """For many files (path, size, mtime_ns, sha256 or None): "unchanged", "send" or the
+        refusal.  Folder by folder: each is opened once and closed before the next, and
+        the manifest is asked only about the names in question."""
+        out: list[str | FxError] = ["send"] * len(items)
+        by_folder: dict[tuple[bytes, ...], list[tuple[int, list[bytes]]]] = {}
+        for i, (path, _size, _mtime, _sha) in enumerate(items):
+            try:
+                parts = paths.split(path)
+            except FxError as exc:
+                out[i] = exc
+                continue
+            by_folder.setdefault(tuple(parts[:-1]), []).append((i, parts))
+        with self._manifest() as db:
+            for key, members in by_folder.items():
+                folder = self._probe_folder(client, members[0][1])
+                if folder is None:
+                    continue  # nothing stored there yet: every file is sent
+                if isinstance(folder, FxError):
+                    for i, _parts in members:
+                        out[i] = folder
+                    continue
+                try:
+                    rows = self._records(db, client, [b"/".join(parts) for _i, parts in members])
+                    for i, parts in members:
+                        _path, size, mtime_ns, sha256 = items[i]
+                        try:
+                            out[i] = self._probe_one(client, parts, folder, rows.get(b"/".join(parts)),
+                                                     size, mtime_ns, sha256)
+                        except FxError as exc:
+                            out[i] = exc
+                finally:
+                    os.close(folder)
+        return out
+
+    def _probe_folder(self, client: str, parts: list[bytes]) -> int | FxError | None:
+        """The folder's descriptor, None if it does not exist yet, or why it can never hold the file."""
+        try:
+            self._check_parents(client, parts)
+            return open_chain(self.root_fd, [client.encode(), *parts[:-1]], create=False)
+        except FxError as exc:
+            return exc
+        except FileNotFoundError:
+            return None
+
+    @staticmethod
+    def _records(db: sqlite3.Connection, client: str, raws: list[bytes]) -> dict[bytes, tuple[int, int]]:
+        """{path: (size, mtime_ns)} of those of *raws* the manifest records as files."""
+        found: dict[bytes, tuple[int, int]] = {}
+        for start in range(0, len(raws), RECORDS_PER_QUERY):
+            part = raws[start : start + RECORDS_PER_QUERY]
+            rows = db.execute(
+                f"SELECT path, size, mtime_ns FROM files WHERE client=? AND kind='file'"
+                f" AND path IN ({','.join('?' * len(part))})", (client, *part)).fetchall()
+            found.update((bytes(path), (size, mtime_ns)) for path, size, mtime_ns in rows)
+        return found
+
+    def stores_under(self, client: str, tops: list[bytes]) -> bool:
+        """Whether the manifest records a file of *client* at or below any of *tops*."""
+        with self._manifest() as db:
+            for top in tops:
+                if db.execute("SELECT 1 FROM files WHERE client=? AND kind='file'"
+                              " AND (path=? OR (path >= ? AND path < ?)) LIMIT 1",
+                              (client, top, top + b"/", top + b"0")).fetchone():
+                    return True
+        return False
+
+    def _probe_one(self, client: str, parts: list[bytes], folder: int, row: tuple[int, int] | None,
+                   size: int, mtime_ns: int, sha256: bytes | None) -> str:
+        raw = b"/".join(parts)
+        if not row or row[0] != size:
+            return "send"
+        try:
+            if not stat.S_ISREG(os.stat(parts[-1], dir_fd=folder, follow_symlinks=False).st_mode):
+                return "send"
+        except OSError:
+            return "send"
+        if sha256 is None:
+            return "unchanged" if row[1] == mtime_ns else "send"
+        status, stored = self.verify_stored(client, raw)
+        return "unchanged" if status == "ok" and stored == sha256 else "send"
+
+    def commit_bundle(self, client: str, entries: list[wire.BundleEntry]) -> list[tuple[int, int, str]]:
+        """Store many small files at once: each appears atomically by rename,
+        all are made durable by one filesystem sync, each folder fsynced once,
+        and the manifest changes in one transaction.
+
+        Returns (status, exit code, message) per entry: 0 stored, 1 unchanged, 2 failed.
+        """
+        results: list[tuple[int, int, str]] = [(2, 1, "not processed")] * len(entries)
+        needed, free = sum(e.size for e in entries), self.free_bytes()
+        if needed > free:
+            exc = space_error(needed, free)
+            return [(2, exc.exit_code, exc.message)] * len(entries)
+        base = self.staging_fd(client, create=True)
+        parents: dict[tuple[bytes, ...], int] = {}
+        refused: dict[tuple[bytes, ...], FxError] = {}
+        staged = []
+        seen: set[bytes] = set()
+        prefix = b"b-" + os.urandom(6).hex().encode() + b"-"
+        try:
+            for i, e in enumerate(entries):
+                try:
+                    if e.path in seen:  # the manifest is written once per bundle: one entry per path
+                        raise RefusedError(f"{os.fsdecode(e.path)}: named twice in one bundle")
+                    seen.add(e.path)
+                    parts = paths.split_raw(e.path)
+                    key = tuple(parts[:-1])
+                    if key in refused:
+                        raise refused[key]
+                    if key not in parents:
+                        # Opening the folders first refuses a link or a file in the
+                        # way before any byte is written, once per folder.
+                        try:
+                            parents[key] = open_chain(self.root_fd, [client.encode(), *key], create=True)
+                        except FxError as exc:
+                            refused[key] = exc
+                            raise
+                    tmp = prefix + b"%d" % i
+                    self._stage_small(base, tmp, e)
+                    staged.append((i, parts, parents[key], tmp, e))
+                except FxError as exc:
+                    results[i] = (2, exc.exit_code, exc.message)
+                except OSError as exc:
+                    results[i] = storage_failure(exc)
+            if staged:
+                sync_filesystem(base)
+            rows: list[tuple] = []
+            stored_ns = now_ns()  # one transaction: one time for all
+            with self._manifest() as db:
+                for i, parts, parent, tmp, e in staged:
+                    try:
+                        results[i] = self._place_small(db, base, parent, client, parts, tmp, e, rows, stored_ns)
+                    except (FxError, OSError) as exc:
+                        unlink_quietly(tmp, base)
+                        results[i] = (2, exc.exit_code, exc.message) if isinstance(exc, FxError) else storage_failure(exc)
+                for fd in parents.values():
+                    os.fsync(fd)
+                db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,'file',NULL)", rows)
+                db.commit()
+        finally:
+            for fd in parents.values():
+                os.close(fd)
+            os.close(base)
+        return results
+
+    def _stage_small(self, base: int, tmp: bytes, e: wire.BundleEntry) -> None:
+        mode = (e.mode & 0o777) | 0o400  # the server must be able to read it back
+        # Staging is private to the server: the file can be born with its final
+        # mode, which saves a chmod whenever the umask leaves that mode alone.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=base)
+        try:
+            if os.pwrite(fd, e.data, 0) != e.size:  # short only in odd cases: finish it
+                write_all(fd, e.data, 0)
+            if mode & self.umask:
+                os.fchmod(fd, mode)
+            os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
+        except BaseException:
+            os.close(fd)
+            unlink_quietly(tmp, base)
+            raise
+        os.close(fd)
+
+    def _place_small(self, db: sqlite3.Connection, base: int, parent: int, client: str, parts: list[bytes],
+                     tmp: bytes, e: wire.BundleEntry, rows: list[tuple], stored_ns: int) -> tuple[int, int, str]:
+        chunk = layout.DEFAULT_CHUNK if e.size <= layout.DEFAULT_CHUNK else layout.choose_chunk(e.size)
+        digest = layout.file_digest(e.size, chunk, (e.digest,) if e.size else ())
+        if self._keep_old(db, parent, client, parts, digest) == "unchanged":
+            self._take_same(db, base, tmp, parent, client, parts, e.mode, e.mtime_ns)
+            return (1, 0, "")
+        os.rename(tmp, parts[-1], src_dir_fd=base, dst_dir_fd=parent)
+        # One chunk: its SHA-256, computed here over what was written, is the file's.
+        sha = e.digest if e.size else EMPTY_SHA256
+        rows.append((client, e.path, e.size, e.mtime_ns, e.mode, chunk, digest, sha, stored_ns))
+        return (0, 0, "")

@@ -1,0 +1,179 @@
+"""What the server holds, as a client may see it (part of Store): listings,
+versions, chunks read back for a restore, digests re-checked at rest,
+receipts."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+
+from fastxfer.protocol import layout
+from fastxfer.protocol import paths
+from fastxfer.store.diskio import open_chain
+from fastxfer.errors import FxError, RefusedError
+
+
+class Catalog:
+    """Store's read side; uses Store's folders and manifest."""
+
+    LIST_PAGE = 2000
+
+    def listing(self, client: str, prefix: str, after: bytes | None) -> tuple[list[dict], bytes | None]:
+        """Entries the manifest holds at or below *prefix*, a page at a time by path."""
+        raw = b"/".join(paths.split(prefix.strip("/"))) if prefix.strip("/") else b""
+        where, args = "client=?", [client]
+        if raw:
+            where += " AND (path=? OR (path>? AND path<?))"
+            args += [raw, raw + b"/", raw + b"0"]  # '0' follows '/' in byte order
+        if after is not None:
+            where += " AND path>?"
+            args.append(after)
+        with self._manifest() as db:
+            rows = db.execute(
+                f"SELECT path, kind, size, mtime_ns, mode, sha256, target, stored_ns, chunk, digest FROM files"
+                f" WHERE {where} ORDER BY path LIMIT ?", args + [self.LIST_PAGE + 1]).fetchall()
+        more = len(rows) > self.LIST_PAGE
+        rows = rows[: self.LIST_PAGE]
+        entries = [{
+            "path": os.fsdecode(r[0]), "kind": r[1], "size": r[2], "mtime_ns": r[3], "mode": r[4],
+            "sha256": r[5].hex() if r[5] else None,
+            "target": os.fsdecode(r[6]) if r[6] is not None else None, "stored_ns": r[7],
+            "chunk": r[8], "digest": r[9].hex() if r[9] else None,
+        } for r in rows]
+        return entries, (rows[-1][0] if more else None)
+
+    def version_listing(self, client: str, prefix: str) -> list[dict]:
+        raw = b"/".join(paths.split(prefix.strip("/"))) if prefix.strip("/") else b""
+        with self._manifest() as db:
+            rows = db.execute(
+                "SELECT path, version, size, sha256, replaced_ns, chunk, digest, mtime_ns, mode FROM versions"
+                " WHERE client=? AND (?=X'' OR path=? OR (path>? AND path<?)) ORDER BY path, replaced_ns DESC"
+                " LIMIT 10000", (client, raw, raw, raw + b"/", raw + b"0")).fetchall()
+        return [{"path": os.fsdecode(r[0]), "version": r[1], "size": r[2],
+                 "sha256": r[3].hex() if r[3] else None, "replaced_ns": r[4], "kind": "file",
+                 "chunk": r[5], "digest": r[6].hex() if r[6] else None, "mtime_ns": r[7], "mode": r[8]}
+                for r in rows]
+
+    def read_chunk(self, client: str, path: str, size: int, mtime_ns: int, offset: int,
+                   into: memoryview, folders: dict | None = None) -> None:
+        """Restore: bytes of a stored file, refused if it is not the one that was listed.
+
+        "PATH\0VERSION" names an older copy kept in versions/.  With *folders*,
+        the folder opened is kept there for the next reads of the same folder,
+        one at a time (the caller closes what is left).
+        """
+        path, _, version = path.partition("\x00")
+        parts = paths.split(path)
+        base, name = [client.encode()] + parts[:-1], parts[-1]
+        start = self.root_fd
+        if version:
+            if "/" in version or "\x00" in version or not version.startswith(os.fsdecode(parts[-1][:200])):
+                raise RefusedError(f"{path}: no such version")
+            base, name, start = [b"versions"] + base, os.fsencode(version), self.state_fd
+        key = (start, tuple(base))
+        parent = folders.get(key) if folders is not None else None
+        if parent is None:
+            if folders:  # one folder at a time: a request naming thousands holds one descriptor
+                for fd in folders.values():
+                    os.close(fd)
+                folders.clear()
+            try:
+                parent = open_chain(start, base, create=False)
+            except (OSError, FxError):
+                raise RefusedError(f"{path}: not stored on the server") from None
+            if folders is not None:
+                folders[key] = parent
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=parent)
+        except OSError:
+            raise RefusedError(f"{path}: not stored on the server") from None
+        finally:
+            if folders is None:
+                os.close(parent)
+        try:
+            # Size only: filesystems may round stored times, and any change of
+            # content is caught by the client against the recorded digest.
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+                raise RefusedError(f"{path}: the server's copy is not the one it lists (replaced since, or changed "
+                                   f"on its disk: `fastxfer check` there tells); get it again")
+            if offset + len(into) > size:
+                raise RefusedError(f"{path}: request beyond the end of the file")
+            got = 0
+            while got < len(into):
+                n = os.preadv(fd, [into[got:]], offset + got)
+                if n == 0:
+                    raise RefusedError(f"{path}: the server's copy is not the one it lists (replaced since, or "
+                                       f"changed on its disk: `fastxfer check` there tells); get it again")
+                got += n
+        except OSError as exc:  # this file only (a bad sector, say), not the whole stream
+            raise RefusedError(f"{path}: cannot be read on the server ({exc.strerror})") from None
+        finally:
+            os.close(fd)
+
+    # ------------------------------------------------------- verify at rest
+
+    def verify_stored(self, client: str, raw: bytes) -> tuple[str, bytes | None]:
+        """Re-hash a stored file against its record: ("ok"|"changed"|"missing", SHA-256).
+
+        One read, two hashes: the chunk hash list that was verified at backup,
+        and the plain SHA-256 that sha256sum prints, recorded once it is known
+        to belong to the verified bytes.
+        """
+        with self._manifest() as db:
+            row = db.execute("SELECT size, chunk, digest, sha256 FROM files WHERE client=? AND path=?"
+                             " AND kind='file'", (client, raw)).fetchone()
+        if row is None:
+            return "missing", None
+        size, chunk, digest, known = row
+        parts = raw.split(b"/")
+        try:
+            parent = open_chain(self.root_fd, [client.encode()] + parts[:-1], create=False)
+            try:
+                fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW, dir_fd=parent)
+            finally:
+                os.close(parent)
+        except (OSError, FxError):
+            return "missing", None
+        whole, digests = hashlib.sha256(), []
+        try:
+            if os.fstat(fd).st_size != size:
+                return "changed", None
+            for index in range(layout.chunk_count(size, chunk)):
+                offset, length = layout.chunk_span(size, chunk, index)
+                data = os.pread(fd, length, offset)
+                if len(data) != length:
+                    return "changed", None
+                whole.update(data)
+                digests.append(hashlib.sha256(data).digest())
+        finally:
+            os.close(fd)
+        if layout.file_digest(size, chunk, digests) != digest:
+            return "changed", None
+        sha = whole.digest()
+        if known != sha:
+            with self._manifest() as db:
+                db.execute("UPDATE files SET sha256=? WHERE client=? AND path=?", (sha, client, raw))
+                db.commit()
+        return "ok", sha
+
+    def receipt_body(self, client: str, raw: bytes, server_fp: bytes) -> dict | None:
+        """What a receipt states about a stored file, its SHA-256 re-checked on disk."""
+        status, sha = self.verify_stored(client, raw)
+        if status != "ok":
+            return None
+        with self._manifest() as db:
+            size, digest, stored_ns = db.execute(
+                "SELECT size, digest, stored_ns FROM files WHERE client=? AND path=?", (client, raw)).fetchone()
+        return {"v": 1, "client": client, "path": os.fsdecode(raw), "size": size,
+                "sha256": sha.hex() if sha else None, "digest": digest.hex(), "stored_ns": stored_ns,
+                # The copy at the path; older copies are named by ls --versions.
+                "version": "current", "server": server_fp.hex()}
+
+    def stored_files(self, client: str | None) -> list[tuple[str, bytes]]:
+        with self._manifest() as db:
+            if client is None:
+                return db.execute("SELECT client, path FROM files WHERE kind='file' ORDER BY client, path").fetchall()
+            return db.execute("SELECT client, path FROM files WHERE kind='file' AND client=? ORDER BY path",
+                              (client,)).fetchall()

@@ -1,0 +1,136 @@
+"""System calls of the server's disk, with no state of their own: folders
+opened without following links, whole writes, syncs, and what the
+filesystem and the process allow."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+from fastxfer.protocol import paths
+from fastxfer.errors import RefusedError
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_dir(parent_fd: int, name: bytes, create: bool) -> int:
+    try:
+        return os.open(name, DIR_FLAGS, dir_fd=parent_fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+        try:
+            os.mkdir(name, 0o755, dir_fd=parent_fd)
+            os.fsync(parent_fd)  # a new folder's entry must outlive a crash, like the file below it
+        except FileExistsError:
+            pass
+        return os.open(name, DIR_FLAGS, dir_fd=parent_fd)
+
+
+def open_chain(base_fd: int, parts: list[bytes], create: bool) -> int:
+    """Descriptor of base/parts..., never following a symlink."""
+    fd = os.dup(base_fd)
+    try:
+        for part in parts:
+            nxt = _open_dir(fd, part, create)
+            os.close(fd)
+            fd = nxt
+        return fd
+    except NotADirectoryError:
+        os.close(fd)
+        raise RefusedError(f"{paths.join(parts)}: a file or link is in the way of a folder") from None
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno == errno.ELOOP:
+            raise RefusedError(f"{paths.join(parts)}: a symlink is in the way of a folder") from None
+        raise
+
+
+def write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
+
+
+def read_file(dir_fd: int, name: bytes) -> bytes:
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    try:
+        size = os.fstat(fd).st_size
+        return os.pread(fd, size, 0) if size else b""
+    finally:
+        os.close(fd)
+
+
+def space_error(needed: int, free: int) -> RefusedError:
+    return RefusedError(
+        f"not enough space on the server: {needed} bytes needed, {free} free"
+    )
+
+
+def unlink_quietly(name: bytes, dir_fd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+
+
+def storage_failure(exc: OSError) -> tuple[int, int, str]:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        failure = RefusedError("not enough space on the server (disk full)")
+    else:
+        failure = RefusedError(f"storage error on the server ({exc.strerror})")
+    return (2, failure.exit_code, failure.message)
+
+
+_libc = None
+
+
+def sync_filesystem(fd: int) -> None:
+    """syncfs(2): one flush for everything written to the filesystem of *fd*."""
+    global _libc
+    try:
+        import ctypes
+
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        if _libc.syncfs(fd) != 0:
+            raise OSError(ctypes.get_errno(), "syncfs failed")
+    except (AttributeError, ImportError):
+        os.sync()
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+MEMORY_FILESYSTEMS = {"tmpfs", "ramfs"}
+
+
+def filesystem_type(path: str) -> str:
+    """The type of the filesystem holding *path*, from /proc/self/mountinfo ("" if unknown)."""
+    best, kind = -1, ""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                mount = fields[4].replace("\\040", " ")
+                inside = path == mount or path.startswith(mount.rstrip("/") + "/")
+                if inside and len(mount) >= best:  # of mounts on one point, the last is the one seen
+                    best, kind = len(mount), fields[fields.index("-") + 1]
+    except (OSError, ValueError, IndexError):
+        pass
+    return kind
+
+
+def current_umask() -> int:
+    """The process umask, read without setting it (os.umask would race other threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o777  # unknown: always chmod

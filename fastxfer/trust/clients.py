@@ -1,0 +1,63 @@
+"""Server side: the client fingerprints this server authorized, each under a name."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from fastxfer.errors import UsageError
+from fastxfer.trust.jsonfile import load, save
+
+CLIENTS_FILE = "clients.json"
+
+# A client's name is its folder under the server's root: one path component,
+# never hidden, never special.
+NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.fullmatch(name):
+        raise UsageError(
+            f"not a valid client name: {name!r} "
+            "(1-64 of A-Z a-z 0-9 . _ -, not starting with . or -)"
+        )
+    return name
+
+
+class ClientList:
+    """Server side: fingerprint (hex) -> client name."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / CLIENTS_FILE
+        self._seen: tuple[tuple[int, int, int], dict[str, str]] | None = None
+
+    def all(self) -> dict[str, str]:
+        # Workers ask on every stream frame that does work; the file is
+        # re-read only when it was replaced (_save renames a new one in).
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return {}
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if self._seen is None or self._seen[0] != stamp:
+            self._seen = (stamp, load(self.path))
+        return dict(self._seen[1])
+
+    def name_of(self, fp: bytes) -> str | None:
+        return self.all().get(fp.hex())
+
+    def add(self, fp: bytes, name: str) -> None:
+        data = self.all()
+        data[fp.hex()] = check_name(name)
+        save(self.path, data)
+
+    def remove(self, fp: bytes | None, name: str | None) -> int:
+        data = self.all()
+        keep = {
+            k: v
+            for k, v in data.items()
+            if not ((fp is not None and k == fp.hex()) or (name is not None and v == name))
+        }
+        save(self.path, keep)
+        return len(data) - len(keep)

@@ -1,0 +1,426 @@
+"""Faults: killed peers, cut streams, changing files, full disks, slow strangers.
+
+Bytes on the wire are counted by a relay between client and server, not
+taken from the client's own report.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import (FX, files_under, fx, make_client, make_file, restart_while, sha256_file, start_send,
+                      start_server, wait_for)
+from relay import Relay, cut_at, passthrough, stalling, throttled
+
+CHUNK = 1 << 20
+SIZE = 64 << 20
+
+
+def recorded_chunks(server) -> int:
+    staging = server.root / ".fastxfer" / "staging" / "laptop"
+    from fastxfer.protocol import layout
+
+    total = 0
+    for rec in staging.glob("*.rec"):
+        total += len(layout.parse_record(rec.read_bytes(), 1 << 20))
+    return total
+
+
+def send_via(client, relay: Relay, *args, timeout: float = 120) -> subprocess.CompletedProcess:
+    return fx(client.home, "send", *args, "--to", f"127.0.0.1:{relay.port}", timeout=timeout)
+
+
+def resend_counts_only_missing(client, server, src: Path, recorded: int) -> None:
+    relay = Relay(server.port, passthrough)
+    try:
+        fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
+        done = send_via(client, relay, src, "--streams", "2", "--chunk-size", "1M")
+    finally:
+        relay.close()
+    assert done.returncode == 0, done.stderr
+    assert "were already on the server" in done.stdout  # the summary says it resumed
+    assert sha256_file(server.root / "laptop" / src.name) == sha256_file(src)
+    missing = SIZE - recorded * CHUNK
+    assert relay.upstream <= missing * 1.05 + 64 * 1024, (relay.upstream, missing)
+
+
+def test_resume_after_client_killed(tmp_path: Path, server, client) -> None:
+    src = make_file(tmp_path / "big.bin", SIZE)
+    relay = Relay(server.port, throttled(40 << 20))
+    fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
+    proc = start_send(client, relay, src, "--streams", "2", "--chunk-size", "1M")
+    try:
+        assert wait_for(lambda: recorded_chunks(server) >= 16)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        recorded = recorded_chunks(server)
+    finally:
+        relay.close()
+    assert recorded < SIZE // CHUNK
+    assert not (server.root / "laptop" / "big.bin").exists()
+    resend_counts_only_missing(client, server, src, recorded)
+
+
+def test_resume_after_server_killed_and_restarted(tmp_path: Path, server, client) -> None:
+    src = make_file(tmp_path / "big.bin", SIZE)
+    relay = Relay(server.port, throttled(40 << 20))
+    fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
+    proc = start_send(client, relay, src, "--streams", "2", "--chunk-size", "1M")
+    try:
+        assert wait_for(lambda: recorded_chunks(server) >= 16)
+        os.killpg(server.proc.pid, signal.SIGKILL)  # master and workers at once
+        server.proc.wait()
+        recorded = recorded_chunks(server)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        relay.close()
+    assert proc.returncode == 4, err
+    assert "run the same send again" in err
+    assert not (server.root / "laptop" / "big.bin").exists()
+    again = start_server(server.home, server.root, port=server.port)
+    try:
+        resend_counts_only_missing(client, again, src, recorded)
+    finally:
+        again.stop()
+
+
+def test_cut_stream_is_reopened_in_the_same_invocation(tmp_path: Path, server, client) -> None:
+    src = make_file(tmp_path / "big.bin", SIZE)
+    relay = Relay(server.port, cut_at(random.randrange(100, 8 << 20)))
+    try:
+        fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
+        # One stream, so the cut one must be reopened for the send to finish.
+        done = send_via(client, relay, src, "--streams", "1", "--chunk-size", "1M")
+    finally:
+        relay.close()
+    assert done.returncode == 0, done.stderr
+    assert sha256_file(server.root / "laptop" / "big.bin") == sha256_file(src)
+    assert relay.count >= 3  # control, the cut stream, its reopening
+
+
+def mixed_tree(top: Path) -> Path:
+    """A big file of many chunks and 300 small files (bundles) in 3 folders."""
+    make_file(top / "big.bin", 32 << 20, seed=1)
+    for i in range(300):
+        make_file(top / f"d{i % 3}" / f"f{i}.bin", 3000 + i, seed=i)
+    return top
+
+
+def assert_stored(server, top: Path) -> None:
+    for p in top.rglob("*"):
+        if p.is_file():
+            assert sha256_file(server.root / "laptop" / top.name / p.relative_to(top)) == sha256_file(p), p
+
+
+@pytest.mark.parametrize("outage", ["every connection cut at once", "a server restart"])
+def test_a_send_survives(tmp_path: Path, server, client, outage: str) -> None:
+    top = mixed_tree(tmp_path / "data")
+    relay = Relay(server.port, throttled(40 << 20))
+    try:
+        fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
+        proc = start_send(client, relay, top, "--streams", "2", "--chunk-size", "1M")
+        assert wait_for(lambda: relay.upstream > 8 << 20)
+        if outage == "a server restart":
+            err = restart_while(server, proc)  # its tickets die with it
+        else:
+            assert relay.cut_all() >= 2  # the control connection and the streams
+            _, err = proc.communicate(timeout=120)
+    finally:
+        relay.close()
+    assert proc.returncode == 0, err
+    assert "lost and opened again" in err
+    assert_stored(server, top)
+
+
+def test_file_changed_while_sent_is_not_stored(tmp_path: Path, server, client) -> None:
+    src = make_file(tmp_path / "moving.bin", 8 << 20)
+    gate, stalled = threading.Event(), threading.Event()
+    relay = Relay(server.port, stalling(gate, stalled))
+    try:
+        fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
+        proc = start_send(client, relay, src, "--streams", "1", "--chunk-size", "1M")
+        assert stalled.wait(30)
+        with open(src, "r+b") as f:
+            f.seek(5 << 20)
+            f.write(b"new bytes in the middle of the file")
+        os.utime(src, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+        gate.set()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        gate.set()
+        relay.close()
+    assert proc.returncode == 7, err
+    assert "changed while it was sent" in err
+    assert files_under(server.root) in ([], ["laptop"])
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_send_larger_than_free_space_is_refused_up_front(tmp_path: Path, small_disk: Path) -> None:
+    srv = start_server(tmp_path / "server-home", small_disk / "root")
+    try:
+        c = make_client(tmp_path, srv, "laptop")
+        done = c.send(srv, make_file(tmp_path / "huge.bin", 64 << 20))
+        assert done.returncode == 6
+        assert "not enough space on the server" in done.stderr
+        assert list((srv.root / ".fastxfer" / "staging" / "laptop").iterdir()) == []
+        small = make_file(tmp_path / "small.bin", 1 << 20)
+        assert c.send(srv, small).returncode == 0
+    finally:
+        srv.stop()
+
+
+def test_disk_full_midway_fails_cleanly_and_serving_goes_on(tmp_path: Path, small_disk: Path) -> None:
+    srv = start_server(tmp_path / "server-home", small_disk / "root")
+    gate, stalled = threading.Event(), threading.Event()
+    relay = Relay(srv.port, stalling(gate, stalled))
+    filler = small_disk / "filler"
+    try:
+        c = make_client(tmp_path, srv, "laptop")
+        src = make_file(tmp_path / "mid.bin", 16 << 20)
+        fx(c.home, "pin", f"127.0.0.1:{relay.port}", srv.fingerprint, check=True)
+        proc = start_send(c, relay, src, "--streams", "1", "--chunk-size", "1M")
+        assert stalled.wait(30)
+        with open(filler, "wb") as f:  # take every byte that is left
+            try:
+                while True:
+                    f.write(b"\0" * (1 << 16))
+                    f.flush()
+            except OSError:
+                pass
+        gate.set()
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 6, err
+        assert "disk full" in err
+        assert not (srv.root / "laptop" / "mid.bin").exists()
+        filler.unlink()
+        done = c.send(srv, src)  # the same server, still serving; resumes
+        assert done.returncode == 0, done.stderr
+        assert sha256_file(srv.root / "laptop" / "mid.bin") == sha256_file(src)
+        assert list((srv.root / ".fastxfer" / "staging" / "laptop").iterdir()) == []
+    finally:
+        gate.set()
+        relay.close()
+        srv.stop()
+
+
+def test_slowloris_is_dropped_while_others_keep_going(tmp_path: Path, server, client) -> None:
+    from fastxfer.protocol import limits
+
+    s = socket.create_connection(("127.0.0.1", server.port), source_address=("127.0.0.2", 0))
+    s.settimeout(1)
+    opened = time.monotonic()
+    hello = b"\x16\x03\x01\x02\x00" + os.urandom(512)
+    dropped_after = None
+    results = []
+    sender = threading.Thread(target=lambda: results.append(
+        client.send(server, make_file(tmp_path / "meanwhile.bin", 16 << 20))))
+    sender.start()
+    for i in range(int(limits.OPENING_DEADLINE) + 10):
+        try:
+            s.send(hello[i : i + 1])
+            if s.recv(1) == b"":
+                dropped_after = time.monotonic() - opened
+                break
+        except socket.timeout:
+            continue
+        except OSError:
+            dropped_after = time.monotonic() - opened
+            break
+    s.close()
+    sender.join(120)
+    assert dropped_after is not None and dropped_after < limits.OPENING_DEADLINE + 3
+    assert results and results[0].returncode == 0, results and results[0].stderr
+
+
+def test_one_stranger_cannot_lock_others_out(tmp_path: Path, server, client) -> None:
+    from fastxfer.protocol import limits
+
+    idle = []
+    try:
+        for _ in range(limits.UNAUTH_PER_ADDRESS * 2 + 20):  # more than both workers allow it
+            idle.append(socket.create_connection(("127.0.0.1", server.port),
+                                                 source_address=("127.0.0.2", 0)))
+        time.sleep(0.5)
+        closed = 0
+        for s in idle:
+            s.settimeout(0.05)
+            try:
+                if s.recv(1) == b"":
+                    closed += 1
+            except (socket.timeout, OSError):
+                pass
+        assert closed >= 20
+        f = make_file(tmp_path / "still.bin", 4 << 20)
+        done = client.send(server, f)
+        assert done.returncode == 0, done.stderr
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_random_bytes_at_the_port_for_a_while(tmp_path: Path, server, client) -> None:
+    pids = sorted(server.worker_pids())
+    rng = random.Random(1234)
+    deadline = time.monotonic() + 3.0
+    sent = 0
+    while time.monotonic() < deadline and sent < 300:
+        kind = rng.randrange(4)
+        if kind == 0:
+            data = rng.randbytes(rng.randrange(1, 4096))
+        elif kind == 1:
+            data = b"\x16\x03\x01" + rng.randbytes(rng.randrange(0, 600))
+        elif kind == 2:
+            data = b"FXS1" + rng.randbytes(rng.randrange(0, 700))
+        else:
+            data = b"FXS1\x00\x40" + rng.randbytes(64 + 32) + rng.randbytes(rng.randrange(0, 64))
+        try:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=2) as s:
+                s.sendall(data)
+        except OSError:
+            pass
+        sent += 1
+    f = make_file(tmp_path / "after.bin", 4 << 20)
+    done = client.send(server, f)
+    assert done.returncode == 0, done.stderr
+    assert sha256_file(server.root / "laptop" / "after.bin") == sha256_file(f)
+    assert sorted(server.worker_pids()) == pids
+
+
+def test_sigterm_lets_running_transfers_finish_and_refuses_new(tmp_path: Path, server, client) -> None:
+    src = make_file(tmp_path / "draining.bin", 32 << 20)
+    relay = Relay(server.port, throttled(16 << 20))
+    try:
+        fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
+        proc = start_send(client, relay, src, "--streams", "2", "--chunk-size", "1M")
+        assert wait_for(lambda: recorded_chunks(server) >= 1 or relay.upstream > 4 << 20)
+        stopped_at = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        late = client.send(server, make_file(tmp_path / "late.bin", 1000))
+        _, err = proc.communicate(timeout=60)
+        code = server.proc.wait(timeout=40)
+    finally:
+        relay.close()
+    assert late.returncode in (4, 10), late.stderr  # refused: busy, or already gone
+    assert proc.returncode == 0, err
+    assert sha256_file(server.root / "laptop" / "draining.bin") == sha256_file(src)
+    assert not (server.root / "laptop" / "late.bin").exists()
+    assert code == 0 and time.monotonic() - stopped_at < 35
+
+
+def test_sixteen_clients_four_streams_two_workers(tmp_path: Path, server) -> None:
+    from fastxfer.trust import identity
+    from fastxfer.trust.clients import ClientList
+    from fastxfer.trust.pins import PinList, parse_address
+
+    workers = [psutil.Process(p) for p in server.worker_pids()]
+    warm = make_client(tmp_path, server, "warm")
+    assert warm.send(server, make_file(tmp_path / "warm.bin", 8 << 20)).returncode == 0
+    time.sleep(0.5)
+    fds_idle = sum(w.num_fds() for w in workers)
+    rss_idle = sum(w.memory_info().rss for w in workers)
+    homes, sources = [], []
+    host, port = parse_address(server.address)
+    for i in range(16):
+        home = tmp_path / f"c{i}"
+        ident = identity.load_or_create(home)
+        ClientList(server.home).add(ident.fingerprint, f"c{i}")
+        PinList(home).add(host, port, identity.parse_fp(server.fingerprint))
+        homes.append(home)
+        sources.append(make_file(tmp_path / f"src{i}" / "data.bin", 16 << 20, seed=i))
+    procs = [subprocess.Popen(FX + ["send", str(s), "--to", server.address, "--streams", "4",
+                                    "--chunk-size", "1M"],
+                              env=dict(os.environ, FASTXFER_HOME=str(h)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for h, s in zip(homes, sources)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    for i, s in enumerate(sources):
+        assert sha256_file(server.root / f"c{i}" / "data.bin") == sha256_file(s)
+    def fds() -> list[str]:
+        return sorted(os.readlink(f"/proc/{w.pid}/fd/{fd}") for w in workers for fd in os.listdir(f"/proc/{w.pid}/fd"))
+
+    # Idle level: what the workers held before, plus at most a full pool of
+    # manifest connections (database and WAL descriptors) each.
+    from fastxfer.store.facade import POOL
+
+    bound = fds_idle + 3 * POOL * len(workers)
+    assert wait_for(lambda: sum(w.num_fds() for w in workers) <= bound, 10), "\n".join(fds())
+    assert sum(w.memory_info().rss for w in workers) < rss_idle + (64 << 20)
+    assert all(c.status() != psutil.STATUS_ZOMBIE for c in psutil.Process(server.proc.pid).children())
+
+
+def test_older_versions_beyond_retention_are_pruned(tmp_path: Path) -> None:
+    home, root = tmp_path / "server-home", tmp_path / "root"
+    fx(home, "id", check=True)
+    srv = subprocess.Popen(FX + ["serve", "--root", str(root), "--bind", "127.0.0.1", "--port", "0",
+                                 "--keep-versions", "2"],
+                           env=dict(os.environ, FASTXFER_HOME=str(home)),
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                           start_new_session=True)
+    try:
+        port = int(next(line for line in srv.stdout if line.startswith("listening")).rsplit(":", 1)[1])
+
+        class S:  # just what make_client and send need
+            pass
+
+        s = S()
+        s.home, s.address, s.fingerprint = home, f"127.0.0.1:{port}", fx(home, "id").stdout.strip()
+        c = make_client(tmp_path, s, "laptop")
+        f = tmp_path / "doc.txt"
+        for n in range(5):
+            f.write_text(f"version {n}\n")
+            os.utime(f, ns=(n * 10**9, n * 10**9))
+            assert c.send(s, f).returncode == 0
+        kept = sorted(p.read_text() for p in (root / ".fastxfer" / "versions" / "laptop").glob("doc.txt~*"))
+        assert kept == ["version 2\n", "version 3\n"]
+        assert (root / "laptop" / "doc.txt").read_text() == "version 4\n"
+    finally:
+        srv.send_signal(signal.SIGTERM)
+        srv.wait(30)
+
+
+def test_abandoned_staging_is_cleaned_at_start(tmp_path: Path, server, client) -> None:
+    src = make_file(tmp_path / "left.bin", 4 << 20)
+    relay = Relay(server.port, cut_at(1 << 20, times=10**9))
+    try:
+        fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
+        proc = start_send(client, relay, src, "--streams", "1", "--chunk-size", "1M")
+        time.sleep(1.5)
+        proc.kill()
+        proc.wait()
+    finally:
+        relay.close()
+    staging = server.root / ".fastxfer" / "staging" / "laptop"
+    assert list(staging.glob("*.meta"))
+    server.stop()
+    old = time.time() - 8 * 24 * 3600
+    for p in staging.iterdir():
+        os.utime(p, (old, old))
+    again = start_server(server.home, server.root)
+    try:
+        assert list(staging.iterdir()) == []
+    finally:
+        again.stop()

@@ -1,0 +1,63 @@
+"""The store's manifest queries, on a real root and manifest (no network)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from fastxfer.protocol import wire
+from fastxfer.errors import FxError
+from fastxfer.store.facade import Store
+
+NAMES = [b"a", b"a0", b"a.b", b"a\xff", b"a/\xff", b"a/b0/x", b"a/b/x", b"ab/x", b"\xff\xfe", b"top"]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(str(tmp_path / "root"))
+    s.init_manifest()
+    return s
+
+
+def bundle(names: list[bytes]) -> list[wire.BundleEntry]:
+    out = []
+    for i, name in enumerate(names):
+        data = name + b"-data"
+        out.append(wire.BundleEntry(name, len(data), 1_700_000_000_000_000_000 + i, 0o644,
+                                      memoryview(data), hashlib.sha256(data).digest()))
+    return out
+
+
+def test_stores_under_is_exact_about_prefixes(store: Store) -> None:
+    assert [r[0] for r in store.commit_bundle("c", bundle([b"a/\xff", b"a/b0/x", b"ab/x", b"a0"]))] == [0] * 4
+    assert store.stores_under("c", [b"a"])          # a/... is below a
+    assert store.stores_under("c", [b"a/b0"])
+    assert not store.stores_under("c", [b"a/b"])    # a/b0 is a sibling, not below a/b
+    assert not store.stores_under("c", [b"a.b"])
+    assert store.stores_under("c", [b"a0"])         # the file itself
+    assert not store.stores_under("c", [b"b", b"a\xff"])
+    assert not store.stores_under("other", [b"a"])  # one client never sees another's
+
+
+def test_probe_answers_each_name_for_itself(store: Store) -> None:
+    entries = bundle(NAMES[1:3] + NAMES[4:])  # not "a": it is a folder here
+    assert all(r[0] == 0 for r in store.commit_bundle("c", entries))
+    asked = [(os.fsdecode(e.path), e.size, e.mtime_ns, None) for e in entries]
+    asked.append(("a/b/y", 5, 0, None))                       # never stored, folder exists
+    asked.append(("new/x", 5, 0, None))                       # folder missing
+    asked.append((os.fsdecode(entries[0].path), 999, entries[0].mtime_ns, None))  # other size
+    asked.append(("a0/inside", 1, 0, None))                   # a file is in the way
+    got = store.probe_many("c", asked)
+    assert got[: len(entries)] == ["unchanged"] * len(entries)
+    assert got[len(entries) : len(entries) + 3] == ["send", "send", "send"]
+    assert isinstance(got[-1], FxError) and "not a folder" in got[-1].message
+
+
+def test_a_path_named_twice_in_one_bundle_fails_alone(store: Store) -> None:
+    entries = bundle([b"d/x", b"d/y"]) + bundle([b"d/x"])
+    results = store.commit_bundle("c", entries)
+    assert [r[0] for r in results] == [0, 0, 2] and "twice" in results[2][2]
+    assert (Path(store.root) / "c" / "d" / "x").read_bytes() == b"d/x-data"

@@ -1,0 +1,718 @@
+"""Pure tests of the encoded formats in fastxfer.protocol.wire (no sockets, no processes)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import struct
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fastxfer.protocol import wire
+from fastxfer.errors import (
+    BusyError,
+    FxError,
+    ProtocolError,
+    RefusedError,
+    TrustError,
+    VerifyError,
+)
+from fastxfer.protocol.wire import (
+    ACK,
+    DATA,
+    DIGEST,
+    ERROR,
+    MAX_ACKS,
+    MAX_CHUNK,
+    MAX_CONTROL,
+    MAX_FRAME,
+    MAX_TICKET,
+    RANDOM,
+    STREAM_MAGIC,
+    SYNC,
+    TAG,
+    MsgDecoder,
+)
+
+MESSAGES = [
+    {"t": "hello", "v": 1},
+    {"t": "put", "files": [{"path": "a/b.txt", "size": 12}, {"path": "c", "size": 0}]},
+    {"t": "x"},
+    {"t": "unicode", "name": "caf\u00e9 \u2603 \U0001f600", "raw": "bad\udcff"},
+    {"t": "big", "blob": "z" * 70000},
+    {"t": "nested", "o": {"a": [1, 2, {"b": None}], "f": 1.5, "neg": -3}},
+]
+
+
+def _drain(dec: MsgDecoder) -> list[dict]:
+    out = []
+    while (msg := dec.next()) is not None:
+        out.append(msg)
+    return out
+
+
+def _random_splits(data: bytes, rng: random.Random) -> list[bytes]:
+    pieces = []
+    pos = 0
+    while pos < len(data):
+        n = rng.choice([1, 1, 2, 3, 4, 5, 7, 64, 1000, 40000])
+        pieces.append(data[pos : pos + n])
+        pos += n
+    return pieces
+
+
+# ---------------------------------------------------------------- control
+
+
+def test_encode_msg_layout() -> None:
+    encoded = wire.encode_msg({"t": "a", "n": 1})
+    (size,) = struct.unpack(">I", encoded[:4])
+    assert size == len(encoded) - 4
+    assert json.loads(encoded[4:]) == {"t": "a", "n": 1}
+
+
+def test_encode_msg_too_large() -> None:
+    with pytest.raises(ValueError):
+        wire.encode_msg({"t": "a", "blob": "x" * wire.MAX_REPLY})
+
+
+def test_decoder_whole_stream_at_once() -> None:
+    dec = MsgDecoder()
+    dec.feed(b"".join(wire.encode_msg(m) for m in MESSAGES))
+    assert _drain(dec) == MESSAGES
+    assert dec.next() is None
+    assert dec.wanted() == 4
+
+
+def test_decoder_one_byte_at_a_time() -> None:
+    encoded = b"".join(wire.encode_msg(m) for m in MESSAGES[:4] + MESSAGES[5:])
+    dec = MsgDecoder()
+    got = []
+    for i in range(len(encoded)):
+        dec.feed(encoded[i : i + 1])
+        got.extend(_drain(dec))
+        assert dec.wanted() >= 1
+    assert got == MESSAGES[:4] + MESSAGES[5:]
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_decoder_random_splits(seed: int) -> None:
+    rng = random.Random(seed)
+    msgs = [rng.choice(MESSAGES) for _ in range(rng.randint(1, 12))]
+    encoded = b"".join(wire.encode_msg(m) for m in msgs)
+    dec = MsgDecoder()
+    got = []
+    for piece in _random_splits(encoded, rng):
+        dec.feed(piece)
+        got.extend(_drain(dec))
+        assert dec.wanted() >= 1
+    assert got == msgs
+
+
+def test_decoder_wanted_counts_missing_bytes() -> None:
+    encoded = wire.encode_msg({"t": "abc"})
+    dec = MsgDecoder()
+    assert dec.wanted() == 4
+    dec.feed(encoded[:2])
+    assert dec.wanted() == 2
+    dec.feed(encoded[2:4])
+    assert dec.wanted() == len(encoded) - 4
+    dec.feed(encoded[4:-1])
+    assert dec.wanted() == 1
+    assert dec.next() is None
+    dec.feed(encoded[-1:])
+    assert dec.wanted() == 1  # whole message buffered: still at least 1
+    assert dec.next() == {"t": "abc"}
+    assert dec.wanted() == 4
+
+
+def test_decoder_wanted_capped_by_limit() -> None:
+    dec = MsgDecoder(limit=100)
+    dec.feed(struct.pack(">I", 10**9))
+    assert 1 <= dec.wanted() <= 100
+
+
+def test_decoder_over_limit_prefix() -> None:
+    dec = MsgDecoder()
+    dec.feed(struct.pack(">I", MAX_CONTROL + 1))
+    with pytest.raises(ProtocolError):
+        dec.next()
+
+
+def test_decoder_custom_limit() -> None:
+    encoded = wire.encode_msg({"t": "a", "pad": "x" * 50})
+    dec = MsgDecoder(limit=len(encoded) - 5)
+    dec.feed(encoded)
+    with pytest.raises(ProtocolError):
+        dec.next()
+    ok = MsgDecoder(limit=len(encoded) - 4)
+    ok.feed(encoded)
+    assert ok.next() == {"t": "a", "pad": "x" * 50}
+
+
+def test_decoder_limit_checked_before_body_arrives() -> None:
+    # The announced size alone is enough to refuse: no need to buffer 4 GiB.
+    dec = MsgDecoder()
+    dec.feed(b"\xff\xff\xff\xff")
+    with pytest.raises(ProtocolError):
+        dec.next()
+
+
+def _framed(body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"{",
+        b"\xff\xfe\x00",
+        b"\x80abc",
+        b"[1,2,3]",
+        b'"t"',
+        b"42",
+        b"null",
+        b"{}",
+        b'{"t": 1}',
+        b'{"t": null}',
+        b'{"t": ["a"]}',
+        b'{"type": "hello"}',
+        b"[" * 100000 + b"]" * 100000,
+        b"1" * 5000,
+    ],
+)
+def test_decoder_bad_bodies(body: bytes) -> None:
+    dec = MsgDecoder()
+    dec.feed(_framed(body))
+    with pytest.raises(ProtocolError):
+        dec.next()
+
+
+def test_parse_msg_accepts_minimal() -> None:
+    assert wire.parse_msg(b'{"t":""}') == {"t": ""}
+
+
+# ---------------------------------------------------------------- accessors
+
+
+def test_get_str() -> None:
+    msg = {"s": "abc", "n": 1, "b": b"abc", "l": ["a"], "none": None}
+    assert wire.get_str(msg, "s") == "abc"
+    assert wire.get_str(msg, "s", 3) == "abc"
+    for key in ("n", "b", "l", "none", "missing"):
+        with pytest.raises(ProtocolError):
+            wire.get_str(msg, key)
+    with pytest.raises(ProtocolError):
+        wire.get_str(msg, "s", 2)
+    with pytest.raises(ProtocolError):
+        wire.get_str({"s": "x" * (wire.MAX_PATH_BYTES + 1)}, "s")
+
+
+def test_get_int() -> None:
+    msg = {"i": 5, "z": 0, "neg": -1, "t": True, "f": False, "fl": 5.0, "s": "5", "big": 2**63}
+    assert wire.get_int(msg, "i") == 5
+    assert wire.get_int(msg, "z") == 0
+    assert wire.get_int(msg, "i", 5, 5) == 5
+    assert wire.get_int(msg, "neg", -1) == -1
+    for key in ("neg", "t", "f", "fl", "s", "big", "missing"):
+        with pytest.raises(ProtocolError):
+            wire.get_int(msg, key)
+    with pytest.raises(ProtocolError):
+        wire.get_int(msg, "i", 6)
+    with pytest.raises(ProtocolError):
+        wire.get_int(msg, "i", 0, 4)
+    # bool is an int subclass: True must not pass as 1 even where 1 is allowed
+    with pytest.raises(ProtocolError):
+        wire.get_int(msg, "t", 0, 1)
+
+
+def test_get_hex() -> None:
+    raw = bytes(range(16))
+    assert wire.get_hex({"h": raw.hex()}, "h", 16) == raw
+    assert wire.get_hex({"h": raw.hex().upper()}, "h", 16) == raw
+    bad = [
+        raw.hex()[:-2],  # too short
+        raw.hex() + "00",  # too long
+        raw.hex()[:-1] + "g",  # not hex
+        raw.hex()[:-1],  # odd length
+        " " + raw.hex()[:-1],
+        "",
+        16,
+        None,
+        list(raw),
+    ]
+    for value in bad:
+        with pytest.raises(ProtocolError):
+            wire.get_hex({"h": value}, "h", 16)
+    with pytest.raises(ProtocolError):
+        wire.get_hex({}, "h", 16)
+
+
+def test_get_list() -> None:
+    assert wire.get_list({"l": [1, 2]}, "l") == [1, 2]
+    assert wire.get_list({"l": []}, "l") == []
+    assert wire.get_list({"l": [0] * 3}, "l", 3) == [0, 0, 0]
+    for value in ({"a": 1}, "abc", (1, 2), None, 3):
+        with pytest.raises(ProtocolError):
+            wire.get_list({"l": value}, "l")
+    with pytest.raises(ProtocolError):
+        wire.get_list({"l": [0] * 4}, "l", 3)
+    with pytest.raises(ProtocolError):
+        wire.get_list({"l": [0] * (wire.MAX_BATCH + 1)}, "l")
+    with pytest.raises(ProtocolError):
+        wire.get_list({}, "l")
+
+
+def test_get_obj() -> None:
+    assert wire.get_obj({"a": 1}) == {"a": 1}
+    for value in ([], "x", None, 1):
+        with pytest.raises(ProtocolError):
+            wire.get_obj(value)
+
+
+def test_expect_passes_the_right_kind() -> None:
+    msg = {"t": "welcome", "name": "laptop"}
+    assert wire.expect(msg, "welcome") is msg
+
+
+def test_expect_wrong_kind() -> None:
+    with pytest.raises(ProtocolError) as info:
+        wire.expect({"t": "bye"}, "welcome")
+    assert type(info.value) is ProtocolError
+
+
+@pytest.mark.parametrize(
+    "code, cls",
+    [
+        ("trust", TrustError),
+        ("refused", RefusedError),
+        ("verify", VerifyError),
+        ("protocol", ProtocolError),
+        ("busy", BusyError),
+        ("no-such-code", FxError),
+    ],
+)
+def test_expect_maps_error_codes(code: str, cls: type[FxError]) -> None:
+    with pytest.raises(FxError) as info:
+        wire.expect({"t": "error", "code": code, "message": "told you so"}, "welcome")
+    assert type(info.value) is cls
+    assert info.value.message == "told you so"
+
+
+def test_expect_error_message_is_bounded() -> None:
+    with pytest.raises(TrustError) as info:
+        wire.expect({"t": "error", "code": "trust", "message": "m" * 5000}, "welcome")
+    assert len(info.value.message) == 1000
+
+
+# ---------------------------------------------------------------- stream opening
+
+
+def test_open_roundtrip() -> None:
+    ticket = bytes(range(200))
+    rnd = bytes(range(100, 132))
+    encoded = wire.encode_open(ticket, rnd)
+    assert encoded[:4] == STREAM_MAGIC
+    assert len(encoded) == wire.OPEN_PREFIX + len(ticket) + RANDOM
+    size = wire.parse_open_prefix(encoded[: wire.OPEN_PREFIX])
+    assert size == len(ticket)
+    assert encoded[wire.OPEN_PREFIX : wire.OPEN_PREFIX + size] == ticket
+    assert encoded[wire.OPEN_PREFIX + size :] == rnd
+
+
+def test_open_max_ticket() -> None:
+    encoded = wire.encode_open(b"t" * MAX_TICKET, bytes(RANDOM))
+    assert wire.parse_open_prefix(encoded[:6]) == MAX_TICKET
+    with pytest.raises(ValueError):
+        wire.encode_open(b"t" * (MAX_TICKET + 1), bytes(RANDOM))
+    with pytest.raises(ValueError):
+        wire.encode_open(b"t", bytes(RANDOM - 1))
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        b"FXS0" + struct.pack(">H", 10),
+        b"fxs1" + struct.pack(">H", 10),
+        b"GET " + b"/ ",
+        b"\x16\x03\x01\x02\x00\x01",  # a TLS ClientHello
+        STREAM_MAGIC + struct.pack(">H", 0),
+        STREAM_MAGIC + struct.pack(">H", MAX_TICKET + 1),
+        STREAM_MAGIC + struct.pack(">H", 0xFFFF),
+    ],
+)
+def test_open_prefix_refused(prefix: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        wire.parse_open_prefix(prefix)
+
+
+def test_open_reply() -> None:
+    rnd = bytes(range(32))
+    encoded = wire.encode_open_reply(rnd)
+    assert encoded == STREAM_MAGIC + rnd
+    assert wire.parse_open_reply(encoded) == rnd
+    for bad in (encoded[:-1], encoded + b"\x00", b"FXS2" + rnd, b""):
+        with pytest.raises(ProtocolError):
+            wire.parse_open_reply(bad)
+
+
+# ---------------------------------------------------------------- frames
+
+
+def test_header_sizes() -> None:
+    assert wire.header_size(DATA) == 16 + 8 + 4
+    assert wire.header_size(ACK) == 4
+    assert wire.header_size(SYNC) == 0
+    assert wire.header_size(ERROR) == 0
+    assert wire.header_size(wire.BUNDLE) == wire.header_size(wire.BUNDLE_ACK) == 8
+    assert wire.header_size(wire.REQS) == wire.header_size(wire.DATAS) == 8
+    for kind in (0, 11, 255):
+        with pytest.raises(ProtocolError):
+            wire.header_size(kind)
+
+
+@pytest.mark.parametrize("kind", [0, 11, 12, 127, 255])
+def test_parse_prefix_unknown_kind(kind: int) -> None:
+    with pytest.raises(ProtocolError):
+        wire.parse_prefix(struct.pack(">IB", 100, kind))
+
+
+@pytest.mark.parametrize("kind", [DATA, ACK, SYNC, ERROR, wire.BUNDLE, wire.BUNDLE_ACK, wire.REQS, wire.DATAS])
+def test_parse_prefix_bounds(kind: int) -> None:
+    smallest = 1 + wire.header_size(kind) + TAG
+    assert wire.parse_prefix(struct.pack(">IB", smallest, kind)) == (kind, smallest - 1)
+    assert wire.parse_prefix(struct.pack(">IB", MAX_FRAME, kind)) == (kind, MAX_FRAME - 1)
+    for size in (0, 1, smallest - 1, MAX_FRAME + 1, 0xFFFFFFFF):
+        with pytest.raises(ProtocolError):
+            wire.parse_prefix(struct.pack(">IB", size, kind))
+
+
+def test_parse_prefix_custom_limit() -> None:
+    assert wire.parse_prefix(struct.pack(">IB", 1000, ACK), limit=1000) == (ACK, 999)
+    with pytest.raises(ProtocolError):
+        wire.parse_prefix(struct.pack(">IB", 1001, ACK), limit=1000)
+
+
+def test_max_frame_fits_a_full_chunk() -> None:
+    prefix = wire.frame_prefix(DATA, wire.data_header(bytes(16), 0, MAX_CHUNK), MAX_CHUNK + DIGEST)
+    kind, rest = wire.parse_prefix(prefix[: wire.FRAME_PREFIX])
+    assert kind == DATA
+    assert rest == MAX_FRAME - 1
+
+
+def test_data_frame_roundtrip() -> None:
+    fid = bytes(range(16))
+    offset = 2**40 + 7
+    length = 12345
+    header = wire.data_header(fid, offset, length)
+    prefix = wire.frame_prefix(DATA, header, length + DIGEST)
+    sealed = b"s" * (length + DIGEST + TAG)
+    encoded = prefix + sealed
+    kind, rest_len = wire.parse_prefix(encoded[: wire.FRAME_PREFIX])
+    assert kind == DATA
+    rest = encoded[wire.FRAME_PREFIX :]
+    assert len(rest) == rest_len
+    head = wire.split_rest(kind, rest)
+    assert head.header == header
+    assert head.aad == bytes([DATA]) + header
+    assert head.sealed_len == len(sealed)
+    assert wire.parse_data_header(head.header, head.sealed_len) == (fid, offset, length)
+
+
+def test_parse_data_header_length_mismatch() -> None:
+    header = wire.data_header(bytes(16), 0, 100)
+    assert wire.parse_data_header(header, 100 + DIGEST + TAG)[2] == 100
+    for sealed_len in (0, 100, 100 + DIGEST + TAG - 1, 100 + DIGEST + TAG + 1):
+        with pytest.raises(ProtocolError):
+            wire.parse_data_header(header, sealed_len)
+
+
+def test_parse_data_header_over_max_chunk() -> None:
+    length = MAX_CHUNK + 1
+    header = wire.data_header(bytes(16), 0, length)
+    with pytest.raises(ProtocolError):
+        wire.parse_data_header(header, length + DIGEST + TAG)
+    ok = wire.data_header(bytes(16), 0, MAX_CHUNK)
+    assert wire.parse_data_header(ok, MAX_CHUNK + DIGEST + TAG)[2] == MAX_CHUNK
+
+
+def test_acks_roundtrip() -> None:
+    entries = [(bytes([i]) * 16, i * 1_000_003) for i in range(50)] + [(b"\xff" * 16, 2**64 - 1)]
+    header = wire.ack_header(len(entries))
+    body = wire.encode_acks(entries)
+    assert len(body) == len(entries) * 24
+    assert wire.parse_acks(header, body) == entries
+    assert wire.parse_acks(wire.ack_header(0), b"") == []
+
+
+def test_acks_malformed() -> None:
+    entries = [(bytes(16), 0), (b"\x01" * 16, 1)]
+    body = wire.encode_acks(entries)
+    for count in (0, 1, 3):
+        with pytest.raises(ProtocolError):
+            wire.parse_acks(wire.ack_header(count), body)
+    with pytest.raises(ProtocolError):
+        wire.parse_acks(wire.ack_header(2), body[:-1])
+    with pytest.raises(ProtocolError):
+        wire.parse_acks(wire.ack_header(2), body + b"\x00")
+    with pytest.raises(ProtocolError):
+        wire.parse_acks(wire.ack_header(MAX_ACKS + 1), b"\x00" * 24 * (MAX_ACKS + 1))
+    big = [(bytes(16), i) for i in range(MAX_ACKS)]
+    assert len(wire.parse_acks(wire.ack_header(MAX_ACKS), wire.encode_acks(big))) == MAX_ACKS
+
+
+def test_error_frame() -> None:
+    body = wire.encode_error(7, "disk full \u2603")
+    assert wire.parse_error(body) == (7, "disk full \u2603")
+    assert wire.parse_error(b"\x02") == (2, "")
+    assert wire.parse_error(b"\x03\xff\xfeabc") == (3, "\ufffd\ufffdabc")
+    with pytest.raises(ProtocolError):
+        wire.parse_error(b"")
+
+
+def test_error_frame_message_bounded() -> None:
+    code, text = wire.parse_error(wire.encode_error(1, "\u2603" * 1000))
+    assert code == 1
+    assert len(text.encode()) <= 1000 + 3  # a cut character becomes one U+FFFD
+    assert text.startswith("\u2603" * 333)
+
+
+# ---------------------------------------------------------------- fuzz
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FUZZ
+@given(data=st.binary(max_size=2000), chunks=st.lists(st.integers(1, 64), max_size=50))
+def test_fuzz_decoder_random_bytes(data: bytes, chunks: list[int]) -> None:
+    dec = MsgDecoder()
+    pos = 0
+    sizes = chunks or [len(data) or 1]
+    i = 0
+    try:
+        while pos < len(data):
+            n = sizes[i % len(sizes)]
+            i += 1
+            dec.feed(data[pos : pos + n])
+            pos += n
+            assert dec.wanted() >= 1
+            for _ in range(len(data) + 1):  # bounded: every message eats >= 4 bytes
+                if dec.next() is None:
+                    break
+            else:
+                raise AssertionError("decoder did not run dry")
+    except ProtocolError:
+        pass
+
+
+@FUZZ
+@given(body=st.binary(max_size=500))
+def test_fuzz_decoder_random_body(body: bytes) -> None:
+    dec = MsgDecoder()
+    dec.feed(_framed(body))
+    try:
+        msg = dec.next()
+    except ProtocolError:
+        return
+    assert isinstance(msg, dict)
+    assert isinstance(msg["t"], str)
+    assert dec.next() is None
+
+
+@FUZZ
+@given(prefix=st.binary(min_size=5, max_size=5))
+def test_fuzz_parse_prefix(prefix: bytes) -> None:
+    try:
+        kind, rest = wire.parse_prefix(prefix)
+    except ProtocolError:
+        return
+    assert kind in (DATA, ACK, SYNC, ERROR)
+    assert wire.header_size(kind) + TAG <= rest <= MAX_FRAME - 1
+
+
+json_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=12)
+json_values = json_scalars | st.lists(json_scalars, max_size=3)
+messages = st.builds(
+    lambda t, rest: {**rest, "t": t},
+    st.text(max_size=8),
+    st.dictionaries(st.text(max_size=6), json_values, max_size=3),
+)
+
+
+@FUZZ
+@given(msgs=st.lists(messages, min_size=1, max_size=4), seed=st.integers(0, 2**32))
+def test_fuzz_roundtrip_random_splits(msgs: list[dict], seed: int) -> None:
+    encoded = b"".join(wire.encode_msg(m) for m in msgs)
+    dec = MsgDecoder()
+    got = []
+    for piece in _random_splits(encoded, random.Random(seed)):
+        dec.feed(piece)
+        got.extend(_drain(dec))
+    assert got == msgs
+
+
+@FUZZ
+@given(
+    msgs=st.lists(messages, min_size=1, max_size=3),
+    edits=st.lists(
+        st.tuples(st.sampled_from(["flip", "insert", "delete", "set"]), st.integers(0, 10**6), st.integers(0, 255)),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_fuzz_mutated_sequence(msgs: list[dict], edits: list[tuple[str, int, int]]) -> None:
+    encoded = bytearray(b"".join(wire.encode_msg(m) for m in msgs))
+    for op, where, value in edits:
+        if not encoded:
+            break
+        pos = where % len(encoded)
+        if op == "flip":
+            encoded[pos] ^= 1 << (value % 8)
+        elif op == "insert":
+            encoded.insert(pos, value)
+        elif op == "delete":
+            del encoded[pos]
+        else:
+            encoded[pos] = value
+    dec = MsgDecoder()
+    dec.feed(bytes(encoded))
+    try:
+        for _ in range(len(encoded) + 1):
+            msg = dec.next()
+            if msg is None:
+                break
+            assert isinstance(msg, dict) and isinstance(msg["t"], str)
+        else:
+            raise AssertionError("decoder did not run dry")
+    except ProtocolError:
+        pass
+    assert dec.wanted() >= 1
+
+
+# ------------------------------------------------------------------ bundles
+
+
+def _bundle(files: list[tuple[bytes, bytes, int, int]]) -> bytes:
+    body = bytearray()
+    for path, data, mtime, mode in files:
+        head = bytearray(wire.BUNDLE_ENTRY_HEAD + len(path))
+        wire.pack_bundle_entry_head(head, 0, path, len(data), mtime, mode)
+        body += head + data + hashlib.sha256(data).digest()
+    return bytes(body)
+
+
+def test_bundle_round_trip() -> None:
+    files = [(b"a/b.txt", b"hello", 123, 0o644), (b"empty", b"", -5, 0o600), (b"\xff\xfe", b"x" * 1000, 0, 0o4755)]
+    header = wire.bundle_header(7, len(files))
+    number, entries = wire.parse_bundle(header, memoryview(_bundle(files)))
+    assert number == 7
+    assert [(e.path, bytes(e.data), e.mtime_ns, e.mode) for e in entries] == files
+    assert all(e.digest == hashlib.sha256(bytes(e.data)).digest() for e in entries)
+
+
+@pytest.mark.parametrize("cut", [1, 10, 20, 40])
+def test_bundle_truncated_or_padded_is_refused(cut: int) -> None:
+    body = _bundle([(b"f", b"0123456789", 1, 0o644), (b"g", b"abc", 1, 0o644)])
+    header = wire.bundle_header(1, 2)
+    with pytest.raises(ProtocolError):
+        wire.parse_bundle(header, memoryview(body[:-cut]))
+    with pytest.raises(ProtocolError):
+        wire.parse_bundle(header, memoryview(body + b"\x00" * cut))
+
+
+def test_bundle_limits() -> None:
+    with pytest.raises(ProtocolError):
+        wire.parse_bundle(wire.bundle_header(1, wire.MAX_BUNDLE_FILES + 1), memoryview(b""))
+    with pytest.raises(ProtocolError):  # an empty path
+        wire.parse_bundle(wire.bundle_header(1, 1), memoryview(_bundle([(b"", b"x", 0, 0)])))
+
+
+def test_bundle_ack_round_trip() -> None:
+    statuses = [(0, 0, ""), (1, 0, ""), (2, 6, "refused: \u00e9")]
+    header, body = wire.encode_bundle_ack(9, statuses)
+    assert wire.parse_bundle_ack(header, body) == (9, statuses)
+    with pytest.raises(ProtocolError):
+        wire.parse_bundle_ack(header, body[:-1])
+    bad_header, bad_body = wire.encode_bundle_ack(9, [(3, 0, "")])
+    with pytest.raises(ProtocolError):
+        wire.parse_bundle_ack(bad_header, bad_body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.integers(0, 20))
+def test_bundle_parser_fuzz(body: bytes, count: int) -> None:
+    try:
+        _, entries = wire.parse_bundle(wire.bundle_header(0, count), memoryview(body))
+    except ProtocolError:
+        return
+    assert len(entries) == count
+
+
+# ------------------------------------------------------ many files restored
+
+
+def test_reqs_round_trip() -> None:
+    asks = [wire.Ask(b"t" * 16, 5, -1, b"a/b"), wire.Ask(b"u" * 16, 0, 2**62, b"\xff" * 300)]
+    header, body = wire.encode_reqs(3, asks)
+    assert wire.parse_reqs(header, body) == (3, asks)
+    for bad in (body[:-1], body + b"x"):
+        with pytest.raises(ProtocolError):
+            wire.parse_reqs(header, bad)
+
+
+def test_reqs_limits() -> None:
+    with pytest.raises(ProtocolError):  # nothing asked
+        wire.parse_reqs(*wire.encode_reqs(0, []))
+    with pytest.raises(ProtocolError):  # an empty path
+        wire.parse_reqs(*wire.encode_reqs(0, [wire.Ask(b"t" * 16, 1, 0, b"")]))
+    # The answer must fit in one frame: at most MAX_CHUNK of answer, counted per file.
+    fits = wire.MAX_CHUNK - wire.answer_cost(0)
+    size = fits - wire.answer_cost(0) + wire.DATAS_TEXT - wire.DIGEST
+    ok = [wire.Ask(b"t" * 16, 0, 0, b"a"), wire.Ask(b"u" * 16, size, 0, b"b")]
+    assert len(wire.parse_reqs(*wire.encode_reqs(0, ok))[1]) == 2
+    too_much = [wire.Ask(b"t" * 16, 0, 0, b"a"), wire.Ask(b"u" * 16, size + 1, 0, b"b")]
+    with pytest.raises(ProtocolError):
+        wire.parse_reqs(*wire.encode_reqs(0, too_much))
+    assert 1 + wire.header_size(wire.DATAS) + wire.MAX_CHUNK + TAG <= MAX_FRAME
+
+
+def _datas(entries: list[tuple[bytes, int, int, bytes]]) -> bytes:
+    body = bytearray()
+    for tag, status, code, payload in entries:
+        head = bytearray(wire.DATAS_ENTRY_HEAD)
+        wire.pack_datas_entry_head(head, 0, tag, status, code, len(payload))
+        body += head + payload
+    return bytes(body)
+
+
+def test_datas_round_trip() -> None:
+    data = b"hello"
+    entries = [(b"t" * 16, 0, 0, data + hashlib.sha256(data).digest()), (b"u" * 16, 1, 6, "refused: é".encode())]
+    number, got = wire.parse_datas(wire.datas_header(4, 2), memoryview(_datas(entries)))
+    assert number == 4 and [(t, s, c, bytes(p)) for t, s, c, p in got] == entries
+
+
+@pytest.mark.parametrize("entries", [
+    [(b"t" * 16, 2, 0, b"x" * 40)],  # unknown status
+    [(b"t" * 16, 0, 0, b"x" * 31)],  # data shorter than its digest
+])
+def test_datas_malformed(entries) -> None:
+    with pytest.raises(ProtocolError):
+        wire.parse_datas(wire.datas_header(0, len(entries)), memoryview(_datas(entries)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.integers(0, 20))
+def test_many_files_parsers_fuzz(body: bytes, count: int) -> None:
+    for parse, header in ((wire.parse_reqs, wire.encode_reqs(0, [])[0][:4] + count.to_bytes(4, "big")),
+                          (wire.parse_datas, wire.datas_header(0, count))):
+        try:
+            _, got = parse(header, memoryview(body))
+        except ProtocolError:
+            continue
+        assert len(got) == count
