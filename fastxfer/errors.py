@@ -99,3 +99,15 @@ def from_exit_code(code: int, message: str) -> FxError:
         if cls.exit_code == code:
             return cls(message)
     return ProtocolError(message)
+
+
+def aggregate(failures: list[FxError], total: int) -> FxError | None:
+    """What a command that handled *total* items, of which *failures* failed,
+    ends with: nothing when none failed; the one cause when every item failed
+    for it (exit with its code); otherwise PartialError (exit 9)."""
+    if not failures:
+        return None
+    codes = {f.exit_code for f in failures}
+    if len(failures) >= total and len(codes) == 1:
+        return failures[0]
+    return PartialError(f"{len(failures)} of {total} not stored" if total else PartialError.__doc__)
