@@ -34,7 +34,7 @@ from fastxfer.protocol import layout
 from fastxfer.protocol import paths
 from fastxfer.errors import BusyError, ConnectError, FxError, LocalFileError, ProtocolError, RefusedError, VerifyError, from_exit_code
 from fastxfer.client.connect import BACKOFF_MAX, ControlClient, Welcome, keep_alive, open_stream
-from fastxfer.store.diskio import open_chain, sync_filesystem
+from fastxfer.localfs import open_chain, sync_filesystem
 from fastxfer.net.conn import Buffer
 
 # In flight per stream: up to WINDOW requests and WINDOW_BYTES of chunks,

@@ -16,7 +16,8 @@ import stat
 from fastxfer.protocol import wire
 from fastxfer.protocol import layout
 from fastxfer.protocol import paths
-from fastxfer.store.diskio import now_ns, open_chain, space_error, storage_failure, sync_filesystem, unlink_quietly, write_all
+from fastxfer.localfs import open_chain, sync_filesystem
+from fastxfer.store.diskio import now_ns, space_error, storage_failure, unlink_quietly, write_all
 from fastxfer.errors import FxError, RefusedError
 
 RECORDS_PER_QUERY = 500  # names in one manifest lookup (SQLite allows 32,766 variables)

@@ -10,7 +10,7 @@ import stat
 
 from fastxfer.protocol import layout
 from fastxfer.protocol import paths
-from fastxfer.store.diskio import open_chain
+from fastxfer.localfs import open_chain
 from fastxfer.errors import FxError, RefusedError
 
 

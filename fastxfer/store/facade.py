@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from fastxfer.protocol import layout
 from fastxfer.protocol import paths
 from fastxfer.store.catalog import Catalog
-from fastxfer.store.diskio import (DIR_FLAGS, MEMORY_FILESYSTEMS, current_umask, filesystem_type, now_ns, open_chain,
-                     read_file, space_error, unlink_quietly, write_all)
+from fastxfer.localfs import DIR_FLAGS, open_chain
+from fastxfer.store.diskio import (MEMORY_FILESYSTEMS, current_umask, filesystem_type, now_ns, read_file, space_error,
+                                   unlink_quietly, write_all)
 from fastxfer.errors import FxError, ProtocolError, RefusedError, VerifyError
 from fastxfer.store.bundles import SmallFiles
 
