@@ -142,6 +142,7 @@ class Peers:
                 self.nc = h.Netcat()
             except SetupError as e:
                 self.skip("tar-nc", str(e))
+        self.fx_compare: dict[str, h.FastxferPeer] = {}  # label -> a server running other code (--compare)
         if "fastxfer" in wanted:
             peer = h.FastxferPeer(work, work / "none", args.python, [], args.code)
             stack.callback(peer.stop)
@@ -153,6 +154,11 @@ class Peers:
                 self.fx = peer
             except SetupError as e:
                 self.skip("fastxfer", str(e))
+            for label, code in args.compare:
+                other = h.FastxferPeer(work, work / "none", args.python, [], code)
+                stack.callback(other.stop)
+                other.start()  # a comparison that cannot run is an error, not a skipped row
+                self.fx_compare[label] = other
 
     def skip(self, tool: str, reason: str) -> None:
         if tool in self.wanted and tool not in self.skipped:
@@ -206,16 +212,19 @@ class Peers:
         c.prepare = prepare
         return c
 
-    def fastxfer(self, src: Source, streams: str) -> Contender:
-        cmd = self.fx.send_cmd(src.path, streams)
+    def fastxfer(self, src: Source, streams: str, label: str = "") -> Contender:
+        fx = self.fx_compare[label] if label else self.fx
+        cmd = fx.send_cmd(src.path, streams)
         # A file lands as ROOT/<client>/name, a folder (no slash) as ROOT/<client>/<folder name>.
         landing = h.CLIENT_NAME if src.path.is_file() else f"{h.CLIENT_NAME}/{src.path.name}"
         name = "fastxfer (auto)" if streams == "auto" else f"fastxfer -s{streams}"
+        if label:
+            name += f" [{label}]"
 
         def prepare(logs: Path) -> Prepared:
-            self.fx.restart()  # an empty root: no files, no manifest, as a first backup finds it
-            return Prepared([ClientRun(cmd, self.fx.client_env(), self.fx.code, logs)],
-                            self.fx.proc.pid, None, [(self.fx.root / landing, src.expected)])
+            fx.restart()  # an empty root: no files, no manifest, as a first backup finds it
+            return Prepared([ClientRun(cmd, fx.client_env(), fx.code, logs)],
+                            fx.proc.pid, None, [(fx.root / landing, src.expected)])
         return Contender(name, "fastxfer", streams, prepare, [cmd])
 
     def rsync_pull(self, src: Source, dest: Path) -> Contender:
@@ -292,6 +301,8 @@ def contenders_for(workload: str, peers: Peers, src, dest: Path, streams: list[s
     elif peers.can("fastxfer"):
         for s in (["auto"] if workload == "byte" else streams):
             out.append(peers.fastxfer(src, s))
+            for label in peers.fx_compare:  # the same row on other code, alternating with this one
+                out.append(peers.fastxfer(src, s, label))
     for c in out:
         c.nbytes, c.nfiles = src.nbytes, src.nfiles
     return out
@@ -415,6 +426,20 @@ def summarize(workload: str, results: list[dict]) -> list[dict]:
 def _f(x: float) -> str:
     """Wall seconds with 3 significant-ish digits."""
     return f"{x:.2f}" if x >= 1 else f"{x:.3f}"
+
+
+def compare_lines(rows: list[dict]) -> list[str]:
+    """Each --compare row against the same row on --code: the ratio of median wall times."""
+    by_name = {r["tool"]: r for r in rows if "median_wall_s" in r}
+    out = []
+    for name, r in by_name.items():
+        m = re.fullmatch(r"(.*) \[(.+)\]", name)
+        if m and m.group(1) in by_name:
+            ours = by_name[m.group(1)]
+            out.append(f"{m.group(1)}: median wall {_f(ours['median_wall_s'])} s here, "
+                       f"{_f(r['median_wall_s'])} s on [{m.group(2)}]: this code takes "
+                       f"{ours['median_wall_s'] / r['median_wall_s']:.3f} × the time of [{m.group(2)}]")
+    return out
 
 
 def markdown_table(workload: str, rows: list[dict]) -> str:
@@ -566,11 +591,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--code", type=Path, default=REPO,
                    help="folder holding the fastxfer package to run, e.g. a `git archive` of one "
                         "commit, so edits made during the run don't mix in (default: this working tree)")
+    p.add_argument("--compare", action="append", default=[], metavar="LABEL=DIR",
+                   help="also run every fastxfer row with the package in DIR (e.g. a `git archive` of the "
+                        "commit before a change), rows labelled [LABEL], alternating with --code in the same "
+                        "rounds; give the same DIR twice under two labels to see the spread of one code "
+                        "against itself (may repeat)")
     p.add_argument("--python", default=h.default_python(), help="python that runs fastxfer")
     p.add_argument("--timeout", type=float, default=0, help="seconds per run before it is killed (0: from the size)")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
     args = p.parse_args(argv)
     args.code = args.code.resolve()
+    compare = []
+    for item in args.compare:
+        label, sep, folder = item.partition("=")
+        if not sep or not label or not Path(folder).is_dir():
+            p.error(f"--compare {item}: expected LABEL=DIR with an existing DIR")
+        compare.append((label, Path(folder).resolve()))
+    args.compare = compare  # (label, Path) pairs
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     args.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     args.streams = [s.strip() for s in args.streams.split(",") if s.strip()]
@@ -627,7 +664,8 @@ def main(argv: list[str]) -> int:
         jlog.write("meta", stamp=stamp, filesystem=fs, work=str(work), cpus=psutil.cpu_count(),
                    python=args.python, argv=argv, loadavg=os.getloadavg(), versions=versions,
                    nc_variant=peers.nc.variant if peers.nc else None, code=code, skipped=peers.skipped,
-                   args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                   args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "compare"},
+                   compare={label: h.code_state(code) for label, code in args.compare},
                    cmds={w: {c.name: c.cmds for c in cs} for w, cs in plan.items()})
         all_ok, sections, summaries, notes = True, [], {}, []
         for workload, contenders in plan.items():
@@ -655,6 +693,9 @@ def main(argv: list[str]) -> int:
                     + markdown_table(workload, rows)
                     + f"\n\nother processes' CPU during a run: median {statistics.median(others):.2f} s, "
                       f"max {max(others):.2f} s; steal max {max(r['steal_s'] for r in results):.2f} s")
+            for line in compare_lines(rows):
+                text += f"\n\n{line}"
+                jlog.write("compare", workload=workload, text=line)
             if workload == "clients":
                 many = next((r for r in rows if r["tool"] != BASELINE["clients"] and "ratio" in r), None)
                 if many:
