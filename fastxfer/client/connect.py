@@ -18,16 +18,13 @@ from fastxfer.protocol import keys
 from fastxfer.errors import ConnectError, ProtocolError, TrustError
 from fastxfer.net.conn import Channel, Conn, connect, keep_alive_probes, peer_cert, tls_wrap
 from fastxfer.trust.pins import PinList, address_key
+from fastxfer.client.retry import Backoff
 
 CONNECT_TIMEOUT = 15.0
 REPLY_TIMEOUT = 600.0
 # The server is authenticated by then; a resume list of a file with the
 # most chunks (layout.MAX_CHUNKS) must fit.
 REPLY_LIMIT = wire.MAX_REPLY
-# A control connection found gone is opened again this many times in a row
-# (backoff 0.2 s doubling to 5 s: about 20 s) before a call gives up.
-RECONNECTS = 8
-BACKOFF_MAX = 5.0
 # Calls that may have taken effect although their answer was lost: not
 # repeated blindly (the caller finds out what happened).
 NOT_REPEATED = frozenset({"commit"})
@@ -124,11 +121,11 @@ class ControlClient:
 
         A connection found gone (the server restarted, the network changed) is
         opened again, with a fresh proof of identity and a new welcome, and the
-        call made again, RECONNECTS times in a row with backoff.  A commit whose
+        call made again, with the one backoff (client/retry.py).  A commit whose
         answer was lost is not repeated: it may have taken effect, and the
         ConnectError tells the caller to find out.
         """
-        failures = 0
+        backoff = Backoff()
         while True:
             sent = False
             try:
@@ -141,10 +138,8 @@ class ControlClient:
                 return wire.expect(self.chan.recv(REPLY_TIMEOUT), reply)
             except ConnectError:
                 self.drop()
-                failures += 1
-                if (sent and msg.get("t") in NOT_REPEATED) or failures > RECONNECTS:
+                if (sent and msg.get("t") in NOT_REPEATED) or not backoff.again():
                     raise
-                time.sleep(min(BACKOFF_MAX, 0.2 * 2 ** (failures - 1)))
 
     def check(self) -> None:
         """Between calls the server has nothing to say: anything readable is its
