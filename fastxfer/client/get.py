@@ -33,7 +33,8 @@ from fastxfer.protocol import wire
 from fastxfer.protocol import layout
 from fastxfer.protocol import paths
 from fastxfer.errors import BusyError, ConnectError, FxError, LocalFileError, ProtocolError, RefusedError, VerifyError, from_exit_code
-from fastxfer.client.connect import BACKOFF_MAX, ControlClient, Welcome, keep_alive, open_stream
+from fastxfer.client.connect import ControlClient, Welcome, keep_alive, open_stream
+from fastxfer.client.retry import MAX_WAIT
 from fastxfer.localfs import open_chain, sync_filesystem
 from fastxfer.net.conn import Buffer
 
@@ -426,7 +427,7 @@ class Getter:
                 if failures > RETRIES:
                     self._stop(ConnectError(f"{exc.message} (gave up after {RETRIES} reconnects)"))
                     return
-                time.sleep(min(BACKOFF_MAX, 0.2 * 2 ** (failures - 1)))  # a server restarting needs a moment
+                time.sleep(min(MAX_WAIT, 0.2 * 2 ** (failures - 1)))  # a server restarting needs a moment
             except FxError as exc:  # trust, refused: reconnecting would not help
                 self._stop(exc)
                 return
