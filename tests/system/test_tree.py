@@ -232,16 +232,3 @@ def test_touched_file_with_same_content_moves_once(tmp_path: Path, server, clien
     assert stored.stat().st_mtime_ns == 3 * 10**18 and stored.stat().st_mode & 0o777 == 0o600
     again = client.send(server, f)
     assert "sent 0 B" in again.stdout  # the new time was recorded: nothing moves now
-
-
-def test_tops_are_the_fewest_paths_covering_a_send() -> None:
-    from fastxfer.client.send import tops_of
-    from fastxfer.client.walk import Entry
-
-    def entries(*remotes: str) -> list[Entry]:
-        return [Entry("/x", r, "file", 1, 0, 0o644) for r in remotes]
-
-    assert tops_of(entries("tree", "tree/a", "tree/b/c", "other", "other/x")) == ["tree", "other"]
-    assert tops_of(entries("tree2/a", "tree/a")) == ["tree2/a", "tree/a"]  # a sibling with a longer name is not inside
-    assert tops_of(entries(*[f"f{i}" for i in range(64)])) is not None
-    assert tops_of(entries(*[f"f{i}" for i in range(65)])) is None  # more than a probe may name: ask file by file
