@@ -49,8 +49,9 @@ def test_tampering_every_stream_fails_without_committing(tmp_path: Path, server,
     try:
         fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
         f = make_file(tmp_path / "data.bin", 4 << 20)
+        # Every reopened stream is tampered with too: two reconnections show the send gives up.
         done = fx(client.home, "send", f, "--to", f"127.0.0.1:{relay.port}", "--streams", "2",
-                  "--chunk-size", "1M", timeout=120)
+                  "--chunk-size", "1M", timeout=120, env={"FASTXFER_RECONNECTS": "2"})
     finally:
         relay.close()
     assert done.returncode == 4
