@@ -184,7 +184,10 @@ def test_a_file_that_vanishes_before_it_is_read_fails_alone(tmp_path: Path, serv
     from relay import Relay, stalling
 
     top = tmp_path / "v"
-    make_file(top / "big.bin", 2 << 20)
+    # Ahead of the bundle in the one stream's queue: more than the socket
+    # buffers hold while the relay stalls, so the bundle is read only after
+    # the unlink, however slowly the test itself runs.
+    make_file(top / "big.bin", 16 << 20)
     for i in range(5):
         make_file(top / f"small{i}", 1000, seed=i)
     gate, stalled = threading.Event(), threading.Event()
