@@ -232,6 +232,14 @@ class Planner:
                 raise ProtocolError("server answered a different number of files")
             answers = {id(s): wire.get_obj(a) for s, a in zip(ask, got)}
             self.nothing_stored = reply.get("empty") is True
-        verdicts = [verdict(src, answers.get(id(src), {"t": "ok", "status": "send"})) for src in batch]
-        settled = [r for r in verdicts if r.status != "send"]
-        return settled, group_bundles([r.src for r in verdicts if r.status == "send"])
+        if not answers:  # nothing asked: every file goes
+            return [], group_bundles(batch)
+        settled, send = [], []
+        for src in batch:
+            answer = answers.get(id(src))
+            result = verdict(src, answer) if answer is not None else None
+            if result is None or result.status == "send":
+                send.append(src)
+            else:
+                settled.append(result)
+        return settled, group_bundles(send)
