@@ -42,8 +42,9 @@ def make_file(path: Path, size: int, seed: int = 0) -> Path:
 
 
 def fx(home: Path, *args: str, timeout: float = 120, check: bool = False,
-       input: str | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, FASTXFER_HOME=str(home))
+       input: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run fastxfer with *home* as its FASTXFER_HOME; *env* adds to its environment."""
+    env = dict(os.environ, FASTXFER_HOME=str(home), **(env or {}))
     done = subprocess.run(FX + [str(a) for a in args], env=env, capture_output=True, text=True,
                           errors="surrogateescape", timeout=timeout, input=input)
     if check and done.returncode != 0:
@@ -171,8 +172,8 @@ def restart_while(server: Server, proc: subprocess.Popen, timeout: float = 120) 
     return err
 
 
-def start_send(client, relay, *args) -> subprocess.Popen:
-    """A send through a relay (tests/relay.py), left running."""
+def start_send(client, relay, *args, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A send through a relay (tests/relay.py), left running; *env* adds to its environment."""
     return subprocess.Popen(FX + ["send", *map(str, args), "--to", f"127.0.0.1:{relay.port}"],
-                            env=dict(os.environ, FASTXFER_HOME=str(client.home)),
+                            env=dict(os.environ, FASTXFER_HOME=str(client.home), **(env or {})),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

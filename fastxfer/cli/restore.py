@@ -93,7 +93,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_get(args: argparse.Namespace) -> int:
     from fastxfer.cli.report import make_progress
     from fastxfer.client.connect import connect_control
-    from fastxfer.client.send import LONG_PATH_RTT, auto_streams
+    from fastxfer.client.tuning import LONG_PATH_RTT, auto_streams
     from fastxfer.client.get import Getter, list_all, plan
     from fastxfer.client.walk import display
 

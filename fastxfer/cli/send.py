@@ -92,17 +92,14 @@ class Background:
 
 
 def _connect_for_send(address: str):
-    from fastxfer.client import send as client
+    from fastxfer.client import send as _loaded_here  # noqa: F401 - its imports load while the walk runs
     from fastxfer.client.connect import connect_control
 
     return connect_control(address)
 
 
-def cmd_send(args: argparse.Namespace) -> int:
-    # Only what the walk needs is imported here; the session's modules (TLS,
-    # cryptography: most of the start-up) load in the connecting thread while
-    # the walk runs.
-    from fastxfer.client.walk import display, walk
+def check_args(args: argparse.Namespace) -> None:
+    """Usage errors before any walk."""
     from fastxfer.trust.pins import parse_address
 
     if args.streams is not None and not 1 <= args.streams <= 64:
@@ -115,7 +112,16 @@ def cmd_send(args: argparse.Namespace) -> int:
             split(args.dest.strip("/"))
         except RefusedError as exc:
             raise UsageError(f"--dest: {exc.message}") from None
-    parse_address(args.to)  # a usage error before any walk
+    parse_address(args.to)
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    # Only what the walk needs is imported here; the session's modules (TLS,
+    # cryptography: most of the start-up) load in the connecting thread while
+    # the walk runs.
+    from fastxfer.client.walk import display, walk
+
+    check_args(args)
     started = time.monotonic()
     # The handshake waits on the network while the walk waits on the disk:
     # they overlap. A walk that fails ends the command; the process's exit
@@ -129,7 +135,6 @@ def cmd_send(args: argparse.Namespace) -> int:
     for s in skipped:
         print(f"WARNING: {display(s.local)}: {s.reason}", file=sys.stderr)
     control, welcome = connecting.result()
-    from fastxfer.client.send import Sender
     from fastxfer.client.connect import KEEP_ALIVE
 
     if time.monotonic() - started > KEEP_ALIVE:
@@ -137,52 +142,73 @@ def cmd_send(args: argparse.Namespace) -> int:
         # a ping finds out, and opens it again if it is gone.
         control.call({"t": "ping"}, "pong")
         welcome = control.welcome or welcome
-    show = sys.stderr.isatty() and not args.quiet
-    sender = Sender(control, welcome, args.streams, args.chunk_size, args.sha256, show,
-                    checksum=args.checksum, dry_run=args.dry_run)
     try:
-        results = sender.run(sources)
-        if args.receipts and not args.dry_run:
-            fetch_receipts(control, [r.src.remote for r in results if r.src.kind == "file"
-                                     and r.status in ("stored", "unchanged")], args.receipts)
+        sender, results = run_sender(args, control, welcome, sources)
     finally:
-        if sender.progress is not None:
-            sender.progress.close()
         control.close()
     reopened_note(control)
     elapsed = time.monotonic() - started
     if args.dry_run:
         return report_dry_run(results, skipped, welcome.name)
-    failed = [r for r in results if r.status == "failed"]
-    listed = args.verbose or len(results) <= 100
+    report_results(results, welcome.name, args.verbose)
+    print_summary(results, skipped, sender, elapsed)
+    return exit_code(results, skipped)
+
+
+def run_sender(args: argparse.Namespace, control, welcome, sources: list):
+    from fastxfer.cli.report import Progress
+    from fastxfer.client.send import Sender
+
+    show = sys.stderr.isatty() and not args.quiet
+    sender = Sender(control, welcome, args.streams, args.chunk_size, args.sha256, Progress(show),
+                    checksum=args.checksum, dry_run=args.dry_run)
+    results = sender.run(sources)
+    if args.receipts and not args.dry_run:
+        fetch_receipts(control, [r.src.remote for r in results if r.src.kind == "file"
+                                 and r.status in ("stored", "unchanged")], args.receipts)
+    return sender, results
+
+
+def report_results(results: list, name: str, verbose: bool) -> None:
+    from fastxfer.client.walk import display
+
     # One line per cause: a session that ended takes every file not yet sent with it.
     causes: dict[str, int] = {}
-    for r in failed:
-        assert r.error is not None
-        causes[r.error.message] = causes.get(r.error.message, 0) + 1
-    for message, count in causes.items():
-        print(f"ERROR: {message}" + (f" ({count} files)" if count > 1 else ""), file=sys.stderr)
     for r in results:
         if r.status == "failed":
-            continue
-        if not listed:
+            assert r.error is not None
+            causes[r.error.message] = causes.get(r.error.message, 0) + 1
+    for message, count in causes.items():
+        print(f"ERROR: {message}" + (f" ({count} files)" if count > 1 else ""), file=sys.stderr)
+    if not (verbose or len(results) <= 100):
+        return
+    for r in results:
+        if r.status == "failed":
             continue
         what = "" if r.src.kind == "file" else f" ({'folder' if r.src.kind == 'dir' else 'link'})"
         if r.status == "stored":
             size = f" ({human(r.src.size)}, verified)" if r.src.kind == "file" else what
-            print(f"stored {welcome.name}/{display(r.src.remote)}{size}")
+            print(f"stored {name}/{display(r.src.remote)}{size}")
         else:
-            print(f"unchanged {welcome.name}/{display(r.src.remote)}{what or ' (same size and time as stored)'}")
+            print(f"unchanged {name}/{display(r.src.remote)}{what or ' (same size and time as stored)'}")
         if r.sha256:
             print(f"{r.sha256.hex()}  {display(r.src.local)}")
+
+
+def print_summary(results: list, skipped: list, sender, elapsed: float) -> None:
     files = [r for r in results if r.src.kind == "file"]
     stored = sum(1 for r in files if r.status == "stored")
     unchanged = sum(1 for r in files if r.status == "unchanged")
+    failed = sum(1 for r in results if r.status == "failed")
     rate = sender.bytes_sent / elapsed / 2**20 if elapsed else 0.0
-    print(f"{plural(stored, 'file')} stored and verified, {unchanged} unchanged, {len(failed)} failed, "
+    print(f"{plural(stored, 'file')} stored and verified, {unchanged} unchanged, {failed} failed, "
           f"{len(skipped)} skipped; sent {human(sender.bytes_sent)} in {elapsed:.2f} s "
           f"({rate:.0f} MiB/s) over {plural(sender.streams_opened, 'stream')}"
           + (f"; resumed: {human(sender.bytes_resumed)} were already on the server" if sender.bytes_resumed else ""))
+
+
+def exit_code(results: list, skipped: list) -> int:
+    failed = [r for r in results if r.status == "failed"]
     codes = [r.error.exit_code for r in failed if r.error is not None] + [7] * len(skipped)
     if not codes:
         return 0

@@ -75,7 +75,8 @@ def test_resume_after_server_killed_and_restarted(tmp_path: Path, server, client
     src = make_file(tmp_path / "big.bin", SIZE)
     relay = Relay(server.port, throttled(40 << 20))
     fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
-    proc = start_send(client, relay, src, "--streams", "2", "--chunk-size", "1M")
+    # The server stays down: one reconnection each is enough to see the send give up.
+    proc = start_send(client, relay, src, "--streams", "2", "--chunk-size", "1M", env={"FASTXFER_RECONNECTS": "1"})
     try:
         assert wait_for(lambda: recorded_chunks(server) >= 16)
         os.killpg(server.proc.pid, signal.SIGKILL)  # master and workers at once

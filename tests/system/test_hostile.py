@@ -49,8 +49,9 @@ def test_tampering_every_stream_fails_without_committing(tmp_path: Path, server,
     try:
         fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
         f = make_file(tmp_path / "data.bin", 4 << 20)
+        # Every reopened stream is tampered with too: two reconnections show the send gives up.
         done = fx(client.home, "send", f, "--to", f"127.0.0.1:{relay.port}", "--streams", "2",
-                  "--chunk-size", "1M", timeout=120)
+                  "--chunk-size", "1M", timeout=120, env={"FASTXFER_RECONNECTS": "2"})
     finally:
         relay.close()
     assert done.returncode == 4
@@ -189,7 +190,9 @@ def test_small_files_that_never_went_through_are_each_reported(tmp_path: Path, s
     relay = Relay(server.port, flip_at(10, times=10**9))  # every stream damaged from its start
     try:
         fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
-        done = fx(client.home, "send", top, "--to", f"127.0.0.1:{relay.port}", "--streams", "1", timeout=120)
+        # No reopened stream gets through either: one reconnection shows the send gives up.
+        done = fx(client.home, "send", top, "--to", f"127.0.0.1:{relay.port}", "--streams", "1", timeout=120,
+                  env={"FASTXFER_RECONNECTS": "1"})
     finally:
         relay.close()
     assert done.returncode == 9, done.stderr  # the folder itself was made

@@ -184,7 +184,10 @@ def test_a_file_that_vanishes_before_it_is_read_fails_alone(tmp_path: Path, serv
     from relay import Relay, stalling
 
     top = tmp_path / "v"
-    make_file(top / "big.bin", 2 << 20)
+    # Ahead of the bundle in the one stream's queue: more than the socket
+    # buffers hold while the relay stalls, so the bundle is read only after
+    # the unlink, however slowly the test itself runs.
+    make_file(top / "big.bin", 16 << 20)
     for i in range(5):
         make_file(top / f"small{i}", 1000, seed=i)
     gate, stalled = threading.Event(), threading.Event()
@@ -232,16 +235,3 @@ def test_touched_file_with_same_content_moves_once(tmp_path: Path, server, clien
     assert stored.stat().st_mtime_ns == 3 * 10**18 and stored.stat().st_mode & 0o777 == 0o600
     again = client.send(server, f)
     assert "sent 0 B" in again.stdout  # the new time was recorded: nothing moves now
-
-
-def test_tops_are_the_fewest_paths_covering_a_send() -> None:
-    from fastxfer.client.send import tops_of
-    from fastxfer.client.walk import Entry
-
-    def entries(*remotes: str) -> list[Entry]:
-        return [Entry("/x", r, "file", 1, 0, 0o644) for r in remotes]
-
-    assert tops_of(entries("tree", "tree/a", "tree/b/c", "other", "other/x")) == ["tree", "other"]
-    assert tops_of(entries("tree2/a", "tree/a")) == ["tree2/a", "tree/a"]  # a sibling with a longer name is not inside
-    assert tops_of(entries(*[f"f{i}" for i in range(64)])) is not None
-    assert tops_of(entries(*[f"f{i}" for i in range(65)])) is None  # more than a probe may name: ask file by file

@@ -1,0 +1,200 @@
+"""What a send moves and how it reads it: files cut in chunks, bundles of small
+files, the result per entry, and the reads that check a file is still the
+one the send began with."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+from dataclasses import dataclass, field
+
+from fastxfer.errors import FxError, LocalFileError
+from fastxfer.protocol import layout, wire
+from fastxfer.client.walk import Entry
+
+Source = Entry
+
+
+@dataclass(eq=False)
+class FileJob:
+    src: Source
+    identity: tuple[int, int, int, int]  # (dev, inode, size, mtime) when the send began
+    fid: bytes = b""
+    chunk: int = layout.DEFAULT_CHUNK
+    digests: list[bytes | None] = field(default_factory=list)
+    waiting: set[int] = field(default_factory=set)  # chunks not yet durable and checked
+    have: dict[int, bytes] = field(default_factory=dict)  # the server's durable chunks (resume)
+    sha256: bytes | None = None
+    error: FxError | None = None
+
+    @property
+    def count(self) -> int:
+        return layout.chunk_count(self.src.size, self.chunk)
+
+
+@dataclass(eq=False)
+class Bundle:
+    number: int
+    entries: list[Source]
+    digests: dict[int, bytes] = field(default_factory=dict)  # a small file's SHA-256, by id of its entry
+
+    @property
+    def size(self) -> int:
+        return sum(e.size for e in self.entries)
+
+
+@dataclass
+class Result:
+    src: Source
+    status: str  # stored, unchanged, failed (and send, in a dry run)
+    error: FxError | None = None
+    sha256: bytes | None = None
+    version: str | None = None
+
+
+def file_identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def open_flags(src: Source) -> int:
+    # O_NONBLOCK: a FIFO put where a file was listed must not hang the send.
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+    return flags if src.follow else flags | os.O_NOFOLLOW
+
+
+def changed(job: FileJob) -> LocalFileError:
+    return LocalFileError(f"{job.src.local}: changed while it was sent; not stored (send it again)")
+
+
+def changed_since(job: FileJob) -> FxError | None:
+    """Why *job*'s file is no longer the one the send began with, if it is not."""
+    try:
+        st = os.stat(job.src.local, follow_symlinks=job.src.follow)
+    except OSError as exc:
+        return LocalFileError(f"{job.src.local}: {exc.strerror} while it was sent; not stored")
+    return changed(job) if file_identity(st) != job.identity else None
+
+
+class LocalFile:
+    """A source file opened for one read, and checked to be the one the send began with.
+
+    Files are opened per read rather than held open, so a tree of any size
+    needs a bounded number of descriptors.
+    """
+
+    def __init__(self, job: FileJob) -> None:
+        self.job = job
+
+    def __enter__(self) -> int:
+        try:
+            self.fd = os.open(self.job.src.local, open_flags(self.job.src))
+        except OSError as exc:
+            raise LocalFileError(f"{self.job.src.local}: {exc.strerror}; not stored") from None
+        if file_identity(os.fstat(self.fd)) != self.job.identity:
+            os.close(self.fd)
+            raise changed(self.job)
+        return self.fd
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
+def read_chunk(job: FileJob, index: int, view: memoryview) -> int:
+    """Read chunk *index* of *job* into the start of *view*; its length."""
+    offset, length = layout.chunk_span(job.src.size, job.chunk, index)
+    got = 0
+    with LocalFile(job) as fd:
+        while got < length:
+            try:
+                n = os.preadv(fd, [view[got:length]], offset + got)
+            except OSError as exc:
+                raise LocalFileError(f"{job.src.local}: {exc.strerror}; not stored") from None
+            if n == 0:
+                raise changed(job)
+            got += n
+    return length
+
+
+def whole_sha256(src: Source) -> bytes:
+    """The plain SHA-256 of a listed file (--checksum), before anything is sent."""
+    h = hashlib.sha256()
+    try:
+        with open(src.local, "rb") as f:
+            while data := f.read(1 << 20):
+                h.update(data)
+    except OSError as exc:
+        raise LocalFileError(f"{src.local}: {exc.strerror}") from None
+    return h.digest()
+
+
+def job_sha256(job: FileJob) -> bytes:
+    """The plain SHA-256 of a file being sent (--sha256), read as the one the send began with."""
+    h = hashlib.sha256()
+    buf = memoryview(bytearray(1 << 20))
+    offset = 0
+    try:
+        with LocalFile(job) as fd:
+            while offset < job.src.size:
+                n = os.preadv(fd, [buf], offset)
+                if n == 0:
+                    raise changed(job)
+                h.update(buf[:n])
+                offset += n
+    except OSError as exc:
+        raise LocalFileError(f"{job.src.local}: {exc.strerror}") from None
+    return h.digest()
+
+
+def read_small_into(src: Source, target: memoryview) -> None:
+    """Fill *target* (src.size bytes) with the whole of a small file, refused if
+    it is not the file that was listed or if it changed while it was read."""
+    try:
+        fd = os.open(src.local, open_flags(src))
+    except OSError as exc:
+        raise LocalFileError(f"{src.local}: {exc.strerror}; not stored") from None
+    try:
+        # One fstat, after the read: a file that grew, shrank or was written
+        # meanwhile has another size or time than the listing's by then.
+        got = os.preadv(fd, [target], 0) if src.size else 0
+        after = os.fstat(fd)
+    except OSError as exc:
+        if exc.errno == errno.ESPIPE:  # a FIFO or the like put where the file was
+            raise LocalFileError(f"{src.local}: no longer a regular file; not stored") from None
+        raise LocalFileError(f"{src.local}: {exc.strerror}; not stored") from None
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(after.st_mode):
+        raise LocalFileError(f"{src.local}: no longer a regular file; not stored")
+    if got != src.size or (after.st_size, after.st_mtime_ns) != (src.size, src.mtime_ns):
+        raise LocalFileError(f"{src.local}: changed while it was sent; not stored (send it again)")
+
+
+def pack_bundle(bundle: Bundle, buf: bytearray) -> tuple[bytes, int, list[Result]]:
+    """Read and hash a bundle's files into *buf*, grown as needed:
+    (header, bytes of buf used, files that could not be read).
+
+    Each file is read straight into its place in the frame and hashed
+    there: no copy of a file's bytes in this process."""
+    names = [os.fsencode(src.remote) for src in bundle.entries]
+    need = sum(wire.BUNDLE_ENTRY_FIXED + len(n) + s.size for n, s in zip(names, bundle.entries))
+    if len(buf) < need:
+        buf.extend(bytes(need - len(buf)))
+    failed, count, pos = [], 0, 0
+    with memoryview(buf) as view:
+        for src, name in zip(bundle.entries, names):
+            start = pos + wire.BUNDLE_ENTRY_HEAD + len(name)
+            end = start + src.size
+            try:
+                read_small_into(src, view[start:end])
+            except LocalFileError as exc:
+                failed.append(Result(src, "failed", exc))
+                continue  # the next file takes its place
+            wire.pack_bundle_entry_head(buf, pos, name, src.size, src.mtime_ns, src.mode)
+            digest = hashlib.sha256(view[start:end]).digest()
+            view[end : end + wire.DIGEST] = digest
+            bundle.digests[id(src)] = digest
+            pos = end + wire.DIGEST
+            count += 1
+    return wire.bundle_header(bundle.number, count), pos, failed
