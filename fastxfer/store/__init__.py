@@ -1,1 +1,1 @@
-"""The server's storage: staging, commit and versions, bundles of small files, the catalog."""
+"""The server's disk: facade.Store, composed of manifest, staging, commit, bundles, catalog and diskio; seam names what server/ calls."""

@@ -1,5 +1,5 @@
-"""Many small files: which need sending (probes) and storing them a bundle at
-a time (part of Store).
+"""Many small files at once: which need sending (probes), and storing them a
+bundle at a time.
 
 A bundle's files are staged, made durable by one filesystem sync, renamed
 into place one by one (each appears whole or not at all), their folders
@@ -12,20 +12,39 @@ import hashlib
 import os
 import sqlite3
 import stat
+from typing import TYPE_CHECKING
 
 from fastxfer.protocol import wire
 from fastxfer.protocol import layout
 from fastxfer.protocol import paths
 from fastxfer.localfs import open_chain, sync_filesystem
-from fastxfer.store.diskio import now_ns, space_error, storage_failure, unlink_quietly, write_all
+from fastxfer.store import manifest
+from fastxfer.store.diskio import free_bytes, now_ns, space_error, storage_failure, unlink_quietly, write_all
 from fastxfer.errors import FxError, RefusedError
 
-RECORDS_PER_QUERY = 500  # names in one manifest lookup (SQLite allows 32,766 variables)
+if TYPE_CHECKING:
+    from fastxfer.store.catalog import Catalog
+    from fastxfer.store.commit import Folders, Versions
+    from fastxfer.store.staging import Staging
+
 EMPTY_SHA256 = hashlib.sha256(b"").digest()
+Result = tuple[int, int, str]  # (0 stored, 1 unchanged or 2 failed; exit code; message)
+Staged = tuple[int, list[bytes], int, bytes, wire.BundleEntry]  # (index, parts, folder fd, staged name, entry)
 
 
-class SmallFiles:
-    """Store's probes and bundles; uses Store's folders, manifest and versions."""
+def failed(exc: FxError | OSError) -> Result:
+    refusal = exc if isinstance(exc, FxError) else storage_failure(exc)
+    return (2, refusal.exit_code, refusal.message)
+
+
+class Bundles:
+    """Probes and bundles of many small files."""
+
+    def __init__(self, root_fd: int, db: manifest.Manifest, staging: Staging, folders: Folders,
+                 versions: Versions, catalog: Catalog, umask: int) -> None:
+        self.root_fd, self.manifest, self.staging = root_fd, db, staging
+        self.folders, self.versions, self.catalog = folders, versions, catalog
+        self.umask = umask
 
     def probe_many(self, client: str, items: list[tuple[str, int, int, bytes | None]]) -> list[str | FxError]:
         """For many files (path, size, mtime_ns, sha256 or None): "unchanged", "send" or the
@@ -40,7 +59,7 @@ class SmallFiles:
                 out[i] = exc
                 continue
             by_folder.setdefault(tuple(parts[:-1]), []).append((i, parts))
-        with self._manifest() as db:
+        with self.manifest.connect() as db:
             for key, members in by_folder.items():
                 folder = self._probe_folder(client, members[0][1])
                 if folder is None:
@@ -50,7 +69,7 @@ class SmallFiles:
                         out[i] = folder
                     continue
                 try:
-                    rows = self._records(db, client, [b"/".join(parts) for _i, parts in members])
+                    rows = manifest.file_sizes(db, client, [b"/".join(parts) for _i, parts in members])
                     for i, parts in members:
                         _path, size, mtime_ns, sha256 = items[i]
                         try:
@@ -65,34 +84,12 @@ class SmallFiles:
     def _probe_folder(self, client: str, parts: list[bytes]) -> int | FxError | None:
         """The folder's descriptor, None if it does not exist yet, or why it can never hold the file."""
         try:
-            self._check_parents(client, parts)
+            self.folders.check_parents(client, parts)
             return open_chain(self.root_fd, [client.encode(), *parts[:-1]], create=False)
         except FxError as exc:
             return exc
         except FileNotFoundError:
             return None
-
-    @staticmethod
-    def _records(db: sqlite3.Connection, client: str, raws: list[bytes]) -> dict[bytes, tuple[int, int]]:
-        """{path: (size, mtime_ns)} of those of *raws* the manifest records as files."""
-        found: dict[bytes, tuple[int, int]] = {}
-        for start in range(0, len(raws), RECORDS_PER_QUERY):
-            part = raws[start : start + RECORDS_PER_QUERY]
-            rows = db.execute(
-                f"SELECT path, size, mtime_ns FROM files WHERE client=? AND kind='file'"
-                f" AND path IN ({','.join('?' * len(part))})", (client, *part)).fetchall()
-            found.update((bytes(path), (size, mtime_ns)) for path, size, mtime_ns in rows)
-        return found
-
-    def stores_under(self, client: str, tops: list[bytes]) -> bool:
-        """Whether the manifest records a file of *client* at or below any of *tops*."""
-        with self._manifest() as db:
-            for top in tops:
-                if db.execute("SELECT 1 FROM files WHERE client=? AND kind='file'"
-                              " AND (path=? OR (path >= ? AND path < ?)) LIMIT 1",
-                              (client, top, top + b"/", top + b"0")).fetchone():
-                    return True
-        return False
 
     def _probe_one(self, client: str, parts: list[bytes], folder: int, row: tuple[int, int] | None,
                    size: int, mtime_ns: int, sha256: bytes | None) -> str:
@@ -106,72 +103,76 @@ class SmallFiles:
             return "send"
         if sha256 is None:
             return "unchanged" if row[1] == mtime_ns else "send"
-        status, stored = self.verify_stored(client, raw)
+        status, stored = self.catalog.verify_stored(client, raw)
         return "unchanged" if status == "ok" and stored == sha256 else "send"
 
-    def commit_bundle(self, client: str, entries: list[wire.BundleEntry]) -> list[tuple[int, int, str]]:
+    def commit_bundle(self, client: str, entries: list[wire.BundleEntry]) -> list[Result]:
         """Store many small files at once: each appears atomically by rename,
         all are made durable by one filesystem sync, each folder fsynced once,
         and the manifest changes in one transaction.
 
         Returns (status, exit code, message) per entry: 0 stored, 1 unchanged, 2 failed.
         """
-        results: list[tuple[int, int, str]] = [(2, 1, "not processed")] * len(entries)
-        needed, free = sum(e.size for e in entries), self.free_bytes()
+        needed, free = sum(e.size for e in entries), free_bytes(self.root_fd)
         if needed > free:
-            exc = space_error(needed, free)
-            return [(2, exc.exit_code, exc.message)] * len(entries)
-        base = self.staging_fd(client, create=True)
+            return [failed(space_error(needed, free))] * len(entries)
+        results: list[Result] = [(2, 1, "not processed")] * len(entries)
+        base = self.staging.staging_fd(client, create=True)
         parents: dict[tuple[bytes, ...], int] = {}
-        refused: dict[tuple[bytes, ...], FxError] = {}
-        staged = []
-        seen: set[bytes] = set()
-        prefix = b"b-" + os.urandom(6).hex().encode() + b"-"
         try:
-            for i, e in enumerate(entries):
-                try:
-                    if e.path in seen:  # the manifest is written once per bundle: one entry per path
-                        raise RefusedError(f"{os.fsdecode(e.path)}: named twice in one bundle")
-                    seen.add(e.path)
-                    parts = paths.split_raw(e.path)
-                    key = tuple(parts[:-1])
-                    if key in refused:
-                        raise refused[key]
-                    if key not in parents:
-                        # Opening the folders first refuses a link or a file in the
-                        # way before any byte is written, once per folder.
-                        try:
-                            parents[key] = open_chain(self.root_fd, [client.encode(), *key], create=True)
-                        except FxError as exc:
-                            refused[key] = exc
-                            raise
-                    tmp = prefix + b"%d" % i
-                    self._stage_small(base, tmp, e)
-                    staged.append((i, parts, parents[key], tmp, e))
-                except FxError as exc:
-                    results[i] = (2, exc.exit_code, exc.message)
-                except OSError as exc:
-                    results[i] = storage_failure(exc)
+            staged = self._stage_all(base, client, entries, parents, results)
             if staged:
                 sync_filesystem(base)
             rows: list[tuple] = []
             stored_ns = now_ns()  # one transaction: one time for all
-            with self._manifest() as db:
+            with self.manifest.connect() as db:
                 for i, parts, parent, tmp, e in staged:
                     try:
                         results[i] = self._place_small(db, base, parent, client, parts, tmp, e, rows, stored_ns)
                     except (FxError, OSError) as exc:
                         unlink_quietly(tmp, base)
-                        results[i] = (2, exc.exit_code, exc.message) if isinstance(exc, FxError) else storage_failure(exc)
+                        results[i] = failed(exc)
                 for fd in parents.values():
                     os.fsync(fd)
-                db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,'file',NULL)", rows)
+                manifest.record_files(db, rows)
                 db.commit()
         finally:
             for fd in parents.values():
                 os.close(fd)
             os.close(base)
         return results
+
+    def _stage_all(self, base: int, client: str, entries: list[wire.BundleEntry],
+                   parents: dict[tuple[bytes, ...], int], results: list[Result]) -> list[Staged]:
+        """Each entry written aside in the staging folder; its folder opened into *parents*
+        (the caller closes them), its failure into *results*."""
+        refused: dict[tuple[bytes, ...], FxError] = {}
+        staged: list[Staged] = []
+        seen: set[bytes] = set()
+        prefix = b"b-" + os.urandom(6).hex().encode() + b"-"
+        for i, e in enumerate(entries):
+            try:
+                if e.path in seen:  # the manifest is written once per bundle: one entry per path
+                    raise RefusedError(f"{os.fsdecode(e.path)}: named twice in one bundle")
+                seen.add(e.path)
+                parts = paths.split_raw(e.path)
+                key = tuple(parts[:-1])
+                if key in refused:
+                    raise refused[key]
+                if key not in parents:
+                    # Opening the folders first refuses a link or a file in the
+                    # way before any byte is written, once per folder.
+                    try:
+                        parents[key] = open_chain(self.root_fd, [client.encode(), *key], create=True)
+                    except FxError as exc:
+                        refused[key] = exc
+                        raise
+                tmp = prefix + b"%d" % i
+                self._stage_small(base, tmp, e)
+                staged.append((i, parts, parents[key], tmp, e))
+            except (FxError, OSError) as exc:
+                results[i] = failed(exc)
+        return staged
 
     def _stage_small(self, base: int, tmp: bytes, e: wire.BundleEntry) -> None:
         mode = (e.mode & 0o777) | 0o400  # the server must be able to read it back
@@ -191,11 +192,11 @@ class SmallFiles:
         os.close(fd)
 
     def _place_small(self, db: sqlite3.Connection, base: int, parent: int, client: str, parts: list[bytes],
-                     tmp: bytes, e: wire.BundleEntry, rows: list[tuple], stored_ns: int) -> tuple[int, int, str]:
+                     tmp: bytes, e: wire.BundleEntry, rows: list[tuple], stored_ns: int) -> Result:
         chunk = layout.DEFAULT_CHUNK if e.size <= layout.DEFAULT_CHUNK else layout.choose_chunk(e.size)
         digest = layout.file_digest(e.size, chunk, (e.digest,) if e.size else ())
-        if self._keep_old(db, parent, client, parts, digest) == "unchanged":
-            self._take_same(db, base, tmp, parent, client, parts, e.mode, e.mtime_ns)
+        if self.versions.keep_old(db, parent, client, parts, digest) == "unchanged":
+            self.versions.take_same(db, base, tmp, parent, client, parts, e.mode, e.mtime_ns)
             return (1, 0, "")
         os.rename(tmp, parts[-1], src_dir_fd=base, dst_dir_fd=parent)
         # One chunk: its SHA-256, computed here over what was written, is the file's.

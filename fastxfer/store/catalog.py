@@ -1,6 +1,5 @@
-"""What the server holds, as a client may see it (part of Store): listings,
-versions, chunks read back for a restore, digests re-checked at rest,
-receipts."""
+"""What the server holds, as a client may see it: listings, versions,
+chunks read back for a restore, digests re-checked at rest, receipt bodies."""
 
 from __future__ import annotations
 
@@ -12,29 +11,25 @@ from fastxfer.protocol import layout
 from fastxfer.protocol import paths
 from fastxfer.localfs import open_chain
 from fastxfer.errors import FxError, RefusedError
+from fastxfer.store import manifest
+
+LIST_PAGE = 2000  # entries in one listing answer
+VERSIONS_MAX = 10000  # older copies in one version listing
 
 
 class Catalog:
-    """Store's read side; uses Store's folders and manifest."""
+    """The read side of the store: the manifest, and files read back from disk."""
 
-    LIST_PAGE = 2000
+    def __init__(self, root_fd: int, state_fd: int, db: manifest.Manifest) -> None:
+        self.root_fd, self.state_fd, self.manifest = root_fd, state_fd, db
 
     def listing(self, client: str, prefix: str, after: bytes | None) -> tuple[list[dict], bytes | None]:
         """Entries the manifest holds at or below *prefix*, a page at a time by path."""
         raw = b"/".join(paths.split(prefix.strip("/"))) if prefix.strip("/") else b""
-        where, args = "client=?", [client]
-        if raw:
-            where += " AND (path=? OR (path>? AND path<?))"
-            args += [raw, raw + b"/", raw + b"0"]  # '0' follows '/' in byte order
-        if after is not None:
-            where += " AND path>?"
-            args.append(after)
-        with self._manifest() as db:
-            rows = db.execute(
-                f"SELECT path, kind, size, mtime_ns, mode, sha256, target, stored_ns, chunk, digest FROM files"
-                f" WHERE {where} ORDER BY path LIMIT ?", args + [self.LIST_PAGE + 1]).fetchall()
-        more = len(rows) > self.LIST_PAGE
-        rows = rows[: self.LIST_PAGE]
+        with self.manifest.connect() as db:
+            rows = manifest.list_page(db, client, raw, after, LIST_PAGE + 1)
+        more = len(rows) > LIST_PAGE
+        rows = rows[:LIST_PAGE]
         entries = [{
             "path": os.fsdecode(r[0]), "kind": r[1], "size": r[2], "mtime_ns": r[3], "mode": r[4],
             "sha256": r[5].hex() if r[5] else None,
@@ -45,11 +40,8 @@ class Catalog:
 
     def version_listing(self, client: str, prefix: str) -> list[dict]:
         raw = b"/".join(paths.split(prefix.strip("/"))) if prefix.strip("/") else b""
-        with self._manifest() as db:
-            rows = db.execute(
-                "SELECT path, version, size, sha256, replaced_ns, chunk, digest, mtime_ns, mode FROM versions"
-                " WHERE client=? AND (?=X'' OR path=? OR (path>? AND path<?)) ORDER BY path, replaced_ns DESC"
-                " LIMIT 10000", (client, raw, raw, raw + b"/", raw + b"0")).fetchall()
+        with self.manifest.connect() as db:
+            rows = manifest.list_versions(db, client, raw, VERSIONS_MAX)
         return [{"path": os.fsdecode(r[0]), "version": r[1], "size": r[2],
                  "sha256": r[3].hex() if r[3] else None, "replaced_ns": r[4], "kind": "file",
                  "chunk": r[5], "digest": r[6].hex() if r[6] else None, "mtime_ns": r[7], "mode": r[8]}
@@ -121,9 +113,8 @@ class Catalog:
         and the plain SHA-256 that sha256sum prints, recorded once it is known
         to belong to the verified bytes.
         """
-        with self._manifest() as db:
-            row = db.execute("SELECT size, chunk, digest, sha256 FROM files WHERE client=? AND path=?"
-                             " AND kind='file'", (client, raw)).fetchone()
+        with self.manifest.connect() as db:
+            row = manifest.check_fields(db, client, raw)
         if row is None:
             return "missing", None
         size, chunk, digest, known = row
@@ -153,8 +144,8 @@ class Catalog:
             return "changed", None
         sha = whole.digest()
         if known != sha:
-            with self._manifest() as db:
-                db.execute("UPDATE files SET sha256=? WHERE client=? AND path=?", (sha, client, raw))
+            with self.manifest.connect() as db:
+                manifest.set_sha256(db, client, raw, sha)
                 db.commit()
         return "ok", sha
 
@@ -163,17 +154,18 @@ class Catalog:
         status, sha = self.verify_stored(client, raw)
         if status != "ok":
             return None
-        with self._manifest() as db:
-            size, digest, stored_ns = db.execute(
-                "SELECT size, digest, stored_ns FROM files WHERE client=? AND path=?", (client, raw)).fetchone()
+        with self.manifest.connect() as db:
+            size, digest, stored_ns = manifest.receipt_fields(db, client, raw)
         return {"v": 1, "client": client, "path": os.fsdecode(raw), "size": size,
                 "sha256": sha.hex() if sha else None, "digest": digest.hex(), "stored_ns": stored_ns,
                 # The copy at the path; older copies are named by ls --versions.
                 "version": "current", "server": server_fp.hex()}
 
     def stored_files(self, client: str | None) -> list[tuple[str, bytes]]:
-        with self._manifest() as db:
-            if client is None:
-                return db.execute("SELECT client, path FROM files WHERE kind='file' ORDER BY client, path").fetchall()
-            return db.execute("SELECT client, path FROM files WHERE kind='file' AND client=? ORDER BY path",
-                              (client,)).fetchall()
+        with self.manifest.connect() as db:
+            return manifest.stored_files(db, client)
+
+    def stores_under(self, client: str, tops: list[bytes]) -> bool:
+        """Whether the manifest records a file of *client* at or below any of *tops*."""
+        with self.manifest.connect() as db:
+            return any(manifest.any_file_under(db, client, top) for top in tops)

@@ -10,6 +10,7 @@ import time
 
 from fastxfer.errors import RefusedError
 
+
 def write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:
@@ -26,10 +27,36 @@ def read_file(dir_fd: int, name: bytes) -> bytes:
         os.close(fd)
 
 
+def free_bytes(fd: int) -> int:
+    """Bytes an unprivileged writer may still use on the filesystem of *fd*."""
+    st = os.statvfs(fd)
+    return st.f_bavail * st.f_frsize
+
+
 def space_error(needed: int, free: int) -> RefusedError:
+    """Refused before a byte is written: what was asked does not fit."""
     return RefusedError(
         f"not enough space on the server: {needed} bytes needed, {free} free"
     )
+
+
+def disk_refusal(exc: OSError, needed: int = 0, fd: int = -1) -> RefusedError | None:
+    """The one place a full disk (ENOSPC, or EDQUOT at a quota) becomes a refusal
+    the client is told of; None for any other failure, which the caller re-raises.
+
+    With *needed* and a descriptor on the filesystem, the refusal says how much
+    was asked and how much is free, as the check before writing does.
+    """
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    if needed and fd >= 0:
+        return space_error(needed, free_bytes(fd))
+    return RefusedError("not enough space on the server (disk full)")
+
+
+def storage_failure(exc: OSError) -> RefusedError:
+    """Any failure of the disk, as the refusal of the one item it happened to."""
+    return disk_refusal(exc) or RefusedError(f"storage error on the server ({exc.strerror})")
 
 
 def unlink_quietly(name: bytes, dir_fd: int) -> None:
@@ -37,14 +64,6 @@ def unlink_quietly(name: bytes, dir_fd: int) -> None:
         os.unlink(name, dir_fd=dir_fd)
     except FileNotFoundError:
         pass
-
-
-def storage_failure(exc: OSError) -> tuple[int, int, str]:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        failure = RefusedError("not enough space on the server (disk full)")
-    else:
-        failure = RefusedError(f"storage error on the server ({exc.strerror})")
-    return (2, failure.exit_code, failure.message)
 
 
 def now_ns() -> int:

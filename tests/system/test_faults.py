@@ -365,7 +365,7 @@ def test_sixteen_clients_four_streams_two_workers(tmp_path: Path, server) -> Non
 
     # Idle level: what the workers held before, plus at most a full pool of
     # manifest connections (database and WAL descriptors) each.
-    from fastxfer.store.facade import POOL
+    from fastxfer.store.manifest import POOL
 
     bound = fds_idle + 3 * POOL * len(workers)
     assert wait_for(lambda: sum(w.num_fds() for w in workers) <= bound, 10), "\n".join(fds())

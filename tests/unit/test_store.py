@@ -61,3 +61,17 @@ def test_a_path_named_twice_in_one_bundle_fails_alone(store: Store) -> None:
     results = store.commit_bundle("c", entries)
     assert [r[0] for r in results] == [0, 0, 2] and "twice" in results[2][2]
     assert (Path(store.root) / "c" / "d" / "x").read_bytes() == b"d/x-data"
+
+
+def test_a_replaced_file_is_kept_with_what_was_recorded_of_it(store: Store) -> None:
+    first = bundle([b"v/x"])
+    assert [r[0] for r in store.commit_bundle("c", first)] == [0]
+    again = [wire.BundleEntry(b"v/x", 3, first[0].mtime_ns + 1, 0o600, memoryview(b"new"),
+                              hashlib.sha256(b"new").digest())]
+    assert [r[0] for r in store.commit_bundle("c", again)] == [0]
+    (kept,) = store.version_listing("c", "v")
+    assert kept["path"] == "v/x" and kept["version"].startswith("x~")
+    assert (kept["size"], kept["mtime_ns"], kept["mode"]) == (first[0].size, first[0].mtime_ns, 0o644)
+    assert kept["sha256"] == first[0].digest.hex()
+    (now,), _ = store.listing("c", "v/x", None)
+    assert (now["size"], now["mode"], now["sha256"]) == (3, 0o600, hashlib.sha256(b"new").digest().hex())

@@ -1,0 +1,250 @@
+"""Into place: a verified transfer renamed to its path, the copy it replaces
+kept as an older version, and folders and links.
+
+    ROOT/<client>/<path as sent>                        committed files, nothing else
+    ROOT/.fastxfer/versions/<client>/<path>~<UTC time>  replaced copies
+
+A file appears at its path only by rename after its hash list is verified
+and it is fsynced, so a reader of the backup never sees a half-written
+file; a replaced file is first hard-linked into versions/, so no update
+destroys the only copy.  Every folder below a client's is opened with
+O_NOFOLLOW from its parent's descriptor (localfs.open_chain), so no symlink
+can lead a write outside the client's folder.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import os
+import sqlite3
+import stat
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fastxfer.errors import FxError, RefusedError, VerifyError
+from fastxfer.localfs import DIR_FLAGS, open_chain
+from fastxfer.protocol import layout, paths
+from fastxfer.store import manifest
+from fastxfer.store.diskio import now_ns, unlink_quietly
+from fastxfer.store.staging import DATA
+
+if TYPE_CHECKING:
+    from fastxfer.store.facade import Policy
+    from fastxfer.store.staging import Staging
+
+
+@dataclass(frozen=True)
+class Stored:
+    path: str
+    status: str  # "stored" or "unchanged"
+    version: str | None  # name of the older version kept, if any
+
+
+class Versions:
+    """Older copies: what is at a path is kept before it is replaced, up to the policy's count."""
+
+    def __init__(self, state_fd: int, policy: Policy) -> None:
+        self.state_fd, self.policy = state_fd, policy
+
+    def keep_old(self, db: sqlite3.Connection, parent: int, client: str, parts: list[bytes],
+                 digest: bytes) -> str | None:
+        """Hard-link whatever is at the target into versions/ before it is replaced:
+        the version's name, None if nothing is there, "unchanged" if it holds *digest*."""
+        # Most targets are new: access() says so without the cost of an exception.
+        if not os.access(parts[-1], os.F_OK, dir_fd=parent, follow_symlinks=False):
+            return None
+        try:
+            st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISDIR(st.st_mode):
+            raise RefusedError(f"{paths.join(parts)}: a folder is stored at that path")
+        raw = b"/".join(parts)
+        row = manifest.replaced(db, client, raw)  # before it is replaced
+        if row and row[1] == digest and stat.S_ISREG(st.st_mode) and st.st_size == row[0]:
+            return "unchanged"
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        keep = (parts[-1][: 255 - len(stamp) - 1] + b"~" + stamp.encode())
+        vdir = open_chain(self.state_fd, [b"versions", client.encode()] + parts[:-1], create=True)
+        try:
+            os.link(parts[-1], keep, src_dir_fd=parent, dst_dir_fd=vdir, follow_symlinks=False)
+            os.fsync(vdir)
+            old = row[1:] if row else (None, None, None, st.st_mtime_ns, stat.S_IMODE(st.st_mode))
+            manifest.add_version(db, client, raw, os.fsdecode(keep), st.st_size, old, now_ns())
+            self._prune(db, vdir, client, raw)
+        finally:
+            os.close(vdir)
+        return os.fsdecode(keep)
+
+    def _prune(self, db: sqlite3.Connection, vdir: int, client: str, raw: bytes) -> None:
+        rows = manifest.versions_newest_first(db, client, raw)
+        for rowid, version in rows[max(1, self.policy.keep_versions):]:
+            unlink_quietly(os.fsencode(version), vdir)
+            manifest.drop_version(db, rowid)
+
+    @staticmethod
+    def take_same(db: sqlite3.Connection, src_dir: int, src: bytes, parent: int, client: str, parts: list[bytes],
+                  mode: int, mtime_ns: int) -> None:
+        """The same content as recorded, sent again (new time or mode, or asked
+        by --checksum) and verified on its way in: the new copy, which has its
+        time and mode, takes the stored one's place, so sending a file again
+        repairs a stored copy that rotted on disk (`check` reports those).  No
+        older version is kept: the content is the same.  The caller syncs the
+        folder and commits."""
+        os.rename(src, parts[-1], src_dir_fd=src_dir, dst_dir_fd=parent)
+        manifest.retouch(db, client, b"/".join(parts), mtime_ns, mode)
+
+
+class Folders:
+    """A client's folders and links, and the checks that keep writes inside its folder."""
+
+    def __init__(self, root_fd: int, db: manifest.Manifest, versions: Versions) -> None:
+        self.root_fd, self.manifest, self.versions = root_fd, db, versions
+
+    def check_parents(self, client: str, parts: list[bytes]) -> None:
+        """Refuse up front a path whose existing folders include a link or a file."""
+        fd = os.dup(self.root_fd)
+        try:
+            for i, part in enumerate([client.encode()] + parts[:-1]):
+                try:
+                    nxt = os.open(part, DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    return
+                except OSError as exc:
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                        shown = paths.join(parts[: max(i, 1)])
+                        raise RefusedError(f"{paths.join(parts)}: {shown} on the server is not a folder "
+                                           f"(a link or a file)") from None
+                    raise
+                os.close(fd)
+                fd = nxt
+        finally:
+            os.close(fd)
+
+    def is_file(self, client: str, parts: list[bytes]) -> bool:
+        try:
+            fd = open_chain(self.root_fd, [client.encode()] + parts[:-1], create=False)
+        except (OSError, FxError):
+            return False
+        try:
+            return stat.S_ISREG(os.stat(parts[-1], dir_fd=fd, follow_symlinks=False).st_mode)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+
+    def make_dir(self, client: str, path: str) -> str:
+        """Create the folder (and its parents); its mode and time come with finish_dirs."""
+        parts = paths.split(path)
+        self.check_parents(client, parts)
+        fd = open_chain(self.root_fd, [client.encode()] + parts, create=True)
+        os.close(fd)
+        return "stored"
+
+    def finish_dirs(self, client: str, items: list[tuple[str, int, int]]) -> None:
+        """Mode and time of folders, set once everything inside them is in place,
+        and recorded in the manifest so that a restore can set them too."""
+        with self.manifest.connect() as db:
+            for path, mode, mtime_ns in items:
+                try:
+                    parts = paths.split(path)
+                    fd = open_chain(self.root_fd, [client.encode()] + parts, create=False)
+                except (OSError, FxError):
+                    continue  # its creation failed and was reported then
+                try:
+                    os.fchmod(fd, (mode & 0o777) | 0o700)  # the server must still be able to write inside
+                    os.utime(fd, ns=(mtime_ns, mtime_ns))
+                finally:
+                    os.close(fd)
+                manifest.record_dir(db, client, b"/".join(parts), mtime_ns, mode & 0o777, now_ns())
+            db.commit()
+
+    def make_link(self, client: str, path: str, target: str, mtime_ns: int) -> Stored:
+        """A symlink stored as a link: created aside, renamed into place."""
+        parts = paths.split(path)
+        link_target = os.fsencode(target)
+        if not link_target or b"\x00" in link_target or len(link_target) > paths.MAX_TOTAL:
+            raise RefusedError(f"{path}: link target refused")
+        self.check_parents(client, parts)
+        parent = open_chain(self.root_fd, [client.encode()] + parts[:-1], create=True)
+        try:
+            try:
+                if os.readlink(parts[-1], dir_fd=parent) == link_target:
+                    return Stored(path, "unchanged", None)
+            except OSError:
+                pass
+            tmp = b".fastxfer-link-" + os.urandom(8).hex().encode()
+            os.symlink(link_target, tmp, dir_fd=parent)
+            try:
+                os.utime(tmp, ns=(mtime_ns, mtime_ns), dir_fd=parent, follow_symlinks=False)
+                # One transaction: the kept version and the new entry land together.
+                with self.manifest.connect() as db:
+                    version = self.versions.keep_old(db, parent, client, parts, b"")
+                    os.rename(tmp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
+                    os.fsync(parent)
+                    manifest.record_link(db, client, b"/".join(parts), mtime_ns, now_ns(), link_target)
+                    db.commit()
+            except BaseException:
+                unlink_quietly(tmp, parent)
+                raise
+        finally:
+            os.close(parent)
+        return Stored(path, "stored", version if version != "unchanged" else None)
+
+
+class Commit:
+    """A received transfer, verified against its hash list and renamed into place."""
+
+    def __init__(self, root_fd: int, db: manifest.Manifest, staging: Staging, versions: Versions) -> None:
+        self.root_fd, self.manifest, self.staging, self.versions = root_fd, db, staging, versions
+
+    def commit(self, client: str, fid: bytes, digest: bytes, sha256: bytes | None) -> Stored:
+        try:
+            base = self.staging.staging_fd(client, create=False)
+        except (OSError, FxError):
+            raise RefusedError(f"unknown transfer {fid.hex()}") from None
+        try:
+            return self._commit(base, client, fid, digest, sha256)
+        finally:
+            os.close(base)
+
+    def _commit(self, base: int, client: str, fid: bytes, digest: bytes, sha256: bytes | None) -> Stored:
+        meta, have = self.staging.finished(base, fid)
+        size, chunk, path = meta["size"], meta["chunk"], meta["path"]
+        count = layout.chunk_count(size, chunk)
+        if len(have) != count:
+            raise RefusedError(
+                f"{path}: {count - len(have)} of {count} chunks are missing on the server; send again to resume"
+            )
+        if layout.file_digest(size, chunk, [have[i] for i in range(count)]) != digest:
+            self.staging.discard(client, fid)
+            raise VerifyError(f"{path}: the server's copy does not match the sent file; nothing was stored")
+        parts = paths.split(path)
+        data = fid.hex().encode() + DATA
+        data_fd = os.open(data, os.O_RDWR | os.O_NOFOLLOW, dir_fd=base)
+        try:
+            # Never setuid, setgid or sticky on the server.
+            os.fchmod(data_fd, (meta["mode"] & 0o777) | 0o400)  # the manifest keeps the mode as sent
+            os.utime(data_fd, ns=(meta["mtime_ns"], meta["mtime_ns"]))
+            os.fsync(data_fd)
+        finally:
+            os.close(data_fd)
+        parent = open_chain(self.root_fd, [client.encode()] + parts[:-1], create=True)
+        try:
+            with self.manifest.connect() as db:
+                version = self.versions.keep_old(db, parent, client, parts, digest)
+                if version == "unchanged":
+                    self.versions.take_same(db, base, data, parent, client, parts, meta["mode"], meta["mtime_ns"])
+                    os.fsync(parent)
+                    db.commit()
+                    self.staging.discard(client, fid)
+                    return Stored(path, "unchanged", None)
+                os.rename(data, parts[-1], src_dir_fd=base, dst_dir_fd=parent)
+                os.fsync(parent)
+                manifest.record_file(db, client, b"/".join(parts), meta, digest, sha256, now_ns())
+                db.commit()
+        finally:
+            os.close(parent)
+        self.staging.forget(base, fid)
+        return Stored(path, "stored", version)

@@ -1,0 +1,80 @@
+"""The seam between the server and its storage: the operations server/ calls
+on a store, and on a file being received.
+
+facade.Store (files on a local disk, an SQLite manifest) is one backend.
+Another (objects in an object store, a catalog in a shared database) is a
+class with these methods, handed to the server in Store's place; server/ and
+protocol/ need not change.  tests/unit/test_seam.py checks that Store and
+StagingFile keep to it, parameter for parameter.
+
+Paths are as sent (str, "/"-separated) where a client names a file it sends,
+and raw (bytes, as stored) where it names one it was shown.  Refusals are
+FxError subclasses, whose message and exit code reach the client.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from fastxfer.errors import FxError
+from fastxfer.protocol import wire
+from fastxfer.store.commit import Stored
+from fastxfer.store.staging import PutReply
+
+
+class Receiving(Protocol):
+    """A file being received, chunk by chunk, on one stream."""
+
+    def write(self, offset: int, data: memoryview, digest: bytes) -> None:
+        """Take one verified chunk; durable only after flush."""
+
+    def flush(self) -> None:
+        """Make every chunk written so far durable, and recorded as received."""
+
+    def close(self) -> None: ...
+
+
+class StoreSeam(Protocol):
+    """What server/ asks of the store, one client (its name) at a time."""
+
+    # ---------------------------------------------------------- sending
+    def open_put(self, client: str, path: str, size: int, mtime_ns: int, mode: int,
+                 chunk: int, usage: list[int] | None = None, force: bool = False) -> PutReply:
+        """Start, resume or skip ("unchanged") a file; *usage* is shared across one batch."""
+
+    def receive(self, client: str, fid: bytes) -> Receiving:
+        """The file of an open put, to write its chunks into."""
+
+    def commit(self, client: str, fid: bytes, digest: bytes, sha256: bytes | None) -> Stored:
+        """Verify every chunk against *digest* (the hash list's) and put the file in place."""
+
+    def make_dir(self, client: str, path: str) -> str: ...
+
+    def finish_dirs(self, client: str, items: list[tuple[str, int, int]]) -> None:
+        """(path, mode, mtime_ns) of folders, once everything inside them is in place."""
+
+    def make_link(self, client: str, path: str, target: str, mtime_ns: int) -> Stored: ...
+
+    def probe_many(self, client: str, items: list[tuple[str, int, int, bytes | None]]) -> list[str | FxError]:
+        """Per (path, size, mtime_ns, sha256 or None): "unchanged", "send" or the refusal."""
+
+    def commit_bundle(self, client: str, entries: list[wire.BundleEntry]) -> list[tuple[int, int, str]]:
+        """Store many small files; per entry (0 stored | 1 unchanged | 2 failed, exit code, message)."""
+
+    # ---------------------------------------------------------- reading
+    def stores_under(self, client: str, tops: list[bytes]) -> bool:
+        """Whether a file is stored at or below any of the raw paths *tops*."""
+
+    def listing(self, client: str, prefix: str, after: bytes | None) -> tuple[list[dict], bytes | None]:
+        """One page of entries at or below *prefix* after the raw path *after*, and where the next starts."""
+
+    def version_listing(self, client: str, prefix: str) -> list[dict]: ...
+
+    def read_chunk(self, client: str, path: str, size: int, mtime_ns: int, offset: int,
+                   into: memoryview, folders: dict | None = None) -> None:
+        """Fill *into* from the stored file listed with that size; *folders* is a cache the caller closes."""
+
+    def verify_stored(self, client: str, raw: bytes) -> tuple[str, bytes | None]:
+        """Re-hash at rest: ("ok" | "changed" | "missing", its SHA-256)."""
+
+    def receipt_body(self, client: str, raw: bytes, server_fp: bytes) -> dict | None: ...

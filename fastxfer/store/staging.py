@@ -1,0 +1,297 @@
+"""Files being received: a staging file per transfer, its chunk record, and
+resume.
+
+    ROOT/.fastxfer/staging/<client>/<fid>.data   bytes being received
+    ROOT/.fastxfer/staging/<client>/<fid>.meta   JSON: path, size, mtime, mode, chunk
+    ROOT/.fastxfer/staging/<client>/<fid>.rec    chunk record (protocol/layout.py)
+
+The meta file appears last and atomically, so its presence says a staging
+is complete enough to resume; a chunk counts as received only once its
+entry is in the record, written after the data it vouches for is durable.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import hmac
+import json
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from fastxfer.errors import ProtocolError, RefusedError
+from fastxfer.localfs import open_chain
+from fastxfer.protocol import layout, paths
+from fastxfer.store import manifest
+from fastxfer.store.diskio import disk_refusal, free_bytes, read_file, space_error, unlink_quietly, write_all
+
+if TYPE_CHECKING:
+    from fastxfer.store.commit import Folders
+    from fastxfer.store.facade import Policy
+
+DATA, META, REC = b".data", b".meta", b".rec"
+
+
+@dataclass(frozen=True)
+class PutReply:
+    fid: bytes
+    chunk: int
+    status: str  # "new", "resume" or "unchanged"
+    have: dict[int, bytes]
+
+
+def file_id(secret: bytes, client: str, path: bytes, size: int, mtime_ns: int) -> bytes:
+    """Same file, same sender -> same staging, which is what makes resume find it.
+
+    Keyed with a secret that never leaves the server, because the id travels
+    in clear stream headers: an eavesdropper must not be able to confirm a
+    guessed name.
+    """
+    msg = b"\x00".join([client.encode(), path, b"%d" % size, b"%d" % mtime_ns])
+    return hmac.new(secret, msg, hashlib.sha256).digest()[:16]
+
+
+def load_secret(state_fd: int) -> bytes:
+    """A random key kept with the state, made once, the same for every worker."""
+    try:
+        fd = os.open("fid.key", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=state_fd)
+    except FileNotFoundError:
+        tmp = f"fid.key.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=state_fd)
+        try:
+            os.write(fd, os.urandom(32))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, "fid.key", src_dir_fd=state_fd, dst_dir_fd=state_fd)
+        except FileExistsError:
+            pass  # another process made it first: use theirs
+        os.unlink(tmp, dir_fd=state_fd)
+        fd = os.open("fid.key", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=state_fd)
+    try:
+        secret = os.read(fd, 64)
+    finally:
+        os.close(fd)
+    if len(secret) != 32:
+        raise OSError(errno.EINVAL, "damaged fid.key in the state folder")
+    return secret
+
+
+class StagingFolders(Protocol):
+    """What a StagingFile needs of its owner: the client's staging folder."""
+
+    def staging_fd(self, client: str, create: bool) -> int: ...
+
+
+class StagingFile:
+    """One file being received, as a stream worker holds it."""
+
+    def __init__(self, store: StagingFolders, client: str, fid: bytes) -> None:
+        self.fid = fid
+        base = store.staging_fd(client, create=False)
+        try:
+            name = fid.hex().encode()
+            meta = json.loads(read_file(base, name + META))
+            self.size: int = meta["size"]
+            self.chunk: int = meta["chunk"]
+            self.count = layout.chunk_count(self.size, self.chunk)
+            self.data_fd = os.open(name + DATA, os.O_WRONLY | os.O_NOFOLLOW, dir_fd=base)
+            try:
+                self.rec_fd = os.open(name + REC, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW, dir_fd=base)
+            except OSError:
+                os.close(self.data_fd)
+                raise
+        except (OSError, ValueError, KeyError):
+            raise ProtocolError(f"unknown transfer {fid.hex()}") from None
+        finally:
+            os.close(base)
+        self.pending: list[bytes] = []
+
+    def write(self, offset: int, data: memoryview, digest: bytes) -> None:
+        index, rem = divmod(offset, self.chunk)
+        if rem or index >= self.count or layout.chunk_span(self.size, self.chunk, index)[1] != len(data):
+            raise ProtocolError("chunk does not fit the file's layout")
+        try:
+            write_all(self.data_fd, data, offset)
+        except OSError as exc:
+            raise (disk_refusal(exc) or exc) from None
+        self.pending.append(layout.record_entry(index, digest))
+
+    def flush(self) -> None:
+        """Data first on stable storage, then the record that vouches for it."""
+        if not self.pending:
+            return
+        try:
+            os.fdatasync(self.data_fd)
+            entries = b"".join(self.pending)
+            # One write: O_APPEND keeps entries whole even when several
+            # streams append to the same record.  A short write (disk full)
+            # leaves a torn entry, which parse_record ignores.
+            if os.write(self.rec_fd, entries) != len(entries):
+                raise OSError(errno.ENOSPC, "short write of the chunk record")
+            os.fdatasync(self.rec_fd)
+        except OSError as exc:
+            raise (disk_refusal(exc) or exc) from None
+        self.pending.clear()
+
+    def close(self) -> None:
+        for fd in (self.data_fd, self.rec_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.data_fd = self.rec_fd = -1
+
+
+class Staging:
+    """The staging folders of every client: open a put, resume it, discard it."""
+
+    def __init__(self, root_fd: int, state_fd: int, top: str, policy: Policy, preallocate: bool,
+                 db: manifest.Manifest, folders: Folders) -> None:
+        self.root_fd, self.state_fd, self.top = root_fd, state_fd, top
+        self.policy, self.preallocate = policy, preallocate
+        self.manifest, self.folders = db, folders
+        self.fid_secret = load_secret(state_fd)
+
+    def staging_fd(self, client: str, create: bool) -> int:
+        return open_chain(self.state_fd, [b"staging", client.encode()], create)
+
+    def open_put(self, client: str, path: str, size: int, mtime_ns: int, mode: int,
+                 chunk: int, usage: list[int] | None = None, force: bool = False) -> PutReply:
+        """*usage*: [files, bytes] of the client's staging, shared across one batch
+        so that a batch of thousands is not a scan of the staging per file."""
+        parts = paths.split(path)
+        raw = b"/".join(parts)
+        fid = file_id(self.fid_secret, client, raw, size, mtime_ns)
+        self.folders.check_parents(client, parts)
+        if not force:
+            with self.manifest.connect() as db:
+                row = manifest.lookup(db, client, raw)
+            if row and row[0] == size and row[1] == mtime_ns and self.folders.is_file(client, parts):
+                return PutReply(fid, chunk, "unchanged", {})
+        base = self.staging_fd(client, create=True)
+        try:
+            existing = self._resume(base, fid, size, mtime_ns)
+            if existing is not None:
+                return existing
+            if not layout.valid_layout(size, chunk):
+                raise RefusedError(f"chunk size {chunk} is not allowed for {size} bytes")
+            free = free_bytes(self.root_fd)
+            if size > free:
+                raise space_error(size, free)
+            if usage is None:
+                usage = []
+            if not usage:
+                usage.extend(self.staging_usage(base))
+            files, used = usage
+            if files >= self.policy.max_staging_files or used + size > self.policy.max_staging_bytes:
+                raise RefusedError(
+                    f"{path}: too many unfinished transfers for this client on the server "
+                    f"({files} files, {used} bytes); finish or wait for them"
+                )
+            self._create(base, fid, {
+                "client": client, "path": path, "size": size,
+                "mtime_ns": mtime_ns, "mode": mode, "chunk": chunk,
+            })
+            usage[0] += 1
+            usage[1] += size
+        finally:
+            os.close(base)
+        return PutReply(fid, chunk, "new", {})
+
+    @staticmethod
+    def staging_usage(base: int) -> tuple[int, int]:
+        """(files, bytes) of one client's unfinished transfers."""
+        files = used = 0
+        for entry in os.scandir(base):
+            if entry.name.endswith(".data"):
+                files += 1
+                used += entry.stat(follow_symlinks=False).st_size
+        return files, used
+
+    def clean_staging(self, now: float) -> int:
+        """Remove transfers abandoned longer than the policy allows; at start only."""
+        removed = 0
+        for client in os.scandir(self.top):
+            if not client.is_dir(follow_symlinks=False):
+                continue
+            entries = {e.name: e for e in os.scandir(client.path)}
+            for name, entry in entries.items():
+                stem = name.split(".", 1)[0]
+                meta = entries.get(stem + ".meta")
+                # Age from the last sign of life: every durable chunk touches the record.
+                last = max(e.stat(follow_symlinks=False).st_mtime
+                           for e in (entry, meta, entries.get(stem + ".rec")) if e is not None)
+                # No meta: creation was cut short, the client was never told of it.
+                if meta is None or now - last > self.policy.staging_max_age:
+                    os.unlink(entry.path)
+                    removed += 1
+        return removed
+
+    def _resume(self, base: int, fid: bytes, size: int, mtime_ns: int) -> PutReply | None:
+        name = fid.hex().encode()
+        try:
+            meta = json.loads(read_file(base, name + META))
+        except FileNotFoundError:
+            return None
+        if meta.get("size") != size or meta.get("mtime_ns") != mtime_ns:
+            return None
+        try:
+            os.stat(name + DATA, dir_fd=base, follow_symlinks=False)
+        except FileNotFoundError:
+            # Committed just before a crash cut the cleanup short: start over.
+            for ext in (META, REC):
+                unlink_quietly(name + ext, base)
+            return None
+        chunk = meta["chunk"]
+        have = layout.parse_record(read_file(base, name + REC), layout.chunk_count(size, chunk))
+        return PutReply(fid, chunk, "resume", have)
+
+    def _create(self, base: int, fid: bytes, meta: dict) -> None:
+        name = fid.hex().encode()
+        data_fd = os.open(name + DATA, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=base)
+        try:
+            if meta["size"] and self.preallocate:
+                os.posix_fallocate(data_fd, 0, meta["size"])
+        except OSError as exc:
+            os.close(data_fd)
+            os.unlink(name + DATA, dir_fd=base)
+            raise (disk_refusal(exc, meta["size"], self.root_fd) or exc) from None
+        os.close(data_fd)
+        os.close(os.open(name + REC, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=base))
+        # The meta file appears last and atomically: its presence says the
+        # staging is complete enough to resume.
+        tmp = name + META + b".tmp"
+        meta_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=base)
+        try:
+            os.write(meta_fd, json.dumps(meta).encode())
+            os.fsync(meta_fd)
+        finally:
+            os.close(meta_fd)
+        os.rename(tmp, name + META, src_dir_fd=base, dst_dir_fd=base)
+        os.fsync(base)
+
+    def finished(self, base: int, fid: bytes) -> tuple[dict, dict[int, bytes]]:
+        """The meta and the chunks received of a transfer about to be committed."""
+        name = fid.hex().encode()
+        try:
+            meta = json.loads(read_file(base, name + META))
+        except FileNotFoundError:
+            raise RefusedError(f"unknown transfer {fid.hex()}") from None
+        count = layout.chunk_count(meta["size"], meta["chunk"])
+        return meta, layout.parse_record(read_file(base, name + REC), count)
+
+    @staticmethod
+    def forget(base: int, fid: bytes) -> None:
+        """Once the data is in place: the rest of its staging goes."""
+        name = fid.hex().encode()
+        for ext in (META, REC):
+            os.unlink(name + ext, dir_fd=base)
+
+    def discard(self, client: str, fid: bytes) -> None:
+        base = self.staging_fd(client, create=False)
+        try:
+            for ext in (META, REC, DATA):
+                unlink_quietly(fid.hex().encode() + ext, base)
+        finally:
+            os.close(base)
