@@ -29,7 +29,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from fastxfer.protocol import wire
+from fastxfer.protocol import messages, wire
 from fastxfer.protocol import layout
 from fastxfer.protocol import paths
 from fastxfer.errors import BusyError, ConnectError, FxError, LocalFileError, ProtocolError, RefusedError, VerifyError, from_exit_code
@@ -141,7 +141,7 @@ class Outcome:
 def list_all(control: ControlClient, prefix: str, version: str | None = None) -> list[dict]:
     if version is not None:
         reply = control.call({"t": "list", "prefix": prefix, "versions": True}, "list_ok")
-        found = [e for e in wire.get_list(reply, "entries", 1 << 20)
+        found = [e for e in messages.get_list(reply, "entries", 1 << 20)
                  if e.get("version") == version and e.get("path") == prefix.strip("/")]
         if not found:
             raise RefusedError(f"no version {version!r} of {prefix!r} (see: fastxfer ls --versions)")
@@ -150,7 +150,7 @@ def list_all(control: ControlClient, prefix: str, version: str | None = None) ->
     cursor = None
     while True:
         reply = control.call({"t": "list", "prefix": prefix, "versions": False, "after": cursor}, "list_ok")
-        entries += wire.get_list(reply, "entries", 1 << 20)
+        entries += messages.get_list(reply, "entries", 1 << 20)
         cursor = reply.get("next")
         if not cursor:
             return entries

@@ -27,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from fastxfer.protocol import wire
+from fastxfer.protocol import messages, wire
 from fastxfer.protocol import layout
 from fastxfer.protocol import paths
 from fastxfer.errors import (BusyError, ConnectError, FxError, LocalFileError, PartialError, ProtocolError,
@@ -162,7 +162,7 @@ def changed(job: FileJob) -> LocalFileError:
     return LocalFileError(f"{job.src.local}: changed while it was sent; not stored (send it again)")
 
 
-def batches(sources: list[Source], max_bytes: int = 1 << 20, first: int = wire.MAX_BATCH) -> Iterator[list[Source]]:
+def batches(sources: list[Source], max_bytes: int = 1 << 20, first: int = messages.MAX_BATCH) -> Iterator[list[Source]]:
     """Slices that fit one control message: bounded in count and in bytes of names.
 
     With *first*, the first slice is that small and later ones double up to the
@@ -170,13 +170,13 @@ def batches(sources: list[Source], max_bytes: int = 1 << 20, first: int = wire.M
     """
     batch: list[Source] = []
     size = 0
-    limit = max(1, min(first, wire.MAX_BATCH))
+    limit = max(1, min(first, messages.MAX_BATCH))
     for s in sources:
         cost = 2 * (len(s.remote) + len(s.target or "")) + 200  # JSON may escape a name
         if batch and (len(batch) >= limit or size + cost > max_bytes):
             yield batch
             batch, size = [], 0
-            limit = min(2 * limit, wire.MAX_BATCH)
+            limit = min(2 * limit, messages.MAX_BATCH)
         batch.append(s)
         size += cost
     if batch:
@@ -192,7 +192,7 @@ def tops_of(sources: list[Source]) -> list[str] | None:
             continue
         current = s.remote
         tops.append(current)
-        if len(tops) > wire.MAX_PROBE_TOPS:
+        if len(tops) > messages.MAX_PROBE_TOPS:
             return None
     return tops
 
@@ -409,10 +409,10 @@ class Sender:
 
     def _call_batch(self, kind: str, reply: str, items: list[dict]) -> list[dict]:
         """One control call naming many files; one answer object per file, in order."""
-        answers = wire.get_list(self.control.call({"t": kind, "files": items}, reply), "files")
+        answers = messages.get_list(self.control.call({"t": kind, "files": items}, reply), "files")
         if len(answers) != len(items):
             raise ProtocolError("server answered a different number of files")
-        return [wire.get_obj(a) for a in answers]
+        return [messages.get_obj(a) for a in answers]
 
     def _ask(self, sources: list[Source]) -> list[Result]:
         """What would move: "send", "unchanged" or "failed" per entry, nothing sent.
@@ -450,10 +450,10 @@ class Sender:
             if self.tops is not None:  # first probe only
                 msg["tops"], self.tops = self.tops, None
             reply = self.control.call(msg, "probe_ok")
-            got = wire.get_list(reply, "files")
+            got = messages.get_list(reply, "files")
             if len(got) != len(ask):
                 raise ProtocolError("server answered a different number of files")
-            answers = {id(s): wire.get_obj(a) for s, a in zip(ask, got)}
+            answers = {id(s): messages.get_obj(a) for s, a in zip(ask, got)}
             self.nothing_stored = reply.get("empty") is True
         results, bundle, size = [], [], 0
         for src in batch:
@@ -592,11 +592,11 @@ class Sender:
                 status = str(answer.get("status"))
                 results.append(Result(job.src, "unchanged" if status == "unchanged" else "stored"))
                 continue
-            job.fid = wire.get_hex(answer, "fid", 16)
-            job.chunk = wire.get_int(answer, "chunk", layout.MIN_CHUNK, wire.MAX_CHUNK)
+            job.fid = messages.get_hex(answer, "fid", 16)
+            job.chunk = messages.get_int(answer, "chunk", layout.MIN_CHUNK, wire.MAX_CHUNK)
             if not layout.valid_layout(job.src.size, job.chunk):
                 raise ProtocolError("server recorded an impossible chunk size")
-            have = wire.parse_have(wire.get_str(answer, "have", wire.MAX_CONTROL * 16), job.count)
+            have = messages.parse_have(messages.get_str(answer, "have", messages.MAX_CONTROL * 16), job.count)
             job.digests = [None] * job.count
             job.waiting = set(range(job.count))
             job.have = have
@@ -903,9 +903,9 @@ class Sender:
                     results.append(Result(job.src, "failed", job.error))
                     continue
                 batch.append(job)
-            for start in range(0, len(batch), wire.MAX_BATCH):
-                results += self._commit(batch[start : start + wire.MAX_BATCH])
-                self._files_done(len(batch[start : start + wire.MAX_BATCH]))
+            for start in range(0, len(batch), messages.MAX_BATCH):
+                results += self._commit(batch[start : start + messages.MAX_BATCH])
+                self._files_done(len(batch[start : start + messages.MAX_BATCH]))
         for job in left:
             results.append(Result(job.src, "failed", self.fatal or PartialError("not sent")))
         return results
@@ -1019,7 +1019,7 @@ class Sender:
         """Whether the server's manifest records this file with this digest."""
         reply = self.control.call({"t": "list", "prefix": job.src.remote, "versions": False}, "list_ok")
         return any(isinstance(e, dict) and e.get("path") == job.src.remote and e.get("digest") == digest
-                   and e.get("size") == job.src.size for e in wire.get_list(reply, "entries", 1 << 20))
+                   and e.get("size") == job.src.size for e in messages.get_list(reply, "entries", 1 << 20))
 
     def _commit(self, batch: list[FileJob]) -> list[Result]:
         items = []

@@ -22,13 +22,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fastxfer.protocol import wire
+from fastxfer.protocol import messages, wire
 from fastxfer.trust import identity
 from fastxfer.protocol import layout
 from fastxfer.protocol import limits
 from fastxfer.protocol import paths
 from fastxfer.errors import BusyError, FxError, ProtocolError, RefusedError, TrustError
-from fastxfer.protocol.wire import get_hex, get_int, get_list, get_obj, get_str
+from fastxfer.protocol.messages import get_hex, get_int, get_list, get_obj, get_str
 from fastxfer.protocol.keys import ServerKeys
 from fastxfer.net.conn import Channel, Conn, tls_wrap
 from fastxfer.store.facade import Store
@@ -71,7 +71,7 @@ class ControlSession:
                 pass
             tls.close()
             return
-        chan.set_limit(wire.MAX_CONTROL)
+        chan.set_limit(messages.MAX_CONTROL)
         try:
             self._serve(chan)
         finally:
@@ -81,7 +81,7 @@ class ControlSession:
         deadline = time.monotonic() + limits.AUTH_DEADLINE
         nonce = os.urandom(32)
         chan.send({"t": "challenge", "v": 1, "nonce": base64.b64encode(nonce).decode()})
-        msg = wire.expect(chan.recv(max(0.1, deadline - time.monotonic())), "auth")
+        msg = messages.expect(chan.recv(max(0.1, deadline - time.monotonic())), "auth")
         try:
             cert = base64.b64decode(get_str(msg, "cert", 8192), validate=True)
             sig = base64.b64decode(get_str(msg, "sig", 512), validate=True)
@@ -189,7 +189,7 @@ class ControlSession:
                 continue
             replies.append({
                 "t": "ok", "fid": reply.fid.hex(), "chunk": reply.chunk, "status": reply.status,
-                "have": wire.encode_have(reply.have),
+                "have": messages.encode_have(reply.have),
             })
         return {"t": "put_ok", "files": replies}
 
@@ -218,7 +218,7 @@ class ControlSession:
         if "tops" in msg:
             # "Nothing of yours is stored under these": the client need not ask
             # about the rest of a first backup file by file.
-            tops = get_list(msg, "tops", wire.MAX_PROBE_TOPS)
+            tops = get_list(msg, "tops", messages.MAX_PROBE_TOPS)
             if not all(isinstance(t, str) and len(t) <= wire.MAX_PATH_BYTES for t in tops):
                 raise ProtocolError("field 'tops' must be a list of paths")
             try:
