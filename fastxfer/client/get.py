@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from fastxfer.protocol import messages, wire
 from fastxfer.protocol import layout
 from fastxfer.protocol import paths
-from fastxfer.errors import BusyError, ConnectError, FxError, LocalFileError, ProtocolError, RefusedError, VerifyError, from_exit_code
+from fastxfer.errors import BusyError, ConnectError, FxError, LocalFileError, ProtocolError, RefusedError, VerifyError, from_wire_number
 from fastxfer.client.connect import BACKOFF_MAX, ControlClient, Welcome, keep_alive, open_stream
 from fastxfer.localfs import open_chain, sync_filesystem
 from fastxfer.net.conn import Buffer
@@ -530,11 +530,11 @@ class Getter:
             code, message = wire.parse_error(bytes(plain))
             f = outstanding.drop_tag(tag)
             if f is not None and f.status == "pending":  # a duplicate ask may come back after the file was done
-                self._abandon(f, from_exit_code(code, message))
+                self._abandon(f, from_wire_number(code, message))
             return
         if kind == wire.ERROR:
             code, message = wire.parse_error(bytes(plain))
-            raise from_exit_code(code, message)
+            raise from_wire_number(code, message)
         if kind == wire.DATAS:
             self._receive_many(head, plain, outstanding)
             return
@@ -571,7 +571,7 @@ class Getter:
             if status == 0:
                 self._take(f, 0, 0, payload[: f.size], bytes(payload[f.size :]))
             elif f.status == "pending":
-                self._abandon(f, from_exit_code(code, bytes(payload).decode(errors="replace")))
+                self._abandon(f, from_wire_number(code, bytes(payload).decode(errors="replace")))
 
     def _take(self, f: Fetch, index: int, offset: int, data: memoryview, digest: bytes) -> None:
         """A checked chunk into its file."""

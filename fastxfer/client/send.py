@@ -31,7 +31,7 @@ from fastxfer.protocol import messages, wire
 from fastxfer.protocol import layout
 from fastxfer.protocol import paths
 from fastxfer.errors import (BusyError, ConnectError, FxError, LocalFileError, PartialError, ProtocolError,
-                     from_exit_code, from_wire)
+                     from_wire_number, from_wire_name)
 from fastxfer.client.connect import ControlClient, Welcome, keep_alive, open_stream, send_sync
 from fastxfer.client.walk import Entry
 
@@ -198,7 +198,7 @@ def tops_of(sources: list[Source]) -> list[str] | None:
 
 
 def wire_failure(answer: dict) -> FxError:
-    return from_wire(str(answer.get("code")), str(answer.get("message")))
+    return from_wire_name(str(answer.get("code")), str(answer.get("message")))
 
 
 # Automatic tuning.  Near the server (a round trip under LONG_PATH_RTT) the
@@ -511,7 +511,7 @@ class Sender:
             self.bundle_results += failed
             for src, (status, code, message) in zip(sent, statuses):
                 if status == 2:
-                    self.bundle_results.append(Result(src, "failed", from_exit_code(code, message)))
+                    self.bundle_results.append(Result(src, "failed", from_wire_number(code, message)))
                 else:
                     self.bundle_results.append(Result(src, "stored" if status == 0 else "unchanged",
                                                       sha256=bundle.digests.get(id(src)) if self.want_sha256 else None))
@@ -778,7 +778,7 @@ class Sender:
                         acked.set()
                     elif kind == wire.ERROR:
                         code, message = wire.parse_error(plain)
-                        raise from_exit_code(code, message)
+                        raise from_wire_number(code, message)
                     else:
                         raise ProtocolError(f"unexpected frame kind {kind} from server")
             except FxError as exc:

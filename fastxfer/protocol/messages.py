@@ -17,7 +17,7 @@ import json
 import struct
 from typing import Any
 
-from fastxfer.errors import ProtocolError, from_wire
+from fastxfer.errors import ProtocolError, from_wire_name
 from fastxfer.protocol.wire import MAX_PATH_BYTES
 
 MAX_CONTROL = 4 << 20  # what a server takes from an authenticated client
@@ -119,7 +119,7 @@ def get_obj(value: Any) -> dict[str, Any]:
 
 def expect(msg: dict[str, Any], kind: str) -> dict[str, Any]:
     if msg.get("t") == "error":
-        raise from_wire(str(msg.get("code")), str(msg.get("message"))[:1000])
+        raise from_wire_name(str(msg.get("code")), str(msg.get("message"))[:1000])
     if msg.get("t") != kind:
         raise ProtocolError(f"expected a {kind!r} message, got {str(msg.get('t'))[:40]!r}")
     return msg

@@ -27,7 +27,7 @@ from fastxfer.trust import identity
 from fastxfer.protocol import layout
 from fastxfer.protocol import limits
 from fastxfer.protocol import paths
-from fastxfer.errors import BusyError, FxError, ProtocolError, RefusedError, TrustError
+from fastxfer.errors import BusyError, FxError, ProtocolError, RefusedError, TrustError, wire_code
 from fastxfer.protocol.messages import get_hex, get_int, get_list, get_obj, get_str
 from fastxfer.protocol.keys import ServerKeys
 from fastxfer.net.conn import Channel, Conn, tls_wrap
@@ -37,11 +37,10 @@ from fastxfer.trust.clients import ClientList
 log = logging.getLogger("fastxfer.server")
 
 PREAUTH_LIMIT = 16 << 10
-WIRE = {3: "trust", 5: "verify", 6: "refused", 8: "protocol", 10: "busy"}
 
 
 def wire_error(exc: FxError) -> dict[str, Any]:
-    return {"t": "error", "code": WIRE.get(exc.exit_code, "refused"), "message": exc.message}
+    return {"t": "error", "code": wire_code(exc).name, "message": exc.message}
 
 
 class ControlSession:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from fastxfer.protocol import wire
 from fastxfer.protocol import keys
 from fastxfer.protocol import limits
-from fastxfer.errors import BusyError, FxError, ProtocolError, RefusedError, TrustError
+from fastxfer.errors import BusyError, FxError, ProtocolError, RefusedError, TrustError, wire_code
 from fastxfer.protocol.keys import ServerKeys
 from fastxfer.net.conn import Buffer, Conn
 from fastxfer.store.facade import StagingFile, Store
@@ -66,7 +66,7 @@ class StreamSession:
         if getattr(self, "sealer", None) is None:
             return
         try:
-            body = wire.encode_error(exc.exit_code, exc.message)
+            body = wire.encode_error(wire_code(exc).number, exc.message)
             self.conn.send(wire.frame_prefix(wire.ERROR, b"", len(body)),
                            self.sealer.seal(bytes([wire.ERROR]), body))
         except FxError:
@@ -151,7 +151,7 @@ class StreamSession:
         try:
             self.store.read_chunk(self.client, os.fsdecode(path), size, mtime_ns, offset, plain[:length])
         except FxError as exc:
-            text = wire.encode_error(exc.exit_code, exc.message)
+            text = wire.encode_error(wire_code(exc).number, exc.message)
             self.conn.send(wire.frame_prefix(wire.NAK, tag, len(text)),
                            self.sealer.seal(bytes([wire.NAK]) + tag, text))
             return
@@ -177,7 +177,7 @@ class StreamSession:
                                           plain[start:end], folders)
                 except FxError as exc:
                     text = exc.message.encode()[: wire.DATAS_TEXT]
-                    wire.pack_datas_entry_head(plain, pos, a.tag, 1, exc.exit_code, len(text))
+                    wire.pack_datas_entry_head(plain, pos, a.tag, 1, wire_code(exc).number, len(text))
                     plain[start : start + len(text)] = text
                     pos = start + len(text)
                     continue
