@@ -149,3 +149,20 @@ def test_client_streams(machine, takes) -> None:
         else:
             with pytest.raises(ProtocolError, match=f"unexpected frame kind {kind} from server"):
                 machine.step(states.OPEN, kind)
+
+
+# ------------------------------------------------- the server dispatches by them
+
+
+def test_server_control_handlers_are_the_machines_requests() -> None:
+    from fastxfer.server import control
+
+    after_auth = {e for (s, e), nxt in SERVER_CONTROL.table.items() if s == states.READY and nxt == states.READY}
+    assert set(control.HANDLERS) == after_auth
+
+
+def test_server_stream_handlers_are_the_machines_frames() -> None:
+    from fastxfer.server import stream
+
+    open_kinds = {e for (s, e) in SERVER_STREAM.table if s == states.OPEN}
+    assert set(stream.HANDLERS) == open_kinds
