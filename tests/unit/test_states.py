@@ -166,3 +166,36 @@ def test_server_stream_handlers_are_the_machines_frames() -> None:
 
     open_kinds = {e for (s, e) in SERVER_STREAM.table if s == states.OPEN}
     assert set(stream.HANDLERS) == open_kinds
+
+
+# ------------------------------------------------- docs/PROTOCOL.md shows these tables
+
+_KIND_NAMES = {getattr(wire, k): k for k in ("DATA", "ACK", "SYNC", "ERROR", "BUNDLE", "BUNDLE_ACK", "REQ", "NAK",
+                                              "REQS", "DATAS")}
+
+
+def _doc_rows(machine, prefix: str = "") -> set[str]:
+    groups: dict[tuple[str, str], list[str]] = {}
+    for (state, event), nxt in machine.table.items():
+        groups.setdefault((state, nxt), []).append(_KIND_NAMES.get(event, event) if isinstance(event, int) else event)
+    return {f"| {prefix}`{s}` | {', '.join(f'`{e}`' for e in events)} | `{n}` |" for (s, n), events in groups.items()}
+
+
+def test_protocol_md_shows_the_tables() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md").read_text()
+    lines = set(doc.splitlines())
+    wanted = (_doc_rows(SERVER_CONTROL) | _doc_rows(SERVER_STREAM)
+              | _doc_rows(SENDER_STREAM, "`SENDER_STREAM` | ") | _doc_rows(RESTORER_STREAM, "`RESTORER_STREAM` | ")
+              | {f"| `{r}` | `{p}` |" for r, p in states.REPLIES.items()})
+    assert wanted <= lines, sorted(wanted - lines)
+    # And the text of every refusal, with the event as the page writes it.
+    flat = " ".join(doc.split())
+    for machine in MACHINES:
+        stream = machine in (SERVER_STREAM, SENDER_STREAM, RESTORER_STREAM)
+        for state in machine.states - {CLOSED}:
+            text = machine.refuse(state, "K" if stream else "\u2026").replace("'K'", "K")
+            for reply in states.REPLIES.values():
+                text = text.replace(f"'{reply}' message", "'P' message")
+            assert text in flat, (machine.name, state, text)
