@@ -97,46 +97,41 @@ def build_frame(kind: str, f: dict[str, Any]) -> tuple[bytes, bytes]:
 
 
 def parse_frame(kind: str, header: bytes, body: bytes) -> dict[str, Any]:
-    """The fields of a frame, read back with the code's parsers (digests checked here)."""
-    k = KINDS[kind.removesuffix("_C2S")]
-    if k == wire.DATA:
-        fid, offset, length = wire.parse_data_header(header, len(body) + wire.TAG)
-        assert sha(body[:length]) == body[length:]
-        return {"fid": h(fid), "offset": offset, "data": h(body[:length])}
-    if k == wire.ACK:
-        return {"entries": [[h(fid), off] for fid, off in wire.parse_acks(header, body)]}
-    if k == wire.SYNC:
-        assert header == body == b""
+    """The fields of a frame, read back as the code's typed event (digests checked here)."""
+    e = wire.parse_frame(KINDS[kind.removesuffix("_C2S")], header, body)
+    if isinstance(e, wire.Data):
+        assert sha(e.data) == e.digest
+        return {"fid": h(e.fid), "offset": e.offset, "data": h(bytes(e.data))}
+    if isinstance(e, wire.Ack):
+        return {"entries": [[h(fid), off] for fid, off in e.entries]}
+    if isinstance(e, wire.Sync):
         return {}
-    if k in (wire.ERROR, wire.NAK):
-        code, message = wire.parse_error(body)
-        return {"code": code, "message": message} | ({"tag": h(header)} if k == wire.NAK else {})
-    if k == wire.BUNDLE:
-        bundle, entries = wire.parse_bundle(header, memoryview(body))
-        assert all(sha(e.data) == e.digest for e in entries)
-        return {"bundle": bundle, "files": [{"path": e.path.decode(), "mtime_ns": e.mtime_ns, "mode": e.mode,
-                                             "data": h(bytes(e.data))} for e in entries]}
-    if k == wire.BUNDLE_ACK:
-        bundle, statuses = wire.parse_bundle_ack(header, body)
-        return {"bundle": bundle, "statuses": [list(s) for s in statuses]}
-    if k == wire.REQ:
-        tag, offset, length, size, mtime_ns, path = wire.parse_req(header, body)
-        return {"tag": h(tag), "offset": offset, "length": length, "size": size, "mtime_ns": mtime_ns,
-                "path": path.decode()}
-    if k == wire.REQS:
-        batch, asks = wire.parse_reqs(header, body)
-        return {"batch": batch, "asks": [{"tag": h(a.tag), "size": a.size, "mtime_ns": a.mtime_ns,
-                                          "path": a.path.decode()} for a in asks]}
-    batch, entries = wire.parse_datas(header, memoryview(body))
+    if isinstance(e, wire.Error):
+        return {"code": e.code, "message": e.message}
+    if isinstance(e, wire.Nak):
+        return {"code": e.code, "message": e.message, "tag": h(e.tag)}
+    if isinstance(e, wire.Bundle):
+        assert all(sha(f.data) == f.digest for f in e.entries)
+        return {"bundle": e.bundle, "files": [{"path": f.path.decode(), "mtime_ns": f.mtime_ns, "mode": f.mode,
+                                               "data": h(bytes(f.data))} for f in e.entries]}
+    if isinstance(e, wire.BundleAck):
+        return {"bundle": e.bundle, "statuses": [list(s) for s in e.statuses]}
+    if isinstance(e, wire.Req):
+        return {"tag": h(e.tag), "offset": e.offset, "length": e.length, "size": e.size, "mtime_ns": e.mtime_ns,
+                "path": e.path.decode()}
+    if isinstance(e, wire.Reqs):
+        return {"batch": e.batch, "asks": [{"tag": h(a.tag), "size": a.size, "mtime_ns": a.mtime_ns,
+                                            "path": a.path.decode()} for a in e.asks]}
+    assert isinstance(e, wire.Datas)
     out = []
-    for tag, status, code, payload in entries:
+    for tag, status, code, payload in e.entries:
         payload = bytes(payload)
         if status == 0:
             assert sha(payload[: -wire.DIGEST]) == payload[-wire.DIGEST :]
             out.append({"tag": h(tag), "status": 0, "code": code, "data": h(payload[: -wire.DIGEST])})
         else:
             out.append({"tag": h(tag), "status": status, "code": code, "message": payload.decode()})
-    return {"batch": batch, "entries": out}
+    return {"batch": e.batch, "entries": out}
 
 
 def seal_frame(kind: str, header: bytes, body: bytes) -> bytes:
