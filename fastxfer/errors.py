@@ -2,12 +2,15 @@
 
 Each class's docstring is what the user reads when nothing more specific is
 said; ``exit_code`` is what the CLI exits with.  Only the CLI prints and exits.
+What a peer is told is a wire code (``WIRE_CODES``), a separate table.
 Two families, as in h11: the local side could not do what was asked
 (``UsageError``, ``LocalFileError``), or the peer did something wrong
 (``ProtocolError``, ``TrustError``, ``RefusedError``...).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 
 class FxError(Exception):
@@ -77,28 +80,46 @@ class BusyError(FxError):
     exit_code = 10
 
 
-# Codes the server puts in an error message on the wire, mapped back to the
-# class the client raises.  The server never sends exception text it did not
-# write itself.
-WIRE_CODES: dict[str, type[FxError]] = {
-    "trust": TrustError,
-    "refused": RefusedError,
-    "verify": VerifyError,
-    "protocol": ProtocolError,
-    "busy": BusyError,
+class WireCode(NamedTuple):
+    """How the peer is told of an error: by name in a control message's
+    ``code``, by number in a stream frame's code byte (ERROR, NAK,
+    BUNDLE_ACK, DATAS).  Separate from exit codes, which are the CLI's; the
+    numbers are those of the first version of the protocol, which happened
+    to be the exit codes, and must not change."""
+
+    name: str
+    number: int
+
+
+# The one table, error class -> wire code; both inverses are derived from it.
+# The server never sends exception text it did not write itself.
+WIRE_CODES: dict[type[FxError], WireCode] = {
+    TrustError: WireCode("trust", 3),
+    VerifyError: WireCode("verify", 5),
+    RefusedError: WireCode("refused", 6),
+    ProtocolError: WireCode("protocol", 8),
+    BusyError: WireCode("busy", 10),
 }
+_BY_NAME = {code.name: cls for cls, code in WIRE_CODES.items()}
+_BY_NUMBER = {code.number: cls for cls, code in WIRE_CODES.items()}
 
 
-def from_wire(code: str, message: str) -> FxError:
-    return WIRE_CODES.get(code, FxError)(message)
+def wire_code(exc: FxError) -> WireCode:
+    """The code a peer is told *exc* by; an error of no listed class is told as a refusal."""
+    for cls in type(exc).__mro__:
+        if cls in WIRE_CODES:
+            return WIRE_CODES[cls]
+    return WIRE_CODES[RefusedError]
 
 
-def from_exit_code(code: int, message: str) -> FxError:
-    """The error a stream ERROR frame names by its class's exit code."""
-    for cls in (TrustError, VerifyError, RefusedError, ProtocolError, BusyError):
-        if cls.exit_code == code:
-            return cls(message)
-    return ProtocolError(message)
+def from_wire_name(name: str, message: str) -> FxError:
+    """The error a control message's ``code`` names; an unknown name is a plain FxError."""
+    return _BY_NAME.get(name, FxError)(message)
+
+
+def from_wire_number(number: int, message: str) -> FxError:
+    """The error a stream frame's code byte names; an unknown number is a ProtocolError."""
+    return _BY_NUMBER.get(number, ProtocolError)(message)
 
 
 def aggregate(failures: list[FxError], total: int) -> FxError | None:

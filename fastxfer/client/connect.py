@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from fastxfer.protocol import wire
+from fastxfer.protocol import messages, wire
 from fastxfer.trust import identity
 from fastxfer.protocol import keys
 from fastxfer.errors import ConnectError, ProtocolError, TrustError
@@ -24,7 +24,7 @@ CONNECT_TIMEOUT = 15.0
 REPLY_TIMEOUT = 600.0
 # The server is authenticated by then; a resume list of a file with the
 # most chunks (layout.MAX_CHUNKS) must fit.
-REPLY_LIMIT = wire.MAX_REPLY
+REPLY_LIMIT = messages.MAX_REPLY
 # Calls that may have taken effect although their answer was lost: not
 # repeated blindly (the caller finds out what happened).
 NOT_REPEATED = frozenset({"commit"})
@@ -89,9 +89,9 @@ class ControlClient:
             )
         self.server_fp = server_fp
         chan = Channel(conn, limit=REPLY_LIMIT)
-        challenge = wire.expect(chan.recv(CONNECT_TIMEOUT), "challenge")
+        challenge = messages.expect(chan.recv(CONNECT_TIMEOUT), "challenge")
         try:
-            nonce = base64.b64decode(wire.get_str(challenge, "nonce", 64), validate=True)
+            nonce = base64.b64decode(messages.get_str(challenge, "nonce", 64), validate=True)
         except ValueError:
             raise ProtocolError("malformed challenge") from None
         if len(nonce) != 32:
@@ -102,10 +102,10 @@ class ControlClient:
             "cert": base64.b64encode(self.ident.cert_der).decode(),
             "sig": base64.b64encode(sig).decode(),
         })
-        welcome = wire.expect(chan.recv(CONNECT_TIMEOUT), "welcome")
+        welcome = messages.expect(chan.recv(CONNECT_TIMEOUT), "welcome")
         try:
-            ticket = base64.b64decode(wire.get_str(welcome, "ticket", 1024), validate=True)
-            secret = base64.b64decode(wire.get_str(welcome, "secret", 64), validate=True)
+            ticket = base64.b64decode(messages.get_str(welcome, "ticket", 1024), validate=True)
+            secret = base64.b64decode(messages.get_str(welcome, "secret", 64), validate=True)
         except ValueError:
             raise ProtocolError("malformed welcome") from None
         self.chan = chan
@@ -113,7 +113,7 @@ class ControlClient:
         # delay, which a send's tuning starts from (0 where it cannot be read: near).
         # The smoothed one would include the server's think time (signatures).
         self.rtt = self.rtt or conn.min_rtt() or 0.0
-        self.welcome = Welcome(wire.get_str(welcome, "name", 64), ticket, secret, features_of(welcome))
+        self.welcome = Welcome(messages.get_str(welcome, "name", 64), ticket, secret, features_of(welcome))
         return self.welcome
 
     def call(self, msg: dict, reply: str) -> dict:
@@ -135,7 +135,7 @@ class ControlClient:
                 assert self.chan is not None
                 self.chan.send(msg)
                 sent = True
-                return wire.expect(self.chan.recv(REPLY_TIMEOUT), reply)
+                return messages.expect(self.chan.recv(REPLY_TIMEOUT), reply)
             except ConnectError:
                 self.drop()
                 if (sent and msg.get("t") in NOT_REPEATED) or not backoff.again():
@@ -150,7 +150,7 @@ class ControlClient:
             return
         if self.chan is not None:
             try:
-                wire.expect(self.chan.recv(1.0), "nothing")
+                messages.expect(self.chan.recv(1.0), "nothing")
             except (ConnectError, ProtocolError):
                 self.drop()
         self.call({"t": "ping"}, "pong")

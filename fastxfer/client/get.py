@@ -29,10 +29,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from fastxfer.protocol import wire
+from fastxfer.protocol import messages, wire
 from fastxfer.protocol import layout
 from fastxfer.protocol import paths
-from fastxfer.errors import BusyError, ConnectError, FxError, LocalFileError, ProtocolError, RefusedError, VerifyError, from_exit_code
+from fastxfer.errors import BusyError, ConnectError, FxError, LocalFileError, ProtocolError, RefusedError, VerifyError, from_wire_number
 from fastxfer.client.connect import ControlClient, Welcome, keep_alive, open_stream
 from fastxfer.client.retry import MAX_WAIT
 from fastxfer.localfs import open_chain, sync_filesystem
@@ -142,7 +142,7 @@ class Outcome:
 def list_all(control: ControlClient, prefix: str, version: str | None = None) -> list[dict]:
     if version is not None:
         reply = control.call({"t": "list", "prefix": prefix, "versions": True}, "list_ok")
-        found = [e for e in wire.get_list(reply, "entries", 1 << 20)
+        found = [e for e in messages.get_list(reply, "entries", 1 << 20)
                  if e.get("version") == version and e.get("path") == prefix.strip("/")]
         if not found:
             raise RefusedError(f"no version {version!r} of {prefix!r} (see: fastxfer ls --versions)")
@@ -151,7 +151,7 @@ def list_all(control: ControlClient, prefix: str, version: str | None = None) ->
     cursor = None
     while True:
         reply = control.call({"t": "list", "prefix": prefix, "versions": False, "after": cursor}, "list_ok")
-        entries += wire.get_list(reply, "entries", 1 << 20)
+        entries += messages.get_list(reply, "entries", 1 << 20)
         cursor = reply.get("next")
         if not cursor:
             return entries
@@ -531,11 +531,11 @@ class Getter:
             code, message = wire.parse_error(bytes(plain))
             f = outstanding.drop_tag(tag)
             if f is not None and f.status == "pending":  # a duplicate ask may come back after the file was done
-                self._abandon(f, from_exit_code(code, message))
+                self._abandon(f, from_wire_number(code, message))
             return
         if kind == wire.ERROR:
             code, message = wire.parse_error(bytes(plain))
-            raise from_exit_code(code, message)
+            raise from_wire_number(code, message)
         if kind == wire.DATAS:
             self._receive_many(head, plain, outstanding)
             return
@@ -572,7 +572,7 @@ class Getter:
             if status == 0:
                 self._take(f, 0, 0, payload[: f.size], bytes(payload[f.size :]))
             elif f.status == "pending":
-                self._abandon(f, from_exit_code(code, bytes(payload).decode(errors="replace")))
+                self._abandon(f, from_wire_number(code, bytes(payload).decode(errors="replace")))
 
     def _take(self, f: Fetch, index: int, offset: int, data: memoryview, digest: bytes) -> None:
         """A checked chunk into its file."""

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 
-from fastxfer.errors import FxError, LocalFileError, ProtocolError, from_wire
-from fastxfer.protocol import layout, paths, wire
+from fastxfer.errors import FxError, LocalFileError, ProtocolError, from_wire_name
+from fastxfer.protocol import layout, messages, paths, wire
 from fastxfer.client.jobs import FileJob, Result, Source, file_identity, whole_sha256
 
 # Files this small travel in bundles: many to a frame, no staging, no
@@ -28,7 +28,7 @@ SHORT_PATH = min(paths.MAX_TOTAL // 4, 2 * paths.MAX_DEPTH - 2)
 Call = Callable[[dict, str], dict]
 
 
-def batches(sources: list, max_bytes: int = 1 << 20, first: int = wire.MAX_BATCH) -> Iterator[list]:
+def batches(sources: list, max_bytes: int = 1 << 20, first: int = messages.MAX_BATCH) -> Iterator[list]:
     """Slices that fit one control message: bounded in count and in bytes of names.
 
     With *first*, the first slice is that small and later ones double up to the
@@ -36,13 +36,13 @@ def batches(sources: list, max_bytes: int = 1 << 20, first: int = wire.MAX_BATCH
     """
     batch: list = []
     size = 0
-    limit = max(1, min(first, wire.MAX_BATCH))
+    limit = max(1, min(first, messages.MAX_BATCH))
     for s in sources:
         cost = 2 * (len(s.remote) + len(s.target or "")) + 200  # JSON may escape a name
         if batch and (len(batch) >= limit or size + cost > max_bytes):
             yield batch
             batch, size = [], 0
-            limit = min(2 * limit, wire.MAX_BATCH)
+            limit = min(2 * limit, messages.MAX_BATCH)
         batch.append(s)
         size += cost
     if batch:
@@ -58,13 +58,13 @@ def tops_of(sources: list[Source]) -> list[str] | None:
             continue
         current = s.remote
         tops.append(current)
-        if len(tops) > wire.MAX_PROBE_TOPS:
+        if len(tops) > messages.MAX_PROBE_TOPS:
             return None
     return tops
 
 
 def wire_failure(answer: dict) -> FxError:
-    return from_wire(str(answer.get("code")), str(answer.get("message")))
+    return from_wire_name(str(answer.get("code")), str(answer.get("message")))
 
 
 def is_small(src: Source) -> bool:
@@ -89,10 +89,10 @@ def refuse_bad_names(sources: list[Source]) -> tuple[list[Source], list[Result]]
 
 def call_batch(call: Call, kind: str, reply: str, items: list[dict]) -> list[dict]:
     """One control call naming many files; one answer object per file, in order."""
-    answers = wire.get_list(call({"t": kind, "files": items}, reply), "files")
+    answers = messages.get_list(call({"t": kind, "files": items}, reply), "files")
     if len(answers) != len(items):
         raise ProtocolError("server answered a different number of files")
-    return [wire.get_obj(a) for a in answers]
+    return [messages.get_obj(a) for a in answers]
 
 
 def put_request(batch: list[Source], chunk_of: Callable[[int], int], forced: set[int],
@@ -130,11 +130,11 @@ def take_put_answer(job: FileJob, answer: dict) -> Result | None:
     if job.src.kind != "file" or answer.get("status") == "unchanged":
         status = str(answer.get("status"))
         return Result(job.src, "unchanged" if status == "unchanged" else "stored")
-    job.fid = wire.get_hex(answer, "fid", 16)
-    job.chunk = wire.get_int(answer, "chunk", layout.MIN_CHUNK, wire.MAX_CHUNK)
+    job.fid = messages.get_hex(answer, "fid", 16)
+    job.chunk = messages.get_int(answer, "chunk", layout.MIN_CHUNK, wire.MAX_CHUNK)
     if not layout.valid_layout(job.src.size, job.chunk):
         raise ProtocolError("server recorded an impossible chunk size")
-    job.have = wire.parse_have(wire.get_str(answer, "have", wire.MAX_CONTROL * 16), job.count)
+    job.have = messages.parse_have(messages.get_str(answer, "have", messages.MAX_CONTROL * 16), job.count)
     job.digests = [None] * job.count
     job.waiting = set(range(job.count))
     return None
@@ -227,10 +227,10 @@ class Planner:
             if self.tops is not None:  # first probe only
                 msg["tops"], self.tops = self.tops, None
             reply = self.call(msg, "probe_ok")
-            got = wire.get_list(reply, "files")
+            got = messages.get_list(reply, "files")
             if len(got) != len(ask):
                 raise ProtocolError("server answered a different number of files")
-            answers = {id(s): wire.get_obj(a) for s, a in zip(ask, got)}
+            answers = {id(s): messages.get_obj(a) for s, a in zip(ask, got)}
             self.nothing_stored = reply.get("empty") is True
         if not answers:  # nothing asked: every file goes
             return [], group_bundles(batch)

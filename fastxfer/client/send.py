@@ -21,8 +21,8 @@ import queue
 import threading
 import time
 
-from fastxfer.errors import ConnectError, FxError, PartialError, ProtocolError, from_exit_code
-from fastxfer.protocol import layout, wire
+from fastxfer.errors import ConnectError, FxError, PartialError, ProtocolError, from_wire_number
+from fastxfer.protocol import layout, messages
 from fastxfer.client import events
 from fastxfer.client.connect import ControlClient, Welcome, keep_alive
 from fastxfer.client.jobs import Bundle, FileJob, Result, Source, changed_since, job_sha256, read_chunk
@@ -174,7 +174,7 @@ class Shared:
         results = list(failed)
         for src, (status, code, message) in zip(sent, statuses):
             if status == 2:
-                results.append(Result(src, "failed", from_exit_code(code, message)))
+                results.append(Result(src, "failed", from_wire_number(code, message)))
             else:
                 results.append(Result(src, "stored" if status == 0 else "unchanged",
                                       sha256=bundle.digests.get(id(src)) if self.want_sha256 else None))
@@ -380,9 +380,9 @@ class Sender:
                     results.append(Result(job.src, "failed", job.error))
                 else:
                     batch.append(job)
-            for start in range(0, len(batch), wire.MAX_BATCH):
-                results += commit(self.control.call, batch[start : start + wire.MAX_BATCH])
-                self.shared.files_finished(len(batch[start : start + wire.MAX_BATCH]))
+            for start in range(0, len(batch), messages.MAX_BATCH):
+                results += commit(self.control.call, batch[start : start + messages.MAX_BATCH])
+                self.shared.files_finished(len(batch[start : start + messages.MAX_BATCH]))
         fatal = self.shared.fatal
         results += [Result(job.src, "failed", fatal or PartialError("not sent")) for job in left]
         return results
@@ -463,7 +463,7 @@ def holds(call, job: FileJob, digest: str) -> bool:
     """Whether the server's manifest records this file with this digest."""
     reply = call({"t": "list", "prefix": job.src.remote, "versions": False}, "list_ok")
     return any(isinstance(e, dict) and e.get("path") == job.src.remote and e.get("digest") == digest
-               and e.get("size") == job.src.size for e in wire.get_list(reply, "entries", 1 << 20))
+               and e.get("size") == job.src.size for e in messages.get_list(reply, "entries", 1 << 20))
 
 
 def commit(call, batch: list[FileJob]) -> list[Result]:

@@ -18,7 +18,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from fastxfer.errors import BusyError, ConnectError, FxError, LocalFileError, ProtocolError, from_exit_code
+from fastxfer.errors import BusyError, ConnectError, FxError, LocalFileError, ProtocolError, from_wire_number
 from fastxfer.net.framed import FramedConn
 from fastxfer.protocol import wire
 from fastxfer.client.connect import ControlClient, Welcome, open_stream
@@ -218,7 +218,7 @@ class Link:
                 self.shared.bundle_done(entry[0], statuses, entry[2])
         elif frame.kind == wire.ERROR:
             code, message = wire.parse_error(bytes(frame.body))
-            raise from_exit_code(code, message)
+            raise from_wire_number(code, message)
         else:
             raise ProtocolError(f"unexpected frame kind {frame.kind} from server")
         self.progressed.set()

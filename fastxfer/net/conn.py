@@ -12,7 +12,7 @@ import socket
 import ssl
 from typing import Any
 
-from fastxfer.protocol import wire
+from fastxfer.protocol import messages
 from fastxfer.errors import ConnectError
 
 
@@ -140,15 +140,15 @@ class Conn:
 class Channel:
     """Control messages over a (TLS) connection."""
 
-    def __init__(self, conn: Conn, limit: int = wire.MAX_CONTROL) -> None:
+    def __init__(self, conn: Conn, limit: int = messages.MAX_CONTROL) -> None:
         self.conn = conn
-        self._decoder = wire.MsgDecoder(limit)
+        self._decoder = messages.MsgDecoder(limit)
 
     def set_limit(self, limit: int) -> None:
         self._decoder.limit = limit
 
     def send(self, msg: dict[str, Any]) -> None:
-        self.conn.send(wire.encode_msg(msg))
+        self.conn.send(messages.encode_msg(msg))
 
     def recv(self, timeout: float | None) -> dict[str, Any]:
         self.conn.settimeout(timeout)

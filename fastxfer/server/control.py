@@ -22,13 +22,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fastxfer.protocol import wire
+from fastxfer.protocol import messages, wire
 from fastxfer.trust import identity
 from fastxfer.protocol import layout
 from fastxfer.protocol import limits
 from fastxfer.protocol import paths
-from fastxfer.errors import BusyError, FxError, ProtocolError, RefusedError, TrustError
-from fastxfer.protocol.wire import get_hex, get_int, get_list, get_obj, get_str
+from fastxfer.protocol import states
+from fastxfer.errors import BusyError, FxError, ProtocolError, RefusedError, TrustError, wire_code
+from fastxfer.protocol.messages import get_hex, get_int, get_list, get_obj, get_str
 from fastxfer.protocol.keys import ServerKeys
 from fastxfer.net.conn import Channel, Conn, tls_wrap
 from fastxfer.store.facade import Store
@@ -37,11 +38,10 @@ from fastxfer.trust.clients import ClientList
 log = logging.getLogger("fastxfer.server")
 
 PREAUTH_LIMIT = 16 << 10
-WIRE = {3: "trust", 5: "verify", 6: "refused", 8: "protocol", 10: "busy"}
 
 
 def wire_error(exc: FxError) -> dict[str, Any]:
-    return {"t": "error", "code": WIRE.get(exc.exit_code, "refused"), "message": exc.message}
+    return {"t": "error", "code": wire_code(exc).name, "message": exc.message}
 
 
 class ControlSession:
@@ -71,7 +71,7 @@ class ControlSession:
                 pass
             tls.close()
             return
-        chan.set_limit(wire.MAX_CONTROL)
+        chan.set_limit(messages.MAX_CONTROL)
         try:
             self._serve(chan)
         finally:
@@ -81,7 +81,8 @@ class ControlSession:
         deadline = time.monotonic() + limits.AUTH_DEADLINE
         nonce = os.urandom(32)
         chan.send({"t": "challenge", "v": 1, "nonce": base64.b64encode(nonce).decode()})
-        msg = wire.expect(chan.recv(max(0.1, deadline - time.monotonic())), "auth")
+        msg = chan.recv(max(0.1, deadline - time.monotonic()))
+        states.SERVER_CONTROL.step(states.AUTH, msg.get("t"))
         try:
             cert = base64.b64decode(get_str(msg, "cert", 8192), validate=True)
             sig = base64.b64decode(get_str(msg, "sig", 512), validate=True)
@@ -114,7 +115,8 @@ class ControlSession:
         log.info("client %s (%s) connected from %s", name, shown, self.raw.peer)
 
     def _serve(self, chan: Channel) -> None:
-        while True:
+        state = states.READY
+        while state != states.CLOSED:
             try:
                 msg = chan.recv(limits.CONTROL_IDLE)
             except FxError:
@@ -124,26 +126,10 @@ class ControlSession:
                 chan.send(wire_error(TrustError("this client is no longer authorized on this server")))
                 return
             try:
-                if kind == "put":
-                    chan.send(self._put(msg))
-                elif kind == "commit":
-                    chan.send(self._commit(msg))
-                elif kind == "list":
-                    chan.send(self._list(msg))
-                elif kind == "receipts":
-                    chan.send(self._receipts(msg))
-                elif kind == "sums":
-                    chan.send(self._sums(msg))
-                elif kind == "probe":
-                    chan.send(self._probe(msg))
-                elif kind == "dirs":
-                    chan.send(self._dirs(msg))
-                elif kind == "ping":
-                    chan.send({"t": "pong"})
-                elif kind == "bye":
-                    return
-                else:
-                    raise ProtocolError(f"unexpected message {str(kind)[:40]!r}")
+                state = states.SERVER_CONTROL.step(state, kind)
+                handler = HANDLERS.get(kind)  # bye has none: the server just closes
+                if handler is not None:
+                    chan.send(handler(self, msg))
             except BusyError as exc:
                 chan.send(wire_error(exc))
                 return
@@ -154,6 +140,9 @@ class ControlSession:
                 except FxError:
                     pass
                 return
+
+    def _ping(self, msg: dict[str, Any]) -> dict[str, Any]:
+        return {"t": "pong"}
 
     def _put(self, msg: dict[str, Any]) -> dict[str, Any]:
         if self.draining():
@@ -189,7 +178,7 @@ class ControlSession:
                 continue
             replies.append({
                 "t": "ok", "fid": reply.fid.hex(), "chunk": reply.chunk, "status": reply.status,
-                "have": wire.encode_have(reply.have),
+                "have": messages.encode_have(reply.have),
             })
         return {"t": "put_ok", "files": replies}
 
@@ -218,7 +207,7 @@ class ControlSession:
         if "tops" in msg:
             # "Nothing of yours is stored under these": the client need not ask
             # about the rest of a first backup file by file.
-            tops = get_list(msg, "tops", wire.MAX_PROBE_TOPS)
+            tops = get_list(msg, "tops", messages.MAX_PROBE_TOPS)
             if not all(isinstance(t, str) and len(t) <= wire.MAX_PATH_BYTES for t in tops):
                 raise ProtocolError("field 'tops' must be a list of paths")
             try:
@@ -308,3 +297,17 @@ class ControlSession:
             replies.append({"t": "ok", "path": stored.path, "status": stored.status,
                             "version": stored.version})
         return {"t": "committed", "files": replies}
+
+
+# Every request the control state machine allows after authentication, and
+# the handler that answers it (tests/unit/test_states.py checks they agree).
+HANDLERS: dict[str, Callable[[ControlSession, dict[str, Any]], dict[str, Any]]] = {
+    "put": ControlSession._put,
+    "probe": ControlSession._probe,
+    "commit": ControlSession._commit,
+    "list": ControlSession._list,
+    "receipts": ControlSession._receipts,
+    "sums": ControlSession._sums,
+    "dirs": ControlSession._dirs,
+    "ping": ControlSession._ping,
+}

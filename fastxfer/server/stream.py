@@ -18,10 +18,12 @@ from collections.abc import Callable
 from fastxfer.protocol import wire
 from fastxfer.protocol import keys
 from fastxfer.protocol import limits
-from fastxfer.errors import BusyError, FxError, ProtocolError, RefusedError, TrustError
+from fastxfer.protocol import states
+from fastxfer.errors import BusyError, FxError, ProtocolError, RefusedError, TrustError, wire_code
 from fastxfer.protocol.keys import ServerKeys
 from fastxfer.net.conn import Buffer, Conn
-from fastxfer.store.facade import StagingFile, Store
+from fastxfer.store.facade import Store
+from fastxfer.store.seam import Receiving
 from fastxfer.trust.clients import ClientList
 
 log = logging.getLogger("fastxfer.server")
@@ -35,7 +37,7 @@ class StreamSession:
         self.conn = conn
         self.keys = server_keys
         self.store = store
-        self.files: dict[bytes, StagingFile] = {}
+        self.files: dict[bytes, Receiving] = {}
         self.unflushed = 0
         self.acks: list[tuple[bytes, int]] = []
         # Two chunk-sized buffers whatever the connection does: what arrives
@@ -66,7 +68,7 @@ class StreamSession:
         if getattr(self, "sealer", None) is None:
             return
         try:
-            body = wire.encode_error(exc.exit_code, exc.message)
+            body = wire.encode_error(wire_code(exc).number, exc.message)
             self.conn.send(wire.frame_prefix(wire.ERROR, b"", len(body)),
                            self.sealer.seal(bytes([wire.ERROR]), body))
         except FxError:
@@ -89,8 +91,7 @@ class StreamSession:
         c2s, s2c = keys.stream_keys(session.secret, client_random, server_random)
         self.sealer, self.opener = keys.pair(c2s, s2c, "server")
         kind, rest = wire.parse_prefix(self.conn.recv_exact(wire.FRAME_PREFIX), wire.SYNC_FRAME)
-        if kind != wire.SYNC:
-            raise ProtocolError("a stream must start with a sealed SYNC frame")
+        self.state = states.SERVER_STREAM.step(states.OPENING, kind)
         self.opener.open(bytes([kind]), self.conn.recv_exact(rest))
         if self.clients.name_of(session.client_fp) != session.client_name:
             raise TrustError("this client is no longer authorized on this server")
@@ -109,20 +110,12 @@ class StreamSession:
             view = self._buf.view(rest)
             self.conn.recv_into_exact(view)
             head = wire.split_rest(kind, view)
-            sealed = view[len(head.header):]
-            if kind == wire.DATA:
-                self._data(head, sealed)
-            elif kind == wire.BUNDLE:
-                self._bundle(head, sealed)
-            elif kind == wire.REQ:
-                self._request(head, sealed)
-            elif kind == wire.REQS:
-                self._requests(head, sealed)
-            elif kind == wire.SYNC:
-                self.opener.open(head.aad, sealed)
-                self._flush()
-            else:
-                raise ProtocolError(f"unexpected frame kind {kind} from client")
+            self.state = states.SERVER_STREAM.step(self.state, kind)
+            HANDLERS[kind](self, head, view[len(head.header):])
+
+    def _sync(self, head: wire.FrameHead, sealed: memoryview) -> None:
+        self.opener.open(head.aad, sealed)
+        self._flush()
 
     def _data(self, head: wire.FrameHead, sealed: memoryview) -> None:
         fid, offset, length = wire.parse_data_header(head.header, head.sealed_len)
@@ -134,7 +127,7 @@ class StreamSession:
             raise ProtocolError("chunk digest does not match its bytes")
         staging = self.files.get(fid)
         if staging is None:
-            staging = StagingFile(self.store, self.client, fid)
+            staging = self.store.receive(self.client, fid)
             self.files[fid] = staging
         staging.write(offset, data, digest)
         self.acks.append((fid, offset))
@@ -151,7 +144,7 @@ class StreamSession:
         try:
             self.store.read_chunk(self.client, os.fsdecode(path), size, mtime_ns, offset, plain[:length])
         except FxError as exc:
-            text = wire.encode_error(exc.exit_code, exc.message)
+            text = wire.encode_error(wire_code(exc).number, exc.message)
             self.conn.send(wire.frame_prefix(wire.NAK, tag, len(text)),
                            self.sealer.seal(bytes([wire.NAK]) + tag, text))
             return
@@ -177,7 +170,7 @@ class StreamSession:
                                           plain[start:end], folders)
                 except FxError as exc:
                     text = exc.message.encode()[: wire.DATAS_TEXT]
-                    wire.pack_datas_entry_head(plain, pos, a.tag, 1, exc.exit_code, len(text))
+                    wire.pack_datas_entry_head(plain, pos, a.tag, 1, wire_code(exc).number, len(text))
                     plain[start : start + len(text)] = text
                     pos = start + len(text)
                     continue
@@ -230,3 +223,14 @@ class StreamSession:
             body = wire.encode_acks(batch)
             self.conn.send(wire.frame_prefix(wire.ACK, header, len(body)),
                            self.sealer.seal(bytes([wire.ACK]) + header, body))
+
+
+# Every frame kind the stream state machine allows once open, and the
+# handler that takes it (tests/unit/test_states.py checks they agree).
+HANDLERS: dict[int, Callable[[StreamSession, wire.FrameHead, memoryview], None]] = {
+    wire.DATA: StreamSession._data,
+    wire.BUNDLE: StreamSession._bundle,
+    wire.REQ: StreamSession._request,
+    wire.REQS: StreamSession._requests,
+    wire.SYNC: StreamSession._sync,
+}

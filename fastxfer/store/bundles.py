@@ -20,7 +20,7 @@ from fastxfer.protocol import paths
 from fastxfer.localfs import open_chain, sync_filesystem
 from fastxfer.store import manifest
 from fastxfer.store.diskio import free_bytes, now_ns, space_error, storage_failure, unlink_quietly, write_all
-from fastxfer.errors import FxError, RefusedError
+from fastxfer.errors import FxError, RefusedError, wire_code
 
 if TYPE_CHECKING:
     from fastxfer.store.catalog import Catalog
@@ -28,13 +28,13 @@ if TYPE_CHECKING:
     from fastxfer.store.staging import Staging
 
 EMPTY_SHA256 = hashlib.sha256(b"").digest()
-Result = tuple[int, int, str]  # (0 stored, 1 unchanged or 2 failed; exit code; message)
+Result = tuple[int, int, str]  # (0 stored, 1 unchanged or 2 failed; wire code number; message)
 Staged = tuple[int, list[bytes], int, bytes, wire.BundleEntry]  # (index, parts, folder fd, staged name, entry)
 
 
 def failed(exc: FxError | OSError) -> Result:
     refusal = exc if isinstance(exc, FxError) else storage_failure(exc)
-    return (2, refusal.exit_code, refusal.message)
+    return (2, wire_code(refusal).number, refusal.message)
 
 
 class Bundles:

@@ -14,7 +14,7 @@ from fastxfer.client.plan import Planner, batches, group_bundles, tops_of
 from fastxfer.client.send import Shared
 from fastxfer.client.walk import Entry
 from fastxfer.errors import ConnectError, LocalFileError, ProtocolError
-from fastxfer.protocol import layout, wire
+from fastxfer.protocol import layout, messages
 
 
 def entries(*remotes: str, size: int = 1) -> list[Entry]:
@@ -31,7 +31,7 @@ def test_tops_are_the_fewest_paths_covering_a_send() -> None:
 def test_batches_are_bounded_and_the_first_is_small() -> None:
     many = entries(*[f"f{i}" for i in range(10000)])
     sizes = [len(b) for b in batches(many)]
-    assert sum(sizes) == 10000 and max(sizes) <= wire.MAX_BATCH
+    assert sum(sizes) == 10000 and max(sizes) <= messages.MAX_BATCH
     assert [len(b) for b in batches(many[:1000], first=100)][:4] == [100, 200, 400, 300]
     long_names = entries(*["n" * 4000 + str(i) for i in range(1000)])
     assert all(len(b) < 200 for b in batches(long_names))  # bounded in bytes of names too
@@ -122,7 +122,7 @@ def test_a_put_sends_what_the_disk_says_now_and_reads_the_servers_record() -> No
     def answer(msg, reply):
         assert [f["size"] for f in msg["files"]] == [3 * layout.MIN_CHUNK]  # the size at the put
         return {"t": reply, "files": [{"t": "ok", "status": "send", "fid": "ab" * 16, "chunk": layout.MIN_CHUNK,
-                                       "have": wire.encode_have(have)}]}
+                                       "have": messages.encode_have(have)}]}
 
     results, jobs = Planner(FakeServer(answer), lambda s: layout.MIN_CHUNK, stat=stat).put(entries("big", "gone"))
     assert [r.src.remote for r in results] == ["gone"] and "No such file" in results[0].error.message
