@@ -17,6 +17,7 @@ from fastxfer.trust import identity
 from fastxfer.protocol import keys
 from fastxfer.errors import ConnectError, ProtocolError, TrustError
 from fastxfer.net.conn import Channel, Conn, connect, keep_alive_probes, peer_cert, tls_wrap
+from fastxfer.net.framed import FramedConn
 from fastxfer.trust.pins import PinList, address_key
 from fastxfer.client.retry import Backoff
 
@@ -185,19 +186,16 @@ def keep_alive(control: ControlClient) -> None:
         control.last_ping = now
 
 
-def open_stream(host: str, port: int, welcome: Welcome) -> tuple[Conn, keys.Sealer, keys.Opener]:
+def open_stream(host: str, port: int, welcome: Welcome) -> FramedConn:
+    """A new stream connection, its keys agreed and proven by a first SYNC."""
     conn = connect(host, port, CONNECT_TIMEOUT)
     client_random = os.urandom(wire.RANDOM)
     conn.send(wire.encode_open(welcome.ticket, client_random))
     server_random = wire.parse_open_reply(conn.recv_exact(4 + wire.RANDOM))
     c2s, s2c = keys.stream_keys(welcome.secret, client_random, server_random)
-    sealer, opener = keys.pair(c2s, s2c, "client")
-    send_sync(conn, sealer)
-    return conn, sealer, opener
-
-
-def send_sync(conn: Conn, sealer: keys.Sealer) -> None:
-    conn.send(wire.frame_prefix(wire.SYNC, b"", 0), sealer.seal(bytes([wire.SYNC]), b""))
+    fc = FramedConn(conn, *keys.pair(c2s, s2c, "client"))
+    fc.send(wire.SYNC)
+    return fc
 
 
 def connect_control(address: str):

@@ -442,7 +442,8 @@ class Getter:
 
     def _stream_once(self, outstanding: Window) -> None:
         session = self.control.welcome or self.welcome  # the latest: a restarted server voids the first ticket
-        conn, sealer, opener = open_stream(self.control.host, self.control.port, session)
+        fc = open_stream(self.control.host, self.control.port, session)  # its send and receive come with the split
+        conn, sealer, opener = fc.conn, fc.sealer, fc.opener
         conn.settimeout(120.0)
         batching = "reqs" in session.features
         numbers = itertools.count()

@@ -19,7 +19,6 @@ import time
 from typing import TYPE_CHECKING
 
 from fastxfer.errors import BusyError, ConnectError, FxError, LocalFileError, ProtocolError, from_wire_number
-from fastxfer.net.framed import FramedConn
 from fastxfer.protocol import wire
 from fastxfer.client.connect import ControlClient, Welcome, open_stream
 from fastxfer.client.jobs import Bundle, FileJob, pack_bundle, read_chunk
@@ -97,8 +96,8 @@ class Link:
     def run(self) -> None:
         control = self.stream.control
         # The control connection's latest welcome: after a server restart the first one's ticket is void.
-        conn, sealer, opener = open_stream(control.host, control.port, control.welcome or self.stream.welcome)
-        self.fc = FramedConn(conn, sealer, opener)
+        self.fc = open_stream(control.host, control.port, control.welcome or self.stream.welcome)
+        conn = self.fc.conn
         self.shared.stream_opened()
         reader = threading.Thread(target=self._read, daemon=True)
         reader.start()

@@ -22,6 +22,7 @@ from fastxfer.protocol import states
 from fastxfer.errors import BusyError, FxError, ProtocolError, RefusedError, TrustError, wire_code
 from fastxfer.protocol.keys import ServerKeys
 from fastxfer.net.conn import Buffer, Conn
+from fastxfer.net.framed import Frame, FramedConn
 from fastxfer.store.facade import Store
 from fastxfer.store.seam import Receiving
 from fastxfer.trust.clients import ClientList
@@ -40,11 +41,9 @@ class StreamSession:
         self.files: dict[bytes, Receiving] = {}
         self.unflushed = 0
         self.acks: list[tuple[bytes, int]] = []
-        # Two chunk-sized buffers whatever the connection does: what arrives
-        # and what it opens to (or, restoring, what is read and what is sent).
-        self._buf = Buffer()
-        self._plain = Buffer()
-        self._out = Buffer()
+        self.fc: FramedConn | None = None  # once the stream's keys are known
+        # Restoring: what is read from the store, before it is sealed and sent.
+        self._read = Buffer()
 
     def run(self) -> None:
         try:
@@ -60,17 +59,17 @@ class StreamSession:
         finally:
             for f in self.files.values():
                 f.close()
-            self.conn.close()
-            for buf in (self._buf, self._plain, self._out):
-                buf.close()
+            if self.fc is not None:
+                self.fc.close()
+            else:
+                self.conn.close()
+            self._read.close()
 
     def _try_error(self, exc: FxError) -> None:
-        if getattr(self, "sealer", None) is None:
+        if self.fc is None:
             return
         try:
-            body = wire.encode_error(wire_code(exc).number, exc.message)
-            self.conn.send(wire.frame_prefix(wire.ERROR, b"", len(body)),
-                           self.sealer.seal(bytes([wire.ERROR]), body))
+            self.fc.send(wire.ERROR, b"", wire.encode_error(wire_code(exc).number, exc.message))
         except FxError:
             pass
 
@@ -89,10 +88,10 @@ class StreamSession:
         server_random = os.urandom(wire.RANDOM)
         self.conn.send(wire.encode_open_reply(server_random))
         c2s, s2c = keys.stream_keys(session.secret, client_random, server_random)
-        self.sealer, self.opener = keys.pair(c2s, s2c, "server")
-        kind, rest = wire.parse_prefix(self.conn.recv_exact(wire.FRAME_PREFIX), wire.SYNC_FRAME)
-        self.state = states.SERVER_STREAM.step(states.OPENING, kind)
-        self.opener.open(bytes([kind]), self.conn.recv_exact(rest))
+        sealer, opener = keys.pair(c2s, s2c, "server")
+        self.fc = FramedConn(self.conn, sealer, opener)
+        first = self.fc.receive(wire.SYNC_FRAME)
+        self.state = states.SERVER_STREAM.step(states.OPENING, first.kind)
         if self.clients.name_of(session.client_fp) != session.client_name:
             raise TrustError("this client is no longer authorized on this server")
         self.proven(session.client_name)
@@ -100,28 +99,22 @@ class StreamSession:
         self.client_fp = session.client_fp
 
     def _run(self) -> None:
-        self.sealer = None
         self._open()
+        assert self.fc is not None
         self.conn.settimeout(limits.STREAM_IDLE)
         while True:
             if self.unflushed and not self.conn.readable(limits.FLUSH_IDLE):
                 self._flush()
-            kind, rest = wire.parse_prefix(self.conn.recv_exact(wire.FRAME_PREFIX))
-            view = self._buf.view(rest)
-            self.conn.recv_into_exact(view)
-            head = wire.split_rest(kind, view)
-            self.state = states.SERVER_STREAM.step(self.state, kind)
-            HANDLERS[kind](self, head, view[len(head.header):])
+            frame = self.fc.receive()
+            self.state = states.SERVER_STREAM.step(self.state, frame.kind)
+            HANDLERS[frame.kind](self, frame)
 
-    def _sync(self, head: wire.FrameHead, sealed: memoryview) -> None:
-        self.opener.open(head.aad, sealed)
+    def _sync(self, frame: Frame) -> None:
         self._flush()
 
-    def _data(self, head: wire.FrameHead, sealed: memoryview) -> None:
-        fid, offset, length = wire.parse_data_header(head.header, head.sealed_len)
-        plain_len = length + wire.DIGEST
-        plain = self._plain.view(plain_len)
-        self.opener.open_into(head.aad, sealed, plain)
+    def _data(self, frame: Frame) -> None:
+        fid, offset, length = wire.parse_data_header(frame.header, frame.sealed_len)
+        plain = frame.body
         data, digest = plain[:length], bytes(plain[length:])
         if hashlib.sha256(data).digest() != digest:
             raise ProtocolError("chunk digest does not match its bytes")
@@ -135,30 +128,24 @@ class StreamSession:
         if self.unflushed >= limits.FLUSH_BYTES or len(self.acks) >= wire.MAX_ACKS:
             self._flush()
 
-    def _request(self, head: wire.FrameHead, sealed: memoryview) -> None:
+    def _request(self, frame: Frame) -> None:
         """Restore: read a chunk of a stored file, hash it, seal it, send it."""
-        body = self.opener.open(head.aad, sealed)
-        tag, offset, length, size, mtime_ns, path = wire.parse_req(head.header, body)
+        tag, offset, length, size, mtime_ns, path = wire.parse_req(frame.header, bytes(frame.body))
         self._still_authorized()
-        plain = self._plain.view(length + wire.DIGEST)
+        plain = self._read.view(length + wire.DIGEST)
         try:
             self.store.read_chunk(self.client, os.fsdecode(path), size, mtime_ns, offset, plain[:length])
         except FxError as exc:
-            text = wire.encode_error(wire_code(exc).number, exc.message)
-            self.conn.send(wire.frame_prefix(wire.NAK, tag, len(text)),
-                           self.sealer.seal(bytes([wire.NAK]) + tag, text))
+            self.fc.send(wire.NAK, tag, wire.encode_error(wire_code(exc).number, exc.message))
             return
         plain[length:] = hashlib.sha256(plain[:length]).digest()
-        header = wire.data_header(tag, offset, length)
-        out = self._out.view(length + wire.DIGEST + wire.TAG)
-        self.sealer.seal_into(bytes([wire.DATA]) + header, plain, out)
-        self.conn.send(wire.frame_prefix(wire.DATA, header, length + wire.DIGEST), out)
+        self.fc.send(wire.DATA, wire.data_header(tag, offset, length), plain)
 
-    def _requests(self, head: wire.FrameHead, sealed: memoryview) -> None:
+    def _requests(self, frame: Frame) -> None:
         """Restore of many small files: each read whole and hashed, all sealed in one DATAS frame."""
-        batch, asks = wire.parse_reqs(head.header, self.opener.open(head.aad, sealed))
+        batch, asks = wire.parse_reqs(frame.header, bytes(frame.body))
         self._still_authorized()
-        plain = self._plain.view(sum(wire.answer_cost(a.size) for a in asks))
+        plain = self._read.view(sum(wire.answer_cost(a.size) for a in asks))
         pos = 0
         folders: dict = {}  # the folder being read, kept from one file to the next (read_chunk)
         try:
@@ -180,16 +167,11 @@ class StreamSession:
         finally:
             for fd in folders.values():
                 os.close(fd)
-        header = wire.datas_header(batch, len(asks))
-        out = self._out.view(pos + wire.TAG)
-        self.sealer.seal_into(bytes([wire.DATAS]) + header, plain[:pos], out)
-        self.conn.send(wire.frame_prefix(wire.DATAS, header, pos), out)
+        self.fc.send(wire.DATAS, wire.datas_header(batch, len(asks)), plain[:pos])
 
-    def _bundle(self, head: wire.FrameHead, sealed: memoryview) -> None:
-        plain = self._plain.view(head.sealed_len - wire.TAG)
-        self.opener.open_into(head.aad, sealed, plain)
+    def _bundle(self, frame: Frame) -> None:
         self._still_authorized()
-        bundle, entries = wire.parse_bundle(head.header, plain)
+        bundle, entries = wire.parse_bundle(frame.header, frame.body)
         for e in entries:
             if hashlib.sha256(e.data).digest() != e.digest:
                 raise ProtocolError("a bundled file's digest does not match its bytes")
@@ -198,9 +180,7 @@ class StreamSession:
         if stored:
             log.info("client %s stored %d small files", self.client, stored)
         del entries  # views into the buffer
-        header, body = wire.encode_bundle_ack(bundle, results)
-        self.conn.send(wire.frame_prefix(wire.BUNDLE_ACK, header, len(body)),
-                       self.sealer.seal(bytes([wire.BUNDLE_ACK]) + header, body))
+        self.fc.send(wire.BUNDLE_ACK, *wire.encode_bundle_ack(bundle, results))
 
     def _still_authorized(self) -> None:
         """Revoking a client ends its running streams too, at their next piece of work."""
@@ -219,15 +199,12 @@ class StreamSession:
         self.unflushed = 0
         while self.acks:
             batch, self.acks = self.acks[: wire.MAX_ACKS], self.acks[wire.MAX_ACKS:]
-            header = wire.ack_header(len(batch))
-            body = wire.encode_acks(batch)
-            self.conn.send(wire.frame_prefix(wire.ACK, header, len(body)),
-                           self.sealer.seal(bytes([wire.ACK]) + header, body))
+            self.fc.send(wire.ACK, wire.ack_header(len(batch)), wire.encode_acks(batch))
 
 
 # Every frame kind the stream state machine allows once open, and the
 # handler that takes it (tests/unit/test_states.py checks they agree).
-HANDLERS: dict[int, Callable[[StreamSession, wire.FrameHead, memoryview], None]] = {
+HANDLERS: dict[int, Callable[[StreamSession, Frame], None]] = {
     wire.DATA: StreamSession._data,
     wire.BUNDLE: StreamSession._bundle,
     wire.REQ: StreamSession._request,

@@ -150,23 +150,27 @@ def test_bad_frames_on_an_authenticated_stream(tmp_path: Path, server, client) -
     try:
         fid = bytes.fromhex(put(control, "victim.bin", size=1000)["fid"])
         # a frame announcing more than the limit
-        conn, sealer, _ = open_stream("127.0.0.1", server.port, welcome)
+        fc = open_stream("127.0.0.1", server.port, welcome)
+        conn, sealer = fc.conn, fc.sealer
         conn.send((wire.MAX_FRAME + 1).to_bytes(4, "big") + bytes([wire.DATA]))
         conn.close()
         # a frame cut off in the middle, then the connection vanishes
-        conn, sealer, _ = open_stream("127.0.0.1", server.port, welcome)
+        fc = open_stream("127.0.0.1", server.port, welcome)
+        conn, sealer = fc.conn, fc.sealer
         header = wire.data_header(fid, 0, 1000)
         body = sealer.seal(bytes([wire.DATA]) + header, b"x" * 1000 + b"\x00" * 32)
         conn.send(wire.frame_prefix(wire.DATA, header, 1032) + body[:500])
         conn.close()
         # a whole frame whose tag does not check out
-        conn, sealer, _ = open_stream("127.0.0.1", server.port, welcome)
+        fc = open_stream("127.0.0.1", server.port, welcome)
+        conn, sealer = fc.conn, fc.sealer
         bad = bytearray(sealer.seal(bytes([wire.DATA]) + header, b"y" * 1000 + b"\x00" * 32))
         bad[-1] ^= 1
         conn.send(wire.frame_prefix(wire.DATA, header, 1032) + bytes(bad))
         conn.close()
         # a chunk that lies about its digest, sealed correctly
-        conn, sealer, _ = open_stream("127.0.0.1", server.port, welcome)
+        fc = open_stream("127.0.0.1", server.port, welcome)
+        conn, sealer = fc.conn, fc.sealer
         conn.send(wire.frame_prefix(wire.DATA, header, 1032),
                   sealer.seal(bytes([wire.DATA]) + header, b"z" * 1000 + b"\x00" * 32))
         conn.close()
