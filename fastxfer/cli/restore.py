@@ -8,7 +8,7 @@ import sys
 import time
 
 from fastxfer.cli.report import human, plural, reopened_note
-from fastxfer.errors import RefusedError, UsageError
+from fastxfer.errors import FxError, RefusedError, UsageError, aggregate
 
 
 LISTED_ERRORS = 20  # a get that fails for many files lists this many unless -v
@@ -54,19 +54,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
     import json
 
     from fastxfer.client.connect import connect_control
+    from fastxfer.client.listing import list_all
     from fastxfer.client.walk import display
 
     control, _ = connect_control(args.server)
-    entries: list[dict] = []
     try:
-        cursor = None
-        while True:
-            reply = control.call({"t": "list", "prefix": args.path, "versions": args.versions,
-                                  "after": cursor}, "list_ok")
-            entries += reply.get("entries") or []
-            cursor = reply.get("next")
-            if not cursor:
-                break
+        entries = list_all(control, args.path, args.versions)
     finally:
         control.close()
     if args.json:
@@ -91,10 +84,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    from fastxfer.cli.report import make_progress
+    from fastxfer.cli.report import Progress
     from fastxfer.client.connect import connect_control
+    from fastxfer.client.get import Getter
+    from fastxfer.client.listing import list_all, list_version
+    from fastxfer.client.restore_plan import plan
     from fastxfer.client.tuning import LONG_PATH_RTT, auto_streams
-    from fastxfer.client.get import Getter, list_all, plan
     from fastxfer.client.walk import display
 
     if len(args.paths) > 1 and not os.path.isdir(args.output):
@@ -105,17 +100,13 @@ def cmd_get(args: argparse.Namespace) -> int:
     received = streams_used = 0
     try:
         for path in args.paths:
-            entries = list_all(control, path, args.version)
+            entries = list_version(control, path, args.version) if args.version else list_all(control, path)
             root, planned = plan(entries, path, args.output)
-            total = sum(int(e.get("size") or 0) for e, _ in planned if e.get("kind") == "file")
-            progress = make_progress(total, sys.stderr.isatty() and not args.quiet)
             streams = min(args.streams or auto_streams(len(planned), control.rtt >= LONG_PATH_RTT), 16)
-            getter = Getter(control, welcome, streams, args.force, progress)
+            getter = Getter(control, welcome, streams, args.force, Progress(sys.stderr.isatty() and not args.quiet))
             try:
                 outcomes += getter.run(root, planned)
             finally:
-                if progress is not None:
-                    progress.close()
                 received += getter.bytes_received
                 streams_used = max(streams_used, len(getter.threads))
     finally:
@@ -133,10 +124,8 @@ def cmd_get(args: argparse.Namespace) -> int:
     print(f"{len(outcomes) - len(bad) - there} restored and verified, {there} already there (same size and "
           f"time), {len(bad)} not; received {human(received)} "
           f"in {elapsed:.2f} s ({rate:.0f} MiB/s) over {plural(streams_used, 'stream')}")
-    if not bad:
-        return 0
-    codes = {o.error.exit_code for o in bad if o.error is not None}
-    return codes.pop() if len(bad) == len(outcomes) and len(codes) == 1 else 9
+    failure = aggregate([o.error or FxError(f"{o.path}: not restored") for o in bad], len(outcomes))
+    return failure.exit_code if failure else 0
 
 
 def sums_line(sha: str, path: str) -> str:
@@ -148,7 +137,7 @@ def sums_line(sha: str, path: str) -> str:
 
 def cmd_sums(args: argparse.Namespace) -> int:
     from fastxfer.client.connect import connect_control
-    from fastxfer.client.get import list_all
+    from fastxfer.client.listing import list_all
 
     control, _ = connect_control(args.server)
     bad = 0

@@ -8,7 +8,7 @@ import time
 
 from fastxfer.cli.args import EPILOG, parse_size
 from fastxfer.cli.report import human, plural, reopened_note
-from fastxfer.errors import FxError, LocalFileError, UsageError
+from fastxfer.errors import FxError, LocalFileError, UsageError, aggregate
 
 
 def add_send(sub) -> None:
@@ -208,10 +208,7 @@ def print_summary(results: list, skipped: list, sender, elapsed: float) -> None:
 
 
 def exit_code(results: list, skipped: list) -> int:
-    failed = [r for r in results if r.status == "failed"]
-    codes = [r.error.exit_code for r in failed if r.error is not None] + [7] * len(skipped)
-    if not codes:
-        return 0
-    if len(failed) == len(results) and len(set(codes)) == 1:
-        return codes[0]  # nothing stored, one cause: say which
-    return 9
+    failures = [r.error or FxError("not sent") for r in results if r.status == "failed"]
+    failures += [LocalFileError(f"{s}: skipped") for s in skipped]
+    failure = aggregate(failures, len(results) + len(skipped))
+    return failure.exit_code if failure else 0

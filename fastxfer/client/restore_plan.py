@@ -1,0 +1,140 @@
+"""Where each listed entry lands below DEST, and what a file being fetched
+carries: the part of ``get`` that decides, with no I/O but looking at the
+destination.
+
+Every part of a path is checked as the server names it (protocol/paths.py),
+so nothing the server lists can reach outside DEST.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+
+from fastxfer.errors import FxError, LocalFileError, ProtocolError, RefusedError
+from fastxfer.protocol import layout, paths
+
+# Files of one chunk up to BATCH_FILE bytes are asked for many at a time
+# (REQS, answered by one DATAS frame) when the server takes it.
+BATCH_FILE = 256 << 10
+OPEN_MAX = 1024  # entries in a wave: one descriptor per file and per folder (fewer if descriptors are short)
+
+
+@dataclass(eq=False)
+class Fetch:
+    entry: dict
+    parts: list[bytes]  # below DEST
+    digests: list[bytes | None] = field(default_factory=list)
+    left: int = 0
+    fd: int = -1
+    parent: int = -1
+    tmp: bytes = b""
+    tag: bytes = b""  # names the file in requests: SHA-256(tmp)[:16]
+    # Threads writing to fd now: a file that fails meanwhile keeps its descriptor
+    # until the last is done, so a write can never land in a reused number.
+    writers: int = 0
+    closing: bool = False
+    status: str = "pending"  # verified (all in, waiting for its wave's sync), restored, failed
+    error: FxError | None = None
+
+    @property
+    def size(self) -> int:
+        return int(self.entry["size"])
+
+    @property
+    def chunk(self) -> int:
+        return int(self.entry["chunk"])
+
+    @property
+    def whole(self) -> bool:
+        """Small enough to be asked for whole, with others, in one request."""
+        return self.size <= min(BATCH_FILE, self.chunk)
+
+    @property
+    def name(self) -> bytes:
+        """The file as a request names it: its path, and "\0VERSION" for an older copy."""
+        name = os.fsencode(self.entry["path"])
+        if self.entry.get("version"):
+            name += b"\x00" + os.fsencode(self.entry["version"])
+        return name
+
+
+@dataclass
+class Outcome:
+    path: str
+    status: str  # restored, skipped, failed
+    error: FxError | None = None
+
+
+def plan(entries: list[dict], prefix: str, dest: str) -> tuple[str, list[tuple[dict, list[bytes]]]]:
+    """(folder every place is below, [(entry, parts below that folder)])."""
+    top = [p for p in prefix.strip("/").split("/") if p]
+    if os.path.isdir(dest):
+        root, base = dest, [os.fsencode(top[-1])] if top else []
+    else:
+        root, base = os.path.dirname(os.path.abspath(dest)), [os.fsencode(os.path.basename(dest))]
+        if not os.path.isdir(root):
+            raise LocalFileError(f"{root}: no such folder")
+    out = []
+    for e in entries:
+        parts = paths.split(e["path"])  # the server's names are checked like a client's
+        rel = parts[len(top):]
+        if [os.fsencode(p) for p in top] != parts[: len(top)]:
+            raise ProtocolError("server listed an entry outside the asked path")
+        out.append((e, base + rel))
+    if not out or any(not parts for _, parts in out):
+        raise RefusedError(f"nothing to restore at {prefix!r}" if not out else "cannot restore onto DEST itself")
+    return root, out
+
+
+def wave_size() -> int:
+    """Entries per wave: OPEN_MAX, or fewer where the descriptor limit cannot be
+    raised enough (a wave holds one descriptor per file and one per folder)."""
+    import resource
+
+    want = 2 * OPEN_MAX + 128  # and the streams, the control connection, the standard ones
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            soft = want if hard == resource.RLIM_INFINITY else min(want, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    except (ValueError, OSError):
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return OPEN_MAX
+    return max(16, min(OPEN_MAX, (soft - 128) // 2))
+
+
+def already_there(entry: dict, here: os.stat_result, parts: list[bytes], parent: int) -> bool:
+    """Whether what is at the place is what the entry would bring: a file of its
+    size and time, or a link to its target (a get run again after it was
+    interrupted, or over a restore already made, skips it, as rsync would)."""
+    kind = entry.get("kind", "file")
+    if kind == "file":
+        return stat.S_ISREG(here.st_mode) and here.st_size == int(entry["size"]) \
+            and here.st_mtime_ns == int(entry["mtime_ns"])
+    if kind == "link":
+        return stat.S_ISLNK(here.st_mode) and os.readlink(parts[-1], dir_fd=parent) == os.fsencode(
+            entry.get("target") or "")
+    return False
+
+
+def chunks_of(entry: dict) -> int:
+    """Requests a listed entry will take (0 for folders, links and records that make no sense)."""
+    try:
+        return layout.chunk_count(int(entry["size"]), int(entry["chunk"])) if entry.get("kind", "file") == "file" else 0
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return 0
+
+
+def link_is_confined(parts: list[bytes], target: str) -> bool:
+    """A link may only point down: relative, with no '..' anywhere.
+
+    Checking where each link lands on its own is not enough: links can be
+    chained (a/b/s -> ../.., t -> a/b/s/..) to climb out of DEST.  Links
+    that only ever descend cannot, however they are combined.
+    """
+    if not target or target.startswith("/"):
+        return False
+    return ".." not in target.split("/")

@@ -1,0 +1,58 @@
+"""Where a get puts what the server lists (client/restore_plan.py): pure, no server."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fastxfer.client.restore_plan import chunks_of, link_is_confined, plan
+from fastxfer.errors import ProtocolError, RefusedError
+
+
+@pytest.mark.parametrize("parts, target, ok", [
+    ([b"a", b"l"], "b", True),
+    ([b"a", b"l"], "../b", False),  # only links that descend are created
+    ([b"a", b"l"], "c/./d", True),
+    ([b"a", b"l"], "../../b", False),
+    ([b"l"], "../x", False),
+    ([b"l"], "/etc/passwd", False),
+    ([b"a", b"b", b"l"], "../../c/./d", False),
+    ([b"a", b"l"], "a/b/..", False),
+    ([b"l"], "", False),
+])
+def test_link_confinement(parts, target, ok) -> None:
+    assert link_is_confined(parts, target) is ok
+
+
+def test_plan_refuses_what_a_server_should_never_name(tmp_path: Path) -> None:
+    with pytest.raises(RefusedError):
+        plan([{"path": "../../etc/passwd"}], "", str(tmp_path))
+    with pytest.raises(RefusedError):
+        plan([{"path": "/etc/passwd"}], "", str(tmp_path))
+    with pytest.raises(ProtocolError):
+        plan([{"path": "elsewhere/x"}], "asked", str(tmp_path))
+    root, planned = plan([{"path": "asked/x/y"}], "asked", str(tmp_path))
+    assert root == str(tmp_path) and planned[0][1] == [b"asked", b"x", b"y"]
+
+
+def test_plan_puts_a_path_inside_an_existing_folder_or_names_a_new_one(tmp_path: Path) -> None:
+    root, planned = plan([{"path": "docs/a"}, {"path": "docs/b/c"}], "docs", str(tmp_path))
+    assert root == str(tmp_path) and [p for _, p in planned] == [[b"docs", b"a"], [b"docs", b"b", b"c"]]
+    root, planned = plan([{"path": "docs/a"}], "docs", str(tmp_path / "copy"))
+    assert root == os.path.abspath(tmp_path) and planned[0][1] == [b"copy", b"a"]
+    with pytest.raises(Exception, match="no such folder"):
+        plan([{"path": "docs/a"}], "docs", str(tmp_path / "missing" / "copy"))
+
+
+@pytest.mark.parametrize("entry, count", [
+    ({"size": 1, "chunk": 1 << 20}, 1),
+    ({"size": (1 << 20) + 1, "chunk": 1 << 20}, 2),
+    ({"kind": "dir", "size": 10, "chunk": 1}, 0),
+    ({"kind": "link"}, 0),
+    ({"size": "x", "chunk": 1}, 0),
+    ({"size": 5}, 0),
+])
+def test_chunks_of_counts_requests_and_never_raises(entry: dict, count: int) -> None:
+    assert chunks_of(entry) == count
