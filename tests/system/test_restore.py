@@ -19,15 +19,16 @@ def get(client, server, *args) -> subprocess.CompletedProcess:
     return fx(client.home, "get", *args, "--from", server.address, timeout=300)
 
 
-def start_get(client, relay, out: Path) -> subprocess.Popen:
+def start_get(client, relay, out: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """get of "data" through a relay into *out*, left running, with small waves."""
     return subprocess.Popen(FX + ["get", "data", "--from", f"127.0.0.1:{relay.port}", "-o", str(out)],
-                            env=dict(os.environ, FASTXFER_HOME=str(client.home)),
+                            env=dict(os.environ, FASTXFER_HOME=str(client.home), **(env or {})),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=few_descriptors)
 
 
-def get_interrupted(tmp_path: Path, server, client, top: Path, interrupt) -> tuple[subprocess.Popen, str, Path]:
+def get_interrupted(tmp_path: Path, server, client, top: Path, interrupt,
+                    env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str, Path]:
     """Send *top*, then get it through a relay that trickles the requests; once
     the first files are placed, interrupt(proc) does something to the run and
     returns its stderr.  (the get process, its stderr, where it restores)"""
@@ -37,7 +38,7 @@ def get_interrupted(tmp_path: Path, server, client, top: Path, interrupt) -> tup
     out.mkdir()
     try:
         fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
-        proc = start_get(client, relay, out)  # small waves: the first is placed early
+        proc = start_get(client, relay, out, env)  # small waves: the first is placed early
         assert wait_for(lambda: len(list(out.rglob("f*.bin"))) > 0, timeout=60)
         err = interrupt(proc)
     finally:
@@ -102,7 +103,8 @@ def test_a_get_cut_off_leaves_only_whole_files(tmp_path: Path, server, client) -
         os.killpg(server.proc.pid, signal.SIGKILL)  # master and workers: every connection drops
         return proc.communicate(timeout=120)[1]
 
-    proc, err, out = get_interrupted(tmp_path, server, client, top, kill)
+    # The server stays down: one reconnection is enough to give up on it.
+    proc, err, out = get_interrupted(tmp_path, server, client, top, kill, {"FASTXFER_RECONNECTS": "1"})
     assert proc.returncode not in (0, None), err
     files = [p for p in out.rglob("*") if p.is_file()]
     assert not [p for p in files if p.name.startswith(".fastxfer-get-")]  # nothing half-written
