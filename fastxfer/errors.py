@@ -68,6 +68,12 @@ class ProtocolError(FxError):
     exit_code = 8
 
 
+class BootError(FxError):
+    """A server worker could not start; the server stopped instead of retrying."""
+
+    exit_code = 11
+
+
 class PartialError(FxError):
     """Not every file was stored."""
 

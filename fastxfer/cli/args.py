@@ -8,7 +8,8 @@ import re
 
 
 EPILOG = """exit codes: 0 verified, 2 usage, 3 trust, 4 connection, 5 verification,
-6 refused by server, 7 local file, 8 protocol, 9 partial, 10 server busy, 1 unexpected."""
+6 refused by server, 7 local file, 8 protocol, 9 partial, 10 server busy, 11 a server worker
+could not start, 1 unexpected."""
 
 
 def parse_size(text: str) -> int:

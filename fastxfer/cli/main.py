@@ -5,7 +5,8 @@ Exit codes: 0 done and verified; 1 unexpected failure; 2 usage; 3 trust
 5 verification; 6 refused by the server (path, space, limits); 7 a local
 file unreadable or changed while sent; 8 protocol violation by the peer;
 9 some files not stored (when several files failed for different causes,
-or some were stored); 10 server busy or shutting down, try again.
+or some were stored); 10 server busy or shutting down, try again; 11 a
+server worker could not start (serve).
 """
 
 from __future__ import annotations

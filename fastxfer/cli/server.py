@@ -53,8 +53,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ident = load_or_create()
     try:
         store = Store(args.root, policy)  # fails early, in the master, on an unusable root
-        store.init_manifest()
-        cleaned = store.clean_staging(time.time())
+        try:
+            store.init_manifest()
+            cleaned = store.clean_staging(time.time())
+        finally:
+            store.close()  # each worker opens its own
     except (OSError, sqlite3.Error) as exc:
         raise FxError(f"cannot use {args.root} as the root: {getattr(exc, 'strerror', None) or exc}") from None
     listener = bind(args.bind, args.port)

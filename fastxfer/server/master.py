@@ -22,12 +22,12 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fastxfer.server import fdpass
 from fastxfer.protocol import limits
-from fastxfer.errors import FxError
-from fastxfer.server.worker import BOOT_FAILED, WorkerConfig, preload, worker_main
+from fastxfer.errors import BootError, FxError
+from fastxfer.server.worker import BOOT_FAILED, HANDLED, WorkerConfig, preload, worker_main
 
 log = logging.getLogger("fastxfer.server")
 
@@ -37,7 +37,6 @@ class WorkerSlot:
     index: int
     process: multiprocessing.process.BaseProcess
     channel: socket.socket
-    started: float = field(default_factory=time.monotonic)
 
 
 class Master:
@@ -68,7 +67,15 @@ class Master:
             name=f"fastxfer-worker-{index}",
             daemon=False,
         )
-        process.start()
+        # Blocked across the fork: a signal that reaches the new worker before
+        # it has set its own handlers waits for them instead of running the
+        # master's (which would write to the master's wake pipe, a descriptor
+        # the worker has closed and may reuse).
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child.close()
         self.slots[index] = WorkerSlot(index, process, parent)
 
@@ -83,7 +90,7 @@ class Master:
             if self.stopping:
                 continue
             if code == BOOT_FAILED:
-                raise FxError(f"worker {i} could not start; stopping the server")
+                raise BootError(f"worker {i} could not start (see the log above); stopping the server")
             log.warning("worker %d (pid %d) died (exit %s); starting a new one", i, slot.process.pid, code)
             self.spawn(i)
 
@@ -109,7 +116,7 @@ class Master:
             pass
 
     def run(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
+        for sig in HANDLED:
             signal.signal(sig, self._on_signal)
         preload()
         for i in range(self.size):

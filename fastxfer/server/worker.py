@@ -36,6 +36,8 @@ from fastxfer.trust.clients import ClientList
 log = logging.getLogger("fastxfer.server")
 
 BOOT_FAILED = 3  # exit code that tells the master not to respawn
+# The signals the master handles; blocked while it forks, reset in the worker.
+HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP)
 
 
 @dataclass(frozen=True)
@@ -168,22 +170,31 @@ def preload() -> None:
 
 
 def worker_main(index: int, channel: socket.socket, inherited: list[int], config: WorkerConfig) -> None:
-    """Entry point of a worker process (forked by the master)."""
-    for fd in inherited:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    threading.Thread(target=watch_parent, args=(channel,), daemon=True).start()
-    # The master decides how the pool stops; a Ctrl-C on the terminal goes to
-    # the whole process group, so workers ignore it and wait for the master.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """Entry point of a worker process (forked by the master, with HANDLED blocked)."""
     worker = Worker(index, channel, config)
 
     def on_term(_sig: int, _frame: object) -> None:
         worker.start_drain()
 
+    # Every handler inherited from the master is replaced before the signals
+    # are unblocked (as gunicorn's workers do).  SIGTERM: finish what runs,
+    # then leave (the master sends it, on its own SIGTERM or shutdown).
+    # SIGINT: a Ctrl-C on the terminal reaches the whole process group; the
+    # master decides how the pool stops, so workers wait for it.  SIGHUP:
+    # nothing to reload (trust changes apply to new connections), and a
+    # closing terminal must not take workers down.  SIGCHLD: a worker has no
+    # children of its own to reap.
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for fd in inherited:  # the listener, the master's wake pipe, other workers' channels
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
+    threading.Thread(target=watch_parent, args=(channel,), daemon=True).start()
     try:
         worker.boot()
     except Exception as exc:  # noqa: BLE001 - any boot failure must stop the pool

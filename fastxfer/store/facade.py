@@ -75,6 +75,13 @@ class Store:
         """Remove transfers abandoned longer than the policy allows; at start only."""
         return self.staging.clean_staging(now)
 
+    def close(self) -> None:
+        """Every descriptor the store holds: the master closes its store before
+        it forks, so no worker inherits a SQLite connection or a folder."""
+        self.manifest.close()
+        for fd in (self.state_fd, self.root_fd):
+            os.close(fd)
+
     def stored_files(self, client: str | None) -> list[tuple[str, bytes]]:
         return self.catalog.stored_files(client)
 

@@ -50,6 +50,14 @@ class Manifest:
         finally:
             db.close()
 
+    def close(self) -> None:
+        """Close the pooled connections (a process about to fork must not pass them on)."""
+        while True:
+            try:
+                self._pool.get_nowait().close()
+            except queue.Empty:
+                return
+
     @contextlib.contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
         """A connection from the pool: threads come and go, descriptors must not."""

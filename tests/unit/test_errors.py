@@ -72,3 +72,15 @@ def test_wire_codes_are_not_exit_codes_by_construction() -> None:
         assert errors.wire_code(RefusedError("m")).number == 6
     finally:
         RefusedError.exit_code = saved
+
+
+def test_exit_codes_are_distinct_and_documented_in_the_epilog() -> None:
+    import fastxfer.errors as errors
+    from fastxfer.cli.args import EPILOG
+
+    classes = [c for c in vars(errors).values()
+               if isinstance(c, type) and issubclass(c, errors.FxError) and c is not errors.FxError]
+    codes = [c.exit_code for c in classes if "exit_code" in vars(c)]
+    assert len(codes) == len(set(codes)), sorted(codes)
+    for code in codes:
+        assert f" {code} " in EPILOG.replace("\n", " ").replace(",", " "), code
