@@ -2,16 +2,19 @@
 
 The engine never prints.  It calls ``emit`` with one of these events, from
 any of its threads; a sink must be quick and thread-safe.
+
+Named tuples, not frozen dataclasses: a command's start-up pays for each
+class it defines (a frozen dataclass costs ~0.35 ms to define here, a named
+tuple ~0.05 ms), and one is built for every chunk moved.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Planned:
+class Planned(NamedTuple):
     """The work is known: this many bytes and files to move (may shrink: Unneeded)."""
 
     total_bytes: int
@@ -19,30 +22,26 @@ class Planned:
     verb: str = "sending"
 
 
-@dataclass(frozen=True)
-class Unneeded:
+class Unneeded(NamedTuple):
     """A file found not to need moving leaves the totals."""
 
     size: int
 
 
-@dataclass(frozen=True)
-class Moved:
+class Moved(NamedTuple):
     """Bytes of file content went over the wire (sent or received)."""
 
     size: int
 
 
-@dataclass(frozen=True)
-class FilesDone:
+class FilesDone(NamedTuple):
     """Files finished so far, of how many."""
 
     done: int
     total: int
 
 
-@dataclass(frozen=True)
-class Finished:
+class Finished(NamedTuple):
     """The run is over: the bar, if any, can go."""
 
 

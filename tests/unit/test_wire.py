@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastxfer.protocol import wire
+from fastxfer.protocol import frames, wire
 from fastxfer.errors import ProtocolError
 from fastxfer.protocol.wire import (
     ACK,
@@ -344,18 +344,18 @@ def test_parse_frame_gives_one_event_per_kind() -> None:
     data = b"some bytes"
     digest = hashlib.sha256(data).digest()
     fid = bytes(range(16))
-    event = wire.parse_frame(DATA, wire.data_header(fid, 7, len(data)), data + digest)
-    assert event == wire.Data(fid, 7, data, digest)
-    assert wire.parse_frame(ACK, wire.ack_header(1), wire.encode_acks([(fid, 3)])) == wire.Ack([(fid, 3)])
-    assert wire.parse_frame(SYNC, b"", b"") == wire.Sync()
-    assert wire.parse_frame(ERROR, b"", wire.encode_error(8, "no")) == wire.Error(8, "no")
-    assert wire.parse_frame(wire.NAK, fid, wire.encode_error(6, "gone")) == wire.Nak(fid, 6, "gone")
+    event = frames.parse_frame(DATA, wire.data_header(fid, 7, len(data)), data + digest)
+    assert event == frames.Data(fid, 7, data, digest)
+    assert frames.parse_frame(ACK, wire.ack_header(1), wire.encode_acks([(fid, 3)])) == frames.Ack([(fid, 3)])
+    assert frames.parse_frame(SYNC, b"", b"") == frames.Sync()
+    assert frames.parse_frame(ERROR, b"", wire.encode_error(8, "no")) == frames.Error(8, "no")
+    assert frames.parse_frame(wire.NAK, fid, wire.encode_error(6, "gone")) == frames.Nak(fid, 6, "gone")
     header, body = wire.encode_req(fid, 0, 10, 20, -1, b"a/b")
-    assert wire.parse_frame(wire.REQ, header, body) == wire.Req(fid, 0, 10, 20, -1, b"a/b")
+    assert frames.parse_frame(wire.REQ, header, body) == frames.Req(fid, 0, 10, 20, -1, b"a/b")
     header, body = wire.encode_bundle_ack(4, [(0, 0, ""), (2, 6, "full")])
-    assert wire.parse_frame(wire.BUNDLE_ACK, header, body) == wire.BundleAck(4, [(0, 0, ""), (2, 6, "full")])
+    assert frames.parse_frame(wire.BUNDLE_ACK, header, body) == frames.BundleAck(4, [(0, 0, ""), (2, 6, "full")])
     header, body = wire.encode_reqs(5, [wire.Ask(fid, 1, 2, b"x")])
-    assert wire.parse_frame(wire.REQS, header, body) == wire.Reqs(5, [wire.Ask(fid, 1, 2, b"x")])
+    assert frames.parse_frame(wire.REQS, header, body) == frames.Reqs(5, [wire.Ask(fid, 1, 2, b"x")])
 
 
 @pytest.mark.parametrize("kind, header, body", [
@@ -371,4 +371,4 @@ def test_parse_frame_gives_one_event_per_kind() -> None:
 ])
 def test_parse_frame_refuses_malformed(kind: int, header: bytes, body: bytes) -> None:
     with pytest.raises(ProtocolError):
-        wire.parse_frame(kind, header, body)
+        frames.parse_frame(kind, header, body)

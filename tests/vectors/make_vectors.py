@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fastxfer.protocol import keys, layout, messages, wire
+from fastxfer.protocol import frames as typed, keys, layout, messages, wire
 
 HERE = Path(__file__).resolve().parent
 KINDS = {"DATA": wire.DATA, "ACK": wire.ACK, "SYNC": wire.SYNC, "ERROR": wire.ERROR, "BUNDLE": wire.BUNDLE,
@@ -98,31 +98,31 @@ def build_frame(kind: str, f: dict[str, Any]) -> tuple[bytes, bytes]:
 
 def parse_frame(kind: str, header: bytes, body: bytes) -> dict[str, Any]:
     """The fields of a frame, read back as the code's typed event (digests checked here)."""
-    e = wire.parse_frame(KINDS[kind.removesuffix("_C2S")], header, body)
-    if isinstance(e, wire.Data):
+    e = typed.parse_frame(KINDS[kind.removesuffix("_C2S")], header, body)
+    if isinstance(e, typed.Data):
         assert sha(e.data) == e.digest
         return {"fid": h(e.fid), "offset": e.offset, "data": h(bytes(e.data))}
-    if isinstance(e, wire.Ack):
+    if isinstance(e, typed.Ack):
         return {"entries": [[h(fid), off] for fid, off in e.entries]}
-    if isinstance(e, wire.Sync):
+    if isinstance(e, typed.Sync):
         return {}
-    if isinstance(e, wire.Error):
+    if isinstance(e, typed.Error):
         return {"code": e.code, "message": e.message}
-    if isinstance(e, wire.Nak):
+    if isinstance(e, typed.Nak):
         return {"code": e.code, "message": e.message, "tag": h(e.tag)}
-    if isinstance(e, wire.Bundle):
+    if isinstance(e, typed.Bundle):
         assert all(sha(f.data) == f.digest for f in e.entries)
         return {"bundle": e.bundle, "files": [{"path": f.path.decode(), "mtime_ns": f.mtime_ns, "mode": f.mode,
                                                "data": h(bytes(f.data))} for f in e.entries]}
-    if isinstance(e, wire.BundleAck):
+    if isinstance(e, typed.BundleAck):
         return {"bundle": e.bundle, "statuses": [list(s) for s in e.statuses]}
-    if isinstance(e, wire.Req):
+    if isinstance(e, typed.Req):
         return {"tag": h(e.tag), "offset": e.offset, "length": e.length, "size": e.size, "mtime_ns": e.mtime_ns,
                 "path": e.path.decode()}
-    if isinstance(e, wire.Reqs):
+    if isinstance(e, typed.Reqs):
         return {"batch": e.batch, "asks": [{"tag": h(a.tag), "size": a.size, "mtime_ns": a.mtime_ns,
                                             "path": a.path.decode()} for a in e.asks]}
-    assert isinstance(e, wire.Datas)
+    assert isinstance(e, typed.Datas)
     out = []
     for tag, status, code, payload in e.entries:
         payload = bytes(payload)
