@@ -20,7 +20,7 @@ from fastxfer.client.retry import Backoff
 from fastxfer.client.window import Window
 from fastxfer.errors import BusyError, ConnectError, FxError, ProtocolError, from_wire_number
 from fastxfer.net.framed import Frame, FramedConn
-from fastxfer.protocol import layout, wire
+from fastxfer.protocol import layout, states, wire
 
 if TYPE_CHECKING:
     from fastxfer.client.get import Getter
@@ -146,6 +146,8 @@ class FetchStream:
     def _receive(self, frame: Frame, window: Window) -> None:
         """One frame from the server, handled before the next is read (its views
         into the connection's buffers end with it)."""
+        # The table refuses what a restoring client must not take (an ACK, say).
+        states.RESTORER_STREAM.step(states.OPEN, frame.kind)
         if frame.kind == wire.NAK:
             code, message = wire.parse_error(bytes(frame.body))
             dropped = window.pop_where(lambda key: key[0] == frame.header)
@@ -156,10 +158,8 @@ class FetchStream:
             raise from_wire_number(*wire.parse_error(bytes(frame.body)))
         elif frame.kind == wire.DATAS:
             self._receive_many(frame, window)
-        elif frame.kind == wire.DATA:
-            self._receive_one(frame, window)
         else:
-            raise ProtocolError(f"unexpected frame kind {frame.kind} from server")
+            self._receive_one(frame, window)
 
     def _receive_one(self, frame: Frame, window: Window) -> None:
         tag, offset, length = wire.parse_data_header(frame.header, frame.sealed_len)

