@@ -8,10 +8,13 @@ import sys
 import time
 
 from fastxfer.cli.report import human, plural, reopened_note
-from fastxfer.errors import FxError, RefusedError, UsageError, aggregate
+from fastxfer.errors import FxError, LocalFileError, RefusedError, UsageError, aggregate
 
 
 LISTED_ERRORS = 20  # a get that fails for many files lists this many unless -v
+AT_HELP = ("the tree as a snapshot holds it: its id (`fastxfer snapshots`), 'latest', or a time "
+           "('2026-12-01', '2026-12-01 18:30': the last snapshot taken by then)")
+KIND_SHOWN = {"fifo": "fifo", "socket": "socket", "chardev": "char dev", "blockdev": "block dev"}
 
 
 def add_ls(sub) -> None:
@@ -21,6 +24,7 @@ def add_ls(sub) -> None:
                     help="the server, as pinned (`fastxfer pins`); port 4455 if not given")
     ls.add_argument("--json", action="store_true", help="one JSON array instead of a table")
     ls.add_argument("--versions", action="store_true", help="list the older copies kept instead")
+    ls.add_argument("--at", default=None, metavar="SNAPSHOT", help=AT_HELP)
 
 
 
@@ -30,7 +34,9 @@ def add_get(sub) -> None:
     g.add_argument("--from", dest="server", required=True, metavar="HOST[:PORT]",
                     help="the server, as pinned (`fastxfer pins`); port 4455 if not given")
     g.add_argument("-o", "--output", default=".", metavar="DEST",
-                   help="an existing folder receives PATH inside it; otherwise DEST is the new name (default: .)")
+                   help="the folder that receives PATH inside it, made if missing; a single file may instead "
+                        "take DEST as its new name (default: .)")
+    g.add_argument("--at", default=None, metavar="SNAPSHOT", help=AT_HELP)
     g.add_argument("--streams", type=int, default=None, help="parallel connections (default: automatic)")
     g.add_argument("--force", action="store_true", help="replace local files that exist")
     g.add_argument("--version", default=None, metavar="VERSION",
@@ -54,12 +60,16 @@ def cmd_ls(args: argparse.Namespace) -> int:
     import json
 
     from fastxfer.client.connect import connect_control
+    from fastxfer.protocol.snapshot import parse_at
     from fastxfer.client.listing import list_all
     from fastxfer.client.walk import display
 
+    at = parse_at(args.at) if args.at is not None else None
+    if at is not None and args.versions:
+        raise UsageError("--at and --versions do not go together: a snapshot holds one copy of each file")
     control, _ = connect_control(args.server)
     try:
-        entries = list_all(control, args.path, args.versions)
+        entries = list_all(control, args.path, args.versions, at)
     finally:
         control.close()
     if args.json:
@@ -78,6 +88,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
             print(f"{'link':>11}  {when}  {'-' * 64}  {name} -> {display(e.get('target') or '')}")
         elif e.get("kind") == "dir":
             print(f"{'folder':>11}  {when}  {'-' * 64}  {name}/")
+        elif e.get("kind") in KIND_SHOWN:
+            print(f"{KIND_SHOWN[e['kind']]:>11}  {when}  {'-' * 64}  {name}")
         else:
             print(f"{human(e['size']):>11}  {when}  {sha}  {name}")
     return 0
@@ -91,17 +103,29 @@ def cmd_get(args: argparse.Namespace) -> int:
     from fastxfer.client.restore_plan import plan
     from fastxfer.client.tuning import LONG_PATH_RTT, auto_streams
     from fastxfer.client.walk import display
+    from fastxfer.protocol.snapshot import parse_at
 
+    at = parse_at(args.at) if args.at is not None else None
+    if at is not None and args.version:
+        raise UsageError("--at and --version do not go together: pick a snapshot or an older copy")
     if len(args.paths) > 1 and not os.path.isdir(args.output):
-        raise UsageError(f"{args.output}: with several PATHs, -o must be an existing folder")
+        try:
+            os.mkdir(args.output)  # several PATHs all land inside it
+        except OSError as exc:
+            raise LocalFileError(f"{args.output}: {exc.strerror}") from None
     control, welcome = connect_control(args.server)
     started = time.monotonic()
     outcomes = []
     received = streams_used = 0
     try:
         for path in args.paths:
-            entries = list_version(control, path, args.version) if args.version else list_all(control, path)
+            if args.version:
+                entries = list_version(control, path, args.version)
+            else:
+                entries = list_all(control, path, at=at)
             root, planned = plan(entries, path, args.output)
+            if not os.path.isdir(root):
+                os.mkdir(root)
             streams = min(args.streams or auto_streams(len(planned), control.rtt >= LONG_PATH_RTT), 16)
             getter = Getter(control, welcome, streams, args.force, Progress(sys.stderr.isatty() and not args.quiet))
             try:
@@ -113,16 +137,18 @@ def cmd_get(args: argparse.Namespace) -> int:
         control.close()
     reopened_note(control)
     elapsed = time.monotonic() - started
-    bad = [o for o in outcomes if o.status not in ("restored", "unchanged")]
+    bad = [o for o in outcomes if o.status not in ("restored", "unchanged", "recorded")]
     there = sum(1 for o in outcomes if o.status == "unchanged")
+    recorded = sum(1 for o in outcomes if o.status == "recorded")
     shown = bad if args.verbose else bad[:LISTED_ERRORS]
     for o in shown:
         print(f"ERROR: {o.error.message if o.error else display(o.path)}", file=sys.stderr)
     if len(bad) > len(shown):
         print(f"ERROR: and {len(bad) - len(shown)} more not restored (-v lists them all)", file=sys.stderr)
     rate = received / elapsed / 2**20 if elapsed else 0.0
-    print(f"{len(outcomes) - len(bad) - there} restored and verified, {there} already there (same size and "
-          f"time), {len(bad)} not; received {human(received)} "
+    print(f"{len(outcomes) - len(bad) - there - recorded} restored and verified, {there} already there (same "
+          f"size and time), " + (f"{recorded} recorded only (sockets, devices), " if recorded else "")
+          + f"{len(bad)} not; received {human(received)} "
           f"in {elapsed:.2f} s ({rate:.0f} MiB/s) over {plural(streams_used, 'stream')}")
     failure = aggregate([o.error or FxError(f"{o.path}: not restored") for o in bad], len(outcomes))
     return failure.exit_code if failure else 0

@@ -11,6 +11,10 @@ from fastxfer.cli.report import human, plural, reopened_note
 from fastxfer.errors import FxError, LocalFileError, UsageError, aggregate
 
 
+KIND_SHOWN = {"dir": "folder", "link": "link", "fifo": "FIFO", "socket": "socket",
+              "chardev": "character device", "blockdev": "block device"}
+
+
 def add_send(sub) -> None:
     s = sub.add_parser("send", help="send files to a server", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -33,6 +37,8 @@ def add_send(sub) -> None:
                    help="append the server's signed receipts for the stored files to FILE")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the result")
     s.add_argument("-v", "--verbose", action="store_true", help="list every entry, however many")
+    s.add_argument("--json", action="store_true",
+                   help="print one JSON object (snapshot, counts, bytes) instead of the summary lines")
 
 
 
@@ -142,17 +148,77 @@ def cmd_send(args: argparse.Namespace) -> int:
         # a ping finds out, and opens it again if it is gone.
         control.call({"t": "ping"}, "pong")
         welcome = control.welcome or welcome
+    snap = None
     try:
         sender, results = run_sender(args, control, welcome, sources)
+        if not args.dry_run:
+            snap = take_snapshot(control, args, results, skipped)
     finally:
         control.close()
     reopened_note(control)
     elapsed = time.monotonic() - started
     if args.dry_run:
         return report_dry_run(results, skipped, welcome.name)
+    code = exit_code(results, skipped)
+    if args.json:
+        print_json(results, skipped, sender, elapsed, snap, code)
+        return code
     report_results(results, welcome.name, args.verbose)
     print_summary(results, skipped, sender, elapsed)
-    return exit_code(results, skipped)
+    print_snapshot(snap, welcome.name, results)
+    return code
+
+
+def take_snapshot(control, args: argparse.Namespace, results: list, skipped: list):
+    """Record the send's snapshot; None (with a warning) when the session cannot."""
+    from fastxfer.client.snapshot import record
+    from fastxfer.client.walk import tops
+
+    if not results:
+        return None
+    try:
+        return record(control.call, tops(args.files, args.dest), results, bool(skipped))
+    except FxError as exc:
+        print(f"WARNING: no snapshot was recorded: {exc.message}", file=sys.stderr)
+        return None
+
+
+def print_snapshot(snap, name: str, results: list) -> None:
+    from fastxfer.client.walk import display
+
+    if snap is None:
+        return
+    for path, was, now in snap.moved:
+        print(f"WARNING: {name}/{display(path)} was last sent from {display(was)}, now from {display(now)}; "
+              f"both are kept as snapshots of one path: to keep them apart, send with --dest", file=sys.stderr)
+    changed = sum(1 for r in results if r.status == "stored" and r.src.kind == "file")
+    partial = " (partial: not everything walked was stored)" if snap.state == "partial" else ""
+    print(f"snapshot {snap.id} of {name}: {plural(snap.files, 'file')}, {human(snap.bytes)}, "
+          f"{changed} changed, {snap.removed} deleted{partial}")
+
+
+def print_json(results: list, skipped: list, sender, elapsed: float, snap, code: int) -> None:
+    import json
+
+    files = [r for r in results if r.src.kind == "file"]
+    print(json.dumps({
+        "snapshot": snap.id if snap else None,
+        "snapshot_state": snap.state if snap else None,
+        "files": len(files),
+        "stored": sum(1 for r in files if r.status == "stored"),
+        "unchanged": sum(1 for r in files if r.status == "unchanged"),
+        "failed": sum(1 for r in results if r.status == "failed"),
+        "recorded": sum(1 for r in results if r.status == "recorded"),
+        "skipped": len(skipped),
+        "deleted": snap.removed if snap else 0,
+        "bytes": sum(r.src.size for r in files if r.status in ("stored", "unchanged")),
+        "bytes_sent": sender.bytes_sent,
+        "resumed_bytes": sender.bytes_resumed,
+        "streams": sender.streams_opened,
+        "seconds": round(elapsed, 3),
+        "exit_code": code,
+        "errors": [r.error.message for r in results if r.status == "failed" and r.error],
+    }))
 
 
 def run_sender(args: argparse.Namespace, control, welcome, sources: list):
@@ -185,8 +251,10 @@ def report_results(results: list, name: str, verbose: bool) -> None:
     for r in results:
         if r.status == "failed":
             continue
-        what = "" if r.src.kind == "file" else f" ({'folder' if r.src.kind == 'dir' else 'link'})"
-        if r.status == "stored":
+        what = "" if r.src.kind == "file" else f" ({KIND_SHOWN.get(r.src.kind, r.src.kind)})"
+        if r.status == "recorded":
+            print(f"recorded {name}/{display(r.src.remote)}{what}, in the snapshot only")
+        elif r.status == "stored":
             size = f" ({human(r.src.size)}, verified)" if r.src.kind == "file" else what
             print(f"stored {name}/{display(r.src.remote)}{size}")
         else:

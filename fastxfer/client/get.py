@@ -33,6 +33,7 @@ from fastxfer.client.restore_plan import Fetch, Outcome, already_there, chunks_o
 from fastxfer.errors import ConnectError, FxError, LocalFileError, ProtocolError
 from fastxfer.localfs import open_chain
 from fastxfer.protocol import layout
+from fastxfer.protocol.snapshot import SPECIAL
 
 
 class Getter:
@@ -184,19 +185,8 @@ class Getter:
             if already_there(entry, here, parts, parent):
                 return Outcome(shown, "unchanged")
             return Outcome(shown, "skipped", LocalFileError(f"{shown}: exists locally; not replaced (use --force)"))
-        if entry.get("kind") == "link":
-            target = entry.get("target") or ""
-            if not link_is_confined(parts, target):
-                return Outcome(shown, "skipped", LocalFileError(
-                    f"{shown}: link to {target!r} points outside the destination; not created"))
-            tmp = self.temp_prefix + b"%d" % next(self.temp_numbers)
-            os.symlink(os.fsencode(target), tmp, dir_fd=parent)
-            try:
-                os.rename(tmp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
-            except OSError:
-                os.unlink(tmp, dir_fd=parent)
-                raise
-            return Outcome(shown, "restored")
+        if entry.get("kind", "file") != "file":
+            return self._make_other(parent, entry, parts, shown)
         if not entry.get("digest") or not layout.valid_layout(int(entry["size"]), int(entry["chunk"])):
             return Outcome(shown, "failed", ProtocolError(f"{shown}: the server's record of it is incomplete"))
         f = Fetch(entry, parts, parent=parent)
@@ -211,6 +201,31 @@ class Getter:
             fetches.pop()
             raise
         return None
+
+    def _make_other(self, parent: int, entry: dict, parts: list[bytes], shown: str) -> Outcome:
+        """A link or a FIFO, made aside and renamed into place."""
+        kind = entry.get("kind")
+        if kind in SPECIAL and kind != "fifo":  # a socket is made by its program; a device is not ours to make
+            return Outcome(shown, "recorded")
+        if kind not in ("link", "fifo"):
+            return Outcome(shown, "failed", ProtocolError(f"{shown}: unknown kind {str(kind)[:20]!r}"))
+        target = entry.get("target") or ""
+        if kind == "link" and not link_is_confined(parts, target):
+            return Outcome(shown, "skipped", LocalFileError(
+                f"{shown}: link to {target!r} points outside the destination; not created"))
+        tmp = self.temp_prefix + b"%d" % next(self.temp_numbers)
+        if kind == "link":
+            os.symlink(os.fsencode(target), tmp, dir_fd=parent)
+        else:
+            os.mkfifo(tmp, int(entry["mode"]) & 0o777, dir_fd=parent)
+        try:
+            if kind == "fifo":
+                os.utime(tmp, ns=(int(entry["mtime_ns"]),) * 2, dir_fd=parent, follow_symlinks=False)
+            os.rename(tmp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
+        except OSError:
+            os.unlink(tmp, dir_fd=parent)
+            raise
+        return Outcome(shown, "restored")
 
     def stop(self, exc: FxError) -> None:
         with self.places.cond:

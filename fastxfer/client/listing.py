@@ -9,12 +9,16 @@ from fastxfer.protocol import messages
 MAX_ENTRIES = 1 << 20  # entries one page may carry
 
 
-def list_all(control: ControlClient, prefix: str, versions: bool = False) -> list[dict]:
-    """Every entry at or below *prefix*, page after page (or every older copy kept)."""
+def list_all(control: ControlClient, prefix: str, versions: bool = False, at: int | str | None = None) -> list[dict]:
+    """Every entry at or below *prefix*, page after page: in the current view,
+    in the snapshot *at* names (protocol/snapshot.parse_at), or every older copy kept."""
     entries: list[dict] = []
     cursor = None
     while True:
-        reply = control.call({"t": "list", "prefix": prefix, "versions": versions, "after": cursor}, "list_ok")
+        msg = {"t": "list", "prefix": prefix, "versions": versions, "after": cursor}
+        if at is not None:
+            msg["at"] = at
+        reply = control.call(msg, "list_ok")
         entries += messages.get_list(reply, "entries", MAX_ENTRIES)
         cursor = reply.get("next")
         if not cursor:

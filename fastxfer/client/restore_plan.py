@@ -53,25 +53,35 @@ class Fetch:
 
     @property
     def name(self) -> bytes:
-        """The file as a request names it: its path, and "\0VERSION" for an older copy."""
+        """The file as a request names it: its path, and "\0VERSION" for an older copy
+        or "\0#DIGEST" for the content a snapshot refers to."""
         name = os.fsencode(self.entry["path"])
-        if self.entry.get("version"):
-            name += b"\x00" + os.fsencode(self.entry["version"])
+        version = self.entry.get("ref") or self.entry.get("version")  # a snapshot's content, or an older copy
+        if version:
+            name += b"\x00" + os.fsencode(version)
         return name
 
 
 @dataclass
 class Outcome:
     path: str
-    status: str  # restored, skipped, failed
+    status: str  # restored, unchanged, recorded (a socket or a device: in the snapshot only), skipped, failed
     error: FxError | None = None
 
 
 def plan(entries: list[dict], prefix: str, dest: str) -> tuple[str, list[tuple[dict, list[bytes]]]]:
-    """(folder every place is below, [(entry, parts below that folder)])."""
+    """(folder every place is below, [(entry, parts below that folder)]).
+
+    As rsync does: a folder lands inside DEST (made if missing), so a get run
+    again lands where the first did; a single file lands inside DEST if DEST
+    is a folder, and otherwise takes DEST as its new name."""
     top = [p for p in prefix.strip("/").split("/") if p]
-    if os.path.isdir(dest):
+    one_file = len(entries) == 1 and entries[0].get("kind", "file") != "dir" and \
+        entries[0].get("path") == "/".join(top)
+    if os.path.isdir(dest) or not one_file:
         root, base = dest, [os.fsencode(top[-1])] if top else []
+        if not os.path.isdir(os.path.dirname(os.path.abspath(dest))):
+            raise LocalFileError(f"{os.path.dirname(os.path.abspath(dest))}: no such folder")
     else:
         root, base = os.path.dirname(os.path.abspath(dest)), [os.fsencode(os.path.basename(dest))]
         if not os.path.isdir(root):
@@ -114,6 +124,8 @@ def already_there(entry: dict, here: os.stat_result, parts: list[bytes], parent:
     if kind == "file":
         return stat.S_ISREG(here.st_mode) and here.st_size == int(entry["size"]) \
             and here.st_mtime_ns == int(entry["mtime_ns"])
+    if kind == "fifo":
+        return stat.S_ISFIFO(here.st_mode)
     if kind == "link":
         return stat.S_ISLNK(here.st_mode) and os.readlink(parts[-1], dir_fd=parent) == os.fsencode(
             entry.get("target") or "")

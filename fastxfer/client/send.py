@@ -25,6 +25,7 @@ from fastxfer.errors import ConnectError, FxError, PartialError, ProtocolError, 
 from fastxfer.protocol import layout, messages
 from fastxfer.client import events
 from fastxfer.client.connect import ControlClient, Welcome, keep_alive
+from fastxfer.protocol.snapshot import SPECIAL
 from fastxfer.client.jobs import Bundle, FileJob, Result, Source, changed_since, job_sha256, read_chunk
 from fastxfer.client.plan import (BUNDLE_BYTES, BUNDLE_FILES, Planner, batches, call_batch, is_small,
                                   refuse_bad_names, tops_of, wire_failure)
@@ -266,6 +267,9 @@ class Sender:
 
     def _run(self, sources: list[Source]) -> list[Result]:
         sources, results = refuse_bad_names(sources)  # a name the server would refuse fails alone, here
+        # FIFOs, sockets and devices: the snapshot records them, nothing is sent.
+        results += [Result(s, "recorded") for s in sources if s.kind in SPECIAL]
+        sources = [s for s in sources if s.kind not in SPECIAL]
         dirs = [s for s in sources if s.kind == "dir"]
         if self.dry_run or self.planner.checksum:
             verdicts = self.planner.ask(sources)

@@ -3,7 +3,8 @@
 rsync's rule: ``send /a/b/dir`` sends ``dir/...``, ``send /a/b/dir/`` sends
 what is inside dir.  Folders, regular files and symlinks (as links, never
 followed, unless asked) are sent; sockets, FIFOs (never opened) and devices
-are skipped with a reason, and so is whatever cannot be read or vanished.
+are entries recorded in the snapshot only; whatever cannot be read or
+vanished is skipped with a reason.
 Names travel as Python's surrogateescape strings, so bytes that are not
 UTF-8 round-trip unchanged.
 """
@@ -34,6 +35,9 @@ class Entry:
     mode: int
     target: str | None = None
     follow: bool = False  # reached through a link the user asked to follow
+    uid: int = 0
+    gid: int = 0
+    rdev: int = 0  # a device's numbers
 
 
 @dataclass
@@ -60,16 +64,30 @@ def walk(args: list[str], dest: str | None, excludes: list[str] = (), follow_lin
     entries: list[Entry] = []
     skipped: list[Skipped] = []
     excluder = Excluder(list(excludes))
-    prefix = dest.strip("/") if dest else ""
     for arg in args:
-        top = os.path.normpath(arg)
-        base = os.path.basename(top)
-        contents_only = (arg.endswith("/") and len(arg) > 1) or base in (".", "..", "")
-        if contents_only:
-            base = ""
-        remote = "/".join(p for p in (prefix, base) if p)
+        top, remote, base, contents_only = _named(arg, dest)
         _visit(top, remote, base, excluder, follow_links, entries, skipped, contents_only)
     return entries, skipped
+
+
+def _named(arg: str, dest: str | None) -> tuple[str, str, str, bool]:
+    """(local path, stored path, name below it, whether only its contents are sent)."""
+    prefix = dest.strip("/") if dest else ""
+    top = os.path.normpath(arg)
+    base = os.path.basename(top)
+    contents_only = (arg.endswith("/") and len(arg) > 1) or base in (".", "..", "")
+    if contents_only:
+        base = ""
+    return top, "/".join(p for p in (prefix, base) if p), base, contents_only
+
+
+def tops(args: list[str], dest: str | None) -> list[tuple[str, str]]:
+    """(stored path, absolute source) of each path named: what a snapshot of the send names."""
+    out: dict[str, str] = {}
+    for arg in args:
+        top, remote, _base, _contents = _named(arg, dest)
+        out.setdefault(remote, os.path.abspath(top))
+    return list(out.items())
 
 
 def _name(entry: os.DirEntry) -> str:
@@ -94,13 +112,14 @@ def _visit(local: str, remote: str, rel: str, excluder: Excluder, follow: bool,
         except OSError as exc:
             skipped.append(Skipped(local, exc.strerror or "cannot be read"))
             return
-        entries.append(Entry(local, remote, "link", 0, st.st_mtime_ns, 0o777, target))
+        entries.append(Entry(local, remote, "link", 0, st.st_mtime_ns, 0o777, target, uid=st.st_uid, gid=st.st_gid))
     elif stat.S_ISREG(mode):
         entries.append(Entry(local, remote, "file", st.st_size, st.st_mtime_ns, stat.S_IMODE(mode),
-                             follow=follow))
+                             follow=follow, uid=st.st_uid, gid=st.st_gid))
     elif stat.S_ISDIR(mode):
         if remote and not contents_only:
-            entries.append(Entry(local, remote, "dir", 0, st.st_mtime_ns, stat.S_IMODE(mode)))
+            entries.append(Entry(local, remote, "dir", 0, st.st_mtime_ns, stat.S_IMODE(mode),
+                                 uid=st.st_uid, gid=st.st_gid))
         try:
             with os.scandir(local) as scan:
                 children = sorted(scan, key=_name)
@@ -116,6 +135,11 @@ def _visit(local: str, remote: str, rel: str, excluder: Excluder, follow: bool,
             child_remote = f"{remote}/{name}" if remote else name
             _visit(child.path, child_remote, child_rel, excluder, follow, entries, skipped, found=child)
     else:
-        kind = ("a socket" if stat.S_ISSOCK(mode) else "a FIFO" if stat.S_ISFIFO(mode)
-                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
-        skipped.append(Skipped(local, f"{kind}, skipped"))
+        # Recorded in the snapshot only (kind, mode, a device's numbers); never opened.
+        kind = ("socket" if stat.S_ISSOCK(mode) else "fifo" if stat.S_ISFIFO(mode)
+                else "chardev" if stat.S_ISCHR(mode) else "blockdev" if stat.S_ISBLK(mode) else "")
+        if not kind or not remote:
+            skipped.append(Skipped(local, "not a regular file, skipped"))
+            return
+        entries.append(Entry(local, remote, kind, 0, st.st_mtime_ns, stat.S_IMODE(mode), uid=st.st_uid,
+                             gid=st.st_gid, rdev=st.st_rdev if kind.endswith("dev") else 0))

@@ -86,6 +86,10 @@ REPLIES = {
     "receipts": "receipts_ok",
     "sums": "sums_ok",
     "dirs": "dirs_ok",
+    "snap_begin": "snap_begun",
+    "snap_add": "snap_added",
+    "snap_end": "snap_ended",
+    "snapshots": "snapshots_ok",
     "ping": "pong",
 }
 REQUESTS = tuple(REPLIES)

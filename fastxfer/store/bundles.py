@@ -84,10 +84,10 @@ class Bundles:
     def _probe_folder(self, client: str, parts: list[bytes]) -> int | FxError | None:
         """The folder's descriptor, None if it does not exist yet, or why it can never hold the file."""
         try:
-            self.folders.check_parents(client, parts)
+            self.folders.check_parents(client, parts, clear=False)
             return open_chain(self.root_fd, [client.encode(), *parts[:-1]], create=False)
-        except FxError as exc:
-            return exc
+        except FxError:
+            return None  # a file or link where a folder will be: it makes way when the file is sent
         except FileNotFoundError:
             return None
 
@@ -163,6 +163,7 @@ class Bundles:
                     # Opening the folders first refuses a link or a file in the
                     # way before any byte is written, once per folder.
                     try:
+                        self.folders.check_parents(client, parts)
                         parents[key] = open_chain(self.root_fd, [client.encode(), *key], create=True)
                     except FxError as exc:
                         refused[key] = exc

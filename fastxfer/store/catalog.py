@@ -56,6 +56,8 @@ class Catalog:
         one at a time (the caller closes what is left).
         """
         path, _, version = path.partition("\x00")
+        if version.startswith("#"):  # content a snapshot refers to, wherever it is held
+            path, version = self._locate(client, path, version[1:], size)
         parts = paths.split(path)
         base, name = [client.encode()] + parts[:-1], parts[-1]
         start = self.root_fd
@@ -103,6 +105,18 @@ class Catalog:
             raise RefusedError(f"{path}: cannot be read on the server ({exc.strerror})") from None
         finally:
             os.close(fd)
+
+    def _locate(self, client: str, path: str, digest_hex: str, size: int) -> tuple[str, str]:
+        try:
+            digest = bytes.fromhex(digest_hex)
+        except ValueError:
+            raise RefusedError(f"{path}: no such content") from None
+        with self.manifest.connect() as db:
+            found = [(p, v) for p, v, s in manifest.locate(db, client, digest) if s == size]
+        if not found:
+            raise RefusedError(f"{path}: its content is no longer held on the server")
+        held, version = found[0]
+        return os.fsdecode(held), version or ""
 
     # ------------------------------------------------------- verify at rest
 

@@ -59,7 +59,9 @@ class Versions:
         except FileNotFoundError:
             return None
         if stat.S_ISDIR(st.st_mode):
-            raise RefusedError(f"{paths.join(parts)}: a folder is stored at that path")
+            # A folder turned file or link: the folder leaves the view, its files kept.
+            self.set_aside(db, parent, client, parts)
+            return None
         raw = b"/".join(parts)
         row = manifest.replaced(db, client, raw)  # before it is replaced
         if row and row[1] == digest and stat.S_ISREG(st.st_mode) and st.st_size == row[0]:
@@ -79,9 +81,36 @@ class Versions:
 
     def _prune(self, db: sqlite3.Connection, vdir: int, client: str, raw: bytes) -> None:
         rows = manifest.versions_newest_first(db, client, raw)
-        for rowid, version in rows[max(1, self.policy.keep_versions):]:
+        for rowid, version, digest in rows[max(1, self.policy.keep_versions):]:
+            if digest is not None and manifest.referenced(db, client, digest):
+                continue  # a kept snapshot still holds it: forget --prune decides
             unlink_quietly(os.fsencode(version), vdir)
             manifest.drop_version(db, rowid)
+
+    def set_aside(self, db: sqlite3.Connection, parent: int, client: str, parts: list[bytes]) -> None:
+        """Whatever is at *parts* leaves the current view: a file is first kept
+        as an older version (snapshots still refer to it), a folder goes with
+        everything in it, a link or anything else is removed.  The caller commits."""
+        name = parts[-1]
+        try:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            manifest.drop_record(db, client, b"/".join(parts))
+            return
+        if stat.S_ISDIR(st.st_mode):
+            fd = os.open(name, DIR_FLAGS, dir_fd=parent)
+            try:
+                for child in sorted(map(os.fsencode, os.listdir(fd))):
+                    self.set_aside(db, fd, client, parts + [child])
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rmdir(name, dir_fd=parent)
+        else:
+            if stat.S_ISREG(st.st_mode):
+                self.keep_old(db, parent, client, parts, b"")
+            os.unlink(name, dir_fd=parent)
+        manifest.drop_record(db, client, b"/".join(parts))
 
     @staticmethod
     def take_same(db: sqlite3.Connection, src_dir: int, src: bytes, parent: int, client: str, parts: list[bytes],
@@ -102,21 +131,30 @@ class Folders:
     def __init__(self, root_fd: int, db: manifest.Manifest, versions: Versions) -> None:
         self.root_fd, self.manifest, self.versions = root_fd, db, versions
 
-    def check_parents(self, client: str, parts: list[bytes]) -> None:
-        """Refuse up front a path whose existing folders include a link or a file."""
+    def check_parents(self, client: str, parts: list[bytes], clear: bool = True, folder: bool = False) -> None:
+        """Make way for a path (a *folder* itself too) whose existing folders
+        include a link or a file: a path that changed kind at the source
+        changes kind here, the file or link in the way kept as an older
+        version (with *clear* False, refuse)."""
         fd = os.dup(self.root_fd)
         try:
-            for i, part in enumerate([client.encode()] + parts[:-1]):
+            for i, part in enumerate([client.encode()] + (parts if folder else parts[:-1])):
                 try:
                     nxt = os.open(part, DIR_FLAGS, dir_fd=fd)
                 except FileNotFoundError:
                     return
                 except OSError as exc:
-                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                        shown = paths.join(parts[: max(i, 1)])
+                    if exc.errno not in (errno.ELOOP, errno.ENOTDIR) or i == 0:
+                        raise
+                    if not clear:
+                        shown = paths.join(parts[:i])
                         raise RefusedError(f"{paths.join(parts)}: {shown} on the server is not a folder "
                                            f"(a link or a file)") from None
-                    raise
+                    with self.manifest.connect() as db:
+                        self.versions.set_aside(db, fd, client, parts[:i])
+                        os.fsync(fd)
+                        db.commit()
+                    return
                 os.close(fd)
                 fd = nxt
         finally:
@@ -137,7 +175,7 @@ class Folders:
     def make_dir(self, client: str, path: str) -> str:
         """Create the folder (and its parents); its mode and time come with finish_dirs."""
         parts = paths.split(path)
-        self.check_parents(client, parts)
+        self.check_parents(client, parts, folder=True)
         fd = open_chain(self.root_fd, [client.encode()] + parts, create=True)
         os.close(fd)
         return "stored"

@@ -4,7 +4,7 @@ each piece, every part given the others it needs when it is built.
     ROOT/<client>/<path as sent>          committed files, nothing else (commit.py)
     ROOT/.fastxfer/staging/<client>/...   files being received (staging.py)
     ROOT/.fastxfer/versions/<client>/...  replaced copies (commit.py)
-    ROOT/.fastxfer/manifest.sqlite        what each client has stored (manifest.py)
+    ROOT/.fastxfer/manifest.sqlite        what each client has stored, its snapshots (manifest.py)
     ROOT/.fastxfer/fid.key                the secret of transfer ids (staging.py)
 
 Store's methods are the ones server/ and cli/ call (seam.py names those of
@@ -24,6 +24,7 @@ from fastxfer.store.catalog import Catalog
 from fastxfer.store.commit import Commit, Folders, Stored, Versions
 from fastxfer.store.diskio import MEMORY_FILESYSTEMS, current_umask, filesystem_type
 from fastxfer.store.manifest import Manifest
+from fastxfer.store.snapshots import Snapshots
 from fastxfer.store.staging import PutReply, Staging, StagingFile
 
 STATE = ".fastxfer"
@@ -62,6 +63,7 @@ class Store:
                                self.manifest, self.folders)
         self.committer = Commit(self.root_fd, self.manifest, self.staging, self.versions)
         self.catalog = Catalog(self.root_fd, self.state_fd, self.manifest)
+        self.snapshots = Snapshots(self.root_fd, self.manifest, self.versions)
         self.bundles = Bundles(self.root_fd, self.manifest, self.staging, self.folders, self.versions,
                                self.catalog, current_umask())
 
@@ -117,7 +119,27 @@ class Store:
     def commit_bundle(self, client: str, entries: list[wire.BundleEntry]) -> list[tuple[int, int, str]]:
         return self.bundles.commit_bundle(client, entries)
 
+    def begin_snapshot(self, client: str, tops: list[tuple[bytes, str | None]], host: str
+                       ) -> tuple[int, list[str | None]]:
+        return self.snapshots.begin(client, tops, host)
+
+    def add_entries(self, client: str, snap: int, rows: list[tuple]) -> list[str]:
+        return self.snapshots.add(client, snap, rows)
+
+    def end_snapshot(self, client: str, snap: int, partial: bool) -> dict:
+        return self.snapshots.end(client, snap, partial)
+
     # -------------------------------------------------------------- reading
+
+    def snapshot_list(self, client: str, prefix: bytes) -> list[dict]:
+        return self.snapshots.list(client, prefix)
+
+    def resolve_snapshot(self, client: str, at: int | str) -> int:
+        return self.snapshots.resolve(client, at)
+
+    def snapshot_listing(self, client: str, snap: int, raw: bytes, after: bytes | None
+                         ) -> tuple[list[dict], bytes | None]:
+        return self.snapshots.listing(client, snap, raw, after)
 
     def stores_under(self, client: str, tops: list[bytes]) -> bool:
         return self.catalog.stores_under(client, tops)

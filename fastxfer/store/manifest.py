@@ -29,6 +29,30 @@ VERSIONS = (
     " version TEXT, size INT, digest BLOB, sha256 BLOB, replaced_ns INT,"
     " chunk INT, mtime_ns INT, mode INT)"
 )
+# A snapshot: what one send walked below the paths it named.  Its id counts
+# per client; a forgotten snapshot keeps its row (state 'forgotten') so that
+# an id is never given twice.  state: 'open' while the send adds entries,
+# then 'complete' or 'partial' (something walked was not stored).
+SNAPSHOTS = (
+    "CREATE TABLE IF NOT EXISTS snapshots (client TEXT, id INT, time_ns INT, state TEXT,"
+    " host TEXT, files INT DEFAULT 0, bytes INT DEFAULT 0, note TEXT, dropped INT DEFAULT 0,"
+    " PRIMARY KEY (client, id))"
+)
+SNAP_PATHS = (
+    "CREATE TABLE IF NOT EXISTS snap_paths (client TEXT, snap INT, path BLOB, source TEXT,"
+    " PRIMARY KEY (client, snap, path))"
+)
+ENTRIES = (
+    "CREATE TABLE IF NOT EXISTS entries (client TEXT, snap INT, path BLOB, kind TEXT, size INT,"
+    " mtime_ns INT, mode INT, uid INT, gid INT, owner TEXT, grp TEXT, chunk INT, digest BLOB,"
+    " sha256 BLOB, target BLOB, rdev INT, PRIMARY KEY (client, snap, path)) WITHOUT ROWID"
+)
+INDEXES = (
+    "CREATE INDEX IF NOT EXISTS files_digest ON files (client, digest)",
+    "CREATE INDEX IF NOT EXISTS versions_digest ON versions (client, digest)",
+    "CREATE INDEX IF NOT EXISTS entries_digest ON entries (client, digest)",
+)
+ENTRY_COLUMNS = "path, kind, size, mtime_ns, mode, uid, gid, owner, grp, chunk, digest, sha256, target, rdev"
 RECORD_FILE = "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,'file',NULL)"
 
 
@@ -46,6 +70,11 @@ class Manifest:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(FILES)
             db.execute(VERSIONS)
+            new = db.execute("SELECT 1 FROM sqlite_master WHERE name='snapshots'").fetchone() is None
+            for statement in (SNAPSHOTS, SNAP_PATHS, ENTRIES, *INDEXES):
+                db.execute(statement)
+            if new:
+                migrate(db)
             db.commit()
         finally:
             db.close()
@@ -186,9 +215,9 @@ def add_version(db: sqlite3.Connection, client: str, raw: bytes, version: str, s
                (client, raw, version, size, old[0], old[1], replaced_ns, old[2], old[3], old[4]))
 
 
-def versions_newest_first(db: sqlite3.Connection, client: str, raw: bytes) -> list[tuple[int, str]]:
-    """(rowid, version) of the copies kept of one path."""
-    return db.execute("SELECT rowid, version FROM versions WHERE client=? AND path=? ORDER BY replaced_ns DESC",
+def versions_newest_first(db: sqlite3.Connection, client: str, raw: bytes) -> list[tuple[int, str, bytes]]:
+    """(rowid, version, digest) of the copies kept of one path."""
+    return db.execute("SELECT rowid, version, digest FROM versions WHERE client=? AND path=? ORDER BY replaced_ns DESC",
                       (client, raw)).fetchall()
 
 
@@ -203,3 +232,154 @@ def list_versions(db: sqlite3.Connection, client: str, raw: bytes, limit: int) -
         "SELECT path, version, size, sha256, replaced_ns, chunk, digest, mtime_ns, mode FROM versions"
         " WHERE client=? AND (?=X'' OR path=? OR (path>? AND path<?)) ORDER BY path, replaced_ns DESC"
         " LIMIT ?", (client, raw, raw, raw + b"/", raw + b"0", limit)).fetchall()
+
+
+# -------------------------------------------------------------- snapshots
+
+def migrate(db: sqlite3.Connection) -> None:
+    """A root written before snapshots: what each client holds becomes its first snapshot."""
+    for (client,) in db.execute("SELECT DISTINCT client FROM files").fetchall():
+        (time_ns,) = db.execute("SELECT MAX(stored_ns) FROM files WHERE client=?", (client,)).fetchone()
+        db.execute("INSERT INTO snapshots VALUES (?,1,?,'complete','',0,0,'migrated',0)", (client, time_ns or 0))
+        db.execute("INSERT INTO entries SELECT client, 1, path, kind, size, mtime_ns, mode, NULL, NULL, NULL,"
+                   " NULL, chunk, digest, sha256, target, NULL FROM files WHERE client=?", (client,))
+        tops = {bytes(p).split(b"/")[0] for (p,) in db.execute("SELECT path FROM files WHERE client=?", (client,))}
+        db.executemany("INSERT INTO snap_paths VALUES (?,1,?,NULL)", [(client, t) for t in sorted(tops)])
+        count_snapshot(db, client, 1)
+
+
+def begin_snapshot(db: sqlite3.Connection, client: str, time_ns: int, host: str,
+                   tops: list[tuple[bytes, str | None]]) -> int:
+    """A new open snapshot of *client* naming *tops* (path, source); its id."""
+    # One statement: two sends of one client cannot both take the same id.
+    db.execute("INSERT INTO snapshots SELECT ?, COALESCE(MAX(id), 0) + 1, ?, 'open', ?, 0, 0, NULL, 0"
+               " FROM snapshots WHERE client=?", (client, time_ns, host, client))
+    (snap,) = db.execute("SELECT MAX(id) FROM snapshots WHERE client=?", (client,)).fetchone()
+    db.executemany("INSERT OR REPLACE INTO snap_paths VALUES (?,?,?,?)",
+                   [(client, snap, raw, source) for raw, source in tops])
+    return snap
+
+
+def last_sources(db: sqlite3.Connection, client: str, raw: bytes) -> str | None:
+    """The source folder the latest kept snapshot naming *raw* was sent from."""
+    row = db.execute("SELECT p.source FROM snap_paths p JOIN snapshots s ON s.client=p.client AND s.id=p.snap"
+                     " WHERE p.client=? AND p.path=? AND s.state IN ('complete','partial')"
+                     " ORDER BY p.snap DESC LIMIT 1", (client, raw)).fetchone()
+    return row[0] if row else None
+
+
+def snapshot_state(db: sqlite3.Connection, client: str, snap: int) -> tuple[str, int] | None:
+    """(state, entries dropped because they were not stored)."""
+    return db.execute("SELECT state, dropped FROM snapshots WHERE client=? AND id=?", (client, snap)).fetchone()
+
+
+def count_dropped(db: sqlite3.Connection, client: str, snap: int, count: int) -> None:
+    db.execute("UPDATE snapshots SET dropped=dropped+? WHERE client=? AND id=?", (count, client, snap))
+
+
+def snapshot_tops(db: sqlite3.Connection, client: str, snap: int) -> list[bytes]:
+    return [bytes(r[0]) for r in db.execute("SELECT path FROM snap_paths WHERE client=? AND snap=? ORDER BY path",
+                                            (client, snap))]
+
+
+def add_entries(db: sqlite3.Connection, client: str, snap: int, rows: list[tuple]) -> None:
+    """Rows in ENTRY_COLUMNS order."""
+    db.executemany(f"INSERT OR REPLACE INTO entries VALUES (?,?,{','.join('?' * 14)})",
+                   [(client, snap, *r) for r in rows])
+
+
+def file_records(db: sqlite3.Connection, client: str, raws: list[bytes]) -> dict[bytes, tuple]:
+    """{path: (size, mtime_ns, chunk, digest, sha256)} of those of *raws* the current view holds as files."""
+    found: dict[bytes, tuple] = {}
+    for start in range(0, len(raws), RECORDS_PER_QUERY):
+        part = raws[start : start + RECORDS_PER_QUERY]
+        rows = db.execute(
+            f"SELECT path, size, mtime_ns, chunk, digest, sha256 FROM files WHERE client=? AND kind='file'"
+            f" AND path IN ({','.join('?' * len(part))})", (client, *part)).fetchall()
+        found.update((bytes(r[0]), tuple(r[1:])) for r in rows)
+    return found
+
+
+def end_snapshot(db: sqlite3.Connection, client: str, snap: int, state: str) -> None:
+    db.execute("UPDATE snapshots SET state=? WHERE client=? AND id=?", (state, client, snap))
+    count_snapshot(db, client, snap)
+
+
+def count_snapshot(db: sqlite3.Connection, client: str, snap: int) -> None:
+    db.execute("UPDATE snapshots SET files=(SELECT COUNT(*) FROM entries WHERE client=? AND snap=? AND kind='file'),"
+               " bytes=(SELECT COALESCE(SUM(size), 0) FROM entries WHERE client=? AND snap=? AND kind='file')"
+               " WHERE client=? AND id=?", (client, snap, client, snap, client, snap))
+
+
+def drop_stale_open(db: sqlite3.Connection, client: str, before_ns: int) -> None:
+    """Snapshots a send opened and never ended (it died): their entries go."""
+    for (snap,) in db.execute("SELECT id FROM snapshots WHERE client=? AND state='open' AND time_ns<?",
+                              (client, before_ns)).fetchall():
+        forget_snapshot(db, client, snap)
+
+
+def forget_snapshot(db: sqlite3.Connection, client: str, snap: int) -> None:
+    db.execute("DELETE FROM entries WHERE client=? AND snap=?", (client, snap))
+    db.execute("DELETE FROM snap_paths WHERE client=? AND snap=?", (client, snap))
+    db.execute("UPDATE snapshots SET state='forgotten' WHERE client=? AND id=?", (client, snap))
+
+
+def snapshots(db: sqlite3.Connection, client: str) -> list[tuple]:
+    """(id, time_ns, state, host, files, bytes, note, dropped) of every kept snapshot, oldest first."""
+    return db.execute("SELECT id, time_ns, state, host, files, bytes, note, dropped FROM snapshots WHERE client=?"
+                      " AND state IN ('complete','partial') ORDER BY id", (client,)).fetchall()
+
+
+def snapshot_paths(db: sqlite3.Connection, client: str) -> dict[int, list[tuple[bytes, str | None]]]:
+    out: dict[int, list[tuple[bytes, str | None]]] = {}
+    for snap, path, source in db.execute("SELECT snap, path, source FROM snap_paths WHERE client=?"
+                                         " ORDER BY snap, path", (client,)):
+        out.setdefault(snap, []).append((bytes(path), source))
+    return out
+
+
+def entry_page(db: sqlite3.Connection, client: str, snap: int, raw: bytes, after: bytes | None,
+               limit: int) -> list[tuple]:
+    """Entries of one snapshot at or below *raw*, after *after*, in path order (ENTRY_COLUMNS)."""
+    where, args = "client=? AND snap=?", [client, snap]
+    if raw:
+        where += " AND (path=? OR (path>? AND path<?))"
+        args += [raw, raw + b"/", raw + b"0"]
+    if after is not None:
+        where += " AND path>?"
+        args.append(after)
+    return db.execute(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE {where} ORDER BY path LIMIT ?",
+                      args + [limit]).fetchall()
+
+
+def not_in_snapshot(db: sqlite3.Connection, client: str, snap: int, raw: bytes) -> list[tuple[bytes, str]]:
+    """(path, kind) the current view holds at or below *raw* that the snapshot does not."""
+    where, args = "f.client=?", [client]
+    if raw:
+        where += " AND (f.path=? OR (f.path>? AND f.path<?))"
+        args += [raw, raw + b"/", raw + b"0"]
+    return [(bytes(p), k) for p, k in db.execute(
+        f"SELECT f.path, f.kind FROM files f WHERE {where} AND NOT EXISTS (SELECT 1 FROM entries e"
+        f" WHERE e.client=f.client AND e.snap=? AND e.path=f.path) ORDER BY f.path", args + [snap])]
+
+
+def drop_record(db: sqlite3.Connection, client: str, raw: bytes) -> None:
+    """The current view's records at and below *raw* (it left the view)."""
+    db.execute("DELETE FROM files WHERE client=? AND (path=? OR (path>? AND path<?))",
+               (client, raw, raw + b"/", raw + b"0"))
+
+
+def locate(db: sqlite3.Connection, client: str, digest: bytes) -> list[tuple[bytes, str | None, int]]:
+    """Where content with this digest is held: (path, None, size) in the current view,
+    or (path, version name, size) among the older copies; a few of each."""
+    rows = db.execute("SELECT path, NULL, size FROM files WHERE client=? AND digest=? AND kind='file' LIMIT 4",
+                      (client, digest)).fetchall()
+    rows += db.execute("SELECT path, version, size FROM versions WHERE client=? AND digest=? LIMIT 4",
+                       (client, digest)).fetchall()
+    return [(bytes(p), v, size) for p, v, size in rows]
+
+
+def referenced(db: sqlite3.Connection, client: str, digest: bytes) -> bool:
+    """Whether an entry of a snapshot not forgotten refers to this content."""
+    return db.execute("SELECT 1 FROM entries WHERE client=? AND digest=? LIMIT 1",
+                      (client, digest)).fetchone() is not None

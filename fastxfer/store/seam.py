@@ -61,7 +61,27 @@ class StoreSeam(Protocol):
     def commit_bundle(self, client: str, entries: list[wire.BundleEntry]) -> list[tuple[int, int, str]]:
         """Store many small files; per entry (0 stored | 1 unchanged | 2 failed, exit code, message)."""
 
+    def begin_snapshot(self, client: str, tops: list[tuple[bytes, str | None]], host: str
+                       ) -> tuple[int, list[str | None]]:
+        """Open a snapshot naming (raw path, source) tops: its id, and each top's previous source."""
+
+    def add_entries(self, client: str, snap: int, rows: list[tuple]) -> list[str]:
+        """Record walked entries (protocol/snapshot.parse_entry rows): the paths dropped as not stored."""
+
+    def end_snapshot(self, client: str, snap: int, partial: bool) -> dict:
+        """Close it; a complete snapshot becomes the current view of its paths."""
+
     # ---------------------------------------------------------- reading
+    def snapshot_list(self, client: str, prefix: bytes) -> list[dict]:
+        """Kept snapshots naming a path at, above or below *prefix*, oldest first."""
+
+    def resolve_snapshot(self, client: str, at: int | str) -> int:
+        """The id that an id, "latest" or "time:NS" names, or RefusedError."""
+
+    def snapshot_listing(self, client: str, snap: int, raw: bytes, after: bytes | None
+                         ) -> tuple[list[dict], bytes | None]:
+        """One page of a snapshot's entries at or below *raw*."""
+
     def stores_under(self, client: str, tops: list[bytes]) -> bool:
         """Whether a file is stored at or below any of the raw paths *tops*."""
 

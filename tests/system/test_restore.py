@@ -8,7 +8,6 @@ import signal
 import subprocess
 from pathlib import Path
 
-import pytest
 
 from conftest import FX, fx, make_client, make_file, restart_while, sha256_file, start_server, wait_for
 from relay import Relay, throttled

@@ -51,9 +51,10 @@ def test_tree_round_trip(tmp_path: Path, server, client) -> None:
     top = tmp_path / "tree"
     build_tree(top)
     done = client.send(server, top, "--exclude", "*.tmp")
-    assert done.returncode == 9, done.stderr  # the FIFO and the socket were skipped
-    assert "fifo: a FIFO, skipped" in done.stderr and "sock: a socket, skipped" in done.stderr
-    assert "2 skipped" in done.stdout
+    assert done.returncode == 0, done.stderr  # the FIFO and the socket are recorded, not sent
+    assert "recorded laptop/tree/fifo (FIFO), in the snapshot only" in done.stdout
+    assert "recorded laptop/tree/sock (socket), in the snapshot only" in done.stdout
+    assert "0 skipped" in done.stdout
     want = snapshot(top)
     for skipped in ("fifo", "sock", "skip.tmp"):
         want.pop(skipped, None)
@@ -83,15 +84,22 @@ def test_second_send_of_a_tree_moves_no_data(tmp_path: Path, server, client) -> 
     assert "0 files stored and verified, 30 unchanged" in again.stdout and "sent 0 B" in again.stdout
 
 
-def test_a_file_where_a_folder_is_stored_is_refused_clearly(tmp_path: Path, server, client) -> None:
+def test_a_path_that_changed_kind_is_stored_as_its_new_kind(tmp_path: Path, server, client) -> None:
     a = tmp_path / "one" / "name"
     make_file(a / "inside.bin", 10)
     assert client.send(server, a).returncode == 0
-    b = make_file(tmp_path / "two" / "name", 10)
+    b = make_file(tmp_path / "two" / "name", 8, seed=3)
     done = client.send(server, b)
-    assert done.returncode == 6
-    assert "a folder is stored at that path" in done.stderr
-    assert (server.root / "laptop" / "name" / "inside.bin").exists()
+    assert done.returncode == 0, done.stderr
+    assert "both are kept as snapshots of one path" in done.stderr  # another source, same name
+    stored = server.root / "laptop" / "name"
+    assert stored.is_file() and stored.read_bytes() == b.read_bytes()
+    # and back: folder again, the file kept as an older version
+    again = client.send(server, a)
+    assert again.returncode == 0, again.stderr
+    assert (stored / "inside.bin").read_bytes() == (a / "inside.bin").read_bytes()
+    kept = [p.read_bytes() for p in (server.root / ".fastxfer" / "versions" / "laptop").glob("name~*")]
+    assert kept == [b.read_bytes()]
 
 
 def test_many_small_files_travel_in_bundles(tmp_path: Path, server, client) -> None:
@@ -144,9 +152,12 @@ def test_a_bundled_file_with_a_bad_name_fails_alone(tmp_path: Path, server, clie
     (server.root / "laptop" / "mixed").mkdir(parents=True)
     (server.root / "laptop" / "mixed" / ("x" * 200)).write_bytes(b"a file in the way")
     done = client.send(server, top)
-    assert done.returncode == 9
-    assert "not a folder" in done.stderr
-    assert (server.root / "laptop" / "mixed" / "good").read_bytes() == (top / "good").read_bytes()
+    # The file where a folder now is makes way (kept as an older version).
+    assert done.returncode == 0, done.stderr
+    for rel in ("good", Path("x" * 200) / ("y" * 200) / ("z" * 200) / "deep"):
+        assert (server.root / "laptop" / "mixed" / rel).read_bytes() == (top / rel).read_bytes()
+    kept = list((server.root / ".fastxfer" / "versions" / "laptop" / "mixed").iterdir())
+    assert [p.read_bytes() for p in kept] == [b"a file in the way"]
 
 
 def test_dry_run_sends_nothing_and_checksum_finds_same_time_changes(tmp_path: Path, server, client) -> None:

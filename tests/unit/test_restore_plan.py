@@ -37,11 +37,20 @@ def test_plan_refuses_what_a_server_should_never_name(tmp_path: Path) -> None:
     assert root == str(tmp_path) and planned[0][1] == [b"asked", b"x", b"y"]
 
 
-def test_plan_puts_a_path_inside_an_existing_folder_or_names_a_new_one(tmp_path: Path) -> None:
+def test_a_folder_lands_inside_dest_and_a_file_may_take_a_new_name(tmp_path: Path) -> None:
     root, planned = plan([{"path": "docs/a"}, {"path": "docs/b/c"}], "docs", str(tmp_path))
     assert root == str(tmp_path) and [p for _, p in planned] == [[b"docs", b"a"], [b"docs", b"b", b"c"]]
-    root, planned = plan([{"path": "docs/a"}], "docs", str(tmp_path / "copy"))
-    assert root == os.path.abspath(tmp_path) and planned[0][1] == [b"copy", b"a"]
+    # A folder goes inside DEST even when DEST is still to be made: run again,
+    # with DEST now there, it lands in the same place (never DEST/docs/docs).
+    for _ in range(2):
+        root, planned = plan([{"path": "docs", "kind": "dir"}, {"path": "docs/a"}], "docs", str(tmp_path / "copy"))
+        assert root == str(tmp_path / "copy") and [p for _, p in planned] == [[b"docs"], [b"docs", b"a"]]
+        (tmp_path / "copy").mkdir(exist_ok=True)
+    # A single file takes DEST as its name, unless DEST is a folder.
+    root, planned = plan([{"path": "docs/a", "kind": "file"}], "docs/a", str(tmp_path / "renamed"))
+    assert root == os.path.abspath(tmp_path) and planned[0][1] == [b"renamed"]
+    root, planned = plan([{"path": "docs/a", "kind": "file"}], "docs/a", str(tmp_path / "copy"))
+    assert root == str(tmp_path / "copy") and planned[0][1] == [b"a"]
     with pytest.raises(Exception, match="no such folder"):
         plan([{"path": "docs/a"}], "docs", str(tmp_path / "missing" / "copy"))
 

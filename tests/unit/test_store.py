@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from fastxfer.protocol import wire
-from fastxfer.errors import FxError
 from fastxfer.store.facade import Store
 
 NAMES = [b"a", b"a0", b"a.b", b"a\xff", b"a/\xff", b"a/b0/x", b"a/b/x", b"ab/x", b"\xff\xfe", b"top"]
@@ -52,8 +51,18 @@ def test_probe_answers_each_name_for_itself(store: Store) -> None:
     asked.append(("a0/inside", 1, 0, None))                   # a file is in the way
     got = store.probe_many("c", asked)
     assert got[: len(entries)] == ["unchanged"] * len(entries)
-    assert got[len(entries) : len(entries) + 3] == ["send", "send", "send"]
-    assert isinstance(got[-1], FxError) and "not a folder" in got[-1].message
+    # A file where a folder will be: the path changed kind at the source; it is sent.
+    assert got[len(entries) :] == ["send"] * 4
+    assert (Path(store.root) / "c" / "a0").is_file()  # a probe changes nothing
+
+
+def test_a_file_in_the_way_of_a_folder_makes_way_and_is_kept(store: Store) -> None:
+    assert [r[0] for r in store.commit_bundle("c", bundle([b"k"]))] == [0]
+    assert [r[0] for r in store.commit_bundle("c", bundle([b"k/inside"]))] == [0]
+    assert (Path(store.root) / "c" / "k" / "inside").read_bytes() == b"k/inside-data"
+    (kept,) = store.version_listing("c", "k")
+    assert kept["path"] == "k" and kept["sha256"] == hashlib.sha256(b"k-data").hexdigest()
+    assert [e["path"] for e in store.listing("c", "k", None)[0]] == ["k/inside"]
 
 
 def test_a_path_named_twice_in_one_bundle_fails_alone(store: Store) -> None:

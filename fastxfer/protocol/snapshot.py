@@ -1,0 +1,102 @@
+"""Snapshots on the wire, with no I/O: the entries a send reports as walked,
+what ``--at`` may name, and which snapshots a retention policy keeps.
+
+An entry is what the client saw at one path: its kind, size, mode, times,
+owner (numbers and names) and, for a link, its target; for a device, its
+numbers.  The server fills in the stored content of files itself, from
+what it committed: a client cannot make a snapshot claim content it did not
+store.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fastxfer.errors import ProtocolError, UsageError
+from fastxfer.protocol import paths
+from fastxfer.protocol.messages import get_int, get_obj, get_str
+
+KINDS = ("file", "dir", "link", "fifo", "socket", "chardev", "blockdev")
+SPECIAL = ("fifo", "socket", "chardev", "blockdev")  # recorded in the catalog only
+ENTRIES_PER_MESSAGE = 2000
+NAME_MAX = 64  # bytes of an owner or group name
+TIME_FORMATS = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d")
+
+
+def entry_message(path: str, kind: str, size: int, mtime_ns: int, mode: int, uid: int, gid: int,
+                  user: str | None, group: str | None, target: str | None, rdev: int) -> dict[str, Any]:
+    """One walked entry as the client reports it."""
+    item: dict[str, Any] = {"path": path, "kind": kind, "size": size, "mtime_ns": mtime_ns, "mode": mode,
+                            "uid": uid, "gid": gid}
+    if user is not None:
+        item["user"] = user
+    if group is not None:
+        item["group"] = group
+    if target is not None:
+        item["target"] = target
+    if rdev:
+        item["rdev"] = rdev
+    return item
+
+
+def parse_entry(value: Any) -> tuple:
+    """A reported entry as a row (manifest.ENTRY_COLUMNS; chunk, digest and
+    sha256 left for the server), or ProtocolError."""
+    item = get_obj(value)
+    kind = item.get("kind")
+    if kind not in KINDS:
+        raise ProtocolError(f"unknown entry kind {str(kind)[:20]!r}")
+    raw = b"/".join(paths.split(get_str(item, "path")))
+    target = None
+    if kind == "link":
+        target = os.fsencode(get_str(item, "target"))
+        if not target or b"\x00" in target:
+            raise ProtocolError("a link entry needs a target")
+    names = []
+    for key in ("user", "group"):
+        name = item.get(key)
+        if name is not None and (not isinstance(name, str) or len(name.encode("utf-8", "surrogateescape")) > NAME_MAX):
+            raise ProtocolError(f"field {key!r} must be a short name")
+        names.append(name)
+    return (raw, kind, get_int(item, "size") if kind == "file" else 0,
+            get_int(item, "mtime_ns", -(2**62), 2**62), get_int(item, "mode", 0, 0o7777),
+            get_int(item, "uid", 0, 2**32 - 1), get_int(item, "gid", 0, 2**32 - 1), names[0], names[1],
+            None, None, None, target, get_int(item, "rdev", 0, 2**64 - 1) if "rdev" in item else 0)
+
+
+def parse_at(text: str) -> int | str:
+    """What ``--at`` names: a snapshot id, "latest", or a time (the latest
+    snapshot taken at or before it), as a number of nanoseconds since the epoch
+    given as the string "time:NS"."""
+    text = text.strip()
+    if text == "latest":
+        return text
+    if text.isdigit():
+        return int(text)
+    import datetime  # here: a send's start-up does not pay for it
+
+    for fmt in TIME_FORMATS:
+        try:
+            when = datetime.datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+        if fmt == "%Y-%m-%d":  # a day means the whole day: the tree as it was that evening
+            when += datetime.timedelta(days=1, microseconds=-1)
+        return f"time:{round(when.timestamp() * 1e6) * 1000}"  # local time, as the user reads a clock
+    raise UsageError(f"--at {text!r}: give a snapshot id, 'latest' or a time such as 2026-12-01T18:00")
+
+
+def pick(snaps: list[tuple[int, int]], at: int | str) -> int | None:
+    """The id *at* names among (id, time_ns) of kept snapshots, or None."""
+    if not snaps:
+        return None
+    if at == "latest":
+        return snaps[-1][0]
+    if isinstance(at, int):
+        return at if any(s == at for s, _ in snaps) else None
+    if isinstance(at, str) and at.startswith("time:") and at[5:].lstrip("-").isdigit():
+        limit = int(at[5:])
+        before = [s for s, t in snaps if t <= limit]
+        return before[-1] if before else None
+    raise ProtocolError("malformed snapshot reference")

@@ -1,0 +1,126 @@
+"""Snapshots: every send records the tree as it was; the current view follows
+the latest; get --at gives an older tree back exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+from conftest import files_under, fx, make_file
+from test_tree import snapshot as tree_of
+
+
+def get(client, server, *args) -> subprocess.CompletedProcess:
+    return fx(client.home, "get", *args, "--from", server.address, timeout=300)
+
+
+def snaps(client, server, *args) -> list[dict]:
+    done = fx(client.home, "snapshots", *args, "--json", "--from", server.address)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_a_deleted_file_leaves_the_view_and_comes_back_from_its_snapshot(tmp_path: Path, server, client) -> None:
+    top = tmp_path / "Documents"
+    make_file(top / "keep.txt", 100, seed=1)
+    make_file(top / "old" / "gone.bin", 300_000, seed=2)  # a whole folder that goes
+    make_file(top / "small-gone.txt", 50, seed=3)
+    first = client.send(server, top, "--json")
+    assert first.returncode == 0, first.stderr
+    report = json.loads(first.stdout)
+    assert (report["snapshot"], report["snapshot_state"], report["files"]) == (1, "complete", 3)
+    was = tree_of(top)
+
+    shutil.rmtree(top / "old")
+    (top / "small-gone.txt").unlink()
+    make_file(top / "new.txt", 70, seed=4)
+    second = client.send(server, top)
+    assert second.returncode == 0, second.stderr
+    assert "snapshot 2 of laptop: 2 files" in second.stdout and "3 deleted" in second.stdout
+
+    # The current view is the latest snapshot: on disk and in ls.
+    assert files_under(server.root / "laptop") == ["Documents", "Documents/keep.txt", "Documents/new.txt"]
+    listed = json.loads(fx(client.home, "ls", "Documents", "--json", "--from", server.address).stdout)
+    assert sorted(e["path"] for e in listed) == ["Documents", "Documents/keep.txt", "Documents/new.txt"]
+
+    # The older tree is still whole, and get --at 1 gives it back exactly.
+    at1 = json.loads(fx(client.home, "ls", "Documents", "--at", "1", "--json", "--from", server.address).stdout)
+    assert "Documents/old/gone.bin" in {e["path"] for e in at1}
+    out = tmp_path / "restore"
+    done = get(client, server, "Documents", "--at", "1", "-o", out)
+    assert done.returncode == 0, done.stderr
+    assert tree_of(out / "Documents") == was
+    again = get(client, server, "Documents", "--at", "1", "-o", out)  # run again: same place, nothing moves
+    assert again.returncode == 0 and "received 0 B" in again.stdout, again.stderr
+    assert not (out / "Documents" / "Documents").exists()
+
+    listing = snaps(client, server)
+    assert [(s["id"], s["state"], s["files"], s["paths"]) for s in listing] == [
+        (1, "complete", 3, ["Documents"]), (2, "complete", 2, ["Documents"])]
+    shown = fx(client.home, "snapshots", "--from", server.address)
+    assert shown.returncode == 0 and "Documents" in shown.stdout and "complete" in shown.stdout
+
+
+def test_kind_changes_both_ways_keep_every_snapshot_whole(tmp_path: Path, server, client) -> None:
+    top = tmp_path / "t"
+    make_file(top / "x" / "inside.bin", 2000, seed=1)  # folder, later a file
+    make_file(top / "y", 8, seed=2)                    # file, later a folder
+    os.symlink("y", top / "z")                         # link, later a file
+    assert client.send(server, top).returncode == 0
+    first = tree_of(top)
+    shutil.rmtree(top / "x")
+    make_file(top / "x", 9, seed=3)
+    (top / "y").unlink()
+    make_file(top / "y" / "deep.bin", 400, seed=4)
+    (top / "z").unlink()
+    make_file(top / "z", 10, seed=5)
+    done = client.send(server, top)
+    assert done.returncode == 0, done.stderr
+    assert tree_of(server.root / "laptop" / "t") == tree_of(top)
+    again = client.send(server, top)  # and nothing blocks the next send
+    assert again.returncode == 0 and "0 files stored" in again.stdout, again.stderr
+    for at, want in (("1", first), ("latest", tree_of(top))):
+        out = tmp_path / f"at-{at}"
+        got = get(client, server, "t", "--at", at, "-o", out)
+        assert got.returncode == 0, got.stderr
+        assert tree_of(out / "t") == want
+
+
+def test_specials_are_recorded_and_a_fifo_comes_back(tmp_path: Path, server, client) -> None:
+    top = tmp_path / "s"
+    make_file(top / "a.txt", 10)
+    os.mkfifo(top / "pipe", 0o640)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(top / "sock"))
+    sock.close()
+    dry = client.send(server, top, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    done = client.send(server, top)
+    assert done.returncode == 0, done.stderr
+    at = {e["path"]: e for e in json.loads(fx(client.home, "ls", "s", "--at", "latest", "--json",
+                                                  "--from", server.address).stdout)}
+    assert (at["s/pipe"]["kind"], at["s/pipe"]["mode"], at["s/sock"]["kind"]) == ("fifo", 0o640, "socket")
+    assert at["s/a.txt"]["uid"] == os.getuid() and at["s/a.txt"]["size"] == 10
+    assert not (server.root / "laptop" / "s" / "pipe").exists()  # recorded in the catalog only
+    out = tmp_path / "out"
+    got = get(client, server, "s", "--at", "latest", "-o", out)
+    assert got.returncode == 0, got.stderr
+    assert "1 recorded only" in got.stdout
+    assert (out / "s" / "pipe").is_fifo() and (out / "s" / "pipe").stat().st_mode & 0o777 == 0o640
+    assert not (out / "s" / "sock").exists()
+    assert (out / "s" / "a.txt").read_bytes() == (top / "a.txt").read_bytes()
+
+
+def test_unknown_snapshot_is_a_clear_error(tmp_path: Path, server, client) -> None:
+    assert client.send(server, make_file(tmp_path / "f", 10)).returncode == 0
+    for at in ("7", "1999-01-01"):
+        done = get(client, server, "f", "--at", at, "-o", tmp_path / "o")
+        assert done.returncode == 6 and "no snapshot" in done.stderr, done.stderr
+    bad = fx(client.home, "ls", "--at", "yesterday-ish", "--from", server.address)
+    assert bad.returncode == 2 and "--at" in bad.stderr
+    assert get(client, server, "f", "--at", "1", "-o", tmp_path / "o").returncode == 0
+    assert (tmp_path / "o").read_bytes() == (tmp_path / "f").read_bytes()

@@ -1,0 +1,125 @@
+"""Snapshots: the pure rules (protocol/snapshot.py) and the store's record of
+them, on a real root and manifest (no network)."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from fastxfer.errors import ProtocolError, RefusedError, UsageError
+from fastxfer.protocol import snapshot, wire
+from fastxfer.store.facade import Store
+
+T0 = 1_700_000_000_000_000_000
+
+
+def entry(path: str, kind: str = "file", size: int = 0, mtime_ns: int = T0, **more) -> dict:
+    return {"path": path, "kind": kind, "size": size, "mtime_ns": mtime_ns, "mode": 0o644, "uid": 1234,
+            "gid": 99, **more}
+
+
+def test_an_entry_becomes_a_row_the_server_fills_in() -> None:
+    row = snapshot.parse_entry(entry("a/b", size=5, user="ann", group="staff"))
+    assert row == (b"a/b", "file", 5, T0, 0o644, 1234, 99, "ann", "staff", None, None, None, None, 0)
+    link = snapshot.parse_entry(entry("l", "link", size=77, target="../x"))
+    assert (link[2], link[12]) == (0, b"../x")  # a link's size is not the client's to claim
+    dev = snapshot.parse_entry(entry("d", "chardev", rdev=(1 << 8) | 3))
+    assert dev[1:3] == ("chardev", 0) and dev[13] == 259
+
+
+@pytest.mark.parametrize("bad", [
+    entry("x", "door"), entry("../x"), entry("/etc/x"), entry("l", "link"), entry("l", "link", target=""),
+    entry("x", mode=0o10000), entry("x", uid=-1), entry("x", user="u" * 65), entry("x", user=5),
+    entry("x", size=-1), entry("x", mtime_ns="now"), "not an object",
+])
+def test_a_malformed_entry_is_a_protocol_error(bad) -> None:
+    with pytest.raises((ProtocolError, RefusedError)):
+        snapshot.parse_entry(bad)
+
+
+def test_at_names_an_id_latest_or_a_time() -> None:
+    assert snapshot.parse_at("12") == 12 and snapshot.parse_at(" latest ") == "latest"
+    noon = datetime.datetime(2026, 12, 1, 12, 30).timestamp()
+    assert snapshot.parse_at("2026-12-01 12:30") == f"time:{int(noon) * 10**9}"
+    day_end = int(datetime.datetime(2026, 12, 2).timestamp()) * 10**9
+    assert 0 < day_end - int(snapshot.parse_at("2026-12-01")[5:]) <= 1000  # a day is the whole day
+    with pytest.raises(UsageError):
+        snapshot.parse_at("last tuesday")
+
+
+def test_pick_finds_the_snapshot_at_named() -> None:
+    snaps = [(3, 100), (5, 200), (9, 300)]
+    assert snapshot.pick(snaps, "latest") == 9
+    assert snapshot.pick(snaps, 5) == 5 and snapshot.pick(snaps, 4) is None
+    assert snapshot.pick(snaps, "time:250") == 5 and snapshot.pick(snaps, "time:200") == 5
+    assert snapshot.pick(snaps, "time:99") is None and snapshot.pick([], "latest") is None
+    with pytest.raises(ProtocolError):
+        snapshot.pick(snaps, "time:soon")
+
+
+# ------------------------------------------------------------------ store
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(str(tmp_path / "root"))
+    s.init_manifest()
+    return s
+
+
+def put(store: Store, names: dict[bytes, bytes]) -> None:
+    entries = [wire.BundleEntry(name, len(data), T0, 0o644, memoryview(data), hashlib.sha256(data).digest())
+               for name, data in names.items()]
+    assert [r[0] for r in store.commit_bundle("c", entries)] == [0] * len(entries)
+    folders = sorted({name.rsplit(b"/", 1)[0].decode() for name in names if b"/" in name})
+    store.finish_dirs("c", [(f, 0o755, T0) for f in folders])  # as a send's folders are recorded
+
+
+def row(path: bytes, kind: str = "file", size: int = 0, mtime_ns: int = T0) -> tuple:
+    return snapshot.parse_entry(entry(path.decode(), kind, size, mtime_ns))
+
+
+def test_a_file_not_stored_as_walked_makes_the_snapshot_partial_and_removes_nothing(store: Store) -> None:
+    put(store, {b"d/a": b"aaa", b"d/b": b"bb"})
+    snap, previous = store.begin_snapshot("c", [(b"d", "/src/d")], "host")
+    assert (snap, previous) == (1, [None])
+    # d/b is gone at the source; d/a was walked with another time than stored
+    dropped = store.add_entries("c", snap, [row(b"d", "dir"), row(b"d/a", size=3, mtime_ns=T0 + 1)])
+    assert dropped == ["d/a"]
+    ended = store.end_snapshot("c", snap, partial=False)
+    assert (ended["state"], ended["removed"], ended["dropped"]) == ("partial", 0, 1)
+    assert (Path(store.root) / "c" / "d" / "b").read_bytes() == b"bb"  # a partial snapshot deletes nothing
+
+
+def test_a_complete_snapshot_becomes_the_view_and_keeps_what_left_it(store: Store) -> None:
+    put(store, {b"d/a": b"aaa", b"d/b": b"bb", b"d/e/f": b"f"})
+    first, _ = store.begin_snapshot("c", [(b"d", "/src/d")], "host")
+    store.add_entries("c", first, [row(b"d", "dir"), row(b"d/e", "dir"), row(b"d/a", size=3),
+                                   row(b"d/b", size=2), row(b"d/e/f", size=1)])
+    assert store.end_snapshot("c", first, False)["state"] == "complete"
+    second, previous = store.begin_snapshot("c", [(b"d", "/src/d")], "host")
+    assert (second, previous) == (2, ["/src/d"])
+    store.add_entries("c", second, [row(b"d", "dir"), row(b"d/a", size=3)])
+    ended = store.end_snapshot("c", second, False)
+    assert (ended["state"], ended["removed"], ended["files"]) == ("complete", 3, 1)  # d/b, d/e, d/e/f
+    assert sorted(p.name for p in (Path(store.root) / "c" / "d").iterdir()) == ["a"]
+    # The first snapshot still reads every file it holds, wherever the content now is.
+    listed, more = store.snapshot_listing("c", first, b"d", None)
+    assert more is None and sorted(e["path"] for e in listed) == ["d", "d/a", "d/b", "d/e", "d/e/f"]
+    b = next(e for e in listed if e["path"] == "d/b")
+    into = memoryview(bytearray(2))
+    store.read_chunk("c", "d/b\x00" + b["ref"], 2, T0, 0, into)
+    assert bytes(into) == b"bb"
+    with pytest.raises(ProtocolError):
+        store.add_entries("c", second, [row(b"d/x", size=1)])  # an ended snapshot takes no more
+
+
+def test_entries_outside_the_snapshots_paths_are_refused(store: Store) -> None:
+    snap, _ = store.begin_snapshot("c", [(b"d", None)], "")
+    with pytest.raises(ProtocolError, match="outside"):
+        store.add_entries("c", snap, [row(b"other/x", "dir")])
+    with pytest.raises(ProtocolError, match="outside"):
+        store.add_entries("c", snap, [row(b"dd", "dir")])  # a sibling whose name starts alike
