@@ -33,9 +33,10 @@ def add_get(sub) -> None:
     g.add_argument("paths", nargs="+", metavar="PATH", help="as `fastxfer ls` shows them")
     g.add_argument("--from", dest="server", required=True, metavar="HOST[:PORT]",
                     help="the server, as pinned (`fastxfer pins`); port 4455 if not given")
-    g.add_argument("-o", "--output", default=".", metavar="DEST",
-                   help="the folder that receives PATH inside it, made if missing; a single file may instead "
-                        "take DEST as its new name (default: .)")
+    g.add_argument("-o", "--output", default=None, metavar="DEST",
+                   help="the copy of PATH: made if missing, merged into if it is a folder (a single file goes "
+                        "inside an existing folder); with several PATHs, the folder receiving each "
+                        "(default: PATH's last part in the current folder)")
     g.add_argument("--at", default=None, metavar="SNAPSHOT", help=AT_HELP)
     g.add_argument("--streams", type=int, default=None, help="parallel connections (default: automatic)")
     g.add_argument("--force", action="store_true", help="replace local files that exist")
@@ -108,11 +109,8 @@ def cmd_get(args: argparse.Namespace) -> int:
     at = parse_at(args.at) if args.at is not None else None
     if at is not None and args.version:
         raise UsageError("--at and --version do not go together: pick a snapshot or an older copy")
-    if len(args.paths) > 1 and not os.path.isdir(args.output):
-        try:
-            os.mkdir(args.output)  # several PATHs all land inside it
-        except OSError as exc:
-            raise LocalFileError(f"{args.output}: {exc.strerror}") from None
+    inside = args.output is None or len(args.paths) > 1
+    dest = "." if args.output is None else args.output
     control, welcome = connect_control(args.server)
     started = time.monotonic()
     outcomes = []
@@ -123,9 +121,12 @@ def cmd_get(args: argparse.Namespace) -> int:
                 entries = list_version(control, path, args.version)
             else:
                 entries = list_all(control, path, at=at)
-            root, planned = plan(entries, path, args.output)
+            root, planned = plan(entries, path, dest, inside)
             if not os.path.isdir(root):
-                os.mkdir(root)
+                try:
+                    os.mkdir(root)
+                except OSError as exc:
+                    raise LocalFileError(f"{root}: {exc.strerror}") from None
             streams = min(args.streams or auto_streams(len(planned), control.rtt >= LONG_PATH_RTT), 16)
             getter = Getter(control, welcome, streams, args.force, Progress(sys.stderr.isatty() and not args.quiet))
             try:

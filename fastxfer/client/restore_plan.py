@@ -69,32 +69,39 @@ class Outcome:
     error: FxError | None = None
 
 
-def plan(entries: list[dict], prefix: str, dest: str) -> tuple[str, list[tuple[dict, list[bytes]]]]:
+def plan(entries: list[dict], prefix: str, dest: str, inside: bool = False
+         ) -> tuple[str, list[tuple[dict, list[bytes]]]]:
     """(folder every place is below, [(entry, parts below that folder)]).
 
-    As rsync does: a folder lands inside DEST (made if missing), so a get run
-    again lands where the first did; a single file lands inside DEST if DEST
-    is a folder, and otherwise takes DEST as its new name."""
+    DEST is the copy of PATH, whether or not it exists: an existing folder
+    is merged into, never nested into, so the same get run again lands where
+    the first did.  A single file goes inside DEST when DEST is a folder.
+    With *inside*, PATH lands in DEST under its last component (no -o, or
+    several PATHs)."""
     top = [p for p in prefix.strip("/").split("/") if p]
     one_file = len(entries) == 1 and entries[0].get("kind", "file") != "dir" and \
         entries[0].get("path") == "/".join(top)
-    if os.path.isdir(dest) or not one_file:
+    if inside or (one_file and os.path.isdir(dest)):
         root, base = dest, [os.fsencode(top[-1])] if top else []
-        if not os.path.isdir(os.path.dirname(os.path.abspath(dest))):
-            raise LocalFileError(f"{os.path.dirname(os.path.abspath(dest))}: no such folder")
-    else:
+    elif one_file:
         root, base = os.path.dirname(os.path.abspath(dest)), [os.fsencode(os.path.basename(dest))]
-        if not os.path.isdir(root):
-            raise LocalFileError(f"{root}: no such folder")
+    else:
+        root, base = dest, []
+    made_in = root if os.path.isdir(root) else os.path.dirname(os.path.abspath(root))  # DEST is made, not its parents
+    if not os.path.isdir(made_in):
+        raise LocalFileError(f"{made_in}: no such folder")
     out = []
     for e in entries:
         parts = paths.split(e["path"])  # the server's names are checked like a client's
         rel = parts[len(top):]
         if [os.fsencode(p) for p in top] != parts[: len(top)]:
             raise ProtocolError("server listed an entry outside the asked path")
-        out.append((e, base + rel))
-    if not out or any(not parts for _, parts in out):
-        raise RefusedError(f"nothing to restore at {prefix!r}" if not out else "cannot restore onto DEST itself")
+        if base or rel:  # PATH's own folder is DEST itself: made, not given the server's mode
+            out.append((e, base + rel))
+        elif e.get("kind", "file") != "dir":
+            raise RefusedError("cannot restore a file onto DEST itself")
+    if not out and not entries:
+        raise RefusedError(f"nothing to restore at {prefix!r}")
     return root, out
 
 

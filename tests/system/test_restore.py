@@ -70,11 +70,11 @@ def test_send_then_get_is_identical(tmp_path: Path, server, client) -> None:
     assert "points outside the destination" in done.stderr
     want = snapshot(top)
     want.pop("outside-link")
-    got = snapshot(out / "data")
+    got = snapshot(out)
     want = snapshot(top)  # folders too: their modes and times come back
     want.pop("outside-link")
     assert got == want
-    assert not (out / "data" / "outside-link").exists()
+    assert not (out / "outside-link").exists()
 
 
 def test_a_tree_of_several_waves_comes_back_whole(tmp_path: Path, server, client) -> None:
@@ -89,8 +89,8 @@ def test_a_tree_of_several_waves_comes_back_whole(tmp_path: Path, server, client
                           env=dict(os.environ, FASTXFER_HOME=str(client.home)), capture_output=True,
                           text=True, timeout=300, preexec_fn=few_descriptors)
     assert done.returncode == 0, done.stderr
-    assert "709 restored and verified" in done.stdout  # 701 files and 8 folders
-    assert snapshot(out / "data") == snapshot(top)
+    assert "708 restored and verified" in done.stdout  # 701 files and 7 folders (DEST itself is made)
+    assert snapshot(out) == snapshot(top)
 
 
 def test_a_get_cut_off_leaves_only_whole_files(tmp_path: Path, server, client) -> None:
@@ -109,7 +109,7 @@ def test_a_get_cut_off_leaves_only_whole_files(tmp_path: Path, server, client) -
     assert not [p for p in files if p.name.startswith(".fastxfer-get-")]  # nothing half-written
     assert 0 < len(files) < 600, len(files)
     for p in files:  # what is there is whole
-        assert p.read_bytes() == (top / p.relative_to(out / "data")).read_bytes()
+        assert p.read_bytes() == (top / p.relative_to(out)).read_bytes()
 
 
 def test_ctrl_c_during_a_get_leaves_whole_files_and_a_rerun_finishes(tmp_path: Path, server, client) -> None:
@@ -126,7 +126,7 @@ def test_ctrl_c_during_a_get_leaves_whole_files_and_a_rerun_finishes(tmp_path: P
     assert not [p for p in out.rglob("*") if p.name.startswith(".fastxfer-get-")]  # nothing half-written
     rerun = get(client, server, "data", "-o", out)
     assert rerun.returncode == 0 and "already there" in rerun.stdout, rerun.stderr
-    assert snapshot(out / "data") == snapshot(top)
+    assert snapshot(out) == snapshot(top)
 
 
 def test_a_get_survives_a_server_restart(tmp_path: Path, server, client) -> None:
@@ -136,7 +136,7 @@ def test_a_get_survives_a_server_restart(tmp_path: Path, server, client) -> None
     make_file(top / "big.bin", 8 << 20, seed=7)
     proc, err, out = get_interrupted(tmp_path, server, client, top, lambda proc: restart_while(server, proc))
     assert proc.returncode == 0, err
-    assert snapshot(out / "data") == snapshot(top)
+    assert snapshot(out) == snapshot(top)
 
 
 def test_streams_told_busy_leave_and_the_others_finish(tmp_path: Path) -> None:
@@ -165,7 +165,7 @@ def test_streams_told_busy_leave_and_the_others_finish(tmp_path: Path) -> None:
         _, slow_err = slow.communicate(timeout=120)
         assert fast.returncode == 0, fast.stderr
         assert slow.returncode == 0, slow_err
-        assert snapshot(fast_out / "data") == snapshot(slow_out / "data") == snapshot(top)
+        assert snapshot(fast_out) == snapshot(slow_out) == snapshot(top)
         assert "too many connections" in server.log_text()  # some of the fast get's streams were told busy
     finally:
         if relay is not None:
@@ -183,16 +183,16 @@ def test_a_second_get_skips_what_is_already_there(tmp_path: Path, server, client
     out.mkdir()
     assert get(client, server, "data", "-o", out).returncode == 0
     for i in range(10):  # as if the first get had been interrupted
-        (out / "data" / f"f{i}.bin").unlink()
+        (out / f"f{i}.bin").unlink()
     again = get(client, server, "data", "-o", out)
     assert again.returncode == 0, again.stderr
-    assert "11 restored and verified, 21 already there" in again.stdout  # 10 files and the folder
+    assert "10 restored and verified, 21 already there" in again.stdout  # 10 files
     assert "received 9.81 KiB" in again.stdout  # their 10,045 bytes only
-    assert snapshot(out / "data") == snapshot(top)
-    (out / "data" / "f20.bin").write_bytes(b"a local edit")  # not what the server holds: never replaced
+    assert snapshot(out) == snapshot(top)
+    (out / "f20.bin").write_bytes(b"a local edit")  # not what the server holds: never replaced
     third = get(client, server, "data", "-o", out)
     assert third.returncode == 9 and "f20.bin: exists locally" in third.stderr
-    assert (out / "data" / "f20.bin").read_bytes() == b"a local edit"
+    assert (out / "f20.bin").read_bytes() == b"a local edit"
 
 
 def test_dest_rules_and_no_overwrite(tmp_path: Path, server, client) -> None:
@@ -278,10 +278,10 @@ def test_files_gone_from_the_server_fail_alone(tmp_path: Path, server, client) -
     assert done.returncode == 9, done.stderr  # some restored, some not
     assert "f7.bin: not stored on the server" in done.stderr
     assert "big.bin: the server's copy is not the one it lists" in done.stderr
-    got = sorted(p.name for p in (out / "data").iterdir())
+    got = sorted(p.name for p in (out).iterdir())
     assert got == sorted(f"f{i}.bin" for i in range(40) if i != 7)  # nothing half-written
     for name in got:
-        assert (out / "data" / name).read_bytes() == (top / name).read_bytes()
+        assert (out / name).read_bytes() == (top / name).read_bytes()
 
 
 def test_output_piped_into_head_ends_quietly(tmp_path: Path, server, client) -> None:

@@ -33,26 +33,29 @@ def test_plan_refuses_what_a_server_should_never_name(tmp_path: Path) -> None:
         plan([{"path": "/etc/passwd"}], "", str(tmp_path))
     with pytest.raises(ProtocolError):
         plan([{"path": "elsewhere/x"}], "asked", str(tmp_path))
-    root, planned = plan([{"path": "asked/x/y"}], "asked", str(tmp_path))
+    root, planned = plan([{"path": "asked/x/y"}], "asked", str(tmp_path), inside=True)
     assert root == str(tmp_path) and planned[0][1] == [b"asked", b"x", b"y"]
 
 
-def test_a_folder_lands_inside_dest_and_a_file_may_take_a_new_name(tmp_path: Path) -> None:
-    root, planned = plan([{"path": "docs/a"}, {"path": "docs/b/c"}], "docs", str(tmp_path))
-    assert root == str(tmp_path) and [p for _, p in planned] == [[b"docs", b"a"], [b"docs", b"b", b"c"]]
-    # A folder goes inside DEST even when DEST is still to be made: run again,
-    # with DEST now there, it lands in the same place (never DEST/docs/docs).
+def test_dest_is_the_copy_of_path_whether_or_not_it_exists(tmp_path: Path) -> None:
+    tree = [{"path": "docs", "kind": "dir"}, {"path": "docs/a"}, {"path": "docs/b/c"}]
+    # Run again with DEST now there, it lands in the same place (never DEST/docs).
     for _ in range(2):
-        root, planned = plan([{"path": "docs", "kind": "dir"}, {"path": "docs/a"}], "docs", str(tmp_path / "copy"))
-        assert root == str(tmp_path / "copy") and [p for _, p in planned] == [[b"docs"], [b"docs", b"a"]]
+        root, planned = plan(tree, "docs", str(tmp_path / "copy"))
+        assert root == str(tmp_path / "copy") and [p for _, p in planned] == [[b"a"], [b"b", b"c"]]
         (tmp_path / "copy").mkdir(exist_ok=True)
+    # No -o, or several PATHs: each lands inside DEST under its last part.
+    root, planned = plan(tree, "docs", str(tmp_path), inside=True)
+    assert root == str(tmp_path) and [p for _, p in planned] == [[b"docs"], [b"docs", b"a"], [b"docs", b"b", b"c"]]
     # A single file takes DEST as its name, unless DEST is a folder.
     root, planned = plan([{"path": "docs/a", "kind": "file"}], "docs/a", str(tmp_path / "renamed"))
     assert root == os.path.abspath(tmp_path) and planned[0][1] == [b"renamed"]
     root, planned = plan([{"path": "docs/a", "kind": "file"}], "docs/a", str(tmp_path / "copy"))
     assert root == str(tmp_path / "copy") and planned[0][1] == [b"a"]
     with pytest.raises(Exception, match="no such folder"):
-        plan([{"path": "docs/a"}], "docs", str(tmp_path / "missing" / "copy"))
+        plan(tree, "docs", str(tmp_path / "missing" / "copy"))
+    with pytest.raises(RefusedError, match="nothing to restore"):
+        plan([], "docs", str(tmp_path))
 
 
 @pytest.mark.parametrize("entry, count", [
