@@ -17,6 +17,9 @@ def add_serve(sub) -> None:
     s.add_argument("--bind", default="0.0.0.0", metavar="ADDR", help="address to listen on (default: %(default)s)")
     s.add_argument("--port", type=int, default=4455, help="port (default: %(default)s; 0 picks a free one)")
     s.add_argument("--workers", type=int, default=None, help="worker processes (default: one per CPU)")
+    s.add_argument("--min-age", default="7d", metavar="AGE",
+                   help="a client's own `forget` never removes a snapshot younger than this, so a stolen "
+                        "client cannot erase its history (default: 7d; s, m, h, d, w)")
     s.add_argument("--keep-versions", type=int, default=10, metavar="N",
                    help="older copies kept per file when a changed file replaces it (default: %(default)s, at least 1)")
     s.add_argument("--max-staging", type=parse_size, default=1 << 40, metavar="SIZE",
@@ -49,7 +52,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers = psutil.cpu_count(logical=True) or 1
     if args.keep_versions < 1:
         raise UsageError("--keep-versions must be at least 1: a replaced file is never destroyed outright")
-    policy = Policy(keep_versions=args.keep_versions, max_staging_bytes=args.max_staging)
+    from fastxfer.protocol.retention import parse_age
+
+    policy = Policy(keep_versions=args.keep_versions, max_staging_bytes=args.max_staging,
+                    min_age_ns=parse_age(args.min_age))
     ident = load_or_create()
     try:
         store = Store(args.root, policy)  # fails early, in the master, on an unusable root

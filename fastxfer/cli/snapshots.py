@@ -49,3 +49,108 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
         print(f"{messages.get_int(s, 'id'):>6}  {when:16}  {str(s.get('state'))[:8]:8}  "
               f"{messages.get_int(s, 'files'):>9,}  {human(messages.get_int(s, 'bytes')):>11}  {shown}{note}")
     return 0
+
+
+FORGET_EPILOG = """\
+examples:
+  fastxfer forget --from backup --keep-last 7 --keep-daily 14 --keep-weekly 8 --prune
+  fastxfer forget --root /srv/backup --client laptop --keep-last 1 --min-age 0 --prune   (on the server)
+
+A snapshot is kept when any --keep-* rule keeps it; each group of snapshots
+of the same paths is judged on its own. Snapshots younger than the minimum
+age are always kept: from a client, the server's (`serve --min-age`, 7 days
+unless set); on the server, --min-age (default 7d; 0 lets the administrator
+forget anything). --prune then removes the older copies no kept snapshot
+refers to; the current view (what `ls` shows) is never removed."""
+
+
+def add_forget(sub) -> None:
+    f = sub.add_parser("forget", help="forget old snapshots (and with --prune free their space)",
+                       description="Forget the snapshots a retention policy does not keep.",
+                       epilog=FORGET_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    where = f.add_mutually_exclusive_group(required=True)
+    where.add_argument("--from", dest="server", metavar="HOST[:PORT]", help="this client's snapshots on that server")
+    where.add_argument("--root", metavar="DIR", help="on the server: the server's root folder (with --client)")
+    f.add_argument("--client", metavar="NAME", help="with --root: whose snapshots")
+    for kind, unit in (("last", "newest snapshots"), ("hourly", "hours"), ("daily", "days"),
+                       ("weekly", "weeks"), ("monthly", "months")):
+        f.add_argument(f"--keep-{kind}", type=int, default=0, metavar="N",
+                       help=f"keep the N {unit}" if kind == "last" else f"keep the newest snapshot of each of the last N {unit} that have one")
+    f.add_argument("--min-age", default=None, metavar="AGE",
+                   help="with --root: keep every snapshot younger than this (default: 7d; 0: none)")
+    f.add_argument("--dry-run", action="store_true", help="say what would be forgotten; change nothing")
+    f.add_argument("--prune", action="store_true", help="then remove the older copies no kept snapshot refers to")
+    f.add_argument("--json", action="store_true", help="one JSON object instead of lines")
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from fastxfer.errors import UsageError
+    from fastxfer.protocol import retention
+
+    counts = {k: getattr(args, f"keep_{k}") for k in ("last", *retention.BUCKETS)}
+    if any(n < 0 for n in counts.values()):
+        raise UsageError("--keep-* counts cannot be negative")
+    if not any(counts.values()):
+        raise UsageError("give at least one --keep-* rule: a forget that keeps nothing is refused")
+    if args.server:
+        if args.client or args.min_age is not None:
+            raise UsageError("--client and --min-age are for the server's administrator (with --root)")
+        from fastxfer.client.connect import connect_control
+
+        control, _ = connect_control(args.server)
+        try:
+            done = control.call({"t": "forget", "keep": counts, "dry_run": args.dry_run, "prune": args.prune},
+                                "forget_ok")
+        finally:
+            control.close()
+    else:
+        if not args.client:
+            raise UsageError("--root needs --client NAME: whose snapshots to forget")
+        policy = retention.Policy(**counts, min_age_ns=retention.parse_age(args.min_age or "7d"))
+        store = open_root(args.root)
+        done = store.forget(args.client, policy, time.time_ns(), args.dry_run, args.prune).as_message()
+        done["min_age_ns"] = policy.min_age_ns
+    if args.json:
+        print(json.dumps({"dry_run": args.dry_run, **done}, indent=1, ensure_ascii=True))
+    else:
+        print_forget(done, args.dry_run, args.prune)
+    return 0
+
+
+def open_root(root: str):
+    import os
+
+    from fastxfer.errors import UsageError
+    from fastxfer.store.facade import STATE, Store
+
+    if not os.path.isfile(os.path.join(root, STATE, "manifest.sqlite")):
+        raise UsageError(f"{root} is not a fastxfer root (no {STATE}/manifest.sqlite)")
+    store = Store(root)
+    store.init_manifest()  # a root from an older release is migrated first
+    return store
+
+
+def print_forget(done: dict, dry_run: bool, prune: bool) -> None:
+    import datetime
+
+    from fastxfer.protocol import messages
+
+    def line(s: dict) -> str:
+        when = datetime.datetime.fromtimestamp(messages.get_int(s, "time_ns") / 1e9).strftime("%Y-%m-%d %H:%M")
+        return f"{messages.get_int(s, 'id'):>6}  {when}  {', '.join(map(str, s.get('paths') or [])) or '(everything)'}"
+
+    kept = messages.get_list(done, "kept", 1 << 20)
+    gone = messages.get_list(done, "forgotten", 1 << 20)
+    for s in kept:
+        print(f"keep    {line(s)}  ({', '.join(map(str, s.get('why') or []))})")
+    for s in gone:
+        print(f"{'would forget' if dry_run else 'forget':<7} {line(s)}")
+    days = messages.get_int(done, "min_age_ns") / 86400e9
+    summary = f"{len(kept)} kept, {len(gone)} {'would be ' if dry_run else ''}forgotten (none younger than {days:g} days)"
+    if prune:
+        summary += (f"; {'would prune' if dry_run else 'pruned'} {messages.get_int(done, 'pruned_files')} older "
+                    f"copies ({human(messages.get_int(done, 'pruned_bytes'))})")
+    print(summary)

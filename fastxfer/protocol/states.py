@@ -90,6 +90,7 @@ REPLIES = {
     "snap_add": "snap_added",
     "snap_end": "snap_ended",
     "snapshots": "snapshots_ok",
+    "forget": "forget_ok",
     "ping": "pong",
 }
 REQUESTS = tuple(REPLIES)

@@ -27,11 +27,12 @@ from fastxfer.trust import identity
 from fastxfer.protocol import layout
 from fastxfer.protocol import limits
 from fastxfer.protocol import paths
-from fastxfer.protocol import snapshot, states
+from fastxfer.protocol import states
 from fastxfer.errors import BusyError, FxError, ProtocolError, RefusedError, TrustError, wire_code
 from fastxfer.protocol.messages import get_hex, get_int, get_list, get_obj, get_str
 from fastxfer.protocol.keys import ServerKeys
 from fastxfer.net.conn import Channel, Conn, tls_wrap
+from fastxfer.server import snapshot_requests
 from fastxfer.store.facade import Store
 from fastxfer.trust.clients import ClientList
 
@@ -219,38 +220,11 @@ class ControlSession:
             answer["empty"] = raw is not None and not self.store.stores_under(self.name, raw)
         return answer
 
-    def _snap_begin(self, msg: dict[str, Any]) -> dict[str, Any]:
-        if self.draining():
-            raise BusyError("the server is shutting down: no new transfers; send again in a minute")
-        tops = []
-        for item in get_list(msg, "paths", messages.MAX_PROBE_TOPS * 16):
-            item = get_obj(item)
-            path = get_str(item, "path")
-            raw = b"/".join(paths.split(path)) if path.strip("/") else b""
-            source = item.get("source")
-            tops.append((raw, get_str(item, "source") if source is not None else None))
-        snap, previous = self.store.begin_snapshot(self.name, tops, get_str(msg, "host", 255) if "host" in msg else "")
-        return {"t": "snap_begun", "id": snap, "previous": previous}
-
-    def _snap_add(self, msg: dict[str, Any]) -> dict[str, Any]:
-        rows = [snapshot.parse_entry(e) for e in get_list(msg, "entries", snapshot.ENTRIES_PER_MESSAGE)]
-        return {"t": "snap_added", "dropped": self.store.add_entries(self.name, get_int(msg, "id"), rows)}
-
-    def _snap_end(self, msg: dict[str, Any]) -> dict[str, Any]:
-        summary = self.store.end_snapshot(self.name, get_int(msg, "id"), msg.get("partial") is True)
-        log.info("client %s: snapshot %d %s (%d files)", self.name, summary["id"], summary["state"], summary["files"])
-        return {"t": "snap_ended", **summary}
-
-    def _snapshots(self, msg: dict[str, Any]) -> dict[str, Any]:
-        prefix = get_str(msg, "prefix") if msg.get("prefix") else ""
-        raw = b"/".join(paths.split(prefix)) if prefix.strip("/") else b""
-        return {"t": "snapshots_ok", "snapshots": self.store.snapshot_list(self.name, raw)}
-
     def _list(self, msg: dict[str, Any]) -> dict[str, Any]:
         prefix = get_str(msg, "prefix")
         try:
             if msg.get("at") is not None:
-                return self._list_at(msg, prefix)
+                return snapshot_requests.list_at(self, msg, prefix)
             if msg.get("versions"):
                 return {"t": "list_ok", "entries": self.store.version_listing(self.name, prefix), "next": None}
             try:
@@ -263,19 +237,6 @@ class ControlSession:
         except FxError as exc:
             return wire_error(exc)
         return {"t": "list_ok", "entries": entries, "next": nxt.hex() if nxt else None}
-
-    def _list_at(self, msg: dict[str, Any], prefix: str) -> dict[str, Any]:
-        at = msg.get("at")
-        if not (isinstance(at, int) and not isinstance(at, bool) or isinstance(at, str) and len(at) < 40):
-            raise ProtocolError("field 'at' must be a snapshot id, 'latest' or 'time:NS'")
-        snap = self.store.resolve_snapshot(self.name, at)
-        raw = b"/".join(paths.split(prefix.strip("/"))) if prefix.strip("/") else b""
-        try:
-            after = bytes.fromhex(get_str(msg, "after", 8192)) if msg.get("after") else None
-        except ValueError:
-            raise ProtocolError("malformed listing cursor") from None
-        entries, nxt = self.store.snapshot_listing(self.name, snap, raw, after)
-        return {"t": "list_ok", "entries": entries, "next": nxt.hex() if nxt else None, "snapshot": snap}
 
     def _receipts(self, msg: dict[str, Any]) -> dict[str, Any]:
         from fastxfer.trust import receipts
@@ -353,9 +314,10 @@ HANDLERS: dict[str, Callable[[ControlSession, dict[str, Any]], dict[str, Any]]] 
     "receipts": ControlSession._receipts,
     "sums": ControlSession._sums,
     "dirs": ControlSession._dirs,
-    "snap_begin": ControlSession._snap_begin,
-    "snap_add": ControlSession._snap_add,
-    "snap_end": ControlSession._snap_end,
-    "snapshots": ControlSession._snapshots,
+    "snap_begin": snapshot_requests.snap_begin,
+    "snap_add": snapshot_requests.snap_add,
+    "snap_end": snapshot_requests.snap_end,
+    "snapshots": snapshot_requests.snapshots,
+    "forget": snapshot_requests.forget,
     "ping": ControlSession._ping,
 }

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 
 from fastxfer.errors import FxError
 from fastxfer.localfs import DIR_FLAGS
-from fastxfer.protocol import wire
+from fastxfer.protocol import retention, wire
 from fastxfer.store.bundles import Bundles
 from fastxfer.store.catalog import Catalog
 from fastxfer.store.commit import Commit, Folders, Stored, Versions
 from fastxfer.store.diskio import MEMORY_FILESYSTEMS, current_umask, filesystem_type
 from fastxfer.store.manifest import Manifest
+from fastxfer.store.retention import Forgotten, Retention
 from fastxfer.store.snapshots import Snapshots
 from fastxfer.store.staging import PutReply, Staging, StagingFile
 
@@ -38,6 +39,7 @@ class Policy:
     max_staging_bytes: int = 1 << 40  # bytes of unfinished transfers
     max_staging_files: int = 100_000  # unfinished transfers
     staging_max_age: float = 7 * 24 * 3600.0  # an abandoned transfer is removed after this
+    min_age_ns: int = retention.DEFAULT_MIN_AGE  # a client's own forget keeps every snapshot younger
 
 
 class Store:
@@ -128,6 +130,14 @@ class Store:
 
     def end_snapshot(self, client: str, snap: int, partial: bool) -> dict:
         return self.snapshots.end(client, snap, partial)
+
+    def forget(self, client: str, policy: retention.Policy, now_ns: int, dry_run: bool, prune: bool) -> Forgotten:
+        """Snapshots forgotten by *policy*, and with *prune* the older copies none refers to removed."""
+        keeper = Retention(self.state_fd, self.manifest)
+        out = keeper.forget(client, policy, now_ns, dry_run)
+        if prune:
+            out.pruned_files, out.pruned_bytes = keeper.prune(client, dry_run)
+        return out
 
     # -------------------------------------------------------------- reading
 

@@ -383,3 +383,10 @@ def referenced(db: sqlite3.Connection, client: str, digest: bytes) -> bool:
     """Whether an entry of a snapshot not forgotten refers to this content."""
     return db.execute("SELECT 1 FROM entries WHERE client=? AND digest=? LIMIT 1",
                       (client, digest)).fetchone() is not None
+
+
+def unreferenced_versions(db: sqlite3.Connection, client: str) -> list[tuple[int, bytes, str, int]]:
+    """(rowid, path, version, size) of the older copies no snapshot's entry refers to."""
+    return db.execute(
+        "SELECT rowid, path, version, size FROM versions v WHERE client=? AND (digest IS NULL OR NOT EXISTS"
+        " (SELECT 1 FROM entries e WHERE e.client=v.client AND e.digest=v.digest))", (client,)).fetchall()

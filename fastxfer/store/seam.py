@@ -17,7 +17,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from fastxfer.errors import FxError
-from fastxfer.protocol import wire
+from fastxfer.protocol import retention, wire
+from fastxfer.store.retention import Forgotten
 from fastxfer.store.commit import Stored
 from fastxfer.store.staging import PutReply
 
@@ -70,6 +71,9 @@ class StoreSeam(Protocol):
 
     def end_snapshot(self, client: str, snap: int, partial: bool) -> dict:
         """Close it; a complete snapshot becomes the current view of its paths."""
+
+    def forget(self, client: str, policy: retention.Policy, now_ns: int, dry_run: bool, prune: bool) -> Forgotten:
+        """Forget the snapshots *policy* does not keep; with *prune*, free what none refers to."""
 
     # ---------------------------------------------------------- reading
     def snapshot_list(self, client: str, prefix: bytes) -> list[dict]:

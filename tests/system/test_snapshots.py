@@ -124,3 +124,36 @@ def test_unknown_snapshot_is_a_clear_error(tmp_path: Path, server, client) -> No
     assert bad.returncode == 2 and "--at" in bad.stderr
     assert get(client, server, "f", "--at", "1", "-o", tmp_path / "o").returncode == 0
     assert (tmp_path / "o").read_bytes() == (tmp_path / "f").read_bytes()
+
+
+def test_forget_and_prune_on_the_server_while_it_runs_and_not_from_a_client(tmp_path: Path, server, client) -> None:
+    top = tmp_path / "docs"
+    make_file(top / "a.txt", 100, seed=1)
+    make_file(top / "b.bin", 200_000, seed=2)
+    assert client.send(server, top).returncode == 0
+    (top / "b.bin").unlink()
+    assert client.send(server, top).returncode == 0
+    kept_copy = list((server.root / ".fastxfer" / "versions" / "laptop" / "docs").glob("b.bin~*"))
+    assert len(kept_copy) == 1  # snapshot 1 still holds it
+
+    # From the client: the server's minimum age (7 days) keeps both.
+    mine = fx(client.home, "forget", "--from", server.address, "--keep-last", "1", "--prune", "--json")
+    assert mine.returncode == 0, mine.stderr
+    report = json.loads(mine.stdout)
+    assert report["forgotten"] == [] and report["pruned_files"] == 0 and kept_copy[0].exists()
+    nothing = fx(client.home, "forget", "--from", server.address)
+    assert nothing.returncode == 2 and "--keep-" in nothing.stderr
+
+    # The administrator, on the server, while it runs.
+    admin = fx(server.home, "forget", "--root", str(server.root), "--client", "laptop", "--keep-last", "1",
+               "--min-age", "0", "--prune")
+    assert admin.returncode == 0, admin.stderr
+    assert "1 kept, 1 forgotten" in admin.stdout and "pruned 1 older copies (195.31 KiB)" in admin.stdout
+    assert not kept_copy[0].exists()
+    assert [s["id"] for s in snaps(client, server)] == [2]
+    gone = get(client, server, "docs", "--at", "1", "-o", tmp_path / "old")
+    assert gone.returncode == 6 and "no snapshot 1" in gone.stderr
+    latest = get(client, server, "docs", "-o", tmp_path / "new")
+    assert latest.returncode == 0 and tree_of(tmp_path / "new") == tree_of(top)
+    # Ids are never used again.
+    assert "snapshot 3 of laptop" in client.send(server, top).stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,63 @@ def test_entries_outside_the_snapshots_paths_are_refused(store: Store) -> None:
         store.add_entries("c", snap, [row(b"other/x", "dir")])
     with pytest.raises(ProtocolError, match="outside"):
         store.add_entries("c", snap, [row(b"dd", "dir")])  # a sibling whose name starts alike
+
+
+# -------------------------------------------------------------- retention
+
+DAY = 86400 * 10**9
+
+
+def test_retention_keeps_by_count_and_by_calendar_per_group() -> None:
+    from fastxfer.protocol import retention
+
+    now = int(datetime.datetime(2026, 12, 5, 12).timestamp()) * 10**9
+    # Documents: one snapshot at 11:00 of each of the last 20 days; Photos: one, long ago.
+    snaps = [(i, now - (20 - i) * DAY - 3600 * 10**9, ("Documents",)) for i in range(1, 21)]
+    snaps.append((21, now - 400 * DAY, ("Photos",)))
+    kept = retention.keep(snaps, retention.Policy(last=2, min_age_ns=0), now)
+    assert set(kept) == {19, 20, 21}  # the newest two of Documents, and Photos' only one
+    daily = retention.keep(snaps, retention.Policy(daily=5, min_age_ns=0), now)
+    assert set(daily) == {16, 17, 18, 19, 20, 21} and daily[20] == ["daily"]
+    two_today = snaps + [(22, now - 60 * 10**9, ("Documents",))]
+    assert set(retention.keep(two_today, retention.Policy(daily=1, min_age_ns=0), now)) == {22, 21}
+    weekly = retention.keep(snaps, retention.Policy(weekly=2, min_age_ns=0), now)
+    assert len([s for s in weekly if s <= 20]) == 2
+    young = retention.keep(snaps, retention.Policy(last=1, min_age_ns=3 * DAY), now)
+    assert set(young) == {18, 19, 20, 21} and young[18] == ["younger than the minimum age"]
+
+
+def test_ages_read_as_a_user_writes_them() -> None:
+    from fastxfer.protocol import retention
+
+    assert retention.parse_age("7d") == 7 * DAY and retention.parse_age("36h") == 36 * 3600 * 10**9
+    assert retention.parse_age("0") == 0 and retention.parse_age("2w") == 14 * DAY
+    for bad in ("", "-1d", "7y", "soon"):
+        with pytest.raises(UsageError):
+            retention.parse_age(bad)
+
+
+def test_forget_then_prune_frees_only_what_no_kept_snapshot_holds(store: Store) -> None:
+    from fastxfer.protocol import retention
+
+    contents = [b"first", b"second!", b"third..."]
+    for n, data in enumerate(contents):
+        put(store, {b"d/f": data})
+        snap, _ = store.begin_snapshot("c", [(b"d", None)], "")
+        store.add_entries("c", snap, [row(b"d", "dir"), row(b"d/f", size=len(data))])
+        assert store.end_snapshot("c", snap, False)["state"] == "complete"
+    versions = Path(store.root) / ".fastxfer" / "versions" / "c" / "d"
+    assert sorted(p.read_bytes() for p in versions.iterdir()) == [b"first", b"second!"]
+    now = time.time_ns()  # the snapshots were taken just now
+    young = store.forget("c", retention.Policy(last=1), now, dry_run=False, prune=True)
+    assert young.forgotten == [] and young.pruned_files == 0  # every snapshot is younger than 7 days
+    dry = store.forget("c", retention.Policy(last=2, min_age_ns=0), now, dry_run=True, prune=True)
+    assert [f[0] for f in dry.forgotten] == [1] and (dry.pruned_files, dry.pruned_bytes) == (0, 0)
+    assert len(list(versions.iterdir())) == 2  # a dry run changes nothing
+    done = store.forget("c", retention.Policy(last=2, min_age_ns=0), now, dry_run=False, prune=True)
+    assert [f[0] for f in done.forgotten] == [1] and (done.pruned_files, done.pruned_bytes) == (1, 5)
+    assert [p.read_bytes() for p in versions.iterdir()] == [b"second!"]  # snapshot 2 still holds it
+    assert (Path(store.root) / "c" / "d" / "f").read_bytes() == b"third..."  # the current view stays
+    assert [s["id"] for s in store.snapshot_list("c", b"")] == [2, 3]
+    with pytest.raises(RefusedError):
+        store.resolve_snapshot("c", 1)

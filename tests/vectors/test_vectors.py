@@ -105,7 +105,8 @@ def test_a_sync_is_exactly_the_first_frame_size() -> None:
 
 CONTROL_TYPES = {"challenge", "auth", "welcome", "put", "put_ok", "probe", "probe_ok", "commit", "committed",
                  "dirs", "dirs_ok", "list", "list_ok", "receipts", "receipts_ok", "sums", "sums_ok", "snap_begin", "snap_begun",
-                 "snap_add", "snap_added", "snap_end", "snap_ended", "snapshots", "snapshots_ok", "ping",
+                 "snap_add", "snap_added", "snap_end", "snap_ended", "snapshots", "snapshots_ok", "forget",
+                 "forget_ok", "ping",
                  "pong", "bye", "error"}
 
 
