@@ -68,6 +68,9 @@ class Manifest:
         db = sqlite3.connect(self.path, timeout=60)
         try:
             db.execute("PRAGMA journal_mode=WAL")
+            # The tables and the migration commit together: a crash between them would
+            # leave an empty snapshots table, and the migration would never run again.
+            db.execute("BEGIN IMMEDIATE")
             db.execute(FILES)
             db.execute(VERSIONS)
             new = db.execute("SELECT 1 FROM sqlite_master WHERE name='snapshots'").fetchone() is None

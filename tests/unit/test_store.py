@@ -84,3 +84,27 @@ def test_a_replaced_file_is_kept_with_what_was_recorded_of_it(store: Store) -> N
     assert kept["sha256"] == first[0].digest.hex()
     (now,), _ = store.listing("c", "v/x", None)
     assert (now["size"], now["mode"], now["sha256"]) == (3, 0o600, hashlib.sha256(b"new").digest().hex())
+
+
+def test_a_migration_cut_short_runs_again_on_the_next_start(tmp_path: Path, monkeypatch) -> None:
+    import sqlite3
+
+    from fastxfer.store import manifest
+
+    path = str(tmp_path / "manifest.db")
+    old = sqlite3.connect(path)  # a root from before snapshots: files only
+    old.execute(manifest.FILES)
+    old.execute("INSERT INTO files VALUES ('c', X'61', 1, 0, 420, 1, X'00', X'00', 5, 'file', NULL)")
+    old.commit()
+    old.close()
+
+    def crash(db):
+        raise OSError("power cut")
+    monkeypatch.setattr(manifest, "migrate", crash)
+    with pytest.raises(OSError):
+        manifest.Manifest(path).create()
+    monkeypatch.undo()
+    manifest.Manifest(path).create()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT client, id, state, note FROM snapshots").fetchall() == [("c", 1, "complete", "migrated")]
+    assert db.execute("SELECT path FROM entries").fetchall() == [(b"a",)]
