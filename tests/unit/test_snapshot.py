@@ -184,3 +184,30 @@ def test_forget_then_prune_frees_only_what_no_kept_snapshot_holds(store: Store) 
     assert [s["id"] for s in store.snapshot_list("c", b"")] == [2, 3]
     with pytest.raises(RefusedError):
         store.resolve_snapshot("c", 1)
+
+
+def test_a_snapshot_never_ended_is_not_listed_and_is_dropped_after_its_lifetime(store: Store, monkeypatch) -> None:
+    import sqlite3
+
+    from fastxfer.store import snapshots
+
+    def states() -> list[tuple[int, str, int]]:
+        db = sqlite3.connect(store.manifest.path)
+        try:
+            return db.execute("SELECT id, state, (SELECT COUNT(*) FROM entries e WHERE e.snap=s.id)"
+                              " FROM snapshots s ORDER BY id").fetchall()
+        finally:
+            db.close()
+
+    put(store, {b"d/a": b"aaa"})
+    snap, _ = store.begin_snapshot("c", [(b"d", "/src/d")], "host")
+    store.add_entries("c", snap, [row(b"d", "dir"), row(b"d/a", size=3)])  # then the client died
+    assert store.snapshot_list("c", b"") == [] and states() == [(1, "open", 2)]
+    with pytest.raises(RefusedError):
+        store.resolve_snapshot("c", 1)  # nothing can be restored from it
+    store.begin_snapshot("c", [(b"d", "/src/d")], "host")  # younger than its lifetime: kept
+    assert states() == [(1, "open", 2), (2, "open", 0)]
+    monkeypatch.setattr(snapshots, "OPEN_LIFETIME", -10**9)  # as if a day had passed
+    third, _ = store.begin_snapshot("c", [(b"d", "/src/d")], "host")
+    assert states() == [(1, "forgotten", 0), (2, "forgotten", 0), (3, "open", 0)]  # ids never reused
+    assert (Path(store.root) / "c" / "d" / "a").read_bytes() == b"aaa"  # the view is untouched
