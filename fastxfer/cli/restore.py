@@ -29,7 +29,20 @@ def add_ls(sub) -> None:
 
 
 def add_get(sub) -> None:
-    g = sub.add_parser("get", help="restore files and folders from the server")
+    g = sub.add_parser("get", help="restore files and folders from the server",
+                       description="Restore files, folders and links as the server holds them (the latest "
+                                   "send, or a snapshot with --at), each file verified against the digest "
+                                   "recorded at backup. Nothing outside DEST is created, changed or followed.",
+                       epilog="examples:\n"
+                              "  fastxfer get Documents --from backup                 ./Documents\n"
+                              "  fastxfer get Documents --from backup -o /tmp/docs    /tmp/docs is the copy\n"
+                              "  fastxfer get Documents --from backup --at 11 -o /tmp/tuesday\n"
+                              "  fastxfer get Documents/a.pdf Mail --from backup -o /tmp/r   /tmp/r/a.pdf, /tmp/r/Mail\n\n"
+                              "Links are made exactly as stored (absolute and '..' targets too: a link's "
+                              "target is data);\n--safe-links leaves out those whose target leaves the "
+                              "restore. A local file is never replaced\nwithout --force; one of the same "
+                              "size and time is skipped as already there.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     g.add_argument("paths", nargs="+", metavar="PATH", help="as `fastxfer ls` shows them")
     g.add_argument("--from", dest="server", required=True, metavar="HOST[:PORT]",
                     help="the server, as pinned (`fastxfer pins`); port 4455 if not given")
@@ -39,7 +52,10 @@ def add_get(sub) -> None:
                         "(default: PATH's last part in the current folder)")
     g.add_argument("--at", default=None, metavar="SNAPSHOT", help=AT_HELP)
     g.add_argument("--streams", type=int, default=None, help="parallel connections (default: automatic)")
-    g.add_argument("--force", action="store_true", help="replace local files that exist")
+    g.add_argument("--force", action="store_true",
+                   help="replace local files that exist, and give existing folders the stored mode")
+    g.add_argument("--safe-links", action="store_true",
+                   help="leave out links whose target is absolute or climbs out of the restore (as rsync)")
     g.add_argument("--version", default=None, metavar="VERSION",
                    help="an older copy of one file, as `fastxfer ls --versions PATH` names it")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the result")
@@ -103,7 +119,6 @@ def cmd_get(args: argparse.Namespace) -> int:
     from fastxfer.client.listing import list_all, list_version
     from fastxfer.client.restore_plan import plan
     from fastxfer.client.tuning import LONG_PATH_RTT, auto_streams
-    from fastxfer.client.walk import display
     from fastxfer.protocol.snapshot import parse_at
 
     at = parse_at(args.at) if args.at is not None else None
@@ -128,7 +143,8 @@ def cmd_get(args: argparse.Namespace) -> int:
                 except OSError as exc:
                     raise LocalFileError(f"{root}: {exc.strerror}") from None
             streams = min(args.streams or auto_streams(len(planned), control.rtt >= LONG_PATH_RTT), 16)
-            getter = Getter(control, welcome, streams, args.force, Progress(sys.stderr.isatty() and not args.quiet))
+            getter = Getter(control, welcome, streams, args.force, Progress(sys.stderr.isatty() and not args.quiet),
+                            safe_links=args.safe_links)
             try:
                 outcomes += getter.run(root, planned)
             finally:
@@ -137,18 +153,28 @@ def cmd_get(args: argparse.Namespace) -> int:
     finally:
         control.close()
     reopened_note(control)
-    elapsed = time.monotonic() - started
-    bad = [o for o in outcomes if o.status not in ("restored", "unchanged", "recorded")]
+    return report_get(args, outcomes, received, time.monotonic() - started, streams_used)
+
+
+def report_get(args: argparse.Namespace, outcomes: list, received: int, elapsed: float, streams_used: int) -> int:
+    """The end of a get: what was not restored, one summary line, the exit code."""
+    from fastxfer.client.walk import display
+
+    bad = [o for o in outcomes if o.status not in ("restored", "unchanged", "recorded", "unsafe")]
     there = sum(1 for o in outcomes if o.status == "unchanged")
     recorded = sum(1 for o in outcomes if o.status == "recorded")
+    unsafe = [o for o in outcomes if o.status == "unsafe"]
+    for o in unsafe if args.verbose else unsafe[:LISTED_ERRORS]:
+        print(f"left out: {o.error.message if o.error else display(o.path)}", file=sys.stderr)
     shown = bad if args.verbose else bad[:LISTED_ERRORS]
     for o in shown:
         print(f"ERROR: {o.error.message if o.error else display(o.path)}", file=sys.stderr)
     if len(bad) > len(shown):
         print(f"ERROR: and {len(bad) - len(shown)} more not restored (-v lists them all)", file=sys.stderr)
     rate = received / elapsed / 2**20 if elapsed else 0.0
-    print(f"{len(outcomes) - len(bad) - there - recorded} restored and verified, {there} already there (same "
-          f"size and time), " + (f"{recorded} recorded only (sockets, devices), " if recorded else "")
+    print(f"{len(outcomes) - len(bad) - there - recorded - len(unsafe)} restored and verified, {there} already "
+          f"there (same size and time), " + (f"{recorded} recorded only (sockets, devices), " if recorded else "")
+          + (f"{len(unsafe)} unsafe links left out, " if unsafe else "")
           + f"{len(bad)} not; received {human(received)} "
           f"in {elapsed:.2f} s ({rate:.0f} MiB/s) over {plural(streams_used, 'stream')}")
     failure = aggregate([o.error or FxError(f"{o.path}: not restored") for o in bad], len(outcomes))

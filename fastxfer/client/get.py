@@ -1,11 +1,13 @@
 """``fastxfer get``: list, fetch chunks over parallel streams, verify, place.
 
 Theory of operation.  The control session lists what is stored at or
-below PATH; the plan maps each entry to a place below DEST (scp's rule:
-an existing folder receives the item inside it, otherwise DEST is the new
-name), with every part checked as the server names it and every folder
-opened without following links, so nothing the server says can reach
-outside DEST.  Stream threads ask for chunks (REQ) and the server answers
+below PATH; the plan maps each entry to a place below DEST (DEST is the
+copy of PATH), with every part checked as the server names it.  Nothing
+the server says can create, change or follow anything outside DEST: every
+folder is opened without following links (a link restored earlier in the
+run included), files are made only as new temporaries in such a folder and
+renamed within it, modes and times are set through descriptors, and links
+are made exactly as stored, because get never follows one.  Stream threads ask for chunks (REQ) and the server answers
 with sealed DATA frames; each chunk is checked against its SHA-256 and
 written at its offset into a hidden temporary file beside its final place.
 When a file's chunks are all in, their hash list must equal the digest the
@@ -23,13 +25,14 @@ import collections
 import hashlib
 import itertools
 import os
+import stat
 import threading
 
 from fastxfer.client import events
 from fastxfer.client.connect import ControlClient, Welcome, keep_alive
 from fastxfer.client.fetch_stream import FetchStream
 from fastxfer.client.place import Places
-from fastxfer.client.restore_plan import Fetch, Outcome, already_there, chunks_of, link_is_confined, wave_size
+from fastxfer.client.restore_plan import Fetch, Outcome, already_there, chunks_of, link_stays_inside, wave_size
 from fastxfer.errors import ConnectError, FxError, LocalFileError, ProtocolError
 from fastxfer.localfs import open_chain
 from fastxfer.protocol import layout
@@ -38,11 +41,12 @@ from fastxfer.protocol.snapshot import SPECIAL
 
 class Getter:
     def __init__(self, control: ControlClient, welcome: Welcome, streams: int, force: bool,
-                 sink: events.Sink = events.ignore) -> None:
+                 sink: events.Sink = events.ignore, safe_links: bool = False) -> None:
         self.control = control
         self.welcome = welcome
         self.streams = streams
         self.force = force
+        self.safe_links = safe_links
         self.places = Places(sink)
         # Chunks to ask for; a deque's appends and pops are atomic, and a stream
         # waiting for work waits on the places' condition, which the main thread notifies.
@@ -50,7 +54,7 @@ class Getter:
         self.temp_prefix = b".fastxfer-get-" + os.urandom(6).hex().encode() + b"-"
         self.temp_numbers = itertools.count()
         self.fatal: FxError | None = None
-        self.dirs: list[tuple[list[bytes], int, int]] = []
+        self.dirs: list[tuple[list[bytes], int, int]] = []  # parts, mode to give, mtime
         self.folders: dict[tuple[bytes, ...], int] = {}  # the wave's open folders, by parts below root
         self.threads: list[threading.Thread] = []
         self.done = False  # no more waves: streams leave
@@ -179,7 +183,10 @@ class Getter:
                 self._folder(root_fd, parts)
             except (OSError, FxError) as exc:
                 return Outcome(shown, "failed", LocalFileError(f"{shown}: cannot create the folder ({exc})"))
-            self.dirs.append((parts, int(entry["mode"]), int(entry["mtime_ns"])))
+            mode = int(entry["mode"]) & 0o777
+            if here is not None and stat.S_ISDIR(here.st_mode) and not self.force:
+                mode &= stat.S_IMODE(here.st_mode)  # a folder that was there: never opened wider
+            self.dirs.append((parts, mode, int(entry["mtime_ns"])))
             return Outcome(shown, "restored")
         if exists and not self.force:
             if already_there(entry, here, parts, parent):
@@ -210,9 +217,9 @@ class Getter:
         if kind not in ("link", "fifo"):
             return Outcome(shown, "failed", ProtocolError(f"{shown}: unknown kind {str(kind)[:20]!r}"))
         target = entry.get("target") or ""
-        if kind == "link" and not link_is_confined(parts, target):
-            return Outcome(shown, "skipped", LocalFileError(
-                f"{shown}: link to {target!r} points outside the destination; not created"))
+        if kind == "link" and self.safe_links and not link_stays_inside(parts, target):
+            return Outcome(shown, "unsafe", LocalFileError(f"{shown}: link to {target!r} leaves the restore; "
+                                                           f"not created (--safe-links)"))
         tmp = self.temp_prefix + b"%d" % next(self.temp_numbers)
         if kind == "link":
             os.symlink(os.fsencode(target), tmp, dir_fd=parent)

@@ -3,7 +3,8 @@ carries: the part of ``get`` that decides, with no I/O but looking at the
 destination.
 
 Every part of a path is checked as the server names it (protocol/paths.py),
-so nothing the server lists can reach outside DEST.
+so nothing the server lists can reach outside DEST; links are data, made
+as stored, and never followed (localfs.open_chain).
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ class Fetch:
 @dataclass
 class Outcome:
     path: str
-    status: str  # restored, unchanged, recorded (a socket or a device: in the snapshot only), skipped, failed
+    # restored, unchanged, recorded (a socket or a device: in the snapshot only),
+    # unsafe (a link left out by --safe-links), skipped, failed
+    status: str
     error: FxError | None = None
 
 
@@ -147,13 +150,18 @@ def chunks_of(entry: dict) -> int:
         return 0
 
 
-def link_is_confined(parts: list[bytes], target: str) -> bool:
-    """A link may only point down: relative, with no '..' anywhere.
-
-    Checking where each link lands on its own is not enough: links can be
-    chained (a/b/s -> ../.., t -> a/b/s/..) to climb out of DEST.  Links
-    that only ever descend cannot, however they are combined.
-    """
+def link_stays_inside(parts: list[bytes], target: str) -> bool:
+    """Whether a link at *parts* (below the restore's folder) points inside it,
+    judged by its own target as rsync's --safe-links does: relative, and never
+    climbing above the top by its '..' parts.  get itself never follows a
+    link, so this is for what the user does with the tree afterwards."""
     if not target or target.startswith("/"):
         return False
-    return ".." not in target.split("/")
+    depth = len(parts) - 1
+    for part in target.split("/"):
+        if part in ("", "."):
+            continue
+        depth += -1 if part == ".." else 1
+        if depth < 0:
+            return False
+    return True

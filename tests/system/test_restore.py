@@ -61,20 +61,27 @@ def test_send_then_get_is_identical(tmp_path: Path, server, client) -> None:
     os.chmod(top / "small", 0o750)
     os.utime(top / "small", ns=(1_400_000_000 * 10**9,) * 2)
     os.symlink("small/a.txt", top / "inside-link")
-    os.symlink("/etc/hostname", top / "outside-link")
+    os.symlink("/etc/hostname", top / "absolute-link")
+    os.symlink("../small/a.txt", top / "small" / "deep" / "up-link")  # climbs, and stays inside
+    os.symlink("../../outside", top / "small" / "escaping-link")
+    os.symlink("nowhere", top / "dangling-link")
     assert client.send(server, top, "--chunk-size", "64K").returncode == 0
     out = tmp_path / "restored"
     out.mkdir()
     done = get(client, server, "data", "-o", out)
-    assert done.returncode == 9, done.stderr  # the outside link is not created
-    assert "points outside the destination" in done.stderr
+    assert done.returncode == 0, done.stderr  # links are data: made exactly as stored
+    assert snapshot(out) == snapshot(top)  # folders too: their modes and times come back
+    assert os.readlink(out / "absolute-link") == "/etc/hostname"
+
+    safe = tmp_path / "safe"
+    done = get(client, server, "data", "-o", safe, "--safe-links")
+    assert done.returncode == 0, done.stderr  # asked for: left out, not a failure
+    assert "2 unsafe links left out" in done.stdout and "leaves the restore" in done.stderr
     want = snapshot(top)
-    want.pop("outside-link")
-    got = snapshot(out)
-    want = snapshot(top)  # folders too: their modes and times come back
-    want.pop("outside-link")
-    assert got == want
-    assert not (out / "outside-link").exists()
+    for unsafe in ("absolute-link", "small/escaping-link"):
+        want.pop(unsafe)
+        assert not os.path.lexists(safe / unsafe)
+    assert snapshot(safe) == want
 
 
 def test_a_tree_of_several_waves_comes_back_whole(tmp_path: Path, server, client) -> None:
