@@ -31,6 +31,7 @@ import threading
 from fastxfer.client import events
 from fastxfer.client.connect import ControlClient, Welcome, keep_alive
 from fastxfer.client.fetch_stream import FetchStream
+from fastxfer.client.owners import Owners
 from fastxfer.client.place import Places
 from fastxfer.client.restore_plan import Fetch, Outcome, already_there, chunks_of, link_stays_inside, wave_size
 from fastxfer.errors import ConnectError, FxError, LocalFileError, ProtocolError
@@ -47,14 +48,15 @@ class Getter:
         self.streams = streams
         self.force = force
         self.safe_links = safe_links
-        self.places = Places(sink)
+        self.owners = Owners()
+        self.places = Places(sink, self.owners)
         # Chunks to ask for; a deque's appends and pops are atomic, and a stream
         # waiting for work waits on the places' condition, which the main thread notifies.
         self.jobs: collections.deque[tuple[Fetch, int]] = collections.deque()
         self.temp_prefix = b".fastxfer-get-" + os.urandom(6).hex().encode() + b"-"
         self.temp_numbers = itertools.count()
         self.fatal: FxError | None = None
-        self.dirs: list[tuple[list[bytes], int, int]] = []  # parts, mode to give, mtime
+        self.dirs: list[tuple[list[bytes], int, int, tuple[int, int] | None]] = []  # parts, mode, mtime, owner
         self.folders: dict[tuple[bytes, ...], int] = {}  # the wave's open folders, by parts below root
         self.threads: list[threading.Thread] = []
         self.done = False  # no more waves: streams leave
@@ -93,12 +95,14 @@ class Getter:
 
     def _finish_dirs(self, root_fd: int) -> None:
         """Folders' modes and times last, deepest first: filling them changed their times."""
-        for parts, mode, mtime_ns in sorted(self.dirs, key=lambda d: -len(d[0])):
+        for parts, mode, mtime_ns, ids in sorted(self.dirs, key=lambda d: -len(d[0])):
             try:
                 fd = open_chain(root_fd, parts, create=False)
             except (OSError, FxError):
                 continue
             try:
+                if ids is not None:
+                    os.fchown(fd, *ids)
                 os.fchmod(fd, mode & 0o777)
                 os.utime(fd, ns=(mtime_ns, mtime_ns))
             finally:
@@ -183,10 +187,11 @@ class Getter:
                 self._folder(root_fd, parts)
             except (OSError, FxError) as exc:
                 return Outcome(shown, "failed", LocalFileError(f"{shown}: cannot create the folder ({exc})"))
-            mode = int(entry["mode"]) & 0o777
+            mode, ids = int(entry["mode"]) & 0o777, self.owners.ids(entry)
             if here is not None and stat.S_ISDIR(here.st_mode) and not self.force:
                 mode &= stat.S_IMODE(here.st_mode)  # a folder that was there: never opened wider
-            self.dirs.append((parts, mode, int(entry["mtime_ns"])))
+                ids = None  # nor given away
+            self.dirs.append((parts, mode, int(entry["mtime_ns"]), ids))
             return Outcome(shown, "restored")
         if exists and not self.force:
             if already_there(entry, here, parts, parent):
@@ -226,6 +231,9 @@ class Getter:
         else:
             os.mkfifo(tmp, int(entry["mode"]) & 0o777, dir_fd=parent)
         try:
+            ids = self.owners.ids(entry)
+            if ids is not None:
+                os.chown(tmp, *ids, dir_fd=parent, follow_symlinks=False)
             if kind == "fifo":
                 os.utime(tmp, ns=(int(entry["mtime_ns"]),) * 2, dir_fd=parent, follow_symlinks=False)
             os.rename(tmp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)

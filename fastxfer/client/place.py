@@ -13,6 +13,7 @@ import os
 import threading
 
 from fastxfer.client import events
+from fastxfer.client.owners import Owners
 from fastxfer.client.restore_plan import Fetch, Outcome
 from fastxfer.errors import FxError, LocalFileError, VerifyError
 from fastxfer.localfs import sync_filesystem
@@ -20,8 +21,9 @@ from fastxfer.protocol import layout
 
 
 class Places:
-    def __init__(self, sink: events.Sink) -> None:
+    def __init__(self, sink: events.Sink, owners: Owners | None = None) -> None:
         self.sink = sink
+        self.owners = owners or Owners(active=False)
         self.cond = threading.Condition()
         self.pending = 0  # files of the wave not yet verified or failed
         self.ready: list[Fetch] = []  # verified, to be placed at the wave's end
@@ -65,6 +67,9 @@ class Places:
             self.abandon(f, VerifyError(f"{shown}: restored bytes do not match what the server verified at backup"))
             return
         try:
+            ids = self.owners.ids(f.entry)
+            if ids is not None:
+                os.fchown(f.fd, *ids)  # before the mode: a change of owner may clear mode bits
             os.fchmod(f.fd, int(f.entry["mode"]) & 0o777)
             os.utime(f.fd, ns=(int(f.entry["mtime_ns"]), int(f.entry["mtime_ns"])))
         except OSError as exc:

@@ -35,6 +35,7 @@ class Catalog:
             "sha256": r[5].hex() if r[5] else None,
             "target": os.fsdecode(r[6]) if r[6] is not None else None, "stored_ns": r[7],
             "chunk": r[8], "digest": r[9].hex() if r[9] else None,
+            "uid": r[10], "gid": r[11], "user": r[12], "group": r[13],
         } for r in rows]
         return entries, (rows[-1][0] if more else None)
 

@@ -47,11 +47,18 @@ ENTRIES = (
     " mtime_ns INT, mode INT, uid INT, gid INT, owner TEXT, grp TEXT, chunk INT, digest BLOB,"
     " sha256 BLOB, target BLOB, rdev INT, PRIMARY KEY (client, snap, path)) WITHOUT ROWID"
 )
+# Who owns each path of the current view, as the latest snapshot naming it
+# walked it: the content's records come from commits, which carry no owner.
+OWNERS = (
+    "CREATE TABLE IF NOT EXISTS owners (client TEXT, path BLOB, uid INT, gid INT, owner TEXT, grp TEXT,"
+    " PRIMARY KEY (client, path)) WITHOUT ROWID"
+)
 INDEXES = (
     "CREATE INDEX IF NOT EXISTS files_digest ON files (client, digest)",
     "CREATE INDEX IF NOT EXISTS versions_digest ON versions (client, digest)",
     "CREATE INDEX IF NOT EXISTS entries_digest ON entries (client, digest)",
 )
+SPECIAL_KINDS = "('fifo','socket','chardev','blockdev')"  # protocol.snapshot.SPECIAL, as SQL
 ENTRY_COLUMNS = "path, kind, size, mtime_ns, mode, uid, gid, owner, grp, chunk, digest, sha256, target, rdev"
 RECORD_FILE = "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,'file',NULL)"
 
@@ -74,7 +81,7 @@ class Manifest:
             db.execute(FILES)
             db.execute(VERSIONS)
             new = db.execute("SELECT 1 FROM sqlite_master WHERE name='snapshots'").fetchone() is None
-            for statement in (SNAPSHOTS, SNAP_PATHS, ENTRIES, *INDEXES):
+            for statement in (SNAPSHOTS, SNAP_PATHS, ENTRIES, OWNERS, *INDEXES):
                 db.execute(statement)
             if new:
                 migrate(db)
@@ -170,18 +177,19 @@ def any_file_under(db: sqlite3.Connection, client: str, top: bytes) -> bool:
 
 
 def list_page(db: sqlite3.Connection, client: str, raw: bytes, after: bytes | None, limit: int) -> list[tuple]:
-    """(path, kind, size, mtime_ns, mode, sha256, target, stored_ns, chunk, digest) at or
-    below *raw* (everything when empty), after *after*, in path order."""
-    where, args = "client=?", [client]
+    """(path, kind, size, mtime_ns, mode, sha256, target, stored_ns, chunk, digest, uid, gid,
+    owner, group) at or below *raw* (everything when empty), after *after*, in path order."""
+    where, args = "f.client=?", [client]
     if raw:
-        where += " AND (path=? OR (path>? AND path<?))"
+        where += " AND (f.path=? OR (f.path>? AND f.path<?))"
         args += [raw, raw + b"/", raw + b"0"]  # '0' follows '/' in byte order
     if after is not None:
-        where += " AND path>?"
+        where += " AND f.path>?"
         args.append(after)
     return db.execute(
-        f"SELECT path, kind, size, mtime_ns, mode, sha256, target, stored_ns, chunk, digest FROM files"
-        f" WHERE {where} ORDER BY path LIMIT ?", args + [limit]).fetchall()
+        f"SELECT f.path, kind, size, mtime_ns, mode, sha256, target, stored_ns, chunk, digest,"
+        f" o.uid, o.gid, o.owner, o.grp FROM files f LEFT JOIN owners o ON o.client=f.client AND o.path=f.path"
+        f" WHERE {where} ORDER BY f.path LIMIT ?", args + [limit]).fetchall()
 
 
 def check_fields(db: sqlite3.Connection, client: str, raw: bytes) -> tuple[int, int, bytes, bytes | None] | None:
@@ -356,20 +364,41 @@ def entry_page(db: sqlite3.Connection, client: str, snap: int, raw: bytes, after
 
 
 def not_in_snapshot(db: sqlite3.Connection, client: str, snap: int, raw: bytes) -> list[tuple[bytes, str]]:
-    """(path, kind) the current view holds at or below *raw* that the snapshot does not."""
+    """(path, kind) the current view holds at or below *raw* that the snapshot does not,
+    or holds as a file, folder or link where the snapshot has a FIFO, socket or device."""
     where, args = "f.client=?", [client]
     if raw:
         where += " AND (f.path=? OR (f.path>? AND f.path<?))"
         args += [raw, raw + b"/", raw + b"0"]
     return [(bytes(p), k) for p, k in db.execute(
         f"SELECT f.path, f.kind FROM files f WHERE {where} AND NOT EXISTS (SELECT 1 FROM entries e"
-        f" WHERE e.client=f.client AND e.snap=? AND e.path=f.path) ORDER BY f.path", args + [snap])]
+        f" WHERE e.client=f.client AND e.snap=? AND e.path=f.path AND NOT (e.kind IN {SPECIAL_KINDS}"
+        f" AND f.kind NOT IN {SPECIAL_KINDS})) ORDER BY f.path", args + [snap])]
+
+
+def record_specials(db: sqlite3.Connection, client: str, snap: int, time_ns: int) -> None:
+    """The FIFOs, sockets and devices a snapshot walked join the current view as records
+    only (nothing is made under ROOT), where the view holds nothing else at their path."""
+    db.execute("INSERT OR REPLACE INTO files (client, path, size, mtime_ns, mode, chunk, stored_ns, kind)"
+               f" SELECT e.client, e.path, 0, e.mtime_ns, e.mode, 0, ?, e.kind FROM entries e"
+               f" WHERE e.client=? AND e.snap=? AND e.kind IN {SPECIAL_KINDS} AND NOT EXISTS (SELECT 1 FROM files f"
+               f" WHERE f.client=e.client AND f.path=e.path AND f.kind NOT IN {SPECIAL_KINDS})",
+               (time_ns, client, snap))
 
 
 def drop_record(db: sqlite3.Connection, client: str, raw: bytes) -> None:
     """The current view's records at and below *raw* (it left the view)."""
-    db.execute("DELETE FROM files WHERE client=? AND (path=? OR (path>? AND path<?))",
-               (client, raw, raw + b"/", raw + b"0"))
+    for table in ("files", "owners"):
+        db.execute(f"DELETE FROM {table} WHERE client=? AND (path=? OR (path>? AND path<?))",
+                   (client, raw, raw + b"/", raw + b"0"))
+
+
+def record_owners(db: sqlite3.Connection, client: str, snap: int) -> None:
+    """The owners a snapshot walked become the current view's (only those that changed are written)."""
+    db.execute("INSERT OR REPLACE INTO owners SELECT e.client, e.path, e.uid, e.gid, e.owner, e.grp FROM entries e"
+               " WHERE e.client=? AND e.snap=? AND e.uid IS NOT NULL AND NOT EXISTS (SELECT 1 FROM owners o"
+               " WHERE o.client=e.client AND o.path=e.path AND o.uid IS e.uid AND o.gid IS e.gid"
+               " AND o.owner IS e.owner AND o.grp IS e.grp)", (client, snap))
 
 
 def locate(db: sqlite3.Connection, client: str, digest: bytes) -> list[tuple[bytes, str | None, int]]:

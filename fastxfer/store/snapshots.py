@@ -83,6 +83,8 @@ class Snapshots:
             if state == "complete":
                 for top in manifest.snapshot_tops(db, client, snap):
                     removed += self._match_view(db, client, snap, top)
+            manifest.record_specials(db, client, snap, now_ns())
+            manifest.record_owners(db, client, snap)
             manifest.end_snapshot(db, client, snap, state)
             db.commit()
             (row,) = [r for r in manifest.snapshots(db, client) if r[0] == snap]

@@ -211,3 +211,28 @@ def test_a_snapshot_never_ended_is_not_listed_and_is_dropped_after_its_lifetime(
     third, _ = store.begin_snapshot("c", [(b"d", "/src/d")], "host")
     assert states() == [(1, "forgotten", 0), (2, "forgotten", 0), (3, "open", 0)]  # ids never reused
     assert (Path(store.root) / "c" / "d" / "a").read_bytes() == b"aaa"  # the view is untouched
+
+
+def test_the_special_kinds_in_sql_are_the_protocols() -> None:
+    from fastxfer.store import manifest
+
+    assert manifest.SPECIAL_KINDS == "(" + ",".join(f"'{k}'" for k in snapshot.SPECIAL) + ")"
+
+
+def test_a_file_turned_fifo_leaves_the_view_kept_and_the_fifo_is_listed(store: Store) -> None:
+    put(store, {b"d/p": b"pp", b"d/q": b"q"})
+    first, _ = store.begin_snapshot("c", [(b"d", None)], "host")
+    store.add_entries("c", first, [row(b"d", "dir"), row(b"d/p", size=2), row(b"d/q", size=1)])
+    store.end_snapshot("c", first, False)
+    second, _ = store.begin_snapshot("c", [(b"d", None)], "host")
+    store.add_entries("c", second, [row(b"d", "dir"), row(b"d/p", "fifo"), row(b"d/q", size=1)])
+    ended = store.end_snapshot("c", second, False)
+    assert (ended["state"], ended["removed"]) == ("complete", 1)
+    assert not (Path(store.root) / "c" / "d" / "p").exists()  # nothing is made under ROOT for a FIFO
+    listed, _ = store.listing("c", "d", None)
+    assert [(e["path"], e["kind"], e["uid"]) for e in listed] == [
+        ("d", "dir", 1234), ("d/p", "fifo", 1234), ("d/q", "file", 1234)]
+    old, _ = store.snapshot_listing("c", first, b"d/p", None)
+    into = memoryview(bytearray(2))
+    store.read_chunk("c", "d/p\x00" + old[0]["ref"], 2, T0, 0, into)  # the file it was is kept
+    assert bytes(into) == b"pp"
