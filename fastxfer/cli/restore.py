@@ -195,14 +195,20 @@ def cmd_sums(args: argparse.Namespace) -> int:
     control, _ = connect_control(args.server)
     bad = 0
     try:
-        files = [e["path"] for e in list_all(control, args.path) if e.get("kind") == "file"]
-        if not files and args.path:
+        listed = [e for e in list_all(control, args.path) if e.get("kind") == "file"]
+        if not listed and args.path:
             raise RefusedError(f"nothing stored at {args.path!r}")
+        later: dict[str, list[str]] = {}  # a file's later names: the content is its first name's
+        for e in listed:
+            if isinstance(e.get("hardlink"), str):
+                later.setdefault(e["hardlink"], []).append(e["path"])
+        files = [e["path"] for e in listed if not e.get("hardlink")]
         for start in range(0, len(files), 2000):
             reply = control.call({"t": "sums", "paths": files[start : start + 2000]}, "sums_ok")
             for item in reply.get("files") or []:
                 if item.get("status") == "ok":
-                    sys.stdout.buffer.write(os.fsencode(sums_line(item["sha256"], item["path"])) + b"\n")
+                    for name in [item["path"], *later.get(item["path"], [])]:
+                        sys.stdout.buffer.write(os.fsencode(sums_line(item["sha256"], name)) + b"\n")
                 else:
                     bad += 1
                     print(f"ERROR: {item['path']!r} is {item.get('status')} on the server", file=sys.stderr)

@@ -252,6 +252,8 @@ def report_results(results: list, name: str, verbose: bool) -> None:
         if r.status == "failed":
             continue
         what = "" if r.src.kind == "file" else f" ({KIND_SHOWN.get(r.src.kind, r.src.kind)})"
+        if r.src.hardlink:
+            what = f" (hard link to {display(r.src.hardlink)})"
         if r.status == "recorded":
             print(f"recorded {name}/{display(r.src.remote)}{what}, in the snapshot only")
         elif r.status == "stored":

@@ -267,9 +267,9 @@ class Sender:
 
     def _run(self, sources: list[Source]) -> list[Result]:
         sources, results = refuse_bad_names(sources)  # a name the server would refuse fails alone, here
-        # FIFOs, sockets and devices: the snapshot records them, nothing is sent.
-        results += [Result(s, "recorded") for s in sources if s.kind in SPECIAL]
-        sources = [s for s in sources if s.kind not in SPECIAL]
+        # FIFOs, sockets, devices and a file's later names: the snapshot records them, nothing is sent.
+        results += [Result(s, "recorded") for s in sources if s.kind in SPECIAL or s.hardlink]
+        sources = [s for s in sources if s.kind not in SPECIAL and not s.hardlink]
         dirs = [s for s in sources if s.kind == "dir"]
         if self.dry_run or self.planner.checksum:
             verdicts = self.planner.ask(sources)

@@ -50,7 +50,8 @@ class Names:
 
 def entry_of(src: Source, names: Names) -> dict:
     return snapshot.entry_message(src.remote, src.kind, src.size, src.mtime_ns, src.mode, src.uid, src.gid,
-                                  names.user(src.uid), names.group(src.gid), src.target, src.rdev)
+                                  names.user(src.uid), names.group(src.gid), src.target, src.rdev,
+                                  src.hardlink)
 
 
 def record(call, tops: list[tuple[str, str]], results: list[Result], incomplete: bool) -> Recorded:

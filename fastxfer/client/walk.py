@@ -38,6 +38,8 @@ class Entry:
     uid: int = 0
     gid: int = 0
     rdev: int = 0  # a device's numbers
+    hardlink: str | None = None  # a file's other name met earlier in the walk: recorded, not sent
+    inode: tuple[int, int] | None = None  # (device, inode) of a file with several names
 
 
 @dataclass
@@ -67,7 +69,19 @@ def walk(args: list[str], dest: str | None, excludes: list[str] = (), follow_lin
     for arg in args:
         top, remote, base, contents_only = _named(arg, dest)
         _visit(top, remote, base, excluder, follow_links, entries, skipped, contents_only)
+    _pair_hard_links(entries)
     return entries, skipped
+
+
+def _pair_hard_links(entries: list[Entry]) -> None:
+    """A file with several names in the walk is sent once: the later names
+    become records of the first (each snapshot gives them back as links)."""
+    first: dict[tuple[int, int], str] = {}
+    for e in entries:
+        if e.kind == "file" and e.inode is not None:
+            e.hardlink = first.setdefault(e.inode, e.remote)
+            if e.hardlink == e.remote:
+                e.hardlink = None
 
 
 def _named(arg: str, dest: str | None) -> tuple[str, str, str, bool]:
@@ -115,7 +129,8 @@ def _visit(local: str, remote: str, rel: str, excluder: Excluder, follow: bool,
         entries.append(Entry(local, remote, "link", 0, st.st_mtime_ns, 0o777, target, uid=st.st_uid, gid=st.st_gid))
     elif stat.S_ISREG(mode):
         entries.append(Entry(local, remote, "file", st.st_size, st.st_mtime_ns, stat.S_IMODE(mode),
-                             follow=follow, uid=st.st_uid, gid=st.st_gid))
+                             follow=follow, uid=st.st_uid, gid=st.st_gid,
+                             inode=(st.st_dev, st.st_ino) if st.st_nlink > 1 else None))
     elif stat.S_ISDIR(mode):
         if remote and not contents_only:
             entries.append(Entry(local, remote, "dir", 0, st.st_mtime_ns, stat.S_IMODE(mode),

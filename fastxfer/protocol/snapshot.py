@@ -25,8 +25,10 @@ TIME_FORMATS = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-
 
 
 def entry_message(path: str, kind: str, size: int, mtime_ns: int, mode: int, uid: int, gid: int,
-                  user: str | None, group: str | None, target: str | None, rdev: int) -> dict[str, Any]:
-    """One walked entry as the client reports it."""
+                  user: str | None, group: str | None, target: str | None, rdev: int,
+                  hardlink: str | None = None) -> dict[str, Any]:
+    """One walked entry as the client reports it; *hardlink*: for a file, the
+    path of another name of the same file earlier in the walk (sent once)."""
     item: dict[str, Any] = {"path": path, "kind": kind, "size": size, "mtime_ns": mtime_ns, "mode": mode,
                             "uid": uid, "gid": gid}
     if user is not None:
@@ -37,12 +39,16 @@ def entry_message(path: str, kind: str, size: int, mtime_ns: int, mode: int, uid
         item["target"] = target
     if rdev:
         item["rdev"] = rdev
+    if hardlink is not None:
+        item["hardlink"] = hardlink
     return item
 
 
 def parse_entry(value: Any) -> tuple:
     """A reported entry as a row (manifest.ENTRY_COLUMNS; chunk, digest and
-    sha256 left for the server), or ProtocolError."""
+    sha256 left for the server), or ProtocolError.  A file's other name
+    (``hardlink``) is kept in the target column: its content is the one at
+    that path."""
     item = get_obj(value)
     kind = item.get("kind")
     if kind not in KINDS:
@@ -53,6 +59,10 @@ def parse_entry(value: Any) -> tuple:
         target = os.fsencode(get_str(item, "target"))
         if not target or b"\x00" in target:
             raise ProtocolError("a link entry needs a target")
+    elif kind == "file" and item.get("hardlink") is not None:
+        target = b"/".join(paths.split(get_str(item, "hardlink")))
+        if target == raw:
+            raise ProtocolError("a file cannot be a hard link to itself")
     names = []
     for key in ("user", "group"):
         name = item.get(key)

@@ -30,14 +30,7 @@ class Catalog:
             rows = manifest.list_page(db, client, raw, after, LIST_PAGE + 1)
         more = len(rows) > LIST_PAGE
         rows = rows[:LIST_PAGE]
-        entries = [{
-            "path": os.fsdecode(r[0]), "kind": r[1], "size": r[2], "mtime_ns": r[3], "mode": r[4],
-            "sha256": r[5].hex() if r[5] else None,
-            "target": os.fsdecode(r[6]) if r[6] is not None else None, "stored_ns": r[7],
-            "chunk": r[8], "digest": r[9].hex() if r[9] else None,
-            "uid": r[10], "gid": r[11], "user": r[12], "group": r[13],
-        } for r in rows]
-        return entries, (rows[-1][0] if more else None)
+        return [listed(r) for r in rows], (rows[-1][0] if more else None)
 
     def version_listing(self, client: str, prefix: str) -> list[dict]:
         raw = b"/".join(paths.split(prefix.strip("/"))) if prefix.strip("/") else b""
@@ -184,3 +177,19 @@ class Catalog:
         """Whether the manifest records a file of *client* at or below any of *tops*."""
         with self.manifest.connect() as db:
             return any(manifest.any_file_under(db, client, top) for top in tops)
+
+
+def listed(r: tuple) -> dict:
+    """A row of the current view as a listing shows it.  A hard-linked file's
+    later name is a file that says which name it shares, and whose content a
+    request names by digest (only its first name is held under ROOT)."""
+    out = {"path": os.fsdecode(r[0]), "kind": r[1], "size": r[2], "mtime_ns": r[3], "mode": r[4],
+           "sha256": r[5].hex() if r[5] else None,
+           "target": os.fsdecode(r[6]) if r[6] is not None else None, "stored_ns": r[7],
+           "chunk": r[8], "digest": r[9].hex() if r[9] else None,
+           "uid": r[10], "gid": r[11], "user": r[12], "group": r[13]}
+    if r[1] == "hardlink":
+        out.update(kind="file", hardlink=out["target"], target=None)
+        if r[9]:
+            out["ref"] = "#" + r[9].hex()
+    return out

@@ -59,6 +59,10 @@ INDEXES = (
     "CREATE INDEX IF NOT EXISTS entries_digest ON entries (client, digest)",
 )
 SPECIAL_KINDS = "('fifo','socket','chardev','blockdev')"  # protocol.snapshot.SPECIAL, as SQL
+# What the view holds as records only, with nothing under ROOT: the special
+# kinds, and a hard-linked file's later names (kind 'hardlink', target: its first name).
+RECORD_KINDS = "('fifo','socket','chardev','blockdev','hardlink')"
+RECORD_ENTRY = f"(e.kind IN {SPECIAL_KINDS} OR (e.kind='file' AND e.target IS NOT NULL))"
 ENTRY_COLUMNS = "path, kind, size, mtime_ns, mode, uid, gid, owner, grp, chunk, digest, sha256, target, rdev"
 RECORD_FILE = "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,'file',NULL)"
 
@@ -365,24 +369,28 @@ def entry_page(db: sqlite3.Connection, client: str, snap: int, raw: bytes, after
 
 def not_in_snapshot(db: sqlite3.Connection, client: str, snap: int, raw: bytes) -> list[tuple[bytes, str]]:
     """(path, kind) the current view holds at or below *raw* that the snapshot does not,
-    or holds as a file, folder or link where the snapshot has a FIFO, socket or device."""
+    or holds as a file, folder or link where the snapshot has only a record (a FIFO,
+    socket or device, or a file's later name)."""
     where, args = "f.client=?", [client]
     if raw:
         where += " AND (f.path=? OR (f.path>? AND f.path<?))"
         args += [raw, raw + b"/", raw + b"0"]
     return [(bytes(p), k) for p, k in db.execute(
         f"SELECT f.path, f.kind FROM files f WHERE {where} AND NOT EXISTS (SELECT 1 FROM entries e"
-        f" WHERE e.client=f.client AND e.snap=? AND e.path=f.path AND NOT (e.kind IN {SPECIAL_KINDS}"
-        f" AND f.kind NOT IN {SPECIAL_KINDS})) ORDER BY f.path", args + [snap])]
+        f" WHERE e.client=f.client AND e.snap=? AND e.path=f.path AND NOT ({RECORD_ENTRY}"
+        f" AND f.kind NOT IN {RECORD_KINDS})) ORDER BY f.path", args + [snap])]
 
 
 def record_specials(db: sqlite3.Connection, client: str, snap: int, time_ns: int) -> None:
-    """The FIFOs, sockets and devices a snapshot walked join the current view as records
-    only (nothing is made under ROOT), where the view holds nothing else at their path."""
-    db.execute("INSERT OR REPLACE INTO files (client, path, size, mtime_ns, mode, chunk, stored_ns, kind)"
-               f" SELECT e.client, e.path, 0, e.mtime_ns, e.mode, 0, ?, e.kind FROM entries e"
-               f" WHERE e.client=? AND e.snap=? AND e.kind IN {SPECIAL_KINDS} AND NOT EXISTS (SELECT 1 FROM files f"
-               f" WHERE f.client=e.client AND f.path=e.path AND f.kind NOT IN {SPECIAL_KINDS})",
+    """The FIFOs, sockets, devices and later names of files a snapshot walked join
+    the current view as records only (nothing is made under ROOT), where the view
+    holds nothing else at their path."""
+    db.execute("INSERT OR REPLACE INTO files (client, path, size, mtime_ns, mode, chunk, digest, sha256,"
+               " stored_ns, kind, target)"
+               " SELECT e.client, e.path, e.size, e.mtime_ns, e.mode, COALESCE(e.chunk, 0), e.digest, e.sha256, ?,"
+               " CASE WHEN e.kind='file' THEN 'hardlink' ELSE e.kind END, e.target FROM entries e"
+               f" WHERE e.client=? AND e.snap=? AND {RECORD_ENTRY} AND NOT EXISTS (SELECT 1 FROM files f"
+               f" WHERE f.client=e.client AND f.path=e.path AND f.kind NOT IN {RECORD_KINDS})",
                (time_ns, client, snap))
 
 

@@ -56,13 +56,15 @@ class Snapshots:
         with self.manifest.connect() as db:
             self._open(db, client, snap)
             tops = manifest.snapshot_tops(db, client, snap)
-            files = manifest.file_records(db, client, [r[0] for r in rows if r[1] == "file"])
+            # A file's later name (its target column) holds the content stored at its first name.
+            files = manifest.file_records(db, client, [r[12] or r[0] for r in rows if r[1] == "file"])
             keep = []
             for row in rows:
-                if not any(top == b"" or row[0] == top or row[0].startswith(top + b"/") for top in tops):
-                    raise ProtocolError(f"entry {os.fsdecode(row[0])!r} is outside the snapshot's paths")
+                for path in (row[0], row[12]) if row[1] == "file" and row[12] else (row[0],):
+                    if not any(top == b"" or path == top or path.startswith(top + b"/") for top in tops):
+                        raise ProtocolError(f"entry {os.fsdecode(path)!r} is outside the snapshot's paths")
                 if row[1] == "file":
-                    held = files.get(row[0])
+                    held = files.get(row[12] or row[0])
                     if held is None or held[0] != row[2] or held[1] != row[3]:
                         dropped.append(os.fsdecode(row[0]))
                         continue
@@ -178,4 +180,6 @@ def entry_dict(r: tuple, time_ns: int) -> dict:
            "uid": uid, "gid": gid, "user": owner, "group": grp, "rdev": rdev}
     if kind == "file" and digest:
         out["ref"] = "#" + digest.hex()  # what a request names to read this content
+    if kind == "file" and target is not None:
+        out.update(hardlink=out["target"], target=None)  # another name of the file at that path
     return out

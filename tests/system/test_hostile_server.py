@@ -54,6 +54,7 @@ def test_nothing_outside_dest_is_created_changed_or_followed(tmp_path: Path, ser
     plant(db, snap, "d/evil/sub", "dir", mode=0o777)                 # a folder through it
     plant(db, snap, "d/over", "link", target=str(victim))            # a link, then a file at its name
     plant(db, snap, "d/zz-dev", "chardev", rdev=os.makedev(1, 3))    # a device node: never made
+    plant(db, snap, "d/hl", "file", like="d/x", target="d/evil")     # a hard link to the planted link
     db.close()
 
     dest = tmp_path / "restored"
@@ -69,6 +70,9 @@ def test_nothing_outside_dest_is_created_changed_or_followed(tmp_path: Path, ser
     assert victim.read_bytes() == b"keep me"
     assert {p.name: (p.stat().st_mode, p.stat().st_mtime_ns) for p in [outside, victim]} == before
     assert not os.path.lexists(dest / "d" / "zz-dev") and "1 recorded only" in done.stdout
+    hl = dest / "d" / "hl"  # fetched as a file of its own: get links only to a file it restored
+    assert not hl.is_symlink() and hl.read_bytes() == (top / "x").read_bytes()
+    assert os.lstat(hl).st_nlink == 1
 
     # Forced over what is there: the link at "over" is replaced, never written through.
     db, snap = latest_snapshot(server)

@@ -29,12 +29,15 @@ def test_an_entry_becomes_a_row_the_server_fills_in() -> None:
     assert (link[2], link[12]) == (0, b"../x")  # a link's size is not the client's to claim
     dev = snapshot.parse_entry(entry("d", "chardev", rdev=(1 << 8) | 3))
     assert dev[1:3] == ("chardev", 0) and dev[13] == 259
+    later = snapshot.parse_entry(entry("b/y", size=5, hardlink="a/x"))
+    assert later[12] == b"a/x"  # a file's other name: its content is the one stored there
 
 
 @pytest.mark.parametrize("bad", [
     entry("x", "door"), entry("../x"), entry("/etc/x"), entry("l", "link"), entry("l", "link", target=""),
     entry("x", mode=0o10000), entry("x", uid=-1), entry("x", user="u" * 65), entry("x", user=5),
-    entry("x", size=-1), entry("x", mtime_ns="now"), "not an object",
+    entry("x", size=-1), entry("x", mtime_ns="now"), "not an object", entry("x", hardlink="x"),
+    entry("x", hardlink="../y"), entry("x", hardlink=7),
 ])
 def test_a_malformed_entry_is_a_protocol_error(bad) -> None:
     with pytest.raises((ProtocolError, RefusedError)):

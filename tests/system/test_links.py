@@ -1,0 +1,64 @@
+"""Hard links: a file with several names is sent once and comes back as one
+file with several names, from the current view and from a snapshot."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from conftest import fx, make_file
+from test_tree import snapshot as tree_of
+
+
+def get(client, server, *args) -> subprocess.CompletedProcess:
+    return fx(client.home, "get", *args, "--from", server.address, timeout=300)
+
+
+def inode(path: Path) -> int:
+    return os.lstat(path).st_ino
+
+
+def test_a_hard_linked_file_is_sent_once_and_comes_back_linked(tmp_path: Path, server, client) -> None:
+    top = tmp_path / "t"
+    make_file(top / "a" / "x", 400_000, seed=1)  # large: put and chunks
+    (top / "b").mkdir()
+    os.link(top / "a" / "x", top / "b" / "y")
+    os.link(top / "a" / "x", top / "b" / "z")
+    make_file(top / "s", 100, seed=2)  # small: a bundle
+    os.link(top / "s", top / "s2")
+    done = client.send(server, top, "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["bytes_sent"] < 400_000 + 100 + 64_000, report  # each content once
+    assert report["recorded"] == 3 and report["snapshot_state"] == "complete"
+
+    out = tmp_path / "out"
+    done = get(client, server, "t", "-o", out)
+    assert done.returncode == 0, done.stderr
+    assert tree_of(out) == tree_of(top)
+    assert inode(out / "a" / "x") == inode(out / "b" / "y") == inode(out / "b" / "z")
+    assert inode(out / "s") == inode(out / "s2") != inode(out / "a" / "x")
+    done = get(client, server, "t", "-o", out)  # again: everything already there, nothing relinked
+    assert done.returncode == 0 and "5 already there" in done.stdout, done.stdout
+    assert inode(out / "a" / "x") == inode(out / "b" / "z")
+
+    only = tmp_path / "only-b"  # its first name is not in this restore: each later name is fetched
+    done = get(client, server, "t/b", "-o", only)
+    assert done.returncode == 0, done.stderr
+    assert (only / "y").read_bytes() == (top / "a" / "x").read_bytes() == (only / "z").read_bytes()
+
+    sums = fx(client.home, "sums", "t", "--from", server.address)
+    lines = dict(line.split("  ", 1)[::-1] for line in sums.stdout.splitlines())
+    assert sums.returncode == 0 and lines["t/b/y"] == lines["t/a/x"] == lines["t/b/z"]
+
+    os.unlink(top / "b" / "y")  # the link broken: an independent file of its own
+    make_file(top / "b" / "y", 5000, seed=3)
+    assert client.send(server, top).returncode == 0
+    latest = tmp_path / "latest"
+    assert get(client, server, "t", "-o", latest).returncode == 0
+    assert tree_of(latest) == tree_of(top) and inode(latest / "b" / "y") != inode(latest / "a" / "x")
+    first = tmp_path / "first"
+    assert get(client, server, "t", "--at", "1", "-o", first).returncode == 0
+    assert inode(first / "a" / "x") == inode(first / "b" / "y")
