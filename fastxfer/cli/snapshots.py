@@ -51,6 +51,51 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_diff(sub) -> None:
+    d = sub.add_parser("diff", help="what changed between two snapshots",
+                       description="One line per path that differs between snapshot A and snapshot B: "
+                                   "+ added, - removed, M content changed, T kind changed (file, folder, "
+                                   "link, ...), U only mode, owner or time changed; then the counts.",
+                       epilog="examples:\n  fastxfer diff 11 12 --from backup\n"
+                              "  fastxfer diff 2026-12-01 latest Documents --from backup --json",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    d.add_argument("a", metavar="A", help="the older snapshot: an id, 'latest' or a time")
+    d.add_argument("b", metavar="B", help="the newer snapshot: an id, 'latest' or a time")
+    d.add_argument("path", nargs="?", default="", metavar="PATH", help="only at or below this path (default: all)")
+    d.add_argument("--from", dest="server", required=True, metavar="HOST[:PORT]",
+                   help="the server, as pinned (`fastxfer pins`); port 4455 if not given")
+    d.add_argument("--json", action="store_true", help="one JSON object instead of lines")
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    import json
+    import os
+    import sys
+
+    from fastxfer.client.connect import connect_control
+    from fastxfer.client.listing import list_all
+    from fastxfer.client.walk import display
+    from fastxfer.protocol.snapshot import DIFF_CODES, diff, parse_at
+
+    a, b = parse_at(args.a), parse_at(args.b)
+    control, _ = connect_control(args.server)
+    try:
+        changes = diff(list_all(control, args.path, at=a), list_all(control, args.path, at=b))
+    finally:
+        control.close()
+    counts = {kind: sum(1 for k, _ in changes if k == kind) for kind in DIFF_CODES}
+    if args.json:
+        print(json.dumps({"a": args.a, "b": args.b, "changes": [{"change": k, "path": p} for k, p in changes],
+                          "counts": counts}, indent=1, ensure_ascii=True))
+        return 0
+    for kind, path in changes:
+        sys.stdout.buffer.write(os.fsencode(f"{DIFF_CODES[kind]}  {display(path)}") + b"\n")
+    sys.stdout.flush()
+    print(f"{counts['added']} added, {counts['removed']} removed, {counts['changed']} changed, "
+          f"{counts['kind']} changed kind, {counts['meta']} changed mode, owner or time")
+    return 0
+
+
 FORGET_EPILOG = """\
 examples:
   fastxfer forget --from backup --keep-last 7 --keep-daily 14 --keep-weekly 8 --prune

@@ -19,6 +19,8 @@ def list_all(control: ControlClient, prefix: str, versions: bool = False, at: in
         if at is not None:
             msg["at"] = at
         reply = control.call(msg, "list_ok")
+        if at is not None and isinstance(reply.get("snapshot"), int):
+            at = reply["snapshot"]  # 'latest' or a time, held to what the first page meant
         entries += messages.get_list(reply, "entries", MAX_ENTRIES)
         cursor = reply.get("next")
         if not cursor:

@@ -110,3 +110,28 @@ def pick(snaps: list[tuple[int, int]], at: int | str) -> int | None:
         before = [s for s, t in snaps if t <= limit]
         return before[-1] if before else None
     raise ProtocolError("malformed snapshot reference")
+
+
+# What `diff` prints for each path, as restic does: added, removed, content
+# changed, kind changed (file, folder, link...), and only metadata changed.
+DIFF_CODES = {"added": "+", "removed": "-", "changed": "M", "kind": "T", "meta": "U"}
+
+
+def diff(before: list[dict], after: list[dict]) -> list[tuple[str, str]]:
+    """(change, path) between two listings of entries, in path order.  A
+    folder's own time is not a change: adding a file inside changes it."""
+    old = {e.get("path"): e for e in before}
+    new = {e.get("path"): e for e in after}
+    out = []
+    for path in sorted(set(old) | set(new), key=lambda p: os.fsencode(str(p))):
+        a, b = old.get(path), new.get(path)
+        if a is None or b is None:
+            out.append(("added" if a is None else "removed", str(path)))
+        elif a.get("kind") != b.get("kind"):
+            out.append(("kind", str(path)))
+        elif any(a.get(k) != b.get(k) for k in ("size", "digest", "target", "hardlink")):
+            out.append(("changed", str(path)))
+        elif any(a.get(k) != b.get(k) for k in ("mode", "uid", "gid", "rdev")) or (
+                a.get("kind") != "dir" and a.get("mtime_ns") != b.get("mtime_ns")):
+            out.append(("meta", str(path)))
+    return out

@@ -64,6 +64,14 @@ def test_a_deleted_file_leaves_the_view_and_comes_back_from_its_snapshot(tmp_pat
     shown = fx(client.home, "snapshots", "--from", server.address)
     assert shown.returncode == 0 and "Documents" in shown.stdout and "complete" in shown.stdout
 
+    diff = fx(client.home, "diff", "1", "latest", "--from", server.address)
+    assert diff.returncode == 0, diff.stderr
+    assert diff.stdout.splitlines() == [
+        "+  Documents/new.txt", "-  Documents/old", "-  Documents/old/gone.bin", "-  Documents/small-gone.txt",
+        "1 added, 3 removed, 0 changed, 0 changed kind, 0 changed mode, owner or time"]
+    counts = json.loads(fx(client.home, "diff", "1", "2", "Documents/old", "--json", "--from", server.address).stdout)
+    assert counts["counts"]["removed"] == 2 and counts["counts"]["added"] == 0
+
 
 def test_kind_changes_both_ways_keep_every_snapshot_whole(tmp_path: Path, server, client) -> None:
     top = tmp_path / "t"

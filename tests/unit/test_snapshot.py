@@ -239,3 +239,17 @@ def test_a_file_turned_fifo_leaves_the_view_kept_and_the_fifo_is_listed(store: S
     into = memoryview(bytearray(2))
     store.read_chunk("c", "d/p\x00" + old[0]["ref"], 2, T0, 0, into)  # the file it was is kept
     assert bytes(into) == b"pp"
+
+
+def test_diff_names_each_kind_of_change_in_path_order() -> None:
+    def e(path, kind="file", **more):
+        return {"path": path, "kind": kind, "size": 1, "mtime_ns": T0, "mode": 0o644, "uid": 1, "gid": 1,
+                "digest": "aa", "target": None, **more}
+    before = [e("d", "dir"), e("d/same"), e("d/gone"), e("d/edited"), e("d/turned"), e("d/chmod"),
+              e("d/touched"), e("l", "link", target="x")]
+    after = [e("d", "dir", mtime_ns=T0 + 5), e("d/same"), e("d/edited", digest="bb"), e("d/turned", "dir"),
+             e("d/chmod", mode=0o600), e("d/touched", mtime_ns=T0 + 1), e("d/new"), e("l", "link", target="y")]
+    assert snapshot.diff(before, after) == [
+        ("meta", "d/chmod"), ("changed", "d/edited"), ("removed", "d/gone"), ("added", "d/new"),
+        ("meta", "d/touched"), ("kind", "d/turned"), ("changed", "l")]
+    assert snapshot.diff(after, after) == []
