@@ -214,6 +214,7 @@ def print_json(results: list, skipped: list, sender, elapsed: float, snap, code:
         "bytes": sum(r.src.size for r in files if r.status in ("stored", "unchanged")),
         "bytes_sent": sender.bytes_sent,
         "resumed_bytes": sender.bytes_resumed,
+        "linked_bytes": sender.bytes_linked,
         "streams": sender.streams_opened,
         "seconds": round(elapsed, 3),
         "exit_code": code,
@@ -274,7 +275,9 @@ def print_summary(results: list, skipped: list, sender, elapsed: float) -> None:
     print(f"{plural(stored, 'file')} stored and verified, {unchanged} unchanged, {failed} failed, "
           f"{len(skipped)} skipped; sent {human(sender.bytes_sent)} in {elapsed:.2f} s "
           f"({rate:.0f} MiB/s) over {plural(sender.streams_opened, 'stream')}"
-          + (f"; resumed: {human(sender.bytes_resumed)} were already on the server" if sender.bytes_resumed else ""))
+          + (f"; resumed: {human(sender.bytes_resumed)} were already on the server" if sender.bytes_resumed else "")
+          + (f"; {human(sender.bytes_linked)} linked to copies already on the server, not sent"
+             if sender.bytes_linked else ""))
 
 
 def exit_code(results: list, skipped: list) -> int:

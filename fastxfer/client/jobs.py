@@ -28,6 +28,8 @@ class FileJob:
     have: dict[int, bytes] = field(default_factory=dict)  # the server's durable chunks (resume)
     sha256: bytes | None = None
     error: FxError | None = None
+    same: list[tuple[bytes, int]] = field(default_factory=list)  # (digest, chunk) the server holds at this size
+    linked: bytes | None = None  # the digest of the stored copy it is: committed with nothing sent
 
     @property
     def count(self) -> int:
@@ -99,6 +101,27 @@ class LocalFile:
 
     def __exit__(self, *exc: object) -> None:
         os.close(self.fd)
+
+
+def hash_list(job: FileJob, chunk: int) -> bytes:
+    """The file's hash-list digest at *chunk* bytes a chunk, read here in full
+    (only for a file the server may already hold a copy of)."""
+    digests = []
+    buf = memoryview(bytearray(chunk))
+    with LocalFile(job) as fd:
+        for index in range(layout.chunk_count(job.src.size, chunk)):
+            offset, length = layout.chunk_span(job.src.size, chunk, index)
+            got = 0
+            while got < length:
+                try:
+                    n = os.preadv(fd, [buf[got:length]], offset + got)
+                except OSError as exc:
+                    raise LocalFileError(f"{job.src.local}: {exc.strerror}; not stored") from None
+                if n == 0:
+                    raise changed(job)
+                got += n
+            digests.append(hashlib.sha256(buf[:length]).digest())
+    return layout.file_digest(job.src.size, chunk, digests)
 
 
 def read_chunk(job: FileJob, index: int, view: memoryview) -> int:

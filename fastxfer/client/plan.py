@@ -137,6 +137,11 @@ def take_put_answer(job: FileJob, answer: dict) -> Result | None:
     job.have = messages.parse_have(messages.get_str(answer, "have", messages.MAX_CONTROL * 16), job.count)
     job.digests = [None] * job.count
     job.waiting = set(range(job.count))
+    for item in messages.get_list(answer, "same", 16) if answer.get("same") is not None else []:
+        item = messages.get_obj(item)
+        chunk = messages.get_int(item, "chunk", layout.MIN_CHUNK, wire.MAX_CHUNK)
+        if layout.valid_layout(job.src.size, chunk):
+            job.same.append((messages.get_hex(item, "digest", 32), chunk))
     return None
 
 

@@ -26,7 +26,8 @@ from fastxfer.protocol import layout, messages
 from fastxfer.client import events
 from fastxfer.client.connect import ControlClient, Welcome, keep_alive
 from fastxfer.protocol.snapshot import SPECIAL
-from fastxfer.client.jobs import Bundle, FileJob, Result, Source, changed_since, job_sha256, read_chunk
+from fastxfer.client.jobs import (Bundle, FileJob, Result, Source, changed_since, hash_list, job_sha256,
+                                  read_chunk)
 from fastxfer.client.plan import (BUNDLE_BYTES, BUNDLE_FILES, Planner, batches, call_batch, is_small,
                                   refuse_bad_names, tops_of, wire_failure)
 from fastxfer.client.send_stream import SendStream
@@ -55,12 +56,18 @@ class Shared:
         self.settled: set[int] = set()  # numbers of bundles the server answered
         self.bytes_sent = 0
         self.bytes_resumed = 0  # of chunks the server already held (an earlier send was cut short)
+        self.bytes_linked = 0  # of files that are copies of what the server holds: not sent
         self.streams_alive = 0
         self.opened_by: set[threading.Thread] = set()  # stream threads that connected at least once
         self.files_done = self.files_total = 0
 
     def add_file(self, job: FileJob) -> None:
         """A file to send: its missing chunks are queued (before any stream runs)."""
+        if job.linked is not None:  # a copy of what the server holds: straight to commit
+            with self.cond:
+                self.bytes_linked += job.src.size
+                self.ready.append(job)
+            return
         for i in range(job.count):
             if i not in job.have:
                 self.work.put((job, i))
@@ -257,6 +264,10 @@ class Sender:
     def bytes_resumed(self) -> int:
         return self.shared.bytes_resumed
 
+    @property
+    def bytes_linked(self) -> int:
+        return self.shared.bytes_linked
+
     # -------------------------------------------------------------- plan
 
     def run(self, sources: list[Source]) -> list[Result]:
@@ -308,6 +319,7 @@ class Sender:
             settled, jobs = self.planner.put(batch)
             results += settled
             for job in jobs:
+                find_copy(job)
                 self.shared.add_file(job)
             files += jobs
         self.max_chunk = max((f.chunk for f in files), default=layout.MIN_CHUNK)
@@ -316,7 +328,7 @@ class Sender:
     def _start(self, files: list[FileJob], small: list[Source]) -> list[threading.Thread]:
         """Say what is to move, start the background hashing and, if there is work already, the streams."""
         resumed = sum(layout.chunk_span(job.src.size, job.chunk, i)[1] for job in files for i in job.have)
-        total = sum(job.src.size for job in files) - resumed + sum(s.size for s in small)
+        total = sum(job.src.size for job in files if job.linked is None) - resumed + sum(s.size for s in small)
         self.shared.files_total = len(files) + len(small)
         self.sink(events.Planned(total, self.shared.files_total))
         background = [threading.Thread(target=each, args=(check_have, self.shared, files), daemon=True)]
@@ -436,6 +448,21 @@ def each(work, shared: Shared, files: list[FileJob]) -> None:
         work(shared, job)
 
 
+def find_copy(job: FileJob) -> None:
+    """A new file of a size the server already holds is hashed first: if it
+    is a copy of what the server holds, it is committed as that, unsent."""
+    if not job.same or job.have:
+        return
+    for chunk in sorted({c for _d, c in job.same}):
+        try:
+            digest = hash_list(job, chunk)
+        except FxError:
+            return  # it fails with its reason when sent
+        if any(d == digest and c == chunk for d, c in job.same):
+            job.linked = digest
+            return
+
+
 def check_have(shared: Shared, job: FileJob) -> None:
     """Hash the chunks the server already holds; resend any that differ."""
     if not job.have:
@@ -474,9 +501,11 @@ def commit(call, batch: list[FileJob]) -> list[Result]:
     """Commit files whose every chunk is durable, each with its hash list's digest."""
     items = []
     for job in batch:
-        digest = layout.file_digest(job.src.size, job.chunk, job.digests)  # type: ignore[arg-type]
-        items.append({"fid": job.fid.hex(), "digest": digest.hex(),
-                      "sha256": job.sha256.hex() if job.sha256 else None})
+        digest = job.linked or layout.file_digest(job.src.size, job.chunk, job.digests)  # type: ignore[arg-type]
+        item = {"fid": job.fid.hex(), "digest": digest.hex(), "sha256": job.sha256.hex() if job.sha256 else None}
+        if job.linked is not None:
+            item["same"] = True  # nothing sent: the server puts its copy with this digest in place
+        items.append(item)
     try:
         answers = call_batch(call, "commit", "committed", items)
     except ConnectError:

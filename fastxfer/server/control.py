@@ -179,10 +179,11 @@ class ControlSession:
                 log.error("client %s: storage error on %r: %s", self.name, path, exc)
                 replies.append(wire_error(RefusedError(f"{path}: storage error on the server ({exc.strerror})")))
                 continue
-            replies.append({
-                "t": "ok", "fid": reply.fid.hex(), "chunk": reply.chunk, "status": reply.status,
-                "have": messages.encode_have(reply.have),
-            })
+            answer = {"t": "ok", "fid": reply.fid.hex(), "chunk": reply.chunk, "status": reply.status,
+                      "have": messages.encode_have(reply.have)}
+            if reply.same:  # it may be a copy: the client hashes it, and commits with "same" if so
+                answer["same"] = [{"digest": d.hex(), "chunk": c} for d, c in reply.same]
+            replies.append(answer)
         return {"t": "put_ok", "files": replies}
 
     def _put_other(self, kind: str, path: str, item: dict[str, Any]) -> dict[str, Any]:
@@ -285,7 +286,7 @@ class ControlSession:
             digest = get_hex(item, "digest", 32)
             sha = get_hex(item, "sha256", 32) if item.get("sha256") is not None else None
             try:
-                stored = self.store.commit(self.name, fid, digest, sha)
+                stored = self.store.commit(self.name, fid, digest, sha, same=item.get("same") is True)
             except ProtocolError:
                 raise
             except FxError as exc:

@@ -237,37 +237,70 @@ class Commit:
     def __init__(self, root_fd: int, db: manifest.Manifest, staging: Staging, versions: Versions) -> None:
         self.root_fd, self.manifest, self.staging, self.versions = root_fd, db, staging, versions
 
-    def commit(self, client: str, fid: bytes, digest: bytes, sha256: bytes | None) -> Stored:
+    def commit(self, client: str, fid: bytes, digest: bytes, sha256: bytes | None, same: bool = False) -> Stored:
         try:
             base = self.staging.staging_fd(client, create=False)
         except (OSError, FxError):
             raise RefusedError(f"unknown transfer {fid.hex()}") from None
         try:
-            return self._commit(base, client, fid, digest, sha256)
+            return self._commit(base, client, fid, digest, sha256, same)
         finally:
             os.close(base)
 
-    def _commit(self, base: int, client: str, fid: bytes, digest: bytes, sha256: bytes | None) -> Stored:
+    def _link_same(self, base: int, data: bytes, client: str, digest: bytes, size: int, path: str) -> None:
+        """The staging's data becomes another name of the content this client
+        already has stored with *digest* (verified when it was committed): a
+        copy is stored once, and nothing of it was sent."""
+        with self.manifest.connect() as db:
+            found = [(p, v) for p, v, s in manifest.locate(db, client, digest) if s == size]
+        for held, version in found:
+            parts = held.split(b"/")
+            if version:
+                start, chain, name = self.versions.state_fd, [b"versions", client.encode()] + parts[:-1], os.fsencode(version)
+            else:
+                start, chain, name = self.root_fd, [client.encode()] + parts[:-1], parts[-1]
+            try:
+                src = open_chain(start, chain, create=False)
+            except (OSError, FxError):
+                continue
+            try:
+                st = os.stat(name, dir_fd=src, follow_symlinks=False)
+                if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+                    continue
+                os.unlink(data, dir_fd=base)
+                os.link(name, data, src_dir_fd=src, dst_dir_fd=base, follow_symlinks=False)
+                return
+            except FileNotFoundError:
+                continue
+            finally:
+                os.close(src)
+        raise RefusedError(f"{path}: the copy it was sent as is no longer held on the server; send it again")
+
+    def _commit(self, base: int, client: str, fid: bytes, digest: bytes, sha256: bytes | None,
+                same: bool = False) -> Stored:
         meta, have = self.staging.finished(base, fid)
         size, chunk, path = meta["size"], meta["chunk"], meta["path"]
         count = layout.chunk_count(size, chunk)
-        if len(have) != count:
+        data = fid.hex().encode() + DATA
+        if same:
+            self._link_same(base, data, client, digest, size, path)
+        elif len(have) != count:
             raise RefusedError(
                 f"{path}: {count - len(have)} of {count} chunks are missing on the server; send again to resume"
             )
-        if layout.file_digest(size, chunk, [have[i] for i in range(count)]) != digest:
+        elif layout.file_digest(size, chunk, [have[i] for i in range(count)]) != digest:
             self.staging.discard(client, fid)
             raise VerifyError(f"{path}: the server's copy does not match the sent file; nothing was stored")
         parts = paths.split(path)
-        data = fid.hex().encode() + DATA
-        data_fd = os.open(data, os.O_RDWR | os.O_NOFOLLOW, dir_fd=base)
-        try:
-            # Never setuid, setgid or sticky on the server.
-            os.fchmod(data_fd, (meta["mode"] & 0o777) | 0o400)  # the manifest keeps the mode as sent
-            os.utime(data_fd, ns=(meta["mtime_ns"], meta["mtime_ns"]))
-            os.fsync(data_fd)
-        finally:
-            os.close(data_fd)
+        if not same:  # a shared inode keeps its first name's mode and time: the manifest holds each name's
+            data_fd = os.open(data, os.O_RDWR | os.O_NOFOLLOW, dir_fd=base)
+            try:
+                # Never setuid, setgid or sticky on the server.
+                os.fchmod(data_fd, (meta["mode"] & 0o777) | 0o400)  # the manifest keeps the mode as sent
+                os.utime(data_fd, ns=(meta["mtime_ns"], meta["mtime_ns"]))
+                os.fsync(data_fd)
+            finally:
+                os.close(data_fd)
         parent = open_chain(self.root_fd, [client.encode()] + parts[:-1], create=True)
         try:
             with self.manifest.connect() as db:

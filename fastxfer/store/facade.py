@@ -103,8 +103,8 @@ class Store:
         """The staging file of a put, opened to write chunks into."""
         return StagingFile(self.staging, client, fid)
 
-    def commit(self, client: str, fid: bytes, digest: bytes, sha256: bytes | None) -> Stored:
-        return self.committer.commit(client, fid, digest, sha256)
+    def commit(self, client: str, fid: bytes, digest: bytes, sha256: bytes | None, same: bool = False) -> Stored:
+        return self.committer.commit(client, fid, digest, sha256, same)
 
     def make_dir(self, client: str, path: str) -> str:
         return self.folders.make_dir(client, path)

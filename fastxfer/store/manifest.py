@@ -53,10 +53,15 @@ OWNERS = (
     "CREATE TABLE IF NOT EXISTS owners (client TEXT, path BLOB, uid INT, gid INT, owner TEXT, grp TEXT,"
     " PRIMARY KEY (client, path)) WITHOUT ROWID"
 )
+SAME_SIZE_FLOOR = 262144  # the partial indexes' bound: only larger files are looked up by size
+SAME_SIZE_MAX = 4  # contents of one size offered to a client to compare with
 INDEXES = (
     "CREATE INDEX IF NOT EXISTS files_digest ON files (client, digest)",
     "CREATE INDEX IF NOT EXISTS versions_digest ON versions (client, digest)",
     "CREATE INDEX IF NOT EXISTS entries_digest ON entries (client, digest)",
+    # Large files by size: what a new file may be a copy of (partial: bundles never ask).
+    f"CREATE INDEX IF NOT EXISTS files_size ON files (client, size) WHERE size > {SAME_SIZE_FLOOR}",
+    f"CREATE INDEX IF NOT EXISTS versions_size ON versions (client, size) WHERE size > {SAME_SIZE_FLOOR}",
 )
 SPECIAL_KINDS = "('fifo','socket','chardev','blockdev')"  # protocol.snapshot.SPECIAL, as SQL
 # What the view holds as records only, with nothing under ROOT: the special
@@ -407,6 +412,21 @@ def record_owners(db: sqlite3.Connection, client: str, snap: int) -> None:
                " WHERE e.client=? AND e.snap=? AND e.uid IS NOT NULL AND NOT EXISTS (SELECT 1 FROM owners o"
                " WHERE o.client=e.client AND o.path=e.path AND o.uid IS e.uid AND o.gid IS e.gid"
                " AND o.owner IS e.owner AND o.grp IS e.grp)", (client, snap))
+
+
+def same_size(db: sqlite3.Connection, client: str, raw: bytes, size: int) -> list[tuple[bytes, int]]:
+    """(digest, chunk) of up to a few stored contents of this size at other paths:
+    what a new file there may be a copy of."""
+    if size <= SAME_SIZE_FLOOR:
+        return []
+    found: dict[bytes, int] = {}
+    for table, kind in (("files", " AND kind='file'"), ("versions", "")):
+        for digest, chunk in db.execute(
+                f"SELECT digest, chunk FROM {table} WHERE client=? AND size=? AND size > {SAME_SIZE_FLOOR}"
+                f" AND path<>? AND digest IS NOT NULL{kind} LIMIT ?", (client, size, raw, SAME_SIZE_MAX)):
+            if chunk and len(found) < SAME_SIZE_MAX:
+                found.setdefault(bytes(digest), chunk)
+    return list(found.items())
 
 
 def locate(db: sqlite3.Connection, client: str, digest: bytes) -> list[tuple[bytes, str | None, int]]:

@@ -46,8 +46,10 @@ class StoreSeam(Protocol):
     def receive(self, client: str, fid: bytes) -> Receiving:
         """The file of an open put, to write its chunks into."""
 
-    def commit(self, client: str, fid: bytes, digest: bytes, sha256: bytes | None) -> Stored:
-        """Verify every chunk against *digest* (the hash list's) and put the file in place."""
+    def commit(self, client: str, fid: bytes, digest: bytes, sha256: bytes | None, same: bool = False) -> Stored:
+        """Verify every chunk against *digest* (the hash list's) and put the file in place;
+        with *same*, no chunk was sent: the content this client already has stored
+        with *digest* is put in place instead."""
 
     def make_dir(self, client: str, path: str) -> str: ...
 

@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from fastxfer.errors import ProtocolError, RefusedError
@@ -39,6 +39,7 @@ class PutReply:
     chunk: int
     status: str  # "new", "resume" or "unchanged"
     have: dict[int, bytes]
+    same: list[tuple[bytes, int]] = field(default_factory=list)  # (digest, chunk) it may be a copy of
 
 
 def file_id(secret: bytes, client: str, path: bytes, size: int, mtime_ns: int) -> bytes:
@@ -197,7 +198,9 @@ class Staging:
             usage[1] += size
         finally:
             os.close(base)
-        return PutReply(fid, chunk, "new", {})
+        with self.manifest.connect() as db:
+            same = manifest.same_size(db, client, raw, size)
+        return PutReply(fid, chunk, "new", {}, same)
 
     @staticmethod
     def staging_usage(base: int) -> tuple[int, int]:

@@ -1,5 +1,6 @@
-"""Hard links: a file with several names is sent once and comes back as one
-file with several names, from the current view and from a snapshot."""
+"""Hard links and copies: a file with several names is sent once and comes
+back as one file with several names; a copy of a file the server already
+holds is not sent again."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import fx, make_file
+from conftest import fx, make_file, sha256_file
 from test_tree import snapshot as tree_of
 
 
@@ -62,3 +63,27 @@ def test_a_hard_linked_file_is_sent_once_and_comes_back_linked(tmp_path: Path, s
     first = tmp_path / "first"
     assert get(client, server, "t", "--at", "1", "-o", first).returncode == 0
     assert inode(first / "a" / "x") == inode(first / "b" / "y")
+
+
+def test_a_copy_of_a_stored_file_is_linked_on_the_server_not_sent(tmp_path: Path, server, client) -> None:
+    top = tmp_path / "t"
+    make_file(top / "a.bin", 32 << 20, seed=5)
+    assert client.send(server, top).returncode == 0
+    copy = top / "sub" / "b.bin"
+    copy.parent.mkdir()
+    copy.write_bytes((top / "a.bin").read_bytes())  # a new name and a new time, the same bytes
+    make_file(top / "c.bin", 32 << 20, seed=6)  # the same size, other bytes: sent in full
+    done = client.send(server, top, "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["linked_bytes"] == 32 << 20, report
+    assert report["bytes_sent"] < (32 << 20) + (8 << 20), report  # c.bin, and nothing of b.bin
+    stored = server.root / "laptop" / "t"
+    assert inode(stored / "sub" / "b.bin") == inode(stored / "a.bin")  # one copy on the server's disk
+    assert sha256_file(stored / "c.bin") == sha256_file(top / "c.bin")
+
+    out = tmp_path / "out"
+    assert get(client, server, "t", "-o", out).returncode == 0
+    assert tree_of(out) == tree_of(top)  # each name with its own time and mode
+    check = fx(server.home, "check", "--root", str(server.root), timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
