@@ -215,6 +215,7 @@ class Getter:
         except OSError:
             fetches.pop()
             raise
+        os.ftruncate(f.fd, f.size)  # all holes until written: chunks of zeros are never written
         return None
 
     def _make_other(self, parent: int, entry: dict, parts: list[bytes], shown: str) -> Outcome:

@@ -30,6 +30,7 @@ class FileJob:
     error: FxError | None = None
     same: list[tuple[bytes, int]] = field(default_factory=list)  # (digest, chunk) the server holds at this size
     linked: bytes | None = None  # the digest of the stored copy it is: committed with nothing sent
+    holes: set[int] = field(default_factory=set)  # chunks in holes of a sparse file: zeros, never sent
 
     @property
     def count(self) -> int:
@@ -101,6 +102,39 @@ class LocalFile:
 
     def __exit__(self, *exc: object) -> None:
         os.close(self.fd)
+
+
+def find_holes(src: Source, st: os.stat_result, chunk: int) -> set[int]:
+    """The chunks of a sparse file that lie wholly in holes (SEEK_DATA and
+    SEEK_HOLE); none for a file that takes the blocks its size needs."""
+    blocks = getattr(st, "st_blocks", None)  # a stat result may not say (some filesystems, tests)
+    if blocks is None or blocks * 512 >= st.st_size or not hasattr(os, "SEEK_DATA"):
+        return set()
+    count = layout.chunk_count(st.st_size, chunk)
+    holes: set[int] = set()
+    try:
+        fd = os.open(src.local, open_flags(src))
+    except OSError:
+        return set()  # it fails with its reason when read
+    try:
+        i = 0
+        while i < count:
+            try:
+                data = os.lseek(fd, i * chunk, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # nothing but a hole up to the end
+                    holes.update(range(i, count))
+                    break
+                return set()
+            first = data // chunk
+            holes.update(range(i, first))
+            hole = os.lseek(fd, data, os.SEEK_HOLE)
+            i = max(first + 1, -(-hole // chunk))
+    except OSError:
+        return set()
+    finally:
+        os.close(fd)
+    return holes
 
 
 def hash_list(job: FileJob, chunk: int) -> bytes:

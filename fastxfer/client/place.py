@@ -39,7 +39,7 @@ class Places:
             f.writers += 1
         try:
             try:
-                view = data
+                view = data if digest != layout.zero_digest(length) else data[:0]  # a hole stays a hole
                 while view:
                     n = os.pwrite(f.fd, view, offset)
                     view, offset = view[n:], offset + n

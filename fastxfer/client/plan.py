@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 from fastxfer.errors import FxError, LocalFileError, ProtocolError, from_wire_name
 from fastxfer.protocol import layout, messages, paths, wire
-from fastxfer.client.jobs import FileJob, Result, Source, file_identity, whole_sha256
+from fastxfer.client.jobs import FileJob, Result, Source, file_identity, find_holes, whole_sha256
 
 # Files this small travel in bundles: many to a frame, no staging, no
 # round trip of their own, committed and made durable together.
@@ -113,7 +113,12 @@ def put_request(batch: list[Source], chunk_of: Callable[[int], int], forced: set
                 # Listed a moment ago; what counts is what is sent from now on.
                 src.size, src.mtime_ns = st.st_size, st.st_mtime_ns
                 item.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
-            opened.append(FileJob(src, file_identity(st), chunk=chunk))
+            holes = find_holes(src, st, chunk)
+            if holes:
+                runs = layout.hole_ranges(holes)[: layout.MAX_HOLE_RANGES]
+                holes = {i for first, n in runs for i in range(first, first + n)}
+                item["holes"] = runs
+            opened.append(FileJob(src, file_identity(st), chunk=chunk, holes=holes))
         else:
             item.update(kind=src.kind, target=src.target)
             opened.append(FileJob(src, (0, 0, 0, 0), chunk=chunk))
@@ -131,7 +136,10 @@ def take_put_answer(job: FileJob, answer: dict) -> Result | None:
         status = str(answer.get("status"))
         return Result(job.src, "unchanged" if status == "unchanged" else "stored")
     job.fid = messages.get_hex(answer, "fid", 16)
-    job.chunk = messages.get_int(answer, "chunk", layout.MIN_CHUNK, wire.MAX_CHUNK)
+    chunk = messages.get_int(answer, "chunk", layout.MIN_CHUNK, wire.MAX_CHUNK)
+    if chunk != job.chunk or answer.get("status") != "new":
+        job.holes = set()  # a resumed staging has its own record: every chunk it lists is checked
+    job.chunk = chunk
     if not layout.valid_layout(job.src.size, job.chunk):
         raise ProtocolError("server recorded an impossible chunk size")
     job.have = messages.parse_have(messages.get_str(answer, "have", messages.MAX_CONTROL * 16), job.count)

@@ -470,6 +470,11 @@ def check_have(shared: Shared, job: FileJob) -> None:
     buf = memoryview(bytearray(job.chunk))
     try:
         for index, theirs in sorted(job.have.items()):
+            if index in job.holes:
+                zeros = layout.zero_digest(layout.chunk_span(job.src.size, job.chunk, index)[1])
+                if theirs == zeros:  # a hole, recorded as one: nothing to read or send
+                    shared.done(job, index, zeros)
+                    continue
             n = read_chunk(job, index, buf)
             mine = hashlib.sha256(buf[:n]).digest()
             if mine == theirs:

@@ -77,3 +77,44 @@ def parse_record(data: bytes, count: int) -> dict[int, bytes]:
             have[index] = digest
         pos += RECORD_ENTRY
     return have
+
+
+# ------------------------------------------------------------------ holes
+
+MAX_HOLE_RANGES = 4096  # [first, count] pairs in one put item
+
+
+_zero_digests: dict[int, bytes] = {}
+
+
+def zero_digest(length: int) -> bytes:
+    """SHA-256 of *length* zero bytes: a chunk that lies in a hole of a sparse file."""
+    if length not in _zero_digests:
+        _zero_digests[length] = hashlib.sha256(bytes(length)).digest()
+    return _zero_digests[length]
+
+
+def hole_ranges(indices: Iterable[int]) -> list[list[int]]:
+    """Chunk indices as [first, count] runs, as a put item carries them."""
+    runs: list[list[int]] = []
+    for i in sorted(indices):
+        if runs and runs[-1][0] + runs[-1][1] == i:
+            runs[-1][1] += 1
+        else:
+            runs.append([i, 1])
+    return runs
+
+
+def hole_indices(runs: object, count: int) -> set[int]:
+    """The chunk indices [first, count] runs name, every one below *count*; ValueError if malformed."""
+    if not isinstance(runs, list) or len(runs) > MAX_HOLE_RANGES:
+        raise ValueError("holes must be a list of at most 4096 [first, count] runs")
+    out: set[int] = set()
+    for run in runs:
+        if not (isinstance(run, list) and len(run) == 2 and all(type(v) is int for v in run)):
+            raise ValueError("a hole run is [first, count]")
+        first, n = run
+        if first < 0 or n < 1 or first + n > count:
+            raise ValueError("a hole run lies outside the file")
+        out.update(range(first, first + n))
+    return out

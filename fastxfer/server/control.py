@@ -160,14 +160,22 @@ class ControlSession:
                 if kind != "file":
                     replies.append(self._put_other(kind, path, item))
                     continue
+                size, chunk = get_int(item, "size"), get_int(item, "chunk", layout.MIN_CHUNK, wire.MAX_CHUNK)
+                holes: set[int] = set()
+                if item.get("holes") is not None and layout.valid_layout(size, chunk):
+                    try:
+                        holes = layout.hole_indices(item["holes"], layout.chunk_count(size, chunk))
+                    except ValueError as exc:
+                        raise ProtocolError(str(exc)) from None
                 reply = self.store.open_put(
                     self.name, path,
-                    size=get_int(item, "size"),
+                    size=size,
                     mtime_ns=get_int(item, "mtime_ns", -(2**62), 2**62),
                     mode=get_int(item, "mode", 0, 0o7777),
-                    chunk=get_int(item, "chunk", layout.MIN_CHUNK, wire.MAX_CHUNK),
+                    chunk=chunk,
                     usage=usage,
                     force=item.get("force") is True,
+                    holes=holes,
                 )
             except ProtocolError:
                 raise

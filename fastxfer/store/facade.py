@@ -92,8 +92,9 @@ class Store:
     # ------------------------------------------------------------ receiving
 
     def open_put(self, client: str, path: str, size: int, mtime_ns: int, mode: int,
-                 chunk: int, usage: list[int] | None = None, force: bool = False) -> PutReply:
-        return self.staging.open_put(client, path, size, mtime_ns, mode, chunk, usage, force)
+                 chunk: int, usage: list[int] | None = None, force: bool = False,
+                 holes: set[int] = frozenset()) -> PutReply:
+        return self.staging.open_put(client, path, size, mtime_ns, mode, chunk, usage, force, holes)
 
     def staging_fd(self, client: str, create: bool) -> int:
         """The client's staging folder, as StagingFile opens it."""

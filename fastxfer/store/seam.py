@@ -40,7 +40,8 @@ class StoreSeam(Protocol):
 
     # ---------------------------------------------------------- sending
     def open_put(self, client: str, path: str, size: int, mtime_ns: int, mode: int,
-                 chunk: int, usage: list[int] | None = None, force: bool = False) -> PutReply:
+                 chunk: int, usage: list[int] | None = None, force: bool = False,
+                 holes: set[int] = frozenset()) -> PutReply:
         """Start, resume or skip ("unchanged") a file; *usage* is shared across one batch."""
 
     def receive(self, client: str, fid: bytes) -> Receiving:

@@ -158,9 +158,12 @@ class Staging:
         return open_chain(self.state_fd, [b"staging", client.encode()], create)
 
     def open_put(self, client: str, path: str, size: int, mtime_ns: int, mode: int,
-                 chunk: int, usage: list[int] | None = None, force: bool = False) -> PutReply:
+                 chunk: int, usage: list[int] | None = None, force: bool = False,
+                 holes: set[int] = frozenset()) -> PutReply:
         """*usage*: [files, bytes] of the client's staging, shared across one batch
-        so that a batch of thousands is not a scan of the staging per file."""
+        so that a batch of thousands is not a scan of the staging per file.
+        *holes*: chunks that lie in holes of a sparse file, recorded at once as
+        zeros and never written (a new staging's file is all holes until written)."""
         parts = paths.split(path)
         raw = b"/".join(parts)
         fid = file_id(self.fid_secret, client, raw, size, mtime_ns)
@@ -177,15 +180,17 @@ class Staging:
                 return existing
             if not layout.valid_layout(size, chunk):
                 raise RefusedError(f"chunk size {chunk} is not allowed for {size} bytes")
+            have = {i: layout.zero_digest(layout.chunk_span(size, chunk, i)[1]) for i in holes}
+            needed = size - sum(layout.chunk_span(size, chunk, i)[1] for i in holes)  # holes take no space
             free = free_bytes(self.root_fd)
-            if size > free:
-                raise space_error(size, free)
+            if needed > free:
+                raise space_error(needed, free)
             if usage is None:
                 usage = []
             if not usage:
                 usage.extend(self.staging_usage(base))
             files, used = usage
-            if files >= self.policy.max_staging_files or used + size > self.policy.max_staging_bytes:
+            if files >= self.policy.max_staging_files or used + needed > self.policy.max_staging_bytes:
                 raise RefusedError(
                     f"{path}: too many unfinished transfers for this client on the server "
                     f"({files} files, {used} bytes); finish or wait for them"
@@ -193,14 +198,14 @@ class Staging:
             self._create(base, fid, {
                 "client": client, "path": path, "size": size,
                 "mtime_ns": mtime_ns, "mode": mode, "chunk": chunk,
-            })
+            }, have)
             usage[0] += 1
             usage[1] += size
         finally:
             os.close(base)
         with self.manifest.connect() as db:
             same = manifest.same_size(db, client, raw, size)
-        return PutReply(fid, chunk, "new", {}, same)
+        return PutReply(fid, chunk, "new", have, same)
 
     @staticmethod
     def staging_usage(base: int) -> tuple[int, int]:
@@ -250,18 +255,26 @@ class Staging:
         have = layout.parse_record(read_file(base, name + REC), layout.chunk_count(size, chunk))
         return PutReply(fid, chunk, "resume", have)
 
-    def _create(self, base: int, fid: bytes, meta: dict) -> None:
+    def _create(self, base: int, fid: bytes, meta: dict, holes: dict[int, bytes]) -> None:
         name = fid.hex().encode()
         data_fd = os.open(name + DATA, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=base)
         try:
-            if meta["size"] and self.preallocate:
+            if meta["size"] and self.preallocate and not holes:  # a sparse file stays sparse
                 os.posix_fallocate(data_fd, 0, meta["size"])
+            elif holes:
+                os.ftruncate(data_fd, meta["size"])
         except OSError as exc:
             os.close(data_fd)
             os.unlink(name + DATA, dir_fd=base)
             raise (disk_refusal(exc, meta["size"], self.root_fd) or exc) from None
         os.close(data_fd)
-        os.close(os.open(name + REC, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=base))
+        rec_fd = os.open(name + REC, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=base)
+        try:
+            if holes:  # what a hole holds is known: zeros, on disk as soon as the file exists
+                os.write(rec_fd, b"".join(layout.record_entry(i, d) for i, d in sorted(holes.items())))
+                os.fsync(rec_fd)
+        finally:
+            os.close(rec_fd)
         # The meta file appears last and atomically: its presence says the
         # staging is complete enough to resume.
         tmp = name + META + b".tmp"

@@ -1,6 +1,6 @@
 """Hard links and copies: a file with several names is sent once and comes
 back as one file with several names; a copy of a file the server already
-holds is not sent again."""
+holds is not sent again; a sparse file's holes are neither sent nor written."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import json
 import os
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from conftest import fx, make_file, sha256_file
 from test_tree import snapshot as tree_of
@@ -87,3 +89,32 @@ def test_a_copy_of_a_stored_file_is_linked_on_the_server_not_sent(tmp_path: Path
     assert tree_of(out) == tree_of(top)  # each name with its own time and mode
     check = fx(server.home, "check", "--root", str(server.root), timeout=120)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_sparse_file_stays_sparse_on_the_server_and_on_restore(tmp_path: Path, server, client) -> None:
+    top = tmp_path / "t"
+    top.mkdir()
+    sparse = top / "disk.img"
+    with open(sparse, "wb") as f:  # 64 MiB: data at the start, in the middle and at the end; holes between
+        f.write(os.urandom(1 << 20))
+        f.seek(30 << 20)
+        f.write(os.urandom(1 << 20))
+        f.truncate(64 << 20)
+        f.seek((64 << 20) - 4096)
+        f.write(b"end" * 1000)
+    if os.stat(sparse).st_blocks * 512 > 8 << 20:
+        pytest.skip("this filesystem does not keep holes")
+    done = client.send(server, top, "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["bytes_sent"] < 16 << 20, report  # the holes travel as a list of chunk numbers
+    stored = server.root / "laptop" / "t" / "disk.img"
+    assert sha256_file(stored) == sha256_file(sparse)
+    assert os.stat(stored).st_blocks * 512 < 16 << 20  # holes are not written on the server
+
+    out = tmp_path / "out"
+    assert get(client, server, "t", "-o", out).returncode == 0
+    assert sha256_file(out / "disk.img") == sha256_file(sparse)
+    assert os.stat(out / "disk.img").st_blocks * 512 < 16 << 20  # nor on restore
+    again = client.send(server, top, "--checksum")  # the stored copy reads back as the same content
+    assert again.returncode == 0 and "unchanged" in again.stdout, again.stdout
