@@ -62,6 +62,10 @@ class LocalFileError(FxError):
     exit_code = 7
 
 
+class ChangedError(LocalFileError):
+    """A local file changed while it was read: what was read may mix its old and new bytes."""
+
+
 class ProtocolError(FxError):
     """The peer broke the fastxfer protocol."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -11,6 +12,7 @@ from fastxfer.cli.report import human, plural, reopened_note
 from fastxfer.errors import FxError, LocalFileError, UsageError, aggregate
 
 
+ATTEMPTS = 3  # reads of a file that keeps changing while it is read, before it is reported
 KIND_SHOWN = {"dir": "folder", "link": "link", "fifo": "FIFO", "socket": "socket",
               "chardev": "character device", "blockdev": "block device"}
 
@@ -35,6 +37,9 @@ def add_send(sub) -> None:
                    help="decide what changed by SHA-256 of the content, not by size and time")
     s.add_argument("--receipts", default=None, metavar="FILE",
                    help="append the server's signed receipts for the stored files to FILE")
+    s.add_argument("--allow-changing", action="store_true",
+                   help=f"a file still changing after {ATTEMPTS} reads (a log, a live database) is stored "
+                        f"as last read and reported as changed while read, instead of failing")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the result")
     s.add_argument("-v", "--verbose", action="store_true", help="list every entry, however many")
     s.add_argument("--json", action="store_true",
@@ -160,6 +165,10 @@ def cmd_send(args: argparse.Namespace) -> int:
     if args.dry_run:
         return report_dry_run(results, skipped, welcome.name)
     code = exit_code(results, skipped)
+    for r in results:
+        if r.changed:
+            print(f"WARNING: {display(r.src.local)}: changed while it was read, stored as last read "
+                  f"(--allow-changing): the copy may mix old and new bytes", file=sys.stderr)
     if args.json:
         print_json(results, skipped, sender, elapsed, snap, code)
         return code
@@ -215,6 +224,7 @@ def print_json(results: list, skipped: list, sender, elapsed: float, snap, code:
         "bytes_sent": sender.bytes_sent,
         "resumed_bytes": sender.bytes_resumed,
         "linked_bytes": sender.bytes_linked,
+        "changed_while_read": [r.src.remote for r in results if r.changed],
         "streams": sender.streams_opened,
         "seconds": round(elapsed, 3),
         "exit_code": code,
@@ -222,18 +232,61 @@ def print_json(results: list, skipped: list, sender, elapsed: float, snap, code:
     }))
 
 
+class Rounds:
+    """The senders of one send, counted as one: the first round sends everything,
+    later ones only the files that changed while they were read."""
+
+    def __init__(self) -> None:
+        self.senders: list = []
+
+    def __getattr__(self, name: str) -> int:
+        if name.startswith("_") or name == "senders":
+            raise AttributeError(name)
+        values = [getattr(s, name) for s in self.senders]
+        return max(values, default=0) if name == "streams_opened" else sum(values)
+
+
 def run_sender(args: argparse.Namespace, control, welcome, sources: list):
     from fastxfer.cli.report import Progress
     from fastxfer.client.send import Sender
+    from fastxfer.errors import ChangedError
 
     show = sys.stderr.isatty() and not args.quiet
-    sender = Sender(control, welcome, args.streams, args.chunk_size, args.sha256, Progress(show),
-                    checksum=args.checksum, dry_run=args.dry_run)
-    results = sender.run(sources)
+    rounds = Rounds()
+    results: list = []
+    for attempt in range(1 if args.dry_run else ATTEMPTS):
+        last = attempt == ATTEMPTS - 1
+        sender = Sender(control, welcome, args.streams, args.chunk_size, args.sha256, Progress(show),
+                        checksum=args.checksum, dry_run=args.dry_run, allow_changing=args.allow_changing and last)
+        rounds.senders.append(sender)
+        results += sender.run(sources)
+        again = [r for r in results if r.status == "failed" and isinstance(r.error, ChangedError)]
+        if not again or last:
+            break
+        results = [r for r in results if not any(r is a for a in again)]
+        time.sleep(0.2 * (attempt + 1))  # let a burst of writes end
+        sources = [a.src for a in again if refresh(a.src)]
+        results += [a for a in again if not any(a.src is s for s in sources)]
+    sender = rounds
     if args.receipts and not args.dry_run:
         fetch_receipts(control, [r.src.remote for r in results if r.src.kind == "file"
                                  and r.status in ("stored", "unchanged")], args.receipts)
     return sender, results
+
+
+def refresh(src) -> bool:
+    """A file read again after it changed: its size and time as they are now,
+    or False when it is no longer a regular file (its failure stands)."""
+    import stat
+
+    try:
+        st = os.stat(src.local) if src.follow else os.lstat(src.local)
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        return False
+    src.size, src.mtime_ns = st.st_size, st.st_mtime_ns
+    return True
 
 
 def report_results(results: list, name: str, verbose: bool) -> None:

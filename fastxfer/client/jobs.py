@@ -10,7 +10,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from fastxfer.errors import FxError, LocalFileError
+from fastxfer.errors import ChangedError, FxError, LocalFileError
 from fastxfer.protocol import layout, wire
 from fastxfer.client.walk import Entry
 
@@ -31,6 +31,8 @@ class FileJob:
     same: list[tuple[bytes, int]] = field(default_factory=list)  # (digest, chunk) the server holds at this size
     linked: bytes | None = None  # the digest of the stored copy it is: committed with nothing sent
     holes: set[int] = field(default_factory=set)  # chunks in holes of a sparse file: zeros, never sent
+    changed: bool = False  # changed while read, stored anyway (--allow-changing)
+    allow_changing: bool = False  # a new time is tolerated while it is read (the same file and size)
 
     @property
     def count(self) -> int:
@@ -42,6 +44,8 @@ class Bundle:
     number: int
     entries: list[Source]
     digests: dict[int, bytes] = field(default_factory=dict)  # a small file's SHA-256, by id of its entry
+    allow_changing: bool = False  # a file that changed while read is sent as read
+    changed: set[int] = field(default_factory=set)  # ids of entries sent so
 
     @property
     def size(self) -> int:
@@ -55,6 +59,7 @@ class Result:
     error: FxError | None = None
     sha256: bytes | None = None
     version: str | None = None
+    changed: bool = False  # stored as read while it changed (--allow-changing)
 
 
 def file_identity(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -68,7 +73,7 @@ def open_flags(src: Source) -> int:
 
 
 def changed(job: FileJob) -> LocalFileError:
-    return LocalFileError(f"{job.src.local}: changed while it was sent; not stored (send it again)")
+    return ChangedError(f"{job.src.local}: changed while it was sent; not stored (send it again)")
 
 
 def changed_since(job: FileJob) -> FxError | None:
@@ -95,7 +100,11 @@ class LocalFile:
             self.fd = os.open(self.job.src.local, open_flags(self.job.src))
         except OSError as exc:
             raise LocalFileError(f"{self.job.src.local}: {exc.strerror}; not stored") from None
-        if file_identity(os.fstat(self.fd)) != self.job.identity:
+        now = file_identity(os.fstat(self.fd))
+        if now != self.job.identity:
+            if self.job.allow_changing and now[:3] == self.job.identity[:3]:
+                self.job.changed = True  # written in place: read as it is, and said so
+                return self.fd
             os.close(self.fd)
             raise changed(self.job)
         return self.fd
@@ -204,9 +213,11 @@ def job_sha256(job: FileJob) -> bytes:
     return h.digest()
 
 
-def read_small_into(src: Source, target: memoryview) -> None:
+def read_small_into(src: Source, target: memoryview, allow_changing: bool = False) -> bool:
     """Fill *target* (src.size bytes) with the whole of a small file, refused if
-    it is not the file that was listed or if it changed while it was read."""
+    it is not the file that was listed or if it changed while it was read;
+    with *allow_changing*, a file that changed but still gave its listed size
+    is taken as read.  Whether it changed."""
     try:
         fd = os.open(src.local, open_flags(src))
     except OSError as exc:
@@ -225,7 +236,10 @@ def read_small_into(src: Source, target: memoryview) -> None:
     if not stat.S_ISREG(after.st_mode):
         raise LocalFileError(f"{src.local}: no longer a regular file; not stored")
     if got != src.size or (after.st_size, after.st_mtime_ns) != (src.size, src.mtime_ns):
-        raise LocalFileError(f"{src.local}: changed while it was sent; not stored (send it again)")
+        if allow_changing and got == src.size:
+            return True
+        raise ChangedError(f"{src.local}: changed while it was sent; not stored (send it again)")
+    return False
 
 
 def pack_bundle(bundle: Bundle, buf: bytearray) -> tuple[bytes, int, list[Result]]:
@@ -244,7 +258,8 @@ def pack_bundle(bundle: Bundle, buf: bytearray) -> tuple[bytes, int, list[Result
             start = pos + wire.BUNDLE_ENTRY_HEAD + len(name)
             end = start + src.size
             try:
-                read_small_into(src, view[start:end])
+                if read_small_into(src, view[start:end], bundle.allow_changing):
+                    bundle.changed.add(id(src))
             except LocalFileError as exc:
                 failed.append(Result(src, "failed", exc))
                 continue  # the next file takes its place

@@ -21,7 +21,7 @@ import queue
 import threading
 import time
 
-from fastxfer.errors import ConnectError, FxError, PartialError, ProtocolError, from_wire_number
+from fastxfer.errors import ChangedError, ConnectError, FxError, PartialError, ProtocolError, from_wire_number
 from fastxfer.protocol import layout, messages
 from fastxfer.client import events
 from fastxfer.client.connect import ControlClient, Welcome, keep_alive
@@ -185,7 +185,8 @@ class Shared:
                 results.append(Result(src, "failed", from_wire_number(code, message)))
             else:
                 results.append(Result(src, "stored" if status == 0 else "unchanged",
-                                      sha256=bundle.digests.get(id(src)) if self.want_sha256 else None))
+                                      sha256=bundle.digests.get(id(src)) if self.want_sha256 else None,
+                                      changed=id(src) in bundle.changed))
         with self.cond:
             self.bundle_results += results
             self.bundles_left -= 1
@@ -233,12 +234,13 @@ class Sender:
 
     def __init__(self, control: ControlClient, welcome: Welcome, streams: int | None,
                  chunk: int | None, want_sha256: bool, sink: events.Sink = events.ignore,
-                 checksum: bool = False, dry_run: bool = False) -> None:
+                 checksum: bool = False, dry_run: bool = False, allow_changing: bool = False) -> None:
         self.control = control
         self.welcome = welcome
         self.streams_wanted = streams
         self.want_sha256 = want_sha256
         self.dry_run = dry_run
+        self.allow_changing = allow_changing  # a file that changed while read is stored as read
         self.sink = sink
         self.shared = Shared(sink, want_sha256)
         self.long_path = getattr(control, "rtt", 0.0) >= LONG_PATH_RTT
@@ -319,6 +321,7 @@ class Sender:
             settled, jobs = self.planner.put(batch)
             results += settled
             for job in jobs:
+                job.allow_changing = self.allow_changing
                 find_copy(job)
                 self.shared.add_file(job)
             files += jobs
@@ -352,7 +355,7 @@ class Sender:
         for r in settled:
             self.shared.discount(r.src)
         for entries in groups:
-            bundle = Bundle(next(self.bundle_numbers), entries)
+            bundle = Bundle(next(self.bundle_numbers), entries, allow_changing=self.allow_changing)
             self.bundles.append(bundle)
             self.shared.add_bundle()
             self.shared.work.put((bundle, -1))
@@ -392,6 +395,8 @@ class Sender:
                 left.discard(job)
                 if job.error is None:
                     job.error = changed_since(job)
+                    if isinstance(job.error, ChangedError) and self.allow_changing:
+                        job.error, job.changed = None, True  # stored as read, and said so
                 if job.error is not None:
                     results.append(Result(job.src, "failed", job.error))
                 else:
@@ -529,5 +534,5 @@ def commit(call, batch: list[FileJob]) -> list[Result]:
             results.append(Result(job.src, "failed", wire_failure(answer)))
         else:
             results.append(Result(job.src, str(answer.get("status")), sha256=job.sha256,
-                                  version=answer.get("version")))
+                                  version=answer.get("version"), changed=job.changed))
     return results

@@ -6,6 +6,7 @@ taken from the client's own report.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -143,7 +144,7 @@ def test_a_send_survives(tmp_path: Path, server, client, outage: str) -> None:
     assert_stored(server, top)
 
 
-def test_file_changed_while_sent_is_not_stored(tmp_path: Path, server, client) -> None:
+def test_file_changed_while_sent_is_read_again_and_stored_as_it_is_now(tmp_path: Path, server, client) -> None:
     src = make_file(tmp_path / "moving.bin", 8 << 20)
     gate, stalled = threading.Event(), threading.Event()
     relay = Relay(server.port, stalling(gate, stalled))
@@ -160,9 +161,38 @@ def test_file_changed_while_sent_is_not_stored(tmp_path: Path, server, client) -
     finally:
         gate.set()
         relay.close()
-    assert proc.returncode == 7, err
-    assert "changed while it was sent" in err
-    assert files_under(server.root) in ([], ["laptop"])
+    assert proc.returncode == 0, err  # the first read was torn: it is read and sent again
+    assert sha256_file(server.root / "laptop" / "moving.bin") == sha256_file(src)
+
+
+def test_a_file_that_never_stops_changing_fails_unless_allowed(tmp_path: Path, server, client) -> None:
+    src = make_file(tmp_path / "live.db", 32 << 20, seed=4)
+    small = make_file(tmp_path / "live.log", 1000, seed=5)
+    stop = threading.Event()
+
+    def touch() -> None:  # a new time every millisecond, the bytes the same
+        stamp = time.time_ns()
+        while not stop.is_set():
+            stamp += 10**6
+            for p in (src, small):
+                os.utime(p, ns=(stamp, stamp))
+            time.sleep(0.001)
+
+    toucher = threading.Thread(target=touch, daemon=True)
+    toucher.start()
+    try:
+        failed = client.send(server, src, small)
+        allowed = client.send(server, src, small, "--allow-changing", "--json")
+    finally:
+        stop.set()
+        toucher.join()
+    assert failed.returncode == 7, failed.stdout + failed.stderr
+    assert "changed while it was sent" in failed.stderr
+    assert allowed.returncode == 0, allowed.stderr
+    assert sorted(json.loads(allowed.stdout)["changed_while_read"]) == ["live.db", "live.log"]
+    assert "changed while it was read, stored as last read" in allowed.stderr
+    assert sha256_file(server.root / "laptop" / "live.db") == sha256_file(src)
+    assert (server.root / "laptop" / "live.log").read_bytes() == small.read_bytes()
 
 
 @pytest.fixture
