@@ -86,13 +86,13 @@ class Server:
         return self.proc.returncode
 
 
-def start_server(home: Path, root: Path, workers: int = 2, port: int = 0) -> Server:
+def start_server(home: Path, root: Path, workers: int = 2, port: int = 0, extra: tuple[str, ...] = ()) -> Server:
     log = home.parent / f"server-{time.monotonic_ns()}.log"
     fp = fx(home, "id", check=True).stdout.strip()
     with open(log, "w") as err:
         proc = subprocess.Popen(
             FX + ["serve", "--root", str(root), "--bind", "127.0.0.1", "--port", str(port),
-                  "--workers", str(workers)],
+                  "--workers", str(workers), *extra],
             env=dict(os.environ, FASTXFER_HOME=str(home)),
             stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True,
         )

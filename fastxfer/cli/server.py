@@ -12,14 +12,26 @@ from fastxfer.errors import FxError, UsageError
 
 
 def add_serve(sub) -> None:
-    s = sub.add_parser("serve", help="run a backup server")
+    s = sub.add_parser("serve", help="run a backup server",
+                       epilog="examples:\n"
+                              "  fastxfer serve --root /srv/backup\n"
+                              "  fastxfer serve --root /srv/backup --keep-daily 14 --keep-weekly 8 --keep-monthly 12\n\n"
+                              "Without --keep-*, every snapshot is kept until `fastxfer forget`. With them, each "
+                              "client's\nsnapshots are forgotten after each of its sends as `forget --prune` would, "
+                              "but never one\nyounger than --min-age, so no number of sends can push history out.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--root", default="./fastxfer-backup", help="folder the backups go to (default: %(default)s)")
     s.add_argument("--bind", default="0.0.0.0", metavar="ADDR", help="address to listen on (default: %(default)s)")
     s.add_argument("--port", type=int, default=4455, help="port (default: %(default)s; 0 picks a free one)")
     s.add_argument("--workers", type=int, default=None, help="worker processes (default: one per CPU)")
     s.add_argument("--min-age", default="7d", metavar="AGE",
-                   help="a client's own `forget` never removes a snapshot younger than this, so a stolen "
-                        "client cannot erase its history (default: 7d; s, m, h, d, w)")
+                   help="neither a client's own `forget` nor the --keep-* retention removes a snapshot younger "
+                        "than this, so a stolen client cannot erase its history (default: 7d; s, m, h, d, w)")
+    for kind, unit in (("last", "newest snapshots"), ("hourly", "hours"), ("daily", "days"),
+                       ("weekly", "weeks"), ("monthly", "months")):
+        s.add_argument(f"--keep-{kind}", type=int, default=0, metavar="N",
+                       help="retention after each send: keep the N newest snapshots" if kind == "last" else
+                       f"retention after each send: keep the newest snapshot of each of the last N {unit} that have one")
     s.add_argument("--keep-versions", type=int, default=10, metavar="N",
                    help="older copies kept per file when a changed file replaces it (default: %(default)s, at least 1)")
     s.add_argument("--max-staging", type=parse_size, default=1 << 40, metavar="SIZE",
@@ -54,8 +66,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("--keep-versions must be at least 1: a replaced file is never destroyed outright")
     from fastxfer.protocol.retention import parse_age
 
+    from fastxfer.protocol import retention
+
+    counts = {k: getattr(args, f"keep_{k}") for k in ("last", *retention.BUCKETS)}
+    if any(n < 0 for n in counts.values()):
+        raise UsageError("--keep-* counts cannot be negative")
     policy = Policy(keep_versions=args.keep_versions, max_staging_bytes=args.max_staging,
-                    min_age_ns=parse_age(args.min_age))
+                    min_age_ns=parse_age(args.min_age), retention=retention.Policy(**counts))
     ident = load_or_create()
     try:
         store = Store(args.root, policy)  # fails early, in the master, on an unusable root

@@ -40,6 +40,15 @@ def snap_add(session: ControlSession, msg: dict[str, Any]) -> dict[str, Any]:
 def snap_end(session: ControlSession, msg: dict[str, Any]) -> dict[str, Any]:
     summary = session.store.end_snapshot(session.name, get_int(msg, "id"), msg.get("partial") is True)
     log.info("client %s: snapshot %d %s (%d files)", session.name, summary["id"], summary["state"], summary["files"])
+    keep = session.store.policy.retention
+    if summary["state"] == "complete" and not keep.empty():
+        # The server's own policy: never below its minimum age, so no number of sends pushes history out.
+        policy = retention.Policy(**{**keep.as_dict(), "min_age_ns": session.store.policy.min_age_ns})
+        done = session.store.forget(session.name, policy, time.time_ns(), False, True)
+        if done.forgotten or done.pruned_files:
+            log.info("client %s: retention forgot snapshots %s, pruned %d older copies (%d bytes)", session.name,
+                     [f[0] for f in done.forgotten], done.pruned_files, done.pruned_bytes)
+        summary["forgotten"] = [f[0] for f in done.forgotten]
     return {"t": "snap_ended", **summary}
 
 

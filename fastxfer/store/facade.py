@@ -40,6 +40,8 @@ class Policy:
     max_staging_files: int = 100_000  # unfinished transfers
     staging_max_age: float = 7 * 24 * 3600.0  # an abandoned transfer is removed after this
     min_age_ns: int = retention.DEFAULT_MIN_AGE  # a client's own forget keeps every snapshot younger
+    # Applied after every complete snapshot, with min_age_ns and --prune (empty: keep every snapshot).
+    retention: retention.Policy = retention.Policy()
 
 
 class Store:

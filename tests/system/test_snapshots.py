@@ -165,3 +165,22 @@ def test_forget_and_prune_on_the_server_while_it_runs_and_not_from_a_client(tmp_
     assert latest.returncode == 0 and tree_of(tmp_path / "new") == tree_of(top)
     # Ids are never used again.
     assert "snapshot 3 of laptop" in client.send(server, top).stdout
+
+
+def test_the_servers_retention_forgets_after_each_send_but_never_below_its_minimum_age(tmp_path: Path) -> None:
+    from conftest import make_client, start_server
+
+    top = tmp_path / "d"
+    for policy, min_age, kept in ((("--keep-last", "1"), "0", [3]), (("--keep-last", "1"), "7d", [1, 2, 3])):
+        root = tmp_path / f"root-{min_age}"
+        server = start_server(tmp_path / f"home-{min_age}", root, extra=(*policy, "--min-age", min_age))
+        try:
+            client = make_client(tmp_path / f"c-{min_age}", server, "laptop")
+            for i in range(3):
+                make_file(top / "f.bin", 300_000, seed=10 + i)  # a new copy each time: older ones to prune
+                assert client.send(server, top).returncode == 0
+            assert [s["id"] for s in snaps(client, server)] == kept
+            versions = list((root / ".fastxfer" / "versions" / "laptop" / "d").glob("f.bin~*"))
+            assert len(versions) == len(kept) - 1  # what no kept snapshot holds is pruned
+        finally:
+            server.stop()
