@@ -56,6 +56,8 @@ def add_get(sub) -> None:
                    help="replace local files that exist, and give existing folders the stored mode")
     g.add_argument("--safe-links", action="store_true",
                    help="leave out links whose target is absolute or climbs out of the restore (as rsync)")
+    g.add_argument("--devices", action="store_true",
+                   help="make device nodes as recorded (as root only; otherwise they are reported, never made)")
     g.add_argument("--version", default=None, metavar="VERSION",
                    help="an older copy of one file, as `fastxfer ls --versions PATH` names it")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the result")
@@ -121,6 +123,8 @@ def cmd_get(args: argparse.Namespace) -> int:
     from fastxfer.client.tuning import LONG_PATH_RTT, auto_streams
     from fastxfer.protocol.snapshot import parse_at
 
+    if args.devices and os.geteuid() != 0:
+        raise UsageError("--devices makes device nodes, which only root may do")
     at = parse_at(args.at) if args.at is not None else None
     if at is not None and args.version:
         raise UsageError("--at and --version do not go together: pick a snapshot or an older copy")
@@ -144,7 +148,7 @@ def cmd_get(args: argparse.Namespace) -> int:
                     raise LocalFileError(f"{root}: {exc.strerror}") from None
             streams = min(args.streams or auto_streams(len(planned), control.rtt >= LONG_PATH_RTT), 16)
             getter = Getter(control, welcome, streams, args.force, Progress(sys.stderr.isatty() and not args.quiet),
-                            safe_links=args.safe_links)
+                            safe_links=args.safe_links, devices=args.devices)
             try:
                 outcomes += getter.run(root, planned)
             finally:

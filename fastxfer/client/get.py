@@ -39,15 +39,18 @@ from fastxfer.localfs import open_chain
 from fastxfer.protocol import layout
 from fastxfer.protocol.snapshot import SPECIAL
 
+DEVICES = {"chardev": stat.S_IFCHR, "blockdev": stat.S_IFBLK}
+
 
 class Getter:
     def __init__(self, control: ControlClient, welcome: Welcome, streams: int, force: bool,
-                 sink: events.Sink = events.ignore, safe_links: bool = False) -> None:
+                 sink: events.Sink = events.ignore, safe_links: bool = False, devices: bool = False) -> None:
         self.control = control
         self.welcome = welcome
         self.streams = streams
         self.force = force
         self.safe_links = safe_links
+        self.devices = devices  # device nodes are made only when asked, by root
         self.owners = Owners()
         self.places = Places(sink, self.owners)
         # Chunks to ask for; a deque's appends and pops are atomic, and a stream
@@ -219,11 +222,12 @@ class Getter:
         return None
 
     def _make_other(self, parent: int, entry: dict, parts: list[bytes], shown: str) -> Outcome:
-        """A link or a FIFO, made aside and renamed into place."""
+        """A link, a FIFO or (with --devices) a device node, made aside and renamed into place."""
         kind = entry.get("kind")
-        if kind in SPECIAL and kind != "fifo":  # a socket is made by its program; a device is not ours to make
+        device = kind in DEVICES and self.devices and isinstance(entry.get("rdev"), int) and entry["rdev"] > 0
+        if kind in SPECIAL and kind != "fifo" and not device:  # a socket is made by its program
             return Outcome(shown, "recorded")
-        if kind not in ("link", "fifo"):
+        if kind not in ("link", "fifo") and not device:
             return Outcome(shown, "failed", ProtocolError(f"{shown}: unknown kind {str(kind)[:20]!r}"))
         target = entry.get("target") or ""
         if kind == "link" and self.safe_links and not link_stays_inside(parts, target):
@@ -232,13 +236,16 @@ class Getter:
         tmp = self.temp_prefix + b"%d" % next(self.temp_numbers)
         if kind == "link":
             os.symlink(os.fsencode(target), tmp, dir_fd=parent)
+        elif device:
+            os.mknod(tmp, (int(entry["mode"]) & 0o777) | DEVICES[kind], int(entry["rdev"]), dir_fd=parent)
         else:
             os.mkfifo(tmp, int(entry["mode"]) & 0o777, dir_fd=parent)
         try:
             ids = self.owners.ids(entry)
             if ids is not None:
                 os.chown(tmp, *ids, dir_fd=parent, follow_symlinks=False)
-            if kind == "fifo":
+            if kind != "link":  # tmp is the node just made here (mkfifo and mknod never follow a link)
+                os.chmod(tmp, int(entry["mode"]) & 0o777, dir_fd=parent)  # whatever the umask took
                 os.utime(tmp, ns=(int(entry["mtime_ns"]),) * 2, dir_fd=parent, follow_symlinks=False)
             os.rename(tmp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
         except OSError:

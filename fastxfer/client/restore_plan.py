@@ -136,6 +136,9 @@ def already_there(entry: dict, here: os.stat_result, parts: list[bytes], parent:
             and here.st_mtime_ns == int(entry["mtime_ns"])
     if kind == "fifo":
         return stat.S_ISFIFO(here.st_mode)
+    if kind in ("chardev", "blockdev"):
+        return (stat.S_ISCHR(here.st_mode) if kind == "chardev" else stat.S_ISBLK(here.st_mode)) \
+            and here.st_rdev == entry.get("rdev")
     if kind == "link":
         return stat.S_ISLNK(here.st_mode) and os.readlink(parts[-1], dir_fd=parent) == os.fsencode(
             entry.get("target") or "")

@@ -187,7 +187,7 @@ def listed(r: tuple) -> dict:
            "sha256": r[5].hex() if r[5] else None,
            "target": os.fsdecode(r[6]) if r[6] is not None else None, "stored_ns": r[7],
            "chunk": r[8], "digest": r[9].hex() if r[9] else None,
-           "uid": r[10], "gid": r[11], "user": r[12], "group": r[13]}
+           "uid": r[10], "gid": r[11], "user": r[12], "group": r[13], "rdev": r[14] or 0}
     if r[1] == "hardlink":
         out.update(kind="file", hardlink=out["target"], target=None)
         if r[9]:

@@ -47,11 +47,11 @@ ENTRIES = (
     " mtime_ns INT, mode INT, uid INT, gid INT, owner TEXT, grp TEXT, chunk INT, digest BLOB,"
     " sha256 BLOB, target BLOB, rdev INT, PRIMARY KEY (client, snap, path)) WITHOUT ROWID"
 )
-# Who owns each path of the current view, as the latest snapshot naming it
-# walked it: the content's records come from commits, which carry no owner.
+# Who owns each path of the current view (and a device's numbers), as the
+# latest snapshot naming it walked it: commits carry neither.
 OWNERS = (
     "CREATE TABLE IF NOT EXISTS owners (client TEXT, path BLOB, uid INT, gid INT, owner TEXT, grp TEXT,"
-    " PRIMARY KEY (client, path)) WITHOUT ROWID"
+    " rdev INT, PRIMARY KEY (client, path)) WITHOUT ROWID"
 )
 SAME_SIZE_FLOOR = 262144  # the partial indexes' bound: only larger files are looked up by size
 SAME_SIZE_MAX = 4  # contents of one size offered to a client to compare with
@@ -187,7 +187,7 @@ def any_file_under(db: sqlite3.Connection, client: str, top: bytes) -> bool:
 
 def list_page(db: sqlite3.Connection, client: str, raw: bytes, after: bytes | None, limit: int) -> list[tuple]:
     """(path, kind, size, mtime_ns, mode, sha256, target, stored_ns, chunk, digest, uid, gid,
-    owner, group) at or below *raw* (everything when empty), after *after*, in path order."""
+    owner, group, rdev) at or below *raw* (everything when empty), after *after*, in path order."""
     where, args = "f.client=?", [client]
     if raw:
         where += " AND (f.path=? OR (f.path>? AND f.path<?))"
@@ -197,7 +197,7 @@ def list_page(db: sqlite3.Connection, client: str, raw: bytes, after: bytes | No
         args.append(after)
     return db.execute(
         f"SELECT f.path, kind, size, mtime_ns, mode, sha256, target, stored_ns, chunk, digest,"
-        f" o.uid, o.gid, o.owner, o.grp FROM files f LEFT JOIN owners o ON o.client=f.client AND o.path=f.path"
+        f" o.uid, o.gid, o.owner, o.grp, o.rdev FROM files f LEFT JOIN owners o ON o.client=f.client AND o.path=f.path"
         f" WHERE {where} ORDER BY f.path LIMIT ?", args + [limit]).fetchall()
 
 
@@ -408,10 +408,10 @@ def drop_record(db: sqlite3.Connection, client: str, raw: bytes) -> None:
 
 def record_owners(db: sqlite3.Connection, client: str, snap: int) -> None:
     """The owners a snapshot walked become the current view's (only those that changed are written)."""
-    db.execute("INSERT OR REPLACE INTO owners SELECT e.client, e.path, e.uid, e.gid, e.owner, e.grp FROM entries e"
-               " WHERE e.client=? AND e.snap=? AND e.uid IS NOT NULL AND NOT EXISTS (SELECT 1 FROM owners o"
-               " WHERE o.client=e.client AND o.path=e.path AND o.uid IS e.uid AND o.gid IS e.gid"
-               " AND o.owner IS e.owner AND o.grp IS e.grp)", (client, snap))
+    db.execute("INSERT OR REPLACE INTO owners SELECT e.client, e.path, e.uid, e.gid, e.owner, e.grp, e.rdev"
+               " FROM entries e WHERE e.client=? AND e.snap=? AND e.uid IS NOT NULL AND NOT EXISTS (SELECT 1"
+               " FROM owners o WHERE o.client=e.client AND o.path=e.path AND o.uid IS e.uid AND o.gid IS e.gid"
+               " AND o.owner IS e.owner AND o.grp IS e.grp AND o.rdev IS e.rdev)", (client, snap))
 
 
 def same_size(db: sqlite3.Connection, client: str, raw: bytes, size: int) -> list[tuple[bytes, int]]:

@@ -7,8 +7,11 @@ import json
 import os
 import shutil
 import socket
+import stat
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from conftest import files_under, fx, make_file
 from test_tree import snapshot as tree_of
@@ -121,6 +124,30 @@ def test_specials_are_recorded_and_a_fifo_comes_back(tmp_path: Path, server, cli
     assert (out / "pipe").is_fifo() and (out / "pipe").stat().st_mode & 0o777 == 0o640
     assert not (out / "sock").exists()
     assert (out / "a.txt").read_bytes() == (top / "a.txt").read_bytes()
+
+
+def test_device_nodes_are_made_only_with_devices_by_root(tmp_path: Path, server, client) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root makes device nodes")
+    top = tmp_path / "dev"
+    top.mkdir()
+    null = os.makedev(1, 3)
+    os.mknod(top / "null", 0o620 | stat.S_IFCHR, null)  # a copy of /dev/null's node, not the device
+    os.chmod(top / "null", 0o620)  # past the umask
+    assert client.send(server, top).returncode == 0
+    assert not (server.root / "laptop" / "dev" / "null").exists()  # the server never makes one
+    plain = tmp_path / "plain"
+    got = get(client, server, "dev", "-o", plain)
+    assert got.returncode == 0 and "1 recorded only" in got.stdout, got.stdout + got.stderr
+    assert not os.path.lexists(plain / "null")
+    for at in ("latest", None):  # from a snapshot and from the current view
+        out = tmp_path / f"devices-{at}"
+        got = get(client, server, "dev", "-o", out, "--devices", *(("--at", at) if at else ()))
+        assert got.returncode == 0, got.stdout + got.stderr
+        st = os.lstat(out / "null")
+        assert stat.S_ISCHR(st.st_mode) and st.st_rdev == null and stat.S_IMODE(st.st_mode) == 0o620
+        again = get(client, server, "dev", "-o", out, "--devices")
+        assert again.returncode == 0 and "1 already there" in again.stdout, again.stdout
 
 
 def test_unknown_snapshot_is_a_clear_error(tmp_path: Path, server, client) -> None:
