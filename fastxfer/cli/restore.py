@@ -56,6 +56,9 @@ def add_get(sub) -> None:
                    help="replace local files that exist, and give existing folders the stored mode")
     g.add_argument("--safe-links", action="store_true",
                    help="leave out links whose target is absolute or climbs out of the restore (as rsync)")
+    g.add_argument("--delete", action="store_true",
+                   help="remove what the copy of PATH holds locally that the server's tree does not (as rsync); "
+                        "nothing is removed when something was not restored")
     g.add_argument("--devices", action="store_true",
                    help="make device nodes as recorded (as root only; otherwise they are reported, never made)")
     g.add_argument("--version", default=None, metavar="VERSION",
@@ -150,7 +153,9 @@ def cmd_get(args: argparse.Namespace) -> int:
             getter = Getter(control, welcome, streams, args.force, Progress(sys.stderr.isatty() and not args.quiet),
                             safe_links=args.safe_links, devices=args.devices)
             try:
-                outcomes += getter.run(root, planned)
+                outcomes += getter.run(root, planned, copy_folders(entries, planned, path) if args.delete else None)
+                if getter.delete_held_back:
+                    print("WARNING: not everything was restored, so nothing was deleted (--delete)", file=sys.stderr)
             finally:
                 received += getter.bytes_received
                 streams_used = max(streams_used, len(getter.threads))
@@ -160,11 +165,23 @@ def cmd_get(args: argparse.Namespace) -> int:
     return report_get(args, outcomes, received, time.monotonic() - started, streams_used)
 
 
+def copy_folders(entries: list[dict], planned: list, path: str) -> list[list[bytes]]:
+    """The local folders that are the copy of PATH's folders (for --delete): every
+    folder listed, and DEST itself when it is the copy of PATH."""
+    folders = [parts for e, parts in planned if e.get("kind") == "dir"]
+    top = path.strip("/")
+    if not top or any(e.get("path") == top and e.get("kind") == "dir" for e in entries) \
+            and not any(e.get("path") == top for e, _ in planned):
+        folders.append([])
+    return folders
+
+
 def report_get(args: argparse.Namespace, outcomes: list, received: int, elapsed: float, streams_used: int) -> int:
     """The end of a get: what was not restored, one summary line, the exit code."""
     from fastxfer.client.walk import display
 
-    bad = [o for o in outcomes if o.status not in ("restored", "unchanged", "recorded", "unsafe")]
+    bad = [o for o in outcomes if o.status not in ("restored", "unchanged", "recorded", "unsafe", "deleted")]
+    deleted = sum(1 for o in outcomes if o.status == "deleted")
     there = sum(1 for o in outcomes if o.status == "unchanged")
     recorded = sum(1 for o in outcomes if o.status == "recorded")
     unsafe = [o for o in outcomes if o.status == "unsafe"]
@@ -176,7 +193,9 @@ def report_get(args: argparse.Namespace, outcomes: list, received: int, elapsed:
     if len(bad) > len(shown):
         print(f"ERROR: and {len(bad) - len(shown)} more not restored (-v lists them all)", file=sys.stderr)
     rate = received / elapsed / 2**20 if elapsed else 0.0
-    print(f"{len(outcomes) - len(bad) - there - recorded - len(unsafe)} restored and verified, {there} already "
+    if deleted:
+        print(f"deleted {deleted} local {'entry' if deleted == 1 else 'entries'} the server's tree does not hold (--delete)")
+    print(f"{len(outcomes) - len(bad) - there - recorded - len(unsafe) - deleted} restored and verified, {there} already "
           f"there (same size and time), " + (f"{recorded} recorded only (sockets, devices), " if recorded else "")
           + (f"{len(unsafe)} unsafe links left out, " if unsafe else "")
           + f"{len(bad)} not; received {human(received)} "

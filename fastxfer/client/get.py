@@ -30,6 +30,7 @@ import threading
 
 from fastxfer.client import events
 from fastxfer.client.connect import ControlClient, Welcome, keep_alive
+from fastxfer.client.after_fetch import delete_extra, hard_links, link_all
 from fastxfer.client.fetch_stream import FetchStream
 from fastxfer.client.owners import Owners
 from fastxfer.client.place import Places
@@ -63,13 +64,18 @@ class Getter:
         self.folders: dict[tuple[bytes, ...], int] = {}  # the wave's open folders, by parts below root
         self.threads: list[threading.Thread] = []
         self.done = False  # no more waves: streams leave
+        self.delete_held_back = False  # --delete did nothing: something was not restored
         self.alive = 0  # stream threads still working (one told "busy" leaves if others remain)
 
     @property
     def bytes_received(self) -> int:
         return self.places.bytes_received
 
-    def run(self, root: str, planned: list[tuple[dict, list[bytes]]]) -> list[Outcome]:
+    def run(self, root: str, planned: list[tuple[dict, list[bytes]]],
+            delete_in: list[list[bytes]] | None = None) -> list[Outcome]:
+        """Restore *planned*; with *delete_in* (--delete), the folders of the
+        copy, in which whatever the listing does not hold is then removed."""
+        keep = {tuple(parts) for _e, parts in planned}
         planned, linked = hard_links(planned)
         files = [e for e, _ in planned if e.get("kind", "file") == "file"]
         self.places.sink(events.Planned(sum(int(e.get("size") or 0) for e in files), len(files), "getting"))
@@ -92,7 +98,9 @@ class Getter:
                     for t in self.threads:
                         t.join(timeout=5)
             if self.fatal is None:
-                self._link_all(root_fd, linked)
+                link_all(self, root_fd, linked)
+            if delete_in is not None:
+                delete_extra(self, root_fd, delete_in, keep)
             self._finish_dirs(root_fd)
         finally:
             os.close(root_fd)
@@ -253,75 +261,8 @@ class Getter:
             raise
         return Outcome(shown, "restored")
 
-    def _link_all(self, root_fd: int, linked: list[tuple[dict, list[bytes], list[bytes]]]) -> None:
-        """A file's later names, once its first is in place: hard links, made
-        only to a regular file this run restored or found already there."""
-        done = {o.path: o.status for o in self.places.outcomes}
-        touched: dict[tuple[bytes, ...], int] = {}
-        try:
-            for entry, parts, first in linked:
-                shown = os.fsdecode(b"/".join(parts))
-                if done.get(os.fsdecode(b"/".join(first))) not in ("restored", "unchanged"):
-                    self.places.outcomes.append(Outcome(shown, "failed", LocalFileError(
-                        f"{shown}: not linked: its other name {os.fsdecode(b'/'.join(first))} was not restored")))
-                    continue
-                try:
-                    self.places.outcomes.append(self._link_one(root_fd, parts, first, shown, touched))
-                except (OSError, FxError) as exc:
-                    self.places.outcomes.append(Outcome(shown, "failed", LocalFileError(f"{shown}: not linked ({exc})")))
-            for fd in touched.values():
-                os.fsync(fd)
-        finally:
-            for fd in touched.values():
-                os.close(fd)
-
-    def _link_one(self, root_fd: int, parts: list[bytes], first: list[bytes], shown: str,
-                  touched: dict[tuple[bytes, ...], int]) -> Outcome:
-        source = open_chain(root_fd, first[:-1], create=False)
-        try:
-            st = os.stat(first[-1], dir_fd=source, follow_symlinks=False)
-            if not stat.S_ISREG(st.st_mode):
-                return Outcome(shown, "failed", LocalFileError(f"{shown}: not linked: its other name is not a file"))
-            key = tuple(parts[:-1])
-            if key not in touched:
-                touched[key] = open_chain(root_fd, parts[:-1], create=True)
-            parent = touched[key]
-            try:
-                here = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
-            except FileNotFoundError:
-                here = None
-            if here is not None and (here.st_dev, here.st_ino) == (st.st_dev, st.st_ino):
-                return Outcome(shown, "unchanged")
-            if here is not None and not self.force:
-                return Outcome(shown, "skipped", LocalFileError(f"{shown}: exists locally; not replaced (use --force)"))
-            tmp = self.temp_prefix + b"%d" % next(self.temp_numbers)
-            os.link(first[-1], tmp, src_dir_fd=source, dst_dir_fd=parent, follow_symlinks=False)
-            try:
-                os.rename(tmp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
-            except OSError:
-                os.unlink(tmp, dir_fd=parent)
-                raise
-            return Outcome(shown, "restored")
-        finally:
-            os.close(source)
-
     def stop(self, exc: FxError) -> None:
         with self.places.cond:
             self.fatal = self.fatal or exc
             self.places.cond.notify_all()
 
-
-def hard_links(planned: list[tuple[dict, list[bytes]]]
-               ) -> tuple[list[tuple[dict, list[bytes]]], list[tuple[dict, list[bytes], list[bytes]]]]:
-    """(what to fetch, [(entry, its place, its first name's place)]): a file's
-    later name whose first name is restored too is linked to it after the
-    fetches; one whose first name is not in this restore is fetched itself."""
-    places = {e.get("path"): parts for e, parts in planned if e.get("kind", "file") == "file" and not e.get("hardlink")}
-    fetch, linked = [], []
-    for entry, parts in planned:
-        first = places.get(entry.get("hardlink")) if entry.get("kind", "file") == "file" else None
-        if first is not None and first != parts:
-            linked.append((entry, parts, first))
-        else:
-            fetch.append((entry, parts))
-    return fetch, linked

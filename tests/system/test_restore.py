@@ -372,3 +372,31 @@ def test_older_version_is_listed_and_restored(tmp_path: Path, server, client) ->
     assert out.read_text() == "first plan\n" and out.stat().st_mtime_ns == 10**18
     missing = get(client, server, "plan.txt", "--version", "plan.txt~nope", "-o", tmp_path / "x")
     assert missing.returncode == 6 and "no version" in missing.stderr
+
+
+def test_delete_removes_only_what_the_tree_does_not_hold_inside_the_copy(tmp_path: Path, server, client) -> None:
+    top = tmp_path / "data"
+    make_file(top / "keep.txt", 100, seed=1)
+    make_file(top / "sub" / "kept.bin", 300_000, seed=2)
+    assert client.send(server, top).returncode == 0
+    out = tmp_path / "copy"
+    beside = tmp_path / "beside.txt"
+    beside.write_text("not part of the copy")
+    make_file(out / "stale.txt", 10, seed=3)
+    make_file(out / "old" / "deep" / "x", 10, seed=4)
+    os.symlink(beside, out / "sub-link")  # a link is removed, never followed
+    (out / "sub").mkdir()
+    make_file(out / "sub" / "extra", 10, seed=5)
+    done = get(client, server, "data", "-o", out)
+    assert done.returncode == 0 and (out / "stale.txt").exists()  # without --delete: left alone
+    done = get(client, server, "data", "-o", out, "--delete")
+    assert done.returncode == 0, done.stderr
+    assert "deleted 4 local entries" in done.stdout, done.stdout
+    assert snapshot(out) == snapshot(top)
+    assert beside.read_text() == "not part of the copy"
+
+    make_file(out / "stale.txt", 10, seed=3)
+    make_file(out / "keep.txt", 5, seed=9)  # in the way, not replaced without --force: nothing is deleted
+    done = get(client, server, "data", "-o", out, "--delete")
+    assert done.returncode == 9 and "nothing was deleted" in done.stderr, done.stderr
+    assert (out / "stale.txt").exists()
