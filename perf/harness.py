@@ -602,7 +602,7 @@ class FastxferPeer:
         return cmd + ["--quiet"]
 
     def get_cmd(self, remote: str, dest: Path) -> list[str]:
-        """The client command that restores the stored `remote` into the folder `dest`."""
+        """The client command that restores the stored `remote` as the folder `dest` (its copy)."""
         return [self.python, "-m", "fastxfer", "get", remote, "--from", f"127.0.0.1:{self.port}",
                 "-o", str(dest), "--quiet"]
 

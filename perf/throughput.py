@@ -240,21 +240,23 @@ class Peers:
         return Contender("ssh tar | tar (pull)", "tar-ssh",
                          prepare=self._over_ssh(cmd, dest, dest / src.path.name, src), cmds=[cmd])
 
-    def fastxfer_get(self, src: Source, dest: Path) -> Contender:
+    def fastxfer_get(self, src: Source, dest: Path, label: str = "") -> Contender:
         """get of the folder the server holds (sent once, untimed, on the first run)."""
+        fx = self.fx_compare[label] if label else self.fx
         remote = src.path.name  # a folder sent without a slash is stored under its name
-        cmd = self.fx.get_cmd(remote, dest)
+        # -o names a folder that does not exist yet: every release makes it the copy of the tree.
+        cmd = fx.get_cmd(remote, dest / remote)
         stored = []
 
         def prepare(logs: Path) -> Prepared:
             if not stored:
-                self.fx.restart()
-                self.fx.store(src.path)
+                fx.restart()
+                fx.store(src.path)
                 stored.append(True)
             h.empty_folder(dest)
-            return Prepared([ClientRun(cmd, self.fx.client_env(), self.fx.code, logs)], self.fx.proc.pid,
+            return Prepared([ClientRun(cmd, fx.client_env(), fx.code, logs)], fx.proc.pid,
                             None, [(dest / remote, src.expected)])
-        return Contender("fastxfer get (auto)", "fastxfer", "auto", prepare, [cmd])
+        return Contender("fastxfer get (auto)" + (f" [{label}]" if label else ""), "fastxfer", "auto", prepare, [cmd])
 
     def fastxfer_clients(self, sources: list[Source], name: str) -> Contender:
         """len(sources) clients at once, client i (its own identity) sending sources[i]."""
@@ -298,6 +300,8 @@ def contenders_for(workload: str, peers: Peers, src, dest: Path, streams: list[s
                     "tar-nc": peers.tar_nc}[tool](src, d))
     if peers.can("fastxfer") and workload == "restore":
         out.append(peers.fastxfer_get(src, dest / "fastxfer"))
+        for label in peers.fx_compare:  # the same restore on other code, alternating with this one
+            out.append(peers.fastxfer_get(src, dest / f"fastxfer-{label}", label))
     elif peers.can("fastxfer"):
         for s in (["auto"] if workload == "byte" else streams):
             out.append(peers.fastxfer(src, s))
