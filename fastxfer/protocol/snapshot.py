@@ -15,7 +15,7 @@ from typing import Any
 
 from fastxfer.errors import ProtocolError, UsageError
 from fastxfer.protocol import paths
-from fastxfer.protocol.messages import get_int, get_obj, get_str
+from fastxfer.protocol.messages import MAX_PATH_BYTES, get_int, get_obj, get_str
 
 KINDS = ("file", "dir", "link", "fifo", "socket", "chardev", "blockdev")
 SPECIAL = ("fifo", "socket", "chardev", "blockdev")  # recorded in the catalog only
@@ -48,7 +48,29 @@ def parse_entry(value: Any) -> tuple:
     """A reported entry as a row (manifest.ENTRY_COLUMNS; chunk, digest and
     sha256 left for the server), or ProtocolError.  A file's other name
     (``hardlink``) is kept in the target column: its content is the one at
-    that path."""
+    that path.
+
+    A send reports every entry it walked, so the plain file or folder is
+    checked inline here (~3x faster than the accessors); anything else, or
+    anything that fails a check, takes parse_entry_checked, which says why."""
+    if type(value) is dict and "hardlink" not in value and "rdev" not in value:
+        kind = value.get("kind")
+        if kind == "file" or kind == "dir":
+            path, size, mtime, mode = value.get("path"), value.get("size"), value.get("mtime_ns"), value.get("mode")
+            uid, gid, user, group = value.get("uid"), value.get("gid"), value.get("user"), value.get("group")
+            if (type(path) is str and len(path) <= MAX_PATH_BYTES and type(mtime) is int and -(2**62) <= mtime <= 2**62
+                    and type(mode) is int and 0 <= mode <= 0o7777 and type(uid) is int and 0 <= uid <= 2**32 - 1
+                    and type(gid) is int and 0 <= gid <= 2**32 - 1
+                    and (kind == "dir" or type(size) is int and 0 <= size <= 2**63 - 1)
+                    and (user is None or type(user) is str and len(user) <= NAME_MAX and user.isascii())
+                    and (group is None or type(group) is str and len(group) <= NAME_MAX and group.isascii())):
+                return (b"/".join(paths.split(path)), kind, size if kind == "file" else 0, mtime, mode, uid, gid,
+                        user, group, None, None, None, None, 0)
+    return parse_entry_checked(value)
+
+
+def parse_entry_checked(value: Any) -> tuple:
+    """parse_entry through the typed accessors: every kind, every field, and the reason of a refusal."""
     item = get_obj(value)
     kind = item.get("kind")
     if kind not in KINDS:
@@ -66,7 +88,11 @@ def parse_entry(value: Any) -> tuple:
     names = []
     for key in ("user", "group"):
         name = item.get(key)
-        if name is not None and (not isinstance(name, str) or len(name.encode("utf-8", "surrogateescape")) > NAME_MAX):
+        try:
+            short = isinstance(name, str) and len(name.encode("utf-8", "surrogateescape")) <= NAME_MAX
+        except UnicodeEncodeError:  # a lone surrogate: no name a system has
+            short = False
+        if name is not None and not short:
             raise ProtocolError(f"field {key!r} must be a short name")
         names.append(name)
     return (raw, kind, get_int(item, "size") if kind == "file" else 0,

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastxfer.errors import ProtocolError, RefusedError, UsageError
 from fastxfer.protocol import snapshot, wire
@@ -253,3 +255,25 @@ def test_diff_names_each_kind_of_change_in_path_order() -> None:
         ("meta", "d/chmod"), ("changed", "d/edited"), ("removed", "d/gone"), ("added", "d/new"),
         ("meta", "d/touched"), ("kind", "d/turned"), ("changed", "l")]
     assert snapshot.diff(after, after) == []
+
+
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**65), max_value=2**65),
+                    st.text(max_size=70), st.sampled_from(["a/b", "../x", "/abs", "a//b", "a/./b", "ok\x00", "\ud800",
+                                                           "é" * 20, "x" * 64, "x" * 65]),
+                    st.lists(st.integers(), max_size=2))
+
+
+@settings(max_examples=400, deadline=None)
+@given(kind=st.sampled_from(["file", "dir", "link", "fifo", "door", None]),
+       fields=st.dictionaries(st.sampled_from(["path", "size", "mtime_ns", "mode", "uid", "gid", "user", "group",
+                                               "target", "hardlink", "rdev"]), _VALUES, max_size=11))
+def test_the_fast_parse_takes_and_refuses_exactly_what_the_checked_one_does(kind, fields) -> None:
+    base = entry("a/b", "file" if kind is None else kind, size=5)
+    value = {**base, **fields} if kind is not None else {**fields}
+
+    def outcome(parse):
+        try:
+            return ("row", parse(value))
+        except (ProtocolError, RefusedError) as exc:
+            return ("refused", type(exc))
+    assert outcome(snapshot.parse_entry) == outcome(snapshot.parse_entry_checked)
