@@ -78,7 +78,10 @@ def parse_entry_checked(value: Any) -> tuple:
     raw = b"/".join(paths.split(get_str(item, "path")))
     target = None
     if kind == "link":
-        target = os.fsencode(get_str(item, "target"))
+        try:
+            target = os.fsencode(get_str(item, "target"))
+        except UnicodeEncodeError:  # a lone surrogate: no name a filesystem holds
+            raise ProtocolError("a link's target cannot be encoded") from None
         if not target or b"\x00" in target:
             raise ProtocolError("a link entry needs a target")
     elif kind == "file" and item.get("hardlink") is not None:
