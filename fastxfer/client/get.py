@@ -226,7 +226,6 @@ class Getter:
         except OSError:
             fetches.pop()
             raise
-        os.ftruncate(f.fd, f.size)  # all holes until written: chunks of zeros are never written
         return None
 
     def _make_other(self, parent: int, entry: dict, parts: list[bytes], shown: str) -> Outcome:

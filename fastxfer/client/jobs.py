@@ -154,32 +154,29 @@ def hash_list(job: FileJob, chunk: int) -> bytes:
     with LocalFile(job) as fd:
         for index in range(layout.chunk_count(job.src.size, chunk)):
             offset, length = layout.chunk_span(job.src.size, chunk, index)
-            got = 0
-            while got < length:
-                try:
-                    n = os.preadv(fd, [buf[got:length]], offset + got)
-                except OSError as exc:
-                    raise LocalFileError(f"{job.src.local}: {exc.strerror}; not stored") from None
-                if n == 0:
-                    raise changed(job)
-                got += n
+            read_span(job, fd, buf, offset, length)
             digests.append(hashlib.sha256(buf[:length]).digest())
     return layout.file_digest(job.src.size, chunk, digests)
+
+
+def read_span(job: FileJob, fd: int, view: memoryview, offset: int, length: int) -> None:
+    """*length* bytes of the file at *offset* into the start of *view*."""
+    got = 0
+    while got < length:
+        try:
+            n = os.preadv(fd, [view[got:length]], offset + got)
+        except OSError as exc:
+            raise LocalFileError(f"{job.src.local}: {exc.strerror}; not stored") from None
+        if n == 0:
+            raise changed(job)
+        got += n
 
 
 def read_chunk(job: FileJob, index: int, view: memoryview) -> int:
     """Read chunk *index* of *job* into the start of *view*; its length."""
     offset, length = layout.chunk_span(job.src.size, job.chunk, index)
-    got = 0
     with LocalFile(job) as fd:
-        while got < length:
-            try:
-                n = os.preadv(fd, [view[got:length]], offset + got)
-            except OSError as exc:
-                raise LocalFileError(f"{job.src.local}: {exc.strerror}; not stored") from None
-            if n == 0:
-                raise changed(job)
-            got += n
+        read_span(job, fd, view, offset, length)
     return length
 
 

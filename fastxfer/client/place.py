@@ -39,7 +39,10 @@ class Places:
             f.writers += 1
         try:
             try:
-                view = data if digest != layout.zero_digest(length) else data[:0]  # a hole stays a hole
+                view = data
+                if digest == layout.zero_digest(length):  # a hole stays a hole: the file is sized, not written
+                    os.ftruncate(f.fd, f.size)  # never shorter than the file: writes at any offset keep it so
+                    view = data[:0]
                 while view:
                     n = os.pwrite(f.fd, view, offset)
                     view, offset = view[n:], offset + n
