@@ -86,14 +86,18 @@ class Server:
         return self.proc.returncode
 
 
-def start_server(home: Path, root: Path, workers: int = 2, port: int = 0, extra: tuple[str, ...] = ()) -> Server:
+def start_server(home: Path, root: Path, workers: int = 2, port: int = 0, extra: tuple[str, ...] = (),
+                 code: Path | None = None) -> Server:
+    """A real server; *code*: a folder holding another release's fastxfer package to run instead."""
     log = home.parent / f"server-{time.monotonic_ns()}.log"
-    fp = fx(home, "id", check=True).stdout.strip()
+    env = dict(os.environ, FASTXFER_HOME=str(home), **({"PYTHONPATH": str(code)} if code else {}))
+    # From the release's own folder: `-m` puts the current folder first on the path.
+    fp = subprocess.run(FX + ["id"], env=env, cwd=code, capture_output=True, text=True, check=True).stdout.strip()
     with open(log, "w") as err:
         proc = subprocess.Popen(
             FX + ["serve", "--root", str(root), "--bind", "127.0.0.1", "--port", str(port),
                   "--workers", str(workers), *extra],
-            env=dict(os.environ, FASTXFER_HOME=str(home)),
+            env=env, cwd=code,
             stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True,
         )
     assert proc.stdout is not None

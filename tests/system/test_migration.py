@@ -10,7 +10,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -54,24 +53,7 @@ def old_fx(release: Path, home: Path, *args) -> subprocess.CompletedProcess:
 
 def start_old_server(release: Path, home: Path, root: Path) -> Server:
     """conftest.start_server, with the release's code."""
-    log = home.parent / "release-server.log"
-    fp = old_fx(release, home, "id").stdout.strip()
-    with open(log, "w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fastxfer", "serve", "--root", str(root), "--bind", "127.0.0.1",
-             "--port", "0", "--workers", "2"],
-            cwd=release, env=old_env(release, home),
-            stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True,
-        )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 30
-    for line in proc.stdout:
-        if line.startswith("listening on "):
-            return Server(home, root, proc, int(line.rsplit(":", 1)[1]), fp, log)
-        if time.monotonic() > deadline:
-            break
-    proc.kill()
-    raise AssertionError(f"release server did not start:\n{log.read_text()}")
+    return start_server(home, root, code=release)
 
 
 def test_a_root_of_the_release_before_snapshots_is_migrated(tmp_path: Path) -> None:
