@@ -167,8 +167,15 @@ def test_streams_told_busy_leave_and_the_others_finish(tmp_path: Path) -> None:
             env=dict(os.environ, FASTXFER_HOME=str(client.home)), stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True)
         assert wait_for(lambda: relay.count >= 17, timeout=60)
-        fast = fx(client.home, "get", "data", "--from", server.address, "-o", fast_out, "--streams", "16",
-                  timeout=120)
+        # Through a relay of its own too, slowed less: every one of its streams has connected
+        # before its work is done (unslowed, the first streams could finish it before the last open).
+        fast_relay = Relay(server.port, throttled(200_000))
+        try:
+            fx(client.home, "pin", f"127.0.0.1:{fast_relay.port}", server.fingerprint, check=True)
+            fast = fx(client.home, "get", "data", "--from", f"127.0.0.1:{fast_relay.port}", "-o", fast_out,
+                      "--streams", "16", timeout=120)
+        finally:
+            fast_relay.close()
         _, slow_err = slow.communicate(timeout=120)
         assert fast.returncode == 0, fast.stderr
         assert slow.returncode == 0, slow_err
