@@ -155,9 +155,10 @@ def cmd_send(args: argparse.Namespace) -> int:
         welcome = control.welcome or welcome
     snap = None
     try:
-        sender, results = run_sender(args, control, welcome, sources)
-        if not args.dry_run:
-            snap = take_snapshot(control, args, results, skipped)
+        snapshot = None if args.dry_run else SnapshotOfSend(control, args, sources)
+        sender, results = run_sender(args, control, welcome, sources, snapshot.id if snapshot else 0)
+        if snapshot:
+            snap = snapshot.finish(results, skipped)
     finally:
         control.close()
     reopened_note(control)
@@ -178,18 +179,34 @@ def cmd_send(args: argparse.Namespace) -> int:
     return code
 
 
-def take_snapshot(control, args: argparse.Namespace, results: list, skipped: list):
-    """Record the send's snapshot; None (with a warning) when the session cannot."""
-    from fastxfer.client.snapshot import record
-    from fastxfer.client.walk import tops
+class SnapshotOfSend:
+    """The send's snapshot: opened before the first file is stored, ended after
+    the last; with a warning and no snapshot when the session cannot."""
 
-    if not results:
-        return None
-    try:
-        return record(control.call, tops(args.files, args.dest), results, bool(skipped))
-    except FxError as exc:
-        print(f"WARNING: no snapshot was recorded: {exc.message}", file=sys.stderr)
-        return None
+    def __init__(self, control, args: argparse.Namespace, sources: list) -> None:
+        from fastxfer.client import snapshot
+        from fastxfer.client.walk import tops
+
+        self.control, self.names, self.begun = control, snapshot.Names(), None
+        try:
+            self.begun = snapshot.begin(control.call, tops(args.files, args.dest), sources, self.names)
+        except FxError as exc:
+            print(f"WARNING: no snapshot will be recorded: {exc.message}", file=sys.stderr)
+
+    @property
+    def id(self) -> int:
+        return self.begun.id if self.begun else 0
+
+    def finish(self, results: list, skipped: list):
+        from fastxfer.client import snapshot
+
+        if self.begun is None:
+            return None
+        try:
+            return snapshot.finish(self.control.call, self.begun, results, bool(skipped), self.names)
+        except FxError as exc:
+            print(f"WARNING: no snapshot was recorded: {exc.message}", file=sys.stderr)
+            return None
 
 
 def print_snapshot(snap, name: str, results: list) -> None:
@@ -246,7 +263,7 @@ class Rounds:
         return max(values, default=0) if name == "streams_opened" else sum(values)
 
 
-def run_sender(args: argparse.Namespace, control, welcome, sources: list):
+def run_sender(args: argparse.Namespace, control, welcome, sources: list, snap: int = 0):
     from fastxfer.cli.report import Progress
     from fastxfer.client.send import Sender
     from fastxfer.errors import ChangedError
@@ -257,7 +274,8 @@ def run_sender(args: argparse.Namespace, control, welcome, sources: list):
     for attempt in range(1 if args.dry_run else ATTEMPTS):
         last = attempt == ATTEMPTS - 1
         sender = Sender(control, welcome, args.streams, args.chunk_size, args.sha256, Progress(show),
-                        checksum=args.checksum, dry_run=args.dry_run, allow_changing=args.allow_changing and last)
+                        checksum=args.checksum, dry_run=args.dry_run, allow_changing=args.allow_changing and last,
+                        snap=snap)
         rounds.senders.append(sender)
         results += sender.run(sources)
         again = [r for r in results if r.status == "failed" and isinstance(r.error, ChangedError)]

@@ -46,6 +46,7 @@ class Bundle:
     digests: dict[int, bytes] = field(default_factory=dict)  # a small file's SHA-256, by id of its entry
     allow_changing: bool = False  # a file that changed while read is sent as read
     changed: set[int] = field(default_factory=set)  # ids of entries sent so
+    snap: int = 0  # the open snapshot its files join on the server (0: none)
 
     @property
     def size(self) -> int:
@@ -60,6 +61,7 @@ class Result:
     sha256: bytes | None = None
     version: str | None = None
     changed: bool = False  # stored as read while it changed (--allow-changing)
+    in_snapshot: bool = False  # the server recorded it in the send's snapshot as it stored it
 
 
 def file_identity(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -266,4 +268,4 @@ def pack_bundle(bundle: Bundle, buf: bytearray) -> tuple[bytes, int, list[Result
             bundle.digests[id(src)] = digest
             pos = end + wire.DIGEST
             count += 1
-    return wire.bundle_header(bundle.number, count), pos, failed
+    return wire.bundle_header(bundle.number, count, bundle.snap), pos, failed

@@ -87,9 +87,9 @@ def refuse_bad_names(sources: list[Source]) -> tuple[list[Source], list[Result]]
     return kept, failed
 
 
-def call_batch(call: Call, kind: str, reply: str, items: list[dict]) -> list[dict]:
+def call_batch(call: Call, kind: str, reply: str, items: list[dict], extra: dict | None = None) -> list[dict]:
     """One control call naming many files; one answer object per file, in order."""
-    answers = messages.get_list(call({"t": kind, "files": items}, reply), "files")
+    answers = messages.get_list(call({"t": kind, "files": items, **(extra or {})}, reply), "files")
     if len(answers) != len(items):
         raise ProtocolError("server answered a different number of files")
     return [messages.get_obj(a) for a in answers]

@@ -186,7 +186,7 @@ class Shared:
             else:
                 results.append(Result(src, "stored" if status == 0 else "unchanged",
                                       sha256=bundle.digests.get(id(src)) if self.want_sha256 else None,
-                                      changed=id(src) in bundle.changed))
+                                      changed=id(src) in bundle.changed, in_snapshot=bundle.snap != 0))
         with self.cond:
             self.bundle_results += results
             self.bundles_left -= 1
@@ -234,8 +234,10 @@ class Sender:
 
     def __init__(self, control: ControlClient, welcome: Welcome, streams: int | None,
                  chunk: int | None, want_sha256: bool, sink: events.Sink = events.ignore,
-                 checksum: bool = False, dry_run: bool = False, allow_changing: bool = False) -> None:
+                 checksum: bool = False, dry_run: bool = False, allow_changing: bool = False,
+                 snap: int = 0) -> None:
         self.control = control
+        self.snap = snap  # the open snapshot whose entries the server records as it stores each file
         self.welcome = welcome
         self.streams_wanted = streams
         self.want_sha256 = want_sha256
@@ -355,7 +357,7 @@ class Sender:
         for r in settled:
             self.shared.discount(r.src)
         for entries in groups:
-            bundle = Bundle(next(self.bundle_numbers), entries, allow_changing=self.allow_changing)
+            bundle = Bundle(next(self.bundle_numbers), entries, allow_changing=self.allow_changing, snap=self.snap)
             self.bundles.append(bundle)
             self.shared.add_bundle()
             self.shared.work.put((bundle, -1))
@@ -402,7 +404,7 @@ class Sender:
                 else:
                     batch.append(job)
             for start in range(0, len(batch), messages.MAX_BATCH):
-                results += commit(self.control.call, batch[start : start + messages.MAX_BATCH])
+                results += commit(self.control.call, batch[start : start + messages.MAX_BATCH], self.snap)
                 self.shared.files_finished(len(batch[start : start + messages.MAX_BATCH]))
         fatal = self.shared.fatal
         results += [Result(job.src, "failed", fatal or PartialError("not sent")) for job in left]
@@ -507,8 +509,9 @@ def holds(call, job: FileJob, digest: str) -> bool:
                and e.get("size") == job.src.size for e in messages.get_list(reply, "entries", 1 << 20))
 
 
-def commit(call, batch: list[FileJob]) -> list[Result]:
-    """Commit files whose every chunk is durable, each with its hash list's digest."""
+def commit(call, batch: list[FileJob], snap: int = 0) -> list[Result]:
+    """Commit files whose every chunk is durable, each with its hash list's digest;
+    each joins the open snapshot *snap* (if not 0) as the server commits it."""
     items = []
     for job in batch:
         digest = job.linked or layout.file_digest(job.src.size, job.chunk, job.digests)  # type: ignore[arg-type]
@@ -516,8 +519,10 @@ def commit(call, batch: list[FileJob]) -> list[Result]:
         if job.linked is not None:
             item["same"] = True  # nothing sent: the server puts its copy with this digest in place
         items.append(item)
+    extra = {"snap": snap} if snap else None
+    joined = [bool(snap)] * len(batch)
     try:
-        answers = call_batch(call, "commit", "committed", items)
+        answers = call_batch(call, "commit", "committed", items, extra)
     except ConnectError:
         # The answer was lost with the connection: the server may have
         # committed.  Ask (on a new connection) which files its manifest now
@@ -525,14 +530,15 @@ def commit(call, batch: list[FileJob]) -> list[Result]:
         # the others again: their chunks are still staged.
         again = [i for i, job in enumerate(batch) if not holds(call, job, items[i]["digest"])]
         answers = [{"t": "ok", "path": job.src.remote, "status": "stored", "version": None} for job in batch]
+        joined = [False] * len(batch)  # whether the lost answer's commit recorded them is not known
         if again:
-            for i, a in zip(again, call_batch(call, "commit", "committed", [items[i] for i in again])):
-                answers[i] = a
+            for i, a in zip(again, call_batch(call, "commit", "committed", [items[i] for i in again], extra)):
+                answers[i], joined[i] = a, bool(snap)
     results = []
-    for job, answer in zip(batch, answers):
+    for job, answer, joins in zip(batch, answers, joined):
         if answer.get("t") == "error":
             results.append(Result(job.src, "failed", wire_failure(answer)))
         else:
             results.append(Result(job.src, str(answer.get("status")), sha256=job.sha256,
-                                  version=answer.get("version"), changed=job.changed))
+                                  version=answer.get("version"), changed=job.changed, in_snapshot=joins))
     return results

@@ -7,6 +7,7 @@ from __future__ import annotations
 import grp
 import pwd
 import socket
+from collections import Counter
 from dataclasses import dataclass, field
 
 from fastxfer.client.jobs import Result, Source
@@ -54,21 +55,55 @@ def entry_of(src: Source, names: Names) -> dict:
                                   src.hardlink)
 
 
-def record(call, tops: list[tuple[str, str]], results: list[Result], incomplete: bool) -> Recorded:
-    """Open, fill and end the send's snapshot; *incomplete*: something walked was not stored."""
-    begun = call({"t": "snap_begin", "host": socket.gethostname()[:255],
-                  "paths": [{"path": p, "source": s} for p, s in tops]}, "snap_begun")
-    snap = int(begun["id"])
+def usual_owner(sources: list[Source], names: Names) -> dict | None:
+    """The owner most files walked have: the server records a file it stores with it,
+    so only the others are reported with theirs."""
+    counts = Counter((s.uid, s.gid) for s in sources if s.kind == "file")
+    if not counts:
+        return None
+    (uid, gid), _ = counts.most_common(1)[0]
+    owner = {"uid": uid, "gid": gid, "user": names.user(uid), "group": names.group(gid)}
+    return {k: v for k, v in owner.items() if v is not None}
+
+
+@dataclass
+class Begun:
+    id: int
+    moved: list[tuple[str, str, str]]
+    owner: dict | None  # what usual_owner chose
+
+
+def begin(call, tops: list[tuple[str, str]], sources: list[Source], names: Names) -> Begun:
+    """Open the send's snapshot before the first file is stored: each file the
+    server stores naming it joins it there and then."""
+    owner = usual_owner(sources, names)
+    message = {"t": "snap_begin", "host": socket.gethostname()[:255],
+               "paths": [{"path": p, "source": s} for p, s in tops]}
+    if owner:
+        message["owner"] = owner
+    begun = call(message, "snap_begun")
     moved = [(p, was, now) for (p, now), was in zip(tops, begun.get("previous") or [])
              if isinstance(was, str) and was != now]
-    names = Names()
+    return Begun(int(begun["id"]), moved, owner)
+
+
+def reported(r: Result, owner: dict | None) -> bool:
+    """Whether *r*'s entry must be reported: the server did not record it as it stored it
+    (a folder, link, record, a file found unchanged or one of another owner)."""
+    return not (r.in_snapshot and owner is not None and owner["uid"] == r.src.uid and owner["gid"] == r.src.gid)
+
+
+def finish(call, begun: Begun, results: list[Result], incomplete: bool, names: Names) -> Recorded:
+    """Report the entries the server does not have yet, and end the snapshot;
+    *incomplete*: something walked was not stored."""
     dropped: list[str] = []
     kept = [r for r in results if r.status in ("stored", "unchanged", "recorded")]
-    for start in range(0, len(kept), snapshot.ENTRIES_PER_MESSAGE):
-        batch = [entry_of(r.src, names) for r in kept[start : start + snapshot.ENTRIES_PER_MESSAGE]]
-        answer = call({"t": "snap_add", "id": snap, "entries": batch}, "snap_added")
+    report = [r for r in kept if reported(r, begun.owner)]
+    for start in range(0, len(report), snapshot.ENTRIES_PER_MESSAGE):
+        batch = [entry_of(r.src, names) for r in report[start : start + snapshot.ENTRIES_PER_MESSAGE]]
+        answer = call({"t": "snap_add", "id": begun.id, "entries": batch}, "snap_added")
         dropped += [p for p in answer.get("dropped") or [] if isinstance(p, str)]
     failed = incomplete or len(kept) < len(results)
-    ended = call({"t": "snap_end", "id": snap, "partial": failed}, "snap_ended")
-    return Recorded(snap, str(ended.get("state")), int(ended.get("files") or 0), int(ended.get("bytes") or 0),
-                    int(ended.get("removed") or 0), dropped, moved)
+    ended = call({"t": "snap_end", "id": begun.id, "partial": failed}, "snap_ended")
+    return Recorded(begun.id, str(ended.get("state")), int(ended.get("files") or 0), int(ended.get("bytes") or 0),
+                    int(ended.get("removed") or 0), dropped, begun.moved)

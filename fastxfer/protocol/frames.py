@@ -45,6 +45,7 @@ class Error(NamedTuple):
 class Bundle(NamedTuple):
     bundle: int
     entries: list[BundleEntry]
+    snap: int  # the snapshot its files join, 0 for none
 
 
 class BundleAck(NamedTuple):

@@ -88,6 +88,15 @@ def parse_entry_checked(value: Any) -> tuple:
         target = b"/".join(paths.split(get_str(item, "hardlink")))
         if target == raw:
             raise ProtocolError("a file cannot be a hard link to itself")
+    return (raw, kind, get_int(item, "size") if kind == "file" else 0,
+            get_int(item, "mtime_ns", -(2**62), 2**62), get_int(item, "mode", 0, 0o7777),
+            *parse_owner(item), None, None, None, target,
+            get_int(item, "rdev", 0, 2**64 - 1) if "rdev" in item else 0)
+
+
+def parse_owner(value: Any) -> tuple[int, int, str | None, str | None]:
+    """(uid, gid, user, group) of an entry, or of the owner a snapshot's files usually have."""
+    item = get_obj(value)
     names = []
     for key in ("user", "group"):
         name = item.get(key)
@@ -98,10 +107,7 @@ def parse_entry_checked(value: Any) -> tuple:
         if name is not None and not short:
             raise ProtocolError(f"field {key!r} must be a short name")
         names.append(name)
-    return (raw, kind, get_int(item, "size") if kind == "file" else 0,
-            get_int(item, "mtime_ns", -(2**62), 2**62), get_int(item, "mode", 0, 0o7777),
-            get_int(item, "uid", 0, 2**32 - 1), get_int(item, "gid", 0, 2**32 - 1), names[0], names[1],
-            None, None, None, target, get_int(item, "rdev", 0, 2**64 - 1) if "rdev" in item else 0)
+    return get_int(item, "uid", 0, 2**32 - 1), get_int(item, "gid", 0, 2**32 - 1), names[0], names[1]
 
 
 def parse_at(text: str) -> int | str:

@@ -29,11 +29,13 @@ Stream connection (plain TCP, every byte after the opening authenticated)::
                    every stream is a SYNC: it proves the stream keys before
                    the server takes any larger frame.
     kind ERROR(4): header = empty, body = code u8 | UTF-8 message
-    kind BUNDLE(5): header = bundle u32 | count u32
+    kind BUNDLE(5): header = bundle u32 | count u32 | snapshot u32
                    body   = count * ( path_len u16 | size u32 | mtime_ns i64 |
                                       mode u32 | path | data (size) | SHA-256 32 )
                    many small files in one frame, each committed on its own
-                   (atomically, by rename) but made durable together
+                   (atomically, by rename) but made durable together; a
+                   snapshot other than 0 (open, the client's) records each
+                   file stored or found unchanged as one of its entries
     kind BUNDLE_ACK(6): header = bundle u32 | count u32
                    body   = count * ( status u8 | code u8 | len u16 | UTF-8 message )
                    status 0 stored, 1 unchanged, 2 failed (code = exit code)
@@ -77,7 +79,7 @@ _HEADER = {
     ACK: struct.Struct(">I"),
     SYNC: struct.Struct(""),
     ERROR: struct.Struct(""),
-    BUNDLE: struct.Struct(">II"),
+    BUNDLE: struct.Struct(">III"),
     BUNDLE_ACK: struct.Struct(">II"),
     REQ: struct.Struct(">16sQI"),
     NAK: struct.Struct(">16s"),
@@ -196,8 +198,8 @@ def parse_acks(header: bytes, body: bytes) -> list[tuple[bytes, int]]:
     return [_ACK_ENTRY.unpack_from(body, i * _ACK_ENTRY.size) for i in range(count)]
 
 
-def bundle_header(bundle: int, count: int) -> bytes:
-    return _HEADER[BUNDLE].pack(bundle, count)
+def bundle_header(bundle: int, count: int, snap: int = 0) -> bytes:
+    return _HEADER[BUNDLE].pack(bundle, count, snap)
 
 
 def pack_bundle_entry_head(buf: bytearray, pos: int, path: bytes, size: int, mtime_ns: int, mode: int) -> None:
@@ -220,8 +222,9 @@ class BundleEntry(NamedTuple):  # a tuple: built for every bundled file, half th
     digest: bytes
 
 
-def parse_bundle(header: bytes, body: memoryview) -> tuple[int, list[BundleEntry]]:
-    bundle, count = _HEADER[BUNDLE].unpack(header)
+def parse_bundle(header: bytes, body: memoryview) -> tuple[int, list[BundleEntry], int]:
+    """(bundle number, its entries, the snapshot they join or 0)."""
+    bundle, count, snap = _HEADER[BUNDLE].unpack(header)
     if count > MAX_BUNDLE_FILES:
         raise ProtocolError("bundle names too many files")
     entries, pos = [], 0
@@ -239,7 +242,7 @@ def parse_bundle(header: bytes, body: memoryview) -> tuple[int, list[BundleEntry
         pos = end
     if pos != len(body):
         raise ProtocolError("bundle has bytes beyond its entries")
-    return bundle, entries
+    return bundle, entries, snap
 
 
 def encode_bundle_ack(bundle: int, statuses: list[tuple[int, int, str]]) -> tuple[bytes, bytes]:

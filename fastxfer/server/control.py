@@ -288,13 +288,14 @@ class ControlSession:
 
     def _commit(self, msg: dict[str, Any]) -> dict[str, Any]:
         replies = []
+        snap = get_int(msg, "snap", 0, 2**32 - 1) if "snap" in msg else 0  # the snapshot its files join
         for item in get_list(msg, "files"):
             item = get_obj(item)
             fid = get_hex(item, "fid", 16)
             digest = get_hex(item, "digest", 32)
             sha = get_hex(item, "sha256", 32) if item.get("sha256") is not None else None
             try:
-                stored = self.store.commit(self.name, fid, digest, sha, same=item.get("same") is True)
+                stored = self.store.commit(self.name, fid, digest, sha, same=item.get("same") is True, snap=snap)
             except ProtocolError:
                 raise
             except FxError as exc:

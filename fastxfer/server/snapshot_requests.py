@@ -28,7 +28,9 @@ def snap_begin(session: ControlSession, msg: dict[str, Any]) -> dict[str, Any]:
         raw = b"/".join(paths.split(path)) if path.strip("/") else b""
         source = item.get("source")
         tops.append((raw, get_str(item, "source") if source is not None else None))
-    snap, previous = session.store.begin_snapshot(session.name, tops, get_str(msg, "host", 255) if "host" in msg else "")
+    owner = snapshot.parse_owner(msg["owner"]) if msg.get("owner") is not None else (None,) * 4
+    snap, previous = session.store.begin_snapshot(session.name, tops, get_str(msg, "host", 255) if "host" in msg else "",
+                                                  owner)
     return {"t": "snap_begun", "id": snap, "previous": previous}
 
 

@@ -171,11 +171,11 @@ class StreamSession:
 
     def _bundle(self, frame: Frame) -> None:
         self._still_authorized()
-        bundle, entries = wire.parse_bundle(frame.header, frame.body)
+        bundle, entries, snap = wire.parse_bundle(frame.header, frame.body)
         for e in entries:
             if hashlib.sha256(e.data).digest() != e.digest:
                 raise ProtocolError("a bundled file's digest does not match its bytes")
-        results = self.store.commit_bundle(self.client, entries)
+        results = self.store.commit_bundle(self.client, entries, snap)
         stored = sum(1 for status, _, _ in results if status == 0)
         if stored:
             log.info("client %s stored %d small files", self.client, stored)

@@ -106,10 +106,11 @@ class Bundles:
         status, stored = self.catalog.verify_stored(client, raw)
         return "unchanged" if status == "ok" and stored == sha256 else "send"
 
-    def commit_bundle(self, client: str, entries: list[wire.BundleEntry]) -> list[Result]:
+    def commit_bundle(self, client: str, entries: list[wire.BundleEntry], snap: int = 0) -> list[Result]:
         """Store many small files at once: each appears atomically by rename,
         all are made durable by one filesystem sync, each folder fsynced once,
-        and the manifest changes in one transaction.
+        and the manifest changes in one transaction, in which each file stored
+        or found unchanged joins the open snapshot *snap* (if not 0).
 
         Returns (status, exit code, message) per entry: 0 stored, 1 unchanged, 2 failed.
         """
@@ -124,17 +125,20 @@ class Bundles:
             if staged:
                 sync_filesystem(base)
             rows: list[tuple] = []
+            walked: list[tuple] = []
             stored_ns = now_ns()  # one transaction: one time for all
             with self.manifest.connect() as db:
                 for i, parts, parent, tmp, e in staged:
                     try:
-                        results[i] = self._place_small(db, base, parent, client, parts, tmp, e, rows, stored_ns)
+                        results[i] = self._place_small(db, base, parent, client, parts, tmp, e, rows, walked, stored_ns)
                     except (FxError, OSError) as exc:
                         unlink_quietly(tmp, base)
                         results[i] = failed(exc)
                 for fd in parents.values():
                     os.fsync(fd)
                 manifest.record_files(db, rows)
+                if snap:
+                    manifest.join_snapshot(db, client, snap, walked)
                 db.commit()
         finally:
             for fd in parents.values():
@@ -193,14 +197,19 @@ class Bundles:
         os.close(fd)
 
     def _place_small(self, db: sqlite3.Connection, base: int, parent: int, client: str, parts: list[bytes],
-                     tmp: bytes, e: wire.BundleEntry, rows: list[tuple], stored_ns: int) -> Result:
+                     tmp: bytes, e: wire.BundleEntry, rows: list[tuple], walked: list[tuple],
+                     stored_ns: int) -> Result:
+        """Put one staged file in place; its manifest row into *rows* (if stored) and
+        its snapshot entry into *walked* (stored or unchanged)."""
         chunk = layout.DEFAULT_CHUNK if e.size <= layout.DEFAULT_CHUNK else layout.choose_chunk(e.size)
         digest = layout.file_digest(e.size, chunk, (e.digest,) if e.size else ())
-        if self.versions.keep_old(db, parent, client, parts, digest) == "unchanged":
-            self.versions.take_same(db, base, tmp, parent, client, parts, e.mode, e.mtime_ns)
-            return (1, 0, "")
-        os.rename(tmp, parts[-1], src_dir_fd=base, dst_dir_fd=parent)
         # One chunk: its SHA-256, computed here over what was written, is the file's.
         sha = e.digest if e.size else EMPTY_SHA256
+        if self.versions.keep_old(db, parent, client, parts, digest) == "unchanged":
+            self.versions.take_same(db, base, tmp, parent, client, parts, e.mode, e.mtime_ns)
+            walked.append((e.path, e.size, e.mtime_ns, e.mode, chunk, digest, sha))
+            return (1, 0, "")
+        os.rename(tmp, parts[-1], src_dir_fd=base, dst_dir_fd=parent)
         rows.append((client, e.path, e.size, e.mtime_ns, e.mode, chunk, digest, sha, stored_ns))
+        walked.append((e.path, e.size, e.mtime_ns, e.mode, chunk, digest, sha))
         return (0, 0, "")

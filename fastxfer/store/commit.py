@@ -237,13 +237,14 @@ class Commit:
     def __init__(self, root_fd: int, db: manifest.Manifest, staging: Staging, versions: Versions) -> None:
         self.root_fd, self.manifest, self.staging, self.versions = root_fd, db, staging, versions
 
-    def commit(self, client: str, fid: bytes, digest: bytes, sha256: bytes | None, same: bool = False) -> Stored:
+    def commit(self, client: str, fid: bytes, digest: bytes, sha256: bytes | None, same: bool = False,
+               snap: int = 0) -> Stored:
         try:
             base = self.staging.staging_fd(client, create=False)
         except (OSError, FxError):
             raise RefusedError(f"unknown transfer {fid.hex()}") from None
         try:
-            return self._commit(base, client, fid, digest, sha256, same)
+            return self._commit(base, client, fid, digest, sha256, same, snap)
         finally:
             os.close(base)
 
@@ -277,7 +278,7 @@ class Commit:
         raise RefusedError(f"{path}: the copy it was sent as is no longer held on the server; send it again")
 
     def _commit(self, base: int, client: str, fid: bytes, digest: bytes, sha256: bytes | None,
-                same: bool = False) -> Stored:
+                same: bool = False, snap: int = 0) -> Stored:
         meta, have = self.staging.finished(base, fid)
         size, chunk, path = meta["size"], meta["chunk"], meta["path"]
         count = layout.chunk_count(size, chunk)
@@ -308,14 +309,23 @@ class Commit:
                 if version == "unchanged":
                     self.versions.take_same(db, base, data, parent, client, parts, meta["mode"], meta["mtime_ns"])
                     os.fsync(parent)
+                    join_snapshot(db, client, snap, b"/".join(parts), meta)
                     db.commit()
                     self.staging.discard(client, fid)
                     return Stored(path, "unchanged", None)
                 os.rename(data, parts[-1], src_dir_fd=base, dst_dir_fd=parent)
                 os.fsync(parent)
                 manifest.record_file(db, client, b"/".join(parts), meta, digest, sha256, now_ns())
+                join_snapshot(db, client, snap, b"/".join(parts), meta)
                 db.commit()
         finally:
             os.close(parent)
         self.staging.forget(base, fid)
         return Stored(path, "stored", version)
+
+
+def join_snapshot(db: sqlite3.Connection, client: str, snap: int, raw: bytes, meta: dict) -> None:
+    """The file just committed at *raw* joins snapshot *snap* (if not 0) with the content its record holds."""
+    if snap:
+        size, mtime_ns, chunk, digest, sha256 = manifest.file_records(db, client, [raw])[raw]
+        manifest.join_snapshot(db, client, snap, [(raw, size, mtime_ns, meta["mode"] & 0o7777, chunk, digest, sha256)])

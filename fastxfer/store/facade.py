@@ -106,8 +106,9 @@ class Store:
         """The staging file of a put, opened to write chunks into."""
         return StagingFile(self.staging, client, fid)
 
-    def commit(self, client: str, fid: bytes, digest: bytes, sha256: bytes | None, same: bool = False) -> Stored:
-        return self.committer.commit(client, fid, digest, sha256, same)
+    def commit(self, client: str, fid: bytes, digest: bytes, sha256: bytes | None, same: bool = False,
+               snap: int = 0) -> Stored:
+        return self.committer.commit(client, fid, digest, sha256, same, snap)
 
     def make_dir(self, client: str, path: str) -> str:
         return self.folders.make_dir(client, path)
@@ -121,12 +122,12 @@ class Store:
     def probe_many(self, client: str, items: list[tuple[str, int, int, bytes | None]]) -> list[str | FxError]:
         return self.bundles.probe_many(client, items)
 
-    def commit_bundle(self, client: str, entries: list[wire.BundleEntry]) -> list[tuple[int, int, str]]:
-        return self.bundles.commit_bundle(client, entries)
+    def commit_bundle(self, client: str, entries: list[wire.BundleEntry], snap: int = 0) -> list[tuple[int, int, str]]:
+        return self.bundles.commit_bundle(client, entries, snap)
 
-    def begin_snapshot(self, client: str, tops: list[tuple[bytes, str | None]], host: str
-                       ) -> tuple[int, list[str | None]]:
-        return self.snapshots.begin(client, tops, host)
+    def begin_snapshot(self, client: str, tops: list[tuple[bytes, str | None]], host: str,
+                       owner: tuple = (None,) * 4) -> tuple[int, list[str | None]]:
+        return self.snapshots.begin(client, tops, host, owner)
 
     def add_entries(self, client: str, snap: int, rows: list[tuple]) -> list[str]:
         return self.snapshots.add(client, snap, rows)

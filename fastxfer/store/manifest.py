@@ -38,6 +38,9 @@ SNAPSHOTS = (
     " host TEXT, files INT DEFAULT 0, bytes INT DEFAULT 0, note TEXT, dropped INT DEFAULT 0,"
     " PRIMARY KEY (client, id))"
 )
+# The owner most of a send's files have: the files it stores naming its
+# snapshot join it with this owner (the others are reported with theirs).
+SNAPSHOT_OWNER = ("uid INT", "gid INT", "owner TEXT", "grp TEXT")
 SNAP_PATHS = (
     "CREATE TABLE IF NOT EXISTS snap_paths (client TEXT, snap INT, path BLOB, source TEXT,"
     " PRIMARY KEY (client, snap, path))"
@@ -92,6 +95,10 @@ class Manifest:
             new = db.execute("SELECT 1 FROM sqlite_master WHERE name='snapshots'").fetchone() is None
             for statement in (SNAPSHOTS, SNAP_PATHS, ENTRIES, OWNERS, *INDEXES):
                 db.execute(statement)
+            have = {r[1] for r in db.execute("PRAGMA table_info(snapshots)")}
+            for column in SNAPSHOT_OWNER:
+                if column.split()[0] not in have:
+                    db.execute(f"ALTER TABLE snapshots ADD COLUMN {column}")
             if new:
                 migrate(db)
             db.commit()
@@ -260,7 +267,8 @@ def migrate(db: sqlite3.Connection) -> None:
     """A root written before snapshots: what each client holds becomes its first snapshot."""
     for (client,) in db.execute("SELECT DISTINCT client FROM files").fetchall():
         (time_ns,) = db.execute("SELECT MAX(stored_ns) FROM files WHERE client=?", (client,)).fetchone()
-        db.execute("INSERT INTO snapshots VALUES (?,1,?,'complete','',0,0,'migrated',0)", (client, time_ns or 0))
+        db.execute("INSERT INTO snapshots (client, id, time_ns, state, host, note) VALUES (?,1,?,'complete','','migrated')",
+                   (client, time_ns or 0))
         db.execute("INSERT INTO entries SELECT client, 1, path, kind, size, mtime_ns, mode, NULL, NULL, NULL,"
                    " NULL, chunk, digest, sha256, target, NULL FROM files WHERE client=?", (client,))
         tops = {bytes(p).split(b"/")[0] for (p,) in db.execute("SELECT path FROM files WHERE client=?", (client,))}
@@ -269,11 +277,13 @@ def migrate(db: sqlite3.Connection) -> None:
 
 
 def begin_snapshot(db: sqlite3.Connection, client: str, time_ns: int, host: str,
-                   tops: list[tuple[bytes, str | None]]) -> int:
-    """A new open snapshot of *client* naming *tops* (path, source); its id."""
+                   tops: list[tuple[bytes, str | None]], owner: tuple = (None,) * 4) -> int:
+    """A new open snapshot of *client* naming *tops* (path, source), its files'
+    usual *owner* (uid, gid, owner, group); its id."""
     # One statement: two sends of one client cannot both take the same id.
-    db.execute("INSERT INTO snapshots SELECT ?, COALESCE(MAX(id), 0) + 1, ?, 'open', ?, 0, 0, NULL, 0"
-               " FROM snapshots WHERE client=?", (client, time_ns, host, client))
+    db.execute("INSERT INTO snapshots (client, id, time_ns, state, host, uid, gid, owner, grp)"
+               " SELECT ?, COALESCE(MAX(id), 0) + 1, ?, 'open', ?, ?, ?, ?, ? FROM snapshots WHERE client=?",
+               (client, time_ns, host, *owner, client))
     (snap,) = db.execute("SELECT MAX(id) FROM snapshots WHERE client=?", (client,)).fetchone()
     db.executemany("INSERT OR REPLACE INTO snap_paths VALUES (?,?,?,?)",
                    [(client, snap, raw, source) for raw, source in tops])
@@ -295,6 +305,30 @@ def snapshot_state(db: sqlite3.Connection, client: str, snap: int) -> tuple[str,
 
 def count_dropped(db: sqlite3.Connection, client: str, snap: int, count: int) -> None:
     db.execute("UPDATE snapshots SET dropped=dropped+? WHERE client=? AND id=?", (count, client, snap))
+
+
+def join_snapshot(db: sqlite3.Connection, client: str, snap: int, rows: list[tuple]) -> int:
+    """Files just stored, (path, size, mtime_ns, mode, chunk, digest, sha256), become
+    entries of the open snapshot *snap* with its usual owner: their content is what
+    the server stored, never what a client claims.  Returns how many were refused
+    (outside the snapshot's paths: counted as dropped, which makes it partial);
+    a snapshot that is not open records nothing."""
+    owner = db.execute("SELECT uid, gid, owner, grp FROM snapshots WHERE client=? AND id=? AND state='open'",
+                       (client, snap)).fetchone()
+    if owner is None or not rows:
+        return 0
+    tops = snapshot_tops(db, client, snap)
+    if b"" not in tops:
+        exact, below = set(tops), tuple(t + b"/" for t in tops)
+        inside = [r for r in rows if r[0] in exact or r[0].startswith(below)]
+    else:
+        inside = rows
+    db.executemany("INSERT OR REPLACE INTO entries VALUES (?,?,?,'file',?,?,?,?,?,?,?,?,?,?,NULL,0)",
+                   [(client, snap, path, size, mtime, mode, *owner, chunk, digest, sha)
+                    for path, size, mtime, mode, chunk, digest, sha in inside])
+    if len(inside) < len(rows):
+        count_dropped(db, client, snap, len(rows) - len(inside))
+    return len(rows) - len(inside)
 
 
 def snapshot_tops(db: sqlite3.Connection, client: str, snap: int) -> list[bytes]:

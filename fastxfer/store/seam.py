@@ -47,10 +47,12 @@ class StoreSeam(Protocol):
     def receive(self, client: str, fid: bytes) -> Receiving:
         """The file of an open put, to write its chunks into."""
 
-    def commit(self, client: str, fid: bytes, digest: bytes, sha256: bytes | None, same: bool = False) -> Stored:
+    def commit(self, client: str, fid: bytes, digest: bytes, sha256: bytes | None, same: bool = False,
+               snap: int = 0) -> Stored:
         """Verify every chunk against *digest* (the hash list's) and put the file in place;
         with *same*, no chunk was sent: the content this client already has stored
-        with *digest* is put in place instead."""
+        with *digest* is put in place instead.  The file (stored or unchanged) joins
+        the open snapshot *snap* if not 0, in the same transaction."""
 
     def make_dir(self, client: str, path: str) -> str: ...
 
@@ -62,12 +64,14 @@ class StoreSeam(Protocol):
     def probe_many(self, client: str, items: list[tuple[str, int, int, bytes | None]]) -> list[str | FxError]:
         """Per (path, size, mtime_ns, sha256 or None): "unchanged", "send" or the refusal."""
 
-    def commit_bundle(self, client: str, entries: list[wire.BundleEntry]) -> list[tuple[int, int, str]]:
-        """Store many small files; per entry (0 stored | 1 unchanged | 2 failed, exit code, message)."""
+    def commit_bundle(self, client: str, entries: list[wire.BundleEntry], snap: int = 0) -> list[tuple[int, int, str]]:
+        """Store many small files; per entry (0 stored | 1 unchanged | 2 failed, exit code, message).
+        Each stored or unchanged joins the open snapshot *snap* if not 0."""
 
-    def begin_snapshot(self, client: str, tops: list[tuple[bytes, str | None]], host: str
-                       ) -> tuple[int, list[str | None]]:
-        """Open a snapshot naming (raw path, source) tops: its id, and each top's previous source."""
+    def begin_snapshot(self, client: str, tops: list[tuple[bytes, str | None]], host: str,
+                       owner: tuple = (None,) * 4) -> tuple[int, list[str | None]]:
+        """Open a snapshot naming (raw path, source) tops, whose stored files join it
+        with *owner* (uid, gid, user, group): its id, and each top's previous source."""
 
     def add_entries(self, client: str, snap: int, rows: list[tuple]) -> list[str]:
         """Record walked entries (protocol/snapshot.parse_entry rows): the paths dropped as not stored."""

@@ -35,12 +35,13 @@ class Snapshots:
     def __init__(self, root_fd: int, db: manifest.Manifest, versions: Versions) -> None:
         self.root_fd, self.manifest, self.versions = root_fd, db, versions
 
-    def begin(self, client: str, tops: list[tuple[bytes, str | None]], host: str) -> tuple[int, list[str | None]]:
+    def begin(self, client: str, tops: list[tuple[bytes, str | None]], host: str,
+              owner: tuple = (None,) * 4) -> tuple[int, list[str | None]]:
         """A new snapshot's id, and the source each top was last sent from."""
         with self.manifest.connect() as db:
             previous = [manifest.last_sources(db, client, raw) for raw, _source in tops]
             manifest.drop_stale_open(db, client, now_ns() - OPEN_LIFETIME)
-            snap = manifest.begin_snapshot(db, client, now_ns(), host, tops)
+            snap = manifest.begin_snapshot(db, client, now_ns(), host, tops, owner)
             db.commit()
         return snap, previous
 

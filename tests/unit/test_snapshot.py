@@ -131,6 +131,39 @@ def test_entries_outside_the_snapshots_paths_are_refused(store: Store) -> None:
         store.add_entries("c", snap, [row(b"dd", "dir")])  # a sibling whose name starts alike
 
 
+def bundle(names: dict[bytes, bytes]) -> list[wire.BundleEntry]:
+    return [wire.BundleEntry(name, len(data), T0, 0o640, memoryview(data), hashlib.sha256(data).digest())
+            for name, data in names.items()]
+
+
+def test_files_stored_naming_an_open_snapshot_join_it_with_its_usual_owner(store: Store) -> None:
+    put(store, {b"d/same": b"kept"})
+    snap, _ = store.begin_snapshot("c", [(b"d", None)], "", (1234, 99, "ann", "staff"))
+    results = store.commit_bundle("c", bundle({b"d/new": b"fresh", b"d/same": b"kept", b"other/x": b"x"}), snap)
+    assert [r[0] for r in results] == [0, 1, 0]  # stored, unchanged, stored (outside the snapshot)
+    store.add_entries("c", snap, [row(b"d", "dir")])
+    ended = store.end_snapshot("c", snap, False)
+    assert (ended["state"], ended["files"], ended["dropped"]) == ("partial", 2, 1)  # other/x is not its own
+    listed = {e["path"]: e for e in store.snapshot_listing("c", snap, b"", None)[0]}
+    assert sorted(listed) == ["d", "d/new", "d/same"]
+    new = listed["d/new"]
+    assert (new["size"], new["mode"], new["uid"], new["gid"], new["user"], new["group"]) == (5, 0o640, 1234, 99,
+                                                                                          "ann", "staff")
+    assert new["sha256"] == hashlib.sha256(b"fresh").hexdigest()  # what the server stored
+    into = memoryview(bytearray(4))
+    store.read_chunk("c", "d/same\x00" + listed["d/same"]["ref"], 4, T0, 0, into)
+    assert bytes(into) == b"kept"
+
+
+def test_a_file_stored_naming_a_snapshot_that_is_not_open_joins_nothing(store: Store) -> None:
+    snap, _ = store.begin_snapshot("c", [(b"", None)], "")
+    store.end_snapshot("c", snap, False)
+    assert [r[0] for r in store.commit_bundle("c", bundle({b"late": b"x"}), snap)] == [0]
+    assert [r[0] for r in store.commit_bundle("c", bundle({b"stray": b"y"}), snap + 7)] == [0]
+    assert store.snapshot_listing("c", snap, b"", None)[0] == []
+    assert store.snapshot_list("c", b"")[0]["files"] == 0
+
+
 # -------------------------------------------------------------- retention
 
 DAY = 86400 * 10**9

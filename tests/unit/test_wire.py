@@ -85,7 +85,7 @@ def test_header_sizes() -> None:
     assert wire.header_size(ACK) == 4
     assert wire.header_size(SYNC) == 0
     assert wire.header_size(ERROR) == 0
-    assert wire.header_size(wire.BUNDLE) == wire.header_size(wire.BUNDLE_ACK) == 8
+    assert wire.header_size(wire.BUNDLE) == 12 and wire.header_size(wire.BUNDLE_ACK) == 8
     assert wire.header_size(wire.REQS) == wire.header_size(wire.DATAS) == 8
     for kind in (0, 11, 255):
         with pytest.raises(ProtocolError):
@@ -229,9 +229,10 @@ def _bundle(files: list[tuple[bytes, bytes, int, int]]) -> bytes:
 
 def test_bundle_round_trip() -> None:
     files = [(b"a/b.txt", b"hello", 123, 0o644), (b"empty", b"", -5, 0o600), (b"\xff\xfe", b"x" * 1000, 0, 0o4755)]
-    header = wire.bundle_header(7, len(files))
-    number, entries = wire.parse_bundle(header, memoryview(_bundle(files)))
-    assert number == 7
+    header = wire.bundle_header(7, len(files), 12)
+    number, entries, snap = wire.parse_bundle(header, memoryview(_bundle(files)))
+    assert (number, snap) == (7, 12)
+    assert wire.parse_bundle(wire.bundle_header(7, len(files)), memoryview(_bundle(files)))[2] == 0
     assert [(e.path, bytes(e.data), e.mtime_ns, e.mode) for e in entries] == files
     assert all(e.digest == hashlib.sha256(bytes(e.data)).digest() for e in entries)
 
@@ -268,7 +269,7 @@ def test_bundle_ack_round_trip() -> None:
 @given(st.binary(max_size=300), st.integers(0, 20))
 def test_bundle_parser_fuzz(body: bytes, count: int) -> None:
     try:
-        _, entries = wire.parse_bundle(wire.bundle_header(0, count), memoryview(body))
+        _, entries, _snap = wire.parse_bundle(wire.bundle_header(0, count), memoryview(body))
     except ProtocolError:
         return
     assert len(entries) == count
@@ -366,7 +367,7 @@ def test_parse_frame_gives_one_event_per_kind() -> None:
     (SYNC, b"", b"x"),
     (ERROR, b"", b""),
     (wire.NAK, bytes(16), b""),
-    (wire.BUNDLE, struct.pack(">II", 1, 1), b"\x00"),
+    (wire.BUNDLE, struct.pack(">III", 1, 1, 0), b"\x00"),
     (wire.REQS, struct.pack(">II", 1, 0), b""),
     (0, b"", b""),
     (99, b"", b""),
