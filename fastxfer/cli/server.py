@@ -32,8 +32,8 @@ def add_serve(sub) -> None:
         s.add_argument(f"--keep-{kind}", type=int, default=0, metavar="N",
                        help="retention after each send: keep the N newest snapshots" if kind == "last" else
                        f"retention after each send: keep the newest snapshot of each of the last N {unit} that have one")
-    s.add_argument("--keep-versions", type=int, default=10, metavar="N",
-                   help="older copies kept per file when a changed file replaces it (default: %(default)s, at least 1)")
+    s.add_argument("--keep-versions", type=int, default=None, metavar="N",
+                   help="the same as --keep-last N (older copies are kept as long as a kept snapshot holds them)")
     s.add_argument("--max-staging", type=parse_size, default=1 << 40, metavar="SIZE",
                    help="bytes of unfinished transfers allowed per client (default: 1T)")
 
@@ -62,16 +62,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import psutil
 
         workers = psutil.cpu_count(logical=True) or 1
-    if args.keep_versions < 1:
-        raise UsageError("--keep-versions must be at least 1: a replaced file is never destroyed outright")
     from fastxfer.protocol.retention import parse_age
 
     from fastxfer.protocol import retention
 
     counts = {k: getattr(args, f"keep_{k}") for k in ("last", *retention.BUCKETS)}
+    if args.keep_versions is not None:
+        if args.keep_versions < 1 or counts["last"] not in (0, args.keep_versions):
+            raise UsageError("--keep-versions N is the same as --keep-last N: give one of them, N at least 1")
+        print(f"WARNING: --keep-versions is now --keep-last: the {args.keep_versions} newest snapshots of each "
+              f"set of paths are kept, with every older copy they hold", file=sys.stderr)
+        counts["last"] = args.keep_versions
     if any(n < 0 for n in counts.values()):
         raise UsageError("--keep-* counts cannot be negative")
-    policy = Policy(keep_versions=args.keep_versions, max_staging_bytes=args.max_staging,
+    policy = Policy(max_staging_bytes=args.max_staging,
                     min_age_ns=parse_age(args.min_age), retention=retention.Policy(**counts))
     ident = load_or_create()
     try:

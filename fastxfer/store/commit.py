@@ -30,7 +30,6 @@ from fastxfer.store.diskio import now_ns, unlink_quietly
 from fastxfer.store.staging import DATA
 
 if TYPE_CHECKING:
-    from fastxfer.store.facade import Policy
     from fastxfer.store.staging import Staging
 
 
@@ -42,10 +41,11 @@ class Stored:
 
 
 class Versions:
-    """Older copies: what is at a path is kept before it is replaced, up to the policy's count."""
+    """Older copies: what is at a path is kept before it is replaced, as long as a
+    kept snapshot holds it (forget --prune frees the others)."""
 
-    def __init__(self, state_fd: int, policy: Policy) -> None:
-        self.state_fd, self.policy = state_fd, policy
+    def __init__(self, state_fd: int) -> None:
+        self.state_fd = state_fd
 
     def keep_old(self, db: sqlite3.Connection, parent: int, client: str, parts: list[bytes],
                  digest: bytes) -> str | None:
@@ -74,18 +74,9 @@ class Versions:
             os.fsync(vdir)
             old = row[1:] if row else (None, None, None, st.st_mtime_ns, stat.S_IMODE(st.st_mode))
             manifest.add_version(db, client, raw, os.fsdecode(keep), st.st_size, old, now_ns())
-            self._prune(db, vdir, client, raw)
         finally:
             os.close(vdir)
         return os.fsdecode(keep)
-
-    def _prune(self, db: sqlite3.Connection, vdir: int, client: str, raw: bytes) -> None:
-        rows = manifest.versions_newest_first(db, client, raw)
-        for rowid, version, digest in rows[max(1, self.policy.keep_versions):]:
-            if digest is not None and manifest.referenced(db, client, digest):
-                continue  # a kept snapshot still holds it: forget --prune decides
-            unlink_quietly(os.fsencode(version), vdir)
-            manifest.drop_version(db, rowid)
 
     def set_aside(self, db: sqlite3.Connection, parent: int, client: str, parts: list[bytes]) -> None:
         """Whatever is at *parts* leaves the current view: a file is first kept

@@ -35,7 +35,6 @@ STATE = ".fastxfer"
 class Policy:
     """What the server keeps, per client (``fastxfer serve`` options)."""
 
-    keep_versions: int = 10  # older copies kept per path, newest first
     max_staging_bytes: int = 1 << 40  # bytes of unfinished transfers
     max_staging_files: int = 100_000  # unfinished transfers
     staging_max_age: float = 7 * 24 * 3600.0  # an abandoned transfer is removed after this
@@ -56,7 +55,7 @@ class Store:
         self.root_fd = os.open(self.root, DIR_FLAGS)
         self.state_fd = os.open(STATE, DIR_FLAGS, dir_fd=self.root_fd)
         self.manifest = Manifest(os.path.join(self.root, STATE, "manifest.sqlite"))
-        self.versions = Versions(self.state_fd, policy)
+        self.versions = Versions(self.state_fd)
         self.folders = Folders(self.root_fd, self.manifest, self.versions)
         # Reserving a file's space at put costs a disk filesystem next to
         # nothing and keeps the file in one piece.  On a memory filesystem it

@@ -403,11 +403,11 @@ def test_sixteen_clients_four_streams_two_workers(tmp_path: Path, server) -> Non
     assert all(c.status() != psutil.STATUS_ZOMBIE for c in psutil.Process(server.proc.pid).children())
 
 
-def test_older_versions_beyond_retention_are_pruned(tmp_path: Path) -> None:
+def test_keep_versions_is_keep_last_and_frees_what_no_kept_snapshot_holds(tmp_path: Path) -> None:
     home, root = tmp_path / "server-home", tmp_path / "root"
     fx(home, "id", check=True)
     srv = subprocess.Popen(FX + ["serve", "--root", str(root), "--bind", "127.0.0.1", "--port", "0",
-                                 "--keep-versions", "2"],
+                                 "--keep-versions", "2", "--min-age", "0"],
                            env=dict(os.environ, FASTXFER_HOME=str(home)),
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                            start_new_session=True)
@@ -426,10 +426,11 @@ def test_older_versions_beyond_retention_are_pruned(tmp_path: Path) -> None:
             os.utime(f, ns=(n * 10**9, n * 10**9))
             assert c.send(s, f).returncode == 0
         kept = sorted(p.read_text() for p in (root / ".fastxfer" / "versions" / "laptop").glob("doc.txt~*"))
-        # Every older copy is still in a snapshot: --keep-versions drops none of
-        # those; forgetting the snapshots frees them (test_snapshots.py).
-        assert kept == [f"version {n}\n" for n in range(4)]
+        # The two newest snapshots are kept (5: version 4, in the view; 4: version 3, an older copy).
+        assert kept == ["version 3\n"]
         assert (root / "laptop" / "doc.txt").read_text() == "version 4\n"
+        listed = json.loads(fx(c.home, "snapshots", "--from", s.address, "--json").stdout)
+        assert [snap["id"] for snap in listed] == [4, 5]
     finally:
         srv.send_signal(signal.SIGTERM)
         srv.wait(30)
