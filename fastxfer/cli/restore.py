@@ -74,6 +74,9 @@ def add_sums(sub) -> None:
     sm.add_argument("path", nargs="?", default="", metavar="PATH", help="a file or folder (default: everything)")
     sm.add_argument("--from", dest="server", required=True, metavar="HOST[:PORT]",
                     help="the server, as pinned (`fastxfer pins`); port 4455 if not given")
+    sm.add_argument("--at", default=None, metavar="SNAPSHOT",
+                    help="the files of that snapshot (an id, 'latest' or a time such as 2026-12-01T18:00) "
+                         "instead of the current view")
 
 
 
@@ -214,18 +217,23 @@ def sums_line(sha: str, path: str) -> str:
 def cmd_sums(args: argparse.Namespace) -> int:
     from fastxfer.client.connect import connect_control
     from fastxfer.client.listing import list_all
+    from fastxfer.protocol.snapshot import parse_at
 
+    at = parse_at(args.at) if args.at is not None else None
     control, _ = connect_control(args.server)
     bad = 0
     try:
-        listed = [e for e in list_all(control, args.path) if e.get("kind") == "file"]
+        listed = [e for e in list_all(control, args.path, at=at) if e.get("kind") == "file"]
         if not listed and args.path:
-            raise RefusedError(f"nothing stored at {args.path!r}")
+            raise RefusedError(f"nothing stored at {args.path!r}" + (f" in snapshot {args.at}" if at else ""))
         later: dict[str, list[str]] = {}  # a file's later names: the content is its first name's
-        for e in listed:
-            if isinstance(e.get("hardlink"), str):
-                later.setdefault(e["hardlink"], []).append(e["path"])
-        files = [e["path"] for e in listed if not e.get("hardlink")]
+        if at is None:
+            for e in listed:
+                if isinstance(e.get("hardlink"), str):
+                    later.setdefault(e["hardlink"], []).append(e["path"])
+            files = [e["path"] for e in listed if not e.get("hardlink")]
+        else:  # a snapshot's files name their content, held in the view or as older copies
+            files = [e["path"] + "\x00" + e["ref"] for e in listed if isinstance(e.get("ref"), str)]
         for start in range(0, len(files), 2000):
             reply = control.call({"t": "sums", "paths": files[start : start + 2000]}, "sums_ok")
             for item in reply.get("files") or []:

@@ -64,7 +64,7 @@ def report_dry_run(results: list, skipped: list, name: str) -> int:
     return 0 if not skipped and all(r.status != "failed" for r in results) else 9
 
 
-def fetch_receipts(control, paths: list[str], target: str) -> None:
+def fetch_receipts(control, paths: list[str], target: str, snap: int = 0) -> None:
     import base64
     from pathlib import Path
 
@@ -72,7 +72,8 @@ def fetch_receipts(control, paths: list[str], target: str) -> None:
     from fastxfer.trust import receipts
 
     for start in range(0, len(paths), 2000):
-        reply = control.call({"t": "receipts", "paths": paths[start : start + 2000]}, "receipts_ok")
+        message = {"t": "receipts", "paths": paths[start : start + 2000], **({"snap": snap} if snap else {})}
+        reply = control.call(message, "receipts_ok")
         cert = base64.b64decode(reply.get("cert") or "")
         if identity.fingerprint_of(cert) != control.server_fp:
             raise FxError("the server signed receipts with another identity than the one it presented")
@@ -159,6 +160,9 @@ def cmd_send(args: argparse.Namespace) -> int:
         sender, results = run_sender(args, control, welcome, sources, snapshot.id if snapshot else 0)
         if snapshot:
             snap = snapshot.finish(results, skipped)
+        if args.receipts and not args.dry_run:  # after the snapshot: each receipt names it
+            fetch_receipts(control, [r.src.remote for r in results if r.src.kind == "file"
+                                     and r.status in ("stored", "unchanged")], args.receipts, snap.id if snap else 0)
     finally:
         control.close()
     reopened_note(control)
@@ -264,6 +268,7 @@ class Rounds:
 
 
 def run_sender(args: argparse.Namespace, control, welcome, sources: list, snap: int = 0):
+    """Send, and send again what changed while it was read (ATTEMPTS in all)."""
     from fastxfer.cli.report import Progress
     from fastxfer.client.send import Sender
     from fastxfer.errors import ChangedError
@@ -285,11 +290,7 @@ def run_sender(args: argparse.Namespace, control, welcome, sources: list, snap: 
         time.sleep(0.2 * (attempt + 1))  # let a burst of writes end
         sources = [a.src for a in again if refresh(a.src)]
         results += [a for a in again if not any(a.src is s for s in sources)]
-    sender = rounds
-    if args.receipts and not args.dry_run:
-        fetch_receipts(control, [r.src.remote for r in results if r.src.kind == "file"
-                                 and r.status in ("stored", "unchanged")], args.receipts)
-    return sender, results
+    return rounds, results
 
 
 def refresh(src) -> bool:

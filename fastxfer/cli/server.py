@@ -105,12 +105,25 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.root} is not a fastxfer root (no {STATE}/manifest.sqlite)")
     store = Store(args.root)
     counts = {"ok": 0, "changed": 0, "missing": 0}
-    for client, raw in store.stored_files(args.client):
+    intact: set[tuple[str, bytes]] = set()  # (client, digest) of contents just re-hashed in the view
+    for client, raw, digest in store.stored_files(args.client):
         status, _ = store.verify_stored(client, raw)
         counts[status] += 1
-        if status != "ok":
+        if status == "ok":
+            intact.add((client, bytes(digest)))
+        else:
             print(f"{status.upper()}: {client}/{os.fsdecode(raw)!r}")
-    print(f"{counts['ok']} files intact, {counts['changed']} changed on disk, {counts['missing']} missing")
+    # Then what every kept snapshot refers to: each content once, wherever it is held.
+    kept = {"ok": 0, "changed": 0, "missing": 0}
+    for client, digest, raw, snaps in store.snapshot_contents(args.client):
+        status = "ok" if (client, digest) in intact else store.verify_content(client, digest)[0]
+        kept[status] += 1
+        if status != "ok":
+            print(f"{status.upper()}: {client}/{os.fsdecode(raw)!r} as snapshot{'s' if len(snaps) > 1 else ''} "
+                  f"{', '.join(map(str, snaps))} holds it")
+    print(f"{counts['ok']} files intact, {counts['changed']} changed on disk, {counts['missing']} missing; "
+          f"of what kept snapshots hold, {kept['ok']} contents intact, {kept['changed']} changed, "
+          f"{kept['missing']} missing")
     if counts["changed"] or counts["missing"]:
         print("to repair them, send those files again from the client with --checksum", file=sys.stderr)
-    return 0 if counts["changed"] == counts["missing"] == 0 else 5
+    return 0 if counts["changed"] == counts["missing"] == kept["changed"] == kept["missing"] == 0 else 5

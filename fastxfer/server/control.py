@@ -251,25 +251,35 @@ class ControlSession:
         from fastxfer.trust import receipts
 
         out = []
+        snap = get_int(msg, "snap", 0, 2**32 - 1) if "snap" in msg else 0
         for item in get_list(msg, "paths", 2000):
             try:
                 raw = b"/".join(paths.split(item if isinstance(item, str) else ""))
             except FxError:
                 out.append(None)
                 continue
-            body = self.store.receipt_body(self.name, raw, self.ident.fingerprint)
+            body = self.store.receipt_body(self.name, raw, self.ident.fingerprint, snap)
             out.append(receipts.sign(self.ident, body) if body else None)
         return {"t": "receipts_ok", "cert": base64.b64encode(self.ident.cert_der).decode(), "receipts": out}
 
     def _sums(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """SHA-256 of stored files, each re-checked against its record on the way."""
+        """SHA-256 of stored files, each re-checked against its record on the way;
+        a path followed by NUL and "#" + a digest (a snapshot's entry) names that
+        content, wherever the server holds it."""
         lines = []
         for item in get_list(msg, "paths", 2000):
-            raw = os.fsencode(item) if isinstance(item, str) else b""
+            name, _, ref = item.partition("\x00") if isinstance(item, str) else ("", "", "")
             try:
-                raw = b"/".join(paths.split(os.fsdecode(raw)))
-            except FxError:
-                lines.append({"path": item, "status": "missing", "sha256": None})
+                raw = b"/".join(paths.split(name))
+                digest = bytes.fromhex(ref[1:]) if ref else None
+                if digest is not None and (not ref.startswith("#") or len(digest) != 32):
+                    raise ValueError
+            except (FxError, ValueError, UnicodeEncodeError):
+                lines.append({"path": name, "status": "missing", "sha256": None})
+                continue
+            if digest is not None:
+                status, sha = self.store.verify_content(self.name, digest)
+                lines.append({"path": name, "status": status, "sha256": sha.hex() if sha else None})
                 continue
             status, sha = self.store.verify_stored(self.name, raw)
             if status != "ok":

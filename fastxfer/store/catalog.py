@@ -126,50 +126,74 @@ class Catalog:
         if row is None:
             return "missing", None
         size, chunk, digest, known = row
-        parts = raw.split(b"/")
-        try:
-            parent = open_chain(self.root_fd, [client.encode()] + parts[:-1], create=False)
-            try:
-                fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW, dir_fd=parent)
-            finally:
-                os.close(parent)
-        except (OSError, FxError):
+        fd = self._open_held(client, raw, None)
+        if fd is None:
             return "missing", None
-        whole, digests = hashlib.sha256(), []
         try:
-            if os.fstat(fd).st_size != size:
-                return "changed", None
-            for index in range(layout.chunk_count(size, chunk)):
-                offset, length = layout.chunk_span(size, chunk, index)
-                data = os.pread(fd, length, offset)
-                if len(data) != length:
-                    return "changed", None
-                whole.update(data)
-                digests.append(hashlib.sha256(data).digest())
+            status, sha = hash_at_rest(fd, size, chunk, digest)
         finally:
             os.close(fd)
-        if layout.file_digest(size, chunk, digests) != digest:
-            return "changed", None
-        sha = whole.digest()
+        if sha is None:
+            return status, None
         if known != sha:
             with self.manifest.connect() as db:
                 manifest.set_sha256(db, client, raw, sha)
                 db.commit()
         return "ok", sha
 
-    def receipt_body(self, client: str, raw: bytes, server_fp: bytes) -> dict | None:
-        """What a receipt states about a stored file, its SHA-256 re-checked on disk."""
+    def verify_content(self, client: str, digest: bytes) -> tuple[str, bytes | None]:
+        """Re-hash the content a snapshot names by *digest*, wherever it is held
+        (a file of the current view or an older copy): ("ok", its SHA-256), or
+        "changed" (held, but no copy hashes to it) or "missing" (not held)."""
+        with self.manifest.connect() as db:
+            held = manifest.holders(db, client, digest)
+        status = "missing"
+        for raw, version, size, chunk in held:
+            fd = self._open_held(client, raw, version)
+            if fd is None:
+                continue
+            try:
+                status, sha = hash_at_rest(fd, size, chunk, digest)
+            finally:
+                os.close(fd)
+            if status == "ok":
+                return status, sha
+        return status, None
+
+    def _open_held(self, client: str, raw: bytes, version: str | None) -> int | None:
+        """A descriptor of the stored file at *raw* (or of its older copy *version*), or None."""
+        parts = raw.split(b"/")
+        if version:
+            start, chain, name = self.state_fd, [b"versions", client.encode()] + parts[:-1], os.fsencode(version)
+        else:
+            start, chain, name = self.root_fd, [client.encode()] + parts[:-1], parts[-1]
+        try:
+            parent = open_chain(start, chain, create=False)
+            try:
+                return os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=parent)
+            finally:
+                os.close(parent)
+        except (OSError, FxError):
+            return None
+
+    def receipt_body(self, client: str, raw: bytes, server_fp: bytes, snap: int = 0) -> dict | None:
+        """What a receipt states about a stored file, its SHA-256 re-checked on disk;
+        *snap*: the snapshot it names, if that snapshot holds this very content there."""
         status, sha = self.verify_stored(client, raw)
         if status != "ok":
             return None
         with self.manifest.connect() as db:
             size, digest, stored_ns = manifest.receipt_fields(db, client, raw)
-        return {"v": 1, "client": client, "path": os.fsdecode(raw), "size": size,
+            held = snap and manifest.entry_digest(db, client, snap, raw) == bytes(digest)
+        body = {"v": 1, "client": client, "path": os.fsdecode(raw), "size": size,
                 "sha256": sha.hex() if sha else None, "digest": digest.hex(), "stored_ns": stored_ns,
                 # The copy at the path; older copies are named by ls --versions.
                 "version": "current", "server": server_fp.hex()}
+        if held:
+            body["snapshot"] = snap
+        return body
 
-    def stored_files(self, client: str | None) -> list[tuple[str, bytes]]:
+    def stored_files(self, client: str | None) -> list[tuple[str, bytes, bytes]]:
         with self.manifest.connect() as db:
             return manifest.stored_files(db, client)
 
@@ -193,3 +217,22 @@ def listed(r: tuple) -> dict:
         if r[9]:
             out["ref"] = "#" + r[9].hex()
     return out
+
+
+def hash_at_rest(fd: int, size: int, chunk: int, digest: bytes) -> tuple[str, bytes | None]:
+    """One read of an open stored file, two hashes: its chunk hash list against
+    *digest* (what was verified at backup), and the plain SHA-256 that sha256sum
+    prints: ("ok", SHA-256) or ("changed", None)."""
+    whole, digests = hashlib.sha256(), []
+    if os.fstat(fd).st_size != size:
+        return "changed", None
+    for index in range(layout.chunk_count(size, chunk)):
+        offset, length = layout.chunk_span(size, chunk, index)
+        data = os.pread(fd, length, offset)
+        if len(data) != length:
+            return "changed", None
+        whole.update(data)
+        digests.append(hashlib.sha256(data).digest())
+    if layout.file_digest(size, chunk, digests) != digest:
+        return "changed", None
+    return "ok", whole.digest()

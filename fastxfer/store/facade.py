@@ -23,6 +23,7 @@ from fastxfer.store.bundles import Bundles
 from fastxfer.store.catalog import Catalog
 from fastxfer.store.commit import Commit, Folders, Stored, Versions
 from fastxfer.store.diskio import MEMORY_FILESYSTEMS, current_umask, filesystem_type
+from fastxfer.store import manifest
 from fastxfer.store.manifest import Manifest
 from fastxfer.store.retention import Forgotten, Retention
 from fastxfer.store.snapshots import Snapshots
@@ -87,8 +88,15 @@ class Store:
         for fd in (self.state_fd, self.root_fd):
             os.close(fd)
 
-    def stored_files(self, client: str | None) -> list[tuple[str, bytes]]:
+    def stored_files(self, client: str | None) -> list[tuple[str, bytes, bytes]]:
+        """(client, path, digest) of every file of the current view."""
         return self.catalog.stored_files(client)
+
+    def snapshot_contents(self, client: str | None) -> list[tuple[str, bytes, bytes, list[int]]]:
+        """(client, digest, a path, snapshot ids) of every content kept snapshots refer to."""
+        with self.manifest.connect() as db:
+            clients = [client] if client else manifest.snapshot_clients(db)
+            return [(c, *row) for c in clients for row in manifest.snapshot_contents(db, c)]
 
     # ------------------------------------------------------------ receiving
 
@@ -170,5 +178,8 @@ class Store:
     def verify_stored(self, client: str, raw: bytes) -> tuple[str, bytes | None]:
         return self.catalog.verify_stored(client, raw)
 
-    def receipt_body(self, client: str, raw: bytes, server_fp: bytes) -> dict | None:
-        return self.catalog.receipt_body(client, raw, server_fp)
+    def verify_content(self, client: str, digest: bytes) -> tuple[str, bytes | None]:
+        return self.catalog.verify_content(client, digest)
+
+    def receipt_body(self, client: str, raw: bytes, server_fp: bytes, snap: int = 0) -> dict | None:
+        return self.catalog.receipt_body(client, raw, server_fp, snap)

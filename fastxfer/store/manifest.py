@@ -221,17 +221,24 @@ def set_sha256(db: sqlite3.Connection, client: str, raw: bytes, sha256: bytes) -
     db.execute("UPDATE files SET sha256=? WHERE client=? AND path=?", (sha256, client, raw))
 
 
+def entry_digest(db: sqlite3.Connection, client: str, snap: int, raw: bytes) -> bytes | None:
+    """The digest of the content snapshot *snap* holds at *raw* (a file), if any."""
+    row = db.execute("SELECT digest FROM entries WHERE client=? AND snap=? AND path=? AND kind='file'",
+                     (client, snap, raw)).fetchone()
+    return bytes(row[0]) if row and row[0] is not None else None
+
+
 def receipt_fields(db: sqlite3.Connection, client: str, raw: bytes) -> tuple[int, bytes, int]:
     """(size, digest, stored_ns) of a stored file."""
     return db.execute("SELECT size, digest, stored_ns FROM files WHERE client=? AND path=?",
                       (client, raw)).fetchone()
 
 
-def stored_files(db: sqlite3.Connection, client: str | None) -> list[tuple[str, bytes]]:
-    """(client, path) of every stored file, of one client or all."""
+def stored_files(db: sqlite3.Connection, client: str | None) -> list[tuple[str, bytes, bytes]]:
+    """(client, path, digest) of every stored file, of one client or all."""
     if client is None:
-        return db.execute("SELECT client, path FROM files WHERE kind='file' ORDER BY client, path").fetchall()
-    return db.execute("SELECT client, path FROM files WHERE kind='file' AND client=? ORDER BY path",
+        return db.execute("SELECT client, path, digest FROM files WHERE kind='file' ORDER BY client, path").fetchall()
+    return db.execute("SELECT client, path, digest FROM files WHERE kind='file' AND client=? ORDER BY path",
                       (client,)).fetchall()
 
 
@@ -467,6 +474,29 @@ def locate(db: sqlite3.Connection, client: str, digest: bytes) -> list[tuple[byt
     rows += db.execute("SELECT path, version, size FROM versions WHERE client=? AND digest=? LIMIT 4",
                        (client, digest)).fetchall()
     return [(bytes(p), v, size) for p, v, size in rows]
+
+
+def holders(db: sqlite3.Connection, client: str, digest: bytes) -> list[tuple[bytes, str | None, int, int]]:
+    """(path, version name or None, size, chunk) of every stored copy with this digest."""
+    rows = db.execute("SELECT path, NULL, size, chunk FROM files WHERE client=? AND digest=? AND kind='file'",
+                      (client, digest)).fetchall()
+    rows += db.execute("SELECT path, version, size, chunk FROM versions WHERE client=? AND digest=?",
+                       (client, digest)).fetchall()
+    return [(bytes(p), v, size, chunk) for p, v, size, chunk in rows]
+
+
+def snapshot_contents(db: sqlite3.Connection, client: str) -> list[tuple[bytes, bytes, list[int]]]:
+    """(digest, a path naming it, the snapshot ids naming it) of every content the
+    kept snapshots of *client* refer to."""
+    rows = db.execute(
+        "SELECT e.digest, MIN(e.path), GROUP_CONCAT(DISTINCT e.snap) FROM entries e JOIN snapshots s"
+        " ON s.client=e.client AND s.id=e.snap WHERE e.client=? AND s.state IN ('complete','partial')"
+        " AND e.kind='file' AND e.digest IS NOT NULL GROUP BY e.digest ORDER BY MIN(e.path)", (client,)).fetchall()
+    return [(bytes(d), bytes(p), sorted(int(i) for i in str(ids).split(","))) for d, p, ids in rows]
+
+
+def snapshot_clients(db: sqlite3.Connection) -> list[str]:
+    return [c for (c,) in db.execute("SELECT DISTINCT client FROM snapshots ORDER BY client")]
 
 
 def unreferenced_versions(db: sqlite3.Connection, client: str) -> list[tuple[int, bytes, str, int]]:

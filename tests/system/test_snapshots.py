@@ -211,3 +211,43 @@ def test_the_servers_retention_forgets_after_each_send_but_never_below_its_minim
             assert len(versions) == len(kept) - 1  # what no kept snapshot holds is pruned
         finally:
             server.stop()
+
+
+def test_sums_check_and_receipts_know_snapshots(tmp_path: Path, server, client) -> None:
+    import hashlib
+
+    top = tmp_path / "docs"
+    make_file(top / "a.txt", 5000, seed=1)
+    make_file(top / "big.bin", 3 << 20, seed=2)  # a large file: its own put and commit
+    first_sums = {p: hashlib.sha256((top / p).read_bytes()).hexdigest() for p in ("a.txt", "big.bin")}
+    receipts = tmp_path / "receipts.jsonl"
+    assert client.send(server, top, "--receipts", receipts).returncode == 0
+    bodies = [json.loads(json.loads(line)["body"]) for line in receipts.read_text().splitlines()[1:]]
+    assert {b["path"]: b.get("snapshot") for b in bodies} == {"docs/a.txt": 1, "docs/big.bin": 1}
+    assert fx(client.home, "receipt", "verify", receipts).returncode == 0
+    make_file(top / "a.txt", 6000, seed=3)
+    os.utime(top / "a.txt", ns=(10**18, 10**18))
+    (top / "big.bin").unlink()
+    assert client.send(server, top).returncode == 0
+
+    # sums --at 1 gives the first tree's sums, the replaced and the removed file from their older copies.
+    at1 = fx(client.home, "sums", "docs", "--at", "1", "--from", server.address)
+    assert at1.returncode == 0, at1.stderr
+    assert sorted(at1.stdout.splitlines()) == sorted(f"{sha}  docs/{p}" for p, sha in first_sums.items())
+    now = fx(client.home, "sums", "--from", server.address)
+    assert now.stdout.split() == [hashlib.sha256((top / "a.txt").read_bytes()).hexdigest(), "docs/a.txt"]
+
+    checked = fx(server.home, "check", "--root", server.root)
+    assert checked.returncode == 0 and "3 contents intact, 0 changed, 0 missing" in checked.stdout, checked.stdout
+    # Damage an older copy only a snapshot holds: check names it and the snapshot; sums --at says so.
+    (old,) = (server.root / ".fastxfer" / "versions" / "laptop" / "docs").glob("big.bin~*")
+    data = bytearray(old.read_bytes())
+    data[1000] ^= 0xFF
+    old.write_bytes(bytes(data))
+    checked = fx(server.home, "check", "--root", server.root)
+    assert checked.returncode == 5, checked.stdout
+    assert "CHANGED: laptop/'docs/big.bin' as snapshot 1 holds it" in checked.stdout
+    assert "1 files intact" in checked.stdout  # the current view is whole
+    damaged = fx(client.home, "sums", "docs", "--at", "1", "--from", server.address)
+    assert damaged.returncode == 5 and "docs/big.bin" in damaged.stderr
+    assert damaged.stdout.strip() == f"{first_sums['a.txt']}  docs/a.txt"
