@@ -41,13 +41,14 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
     if not snaps:
         print("no snapshots yet" + (f" of {args.path!r}" if args.path else ""))
         return 0
-    print(f"{'id':>6}  {'time':16}  {'state':8}  {'files':>9}  {'bytes':>11}  paths")
+    print(f"{'id':>6}  {'time':16}  {'state':8}  {'files':>9}  {'bytes':>11}  {'changed':>8}  {'deleted':>8}  paths")
     for s in snaps:
         when = datetime.datetime.fromtimestamp(messages.get_int(s, "time_ns") / 1e9).strftime("%Y-%m-%d %H:%M")
         shown = ", ".join(str(p) or "(everything)" for p in messages.get_list(s, "paths", 1 << 16))
         note = f"  ({s['note']})" if s.get("note") else ""
         print(f"{messages.get_int(s, 'id'):>6}  {when:16}  {str(s.get('state'))[:8]:8}  "
-              f"{messages.get_int(s, 'files'):>9,}  {human(messages.get_int(s, 'bytes')):>11}  {shown}{note}")
+              f"{messages.get_int(s, 'files'):>9,}  {human(messages.get_int(s, 'bytes')):>11}  "
+              f"{int(s.get('changed') or 0):>8,}  {int(s.get('removed') or 0):>8,}  {shown}{note}")
     return 0
 
 

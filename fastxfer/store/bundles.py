@@ -138,7 +138,7 @@ class Bundles:
                     os.fsync(fd)
                 manifest.record_files(db, rows)
                 if snap:
-                    manifest.join_snapshot(db, client, snap, walked)
+                    manifest.join_snapshot(db, client, snap, walked, len(rows))
                 db.commit()
         finally:
             for fd in parents.values():

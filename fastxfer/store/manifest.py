@@ -40,7 +40,10 @@ SNAPSHOTS = (
 )
 # The owner most of a send's files have: the files it stores naming its
 # snapshot join it with this owner (the others are reported with theirs).
+# What a snapshot changed: files it stored (new or changed content) and
+# entries that left the current view when it became it.
 SNAPSHOT_OWNER = ("uid INT", "gid INT", "owner TEXT", "grp TEXT")
+SNAPSHOT_CHANGES = ("changed INT DEFAULT 0", "removed INT DEFAULT 0")
 SNAP_PATHS = (
     "CREATE TABLE IF NOT EXISTS snap_paths (client TEXT, snap INT, path BLOB, source TEXT,"
     " PRIMARY KEY (client, snap, path))"
@@ -98,7 +101,7 @@ class Manifest:
             for statement in (SNAPSHOTS, SNAP_PATHS, ENTRIES, OWNERS, *INDEXES):
                 db.execute(statement)
             have = {r[1] for r in db.execute("PRAGMA table_info(snapshots)")}
-            for column in SNAPSHOT_OWNER:
+            for column in SNAPSHOT_OWNER + SNAPSHOT_CHANGES:
                 if column.split()[0] not in have:
                     db.execute(f"ALTER TABLE snapshots ADD COLUMN {column}")
             if new:
@@ -310,10 +313,11 @@ def count_dropped(db: sqlite3.Connection, client: str, snap: int, count: int) ->
     db.execute("UPDATE snapshots SET dropped=dropped+? WHERE client=? AND id=?", (count, client, snap))
 
 
-def join_snapshot(db: sqlite3.Connection, client: str, snap: int, rows: list[tuple]) -> int:
-    """Files just stored, (path, size, mtime_ns, mode, chunk, digest, sha256), become
-    entries of the open snapshot *snap* with its usual owner: their content is what
-    the server stored, never what a client claims.  Returns how many were refused
+def join_snapshot(db: sqlite3.Connection, client: str, snap: int, rows: list[tuple], stored: int) -> int:
+    """Files just stored or found unchanged, (path, size, mtime_ns, mode, chunk, digest,
+    sha256), become entries of the open snapshot *snap* with its usual owner: their
+    content is what the server stored, never what a client claims; *stored* of them
+    had new content.  Returns how many were refused
     (outside the snapshot's paths: counted as dropped, which makes it partial);
     a snapshot that is not open records nothing."""
     owner = db.execute("SELECT uid, gid, owner, grp FROM snapshots WHERE client=? AND id=? AND state='open'",
@@ -331,6 +335,8 @@ def join_snapshot(db: sqlite3.Connection, client: str, snap: int, rows: list[tup
                     for path, size, mtime, mode, chunk, digest, sha in inside])
     if len(inside) < len(rows):
         count_dropped(db, client, snap, len(rows) - len(inside))
+    if stored:
+        db.execute("UPDATE snapshots SET changed=changed+? WHERE client=? AND id=?", (stored, client, snap))
     return len(rows) - len(inside)
 
 
@@ -357,8 +363,8 @@ def file_records(db: sqlite3.Connection, client: str, raws: list[bytes]) -> dict
     return found
 
 
-def end_snapshot(db: sqlite3.Connection, client: str, snap: int, state: str) -> None:
-    db.execute("UPDATE snapshots SET state=? WHERE client=? AND id=?", (state, client, snap))
+def end_snapshot(db: sqlite3.Connection, client: str, snap: int, state: str, removed: int) -> None:
+    db.execute("UPDATE snapshots SET state=?, removed=? WHERE client=? AND id=?", (state, removed, client, snap))
     count_snapshot(db, client, snap)
 
 
@@ -382,8 +388,10 @@ def forget_snapshot(db: sqlite3.Connection, client: str, snap: int) -> None:
 
 
 def snapshots(db: sqlite3.Connection, client: str) -> list[tuple]:
-    """(id, time_ns, state, host, files, bytes, note, dropped) of every kept snapshot, oldest first."""
-    return db.execute("SELECT id, time_ns, state, host, files, bytes, note, dropped FROM snapshots WHERE client=?"
+    """(id, time_ns, state, host, files, bytes, note, dropped, changed, removed) of every kept
+    snapshot, oldest first."""
+    return db.execute("SELECT id, time_ns, state, host, files, bytes, note, dropped, COALESCE(changed, 0),"
+                      " COALESCE(removed, 0) FROM snapshots WHERE client=?"
                       " AND state IN ('complete','partial') ORDER BY id", (client,)).fetchall()
 
 

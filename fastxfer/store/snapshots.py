@@ -88,11 +88,11 @@ class Snapshots:
                     removed += self._match_view(db, client, snap, top)
             manifest.record_specials(db, client, snap, now_ns())
             manifest.record_owners(db, client, snap)
-            manifest.end_snapshot(db, client, snap, state)
+            manifest.end_snapshot(db, client, snap, state, removed)
             db.commit()
             (row,) = [r for r in manifest.snapshots(db, client) if r[0] == snap]
         return {"id": snap, "state": state, "files": row[4], "bytes": row[5], "removed": removed,
-                "dropped": dropped}
+                "dropped": dropped, "changed": row[8]}
 
     def _match_view(self, db: sqlite3.Connection, client: str, snap: int, top: bytes) -> int:
         """Remove from the current view below *top* what the snapshot does not hold.
@@ -159,13 +159,13 @@ class Snapshots:
             rows = manifest.snapshots(db, client)
             tops = manifest.snapshot_paths(db, client)
         out = []
-        for snap, time_ns, state, host, files, size, note, dropped in rows:
+        for snap, time_ns, state, host, files, size, note, dropped, changed, removed in rows:
             named = tops.get(snap, [])
             if prefix and not any(p == b"" or p == prefix or prefix.startswith(p + b"/") or p.startswith(prefix + b"/")
                                   for p, _s in named):
                 continue
             out.append({"id": snap, "time_ns": time_ns, "state": state, "host": host, "files": files,
-                        "bytes": size, "note": note, "dropped": dropped,
+                        "bytes": size, "note": note, "dropped": dropped, "changed": changed, "removed": removed,
                         "paths": [os.fsdecode(p) for p, _s in named],
                         "sources": [s for _p, s in named]})
         return out

@@ -64,8 +64,12 @@ def test_a_deleted_file_leaves_the_view_and_comes_back_from_its_snapshot(tmp_pat
     listing = snaps(client, server)
     assert [(s["id"], s["state"], s["files"], s["paths"]) for s in listing] == [
         (1, "complete", 3, ["Documents"]), (2, "complete", 2, ["Documents"])]
+    assert [(s["changed"], s["removed"]) for s in listing] == [(3, 0), (1, 3)]  # what each send changed
     shown = fx(client.home, "snapshots", "--from", server.address)
     assert shown.returncode == 0 and "Documents" in shown.stdout and "complete" in shown.stdout
+    assert shown.stdout.splitlines()[0].split() == ["id", "time", "state", "files", "bytes", "changed", "deleted",
+                                                    "paths"]
+    assert shown.stdout.splitlines()[2].split()[-3:] == ["1", "3", "Documents"]
 
     diff = fx(client.home, "diff", "1", "latest", "--from", server.address)
     assert diff.returncode == 0, diff.stderr
