@@ -158,6 +158,8 @@ class FetchStream:
             raise from_wire_number(*wire.parse_error(bytes(frame.body)))
         elif frame.kind == wire.DATAS:
             self._receive_many(frame, window)
+        elif frame.kind == wire.ZEROS:
+            self._receive_zeros(frame, window)
         else:
             self._receive_one(frame, window)
 
@@ -174,6 +176,19 @@ class FetchStream:
             raise ProtocolError("a restored chunk does not match its digest")
         window.pop((tag, offset))
         self.places.take(f, index, offset, data, digest)
+
+    def _receive_zeros(self, frame: Frame, window: Window) -> None:
+        """A chunk in a hole of the stored file: zeros, recorded as such (its digest
+        is that of zeros, so a server that lies fails the file's check)."""
+        tag, offset, length = wire.parse_zeros(frame.header, frame.body)
+        jobs = window.get((tag, offset))
+        if jobs is None:
+            raise ProtocolError("server sent a chunk that was not asked for")
+        f, index = jobs[0]
+        if length != layout.chunk_span(f.size, f.chunk, index)[1]:
+            raise ProtocolError("server sent a chunk of another length than was asked for")
+        window.pop((tag, offset))
+        self.places.take(f, index, offset, memoryview(b""), layout.zero_digest(length), length)
 
     def _receive_many(self, frame: Frame, window: Window) -> None:
         """A DATAS frame: every answer checked before any is used, so a bad frame

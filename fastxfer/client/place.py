@@ -30,9 +30,10 @@ class Places:
         self.outcomes: list[Outcome] = []
         self.bytes_received = 0
 
-    def take(self, f: Fetch, index: int, offset: int, data: memoryview, digest: bytes) -> None:
-        """A checked chunk into its file."""
-        length = len(data)
+    def take(self, f: Fetch, index: int, offset: int, data: memoryview, digest: bytes,
+             length: int | None = None) -> None:
+        """A checked chunk into its file (*length*: of a hole, whose *data* is not sent)."""
+        length = len(data) if length is None else length
         with self.cond:
             if f.status != "pending":
                 return
@@ -51,7 +52,7 @@ class Places:
                 return
             self.sink(events.Moved(length))
             with self.cond:
-                self.bytes_received += length
+                self.bytes_received += len(data)  # a hole is not received: it was never sent
                 f.digests[index] = digest
                 f.left -= 1
                 done = f.left == 0

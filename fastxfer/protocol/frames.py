@@ -16,9 +16,9 @@ from typing import NamedTuple
 from fastxfer.errors import ProtocolError
 from fastxfer.protocol import wire
 from fastxfer.protocol.wire import (
-    ACK, BUNDLE, BUNDLE_ACK, DATA, DATAS, ERROR, NAK, REQ, REQS, SYNC, TAG, Ask, BundleEntry,
+    ACK, BUNDLE, BUNDLE_ACK, DATA, DATAS, ERROR, NAK, REQ, REQS, SYNC, TAG, ZEROS, Ask, BundleEntry,
     parse_acks, parse_bundle, parse_bundle_ack, parse_data_header, parse_datas, parse_error,
-    parse_req, parse_reqs,
+    parse_req, parse_reqs, parse_zeros,
 )
 
 
@@ -78,7 +78,13 @@ class Datas(NamedTuple):
     entries: list[tuple[bytes, int, int, memoryview]]
 
 
-Event = Data | Ack | Sync | Error | Bundle | BundleAck | Req | Nak | Reqs | Datas
+class Zeros(NamedTuple):
+    tag: bytes
+    offset: int
+    length: int
+
+
+Event = Data | Ack | Sync | Error | Bundle | BundleAck | Req | Nak | Reqs | Datas | Zeros
 
 
 def parse_frame(kind: int, header: bytes, body: bytes | memoryview) -> Event:
@@ -107,4 +113,6 @@ def parse_frame(kind: int, header: bytes, body: bytes | memoryview) -> Event:
         return Reqs(*parse_reqs(header, bytes(body)))
     if kind == DATAS:
         return Datas(*parse_datas(header, memoryview(body)))
+    if kind == ZEROS:
+        return Zeros(*parse_zeros(header, body))
     raise ProtocolError(f"unknown frame kind {kind}")

@@ -155,7 +155,7 @@ CLIENT_CONTROL = Machine("client control", CHALLENGE, _client_control_table(), _
 OPENING, OPEN = "opening", "open"
 SERVER_TAKES = (wire.DATA, wire.BUNDLE, wire.REQ, wire.REQS, wire.SYNC)
 SENDER_TAKES = (wire.ACK, wire.BUNDLE_ACK)
-RESTORER_TAKES = (wire.DATA, wire.DATAS, wire.NAK)
+RESTORER_TAKES = (wire.DATA, wire.DATAS, wire.NAK, wire.ZEROS)
 
 
 def _server_stream_refusal(state: str, event: Hashable) -> str:

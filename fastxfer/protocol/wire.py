@@ -42,7 +42,8 @@ Stream connection (plain TCP, every byte after the opening authenticated)::
     kind REQ  (7): header = tag 16 | offset u64 | length u32
                    body   = size u64 | mtime_ns i64 | path   (restore: the
                    client asks for a chunk of a stored file; the server
-                   answers with a DATA frame whose fid is the tag, or a NAK)
+                   answers with a DATA frame whose fid is the tag, a ZEROS
+                   frame when that span of the stored file is a hole, or a NAK)
     kind NAK  (8): header = tag 16, body = code u8 | UTF-8 message
     kind REQS (9): header = batch u32 | count u32
                    body   = count * ( tag 16 | size u64 | mtime_ns i64 |
@@ -54,6 +55,10 @@ Stream connection (plain TCP, every byte after the opening authenticated)::
                                       len bytes )
                    in the order asked: status 0, data (size) | SHA-256 32;
                    status 1, a UTF-8 message (code = exit code)
+    kind ZEROS(11): header = tag 16 | offset u64 | length u32, body = empty
+                   restore: the chunk asked for lies in a hole of the stored
+                   file; it is zeros, and neither sent nor written (the client
+                   still checks the whole file against its recorded digest)
 """
 
 from __future__ import annotations
@@ -73,7 +78,7 @@ MAX_TICKET = 512
 MAX_ACKS = 4096
 STREAM_MAGIC = b"FXS1"
 
-DATA, ACK, SYNC, ERROR, BUNDLE, BUNDLE_ACK, REQ, NAK, REQS, DATAS = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+DATA, ACK, SYNC, ERROR, BUNDLE, BUNDLE_ACK, REQ, NAK, REQS, DATAS, ZEROS = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
 _HEADER = {
     DATA: struct.Struct(">16sQI"),
     ACK: struct.Struct(">I"),
@@ -85,6 +90,7 @@ _HEADER = {
     NAK: struct.Struct(">16s"),
     REQS: struct.Struct(">II"),
     DATAS: struct.Struct(">II"),
+    ZEROS: struct.Struct(">16sQI"),
 }
 _REQ_BODY = struct.Struct(">Qq")
 MAX_BUNDLE_FILES = 4096
@@ -174,6 +180,17 @@ def frame_prefix(kind: int, header: bytes, body_len: int) -> bytes:
 
 def data_header(fid: bytes, offset: int, length: int) -> bytes:
     return _HEADER[DATA].pack(fid, offset, length)
+
+
+def zeros_header(tag: bytes, offset: int, length: int) -> bytes:
+    return _HEADER[ZEROS].pack(tag, offset, length)
+
+
+def parse_zeros(header: bytes, body: bytes | memoryview) -> tuple[bytes, int, int]:
+    tag, offset, length = _HEADER[ZEROS].unpack(header)
+    if body or not 0 < length <= MAX_CHUNK:
+        raise ProtocolError("malformed ZEROS frame")
+    return tag, offset, length
 
 
 def parse_data_header(header: bytes, sealed_len: int) -> tuple[bytes, int, int]:

@@ -134,9 +134,13 @@ class StreamSession:
         self._still_authorized()
         plain = self._read.view(length + wire.DIGEST)
         try:
-            self.store.read_chunk(self.client, os.fsdecode(path), size, mtime_ns, offset, plain[:length])
+            hole = self.store.read_chunk(self.client, os.fsdecode(path), size, mtime_ns, offset, plain[:length],
+                                         holes=True)
         except FxError as exc:
             self.fc.send(wire.NAK, tag, wire.encode_error(wire_code(exc).number, exc.message))
+            return
+        if hole:  # zeros: neither read nor sent (the client checks the whole file's digest)
+            self.fc.send(wire.ZEROS, wire.zeros_header(tag, offset, length), b"")
             return
         plain[length:] = hashlib.sha256(plain[:length]).digest()
         self.fc.send(wire.DATA, wire.data_header(tag, offset, length), plain)

@@ -3,6 +3,7 @@ chunks read back for a restore, digests re-checked at rest, receipt bodies."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -42,16 +43,44 @@ class Catalog:
                 for r in rows]
 
     def read_chunk(self, client: str, path: str, size: int, mtime_ns: int, offset: int,
-                   into: memoryview, folders: dict | None = None) -> None:
+                   into: memoryview, folders: dict | None = None, holes: bool = False) -> bool:
         """Restore: bytes of a stored file, refused if it is not the one that was listed.
 
         "PATH\0VERSION" names an older copy kept in versions/.  With *folders*,
         the folder opened is kept there for the next reads of the same folder,
-        one at a time (the caller closes what is left).
+        one at a time (the caller closes what is left).  With *holes*, a span
+        that lies wholly in a hole of the stored file is not read: True says so.
         """
         path, _, version = path.partition("\x00")
         if version.startswith("#"):  # content a snapshot refers to, wherever it is held
             path, version = self._locate(client, path, version[1:], size)
+        fd = self._open_listed(client, path, version, folders)
+        try:
+            # Size only: filesystems may round stored times, and any change of
+            # content is caught by the client against the recorded digest.
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+                raise RefusedError(f"{path}: the server's copy is not the one it lists (replaced since, or changed "
+                                   f"on its disk: `fastxfer check` there tells); get it again")
+            if offset + len(into) > size:
+                raise RefusedError(f"{path}: request beyond the end of the file")
+            if holes and in_hole(fd, offset, len(into)):
+                return True
+            got = 0
+            while got < len(into):
+                n = os.preadv(fd, [into[got:]], offset + got)
+                if n == 0:
+                    raise RefusedError(f"{path}: the server's copy is not the one it lists (replaced since, or "
+                                       f"changed on its disk: `fastxfer check` there tells); get it again")
+                got += n
+        except OSError as exc:  # this file only (a bad sector, say), not the whole stream
+            raise RefusedError(f"{path}: cannot be read on the server ({exc.strerror})") from None
+        finally:
+            os.close(fd)
+        return False
+
+    def _open_listed(self, client: str, path: str, version: str, folders: dict | None) -> int:
+        """The stored file *path* (or its older copy *version*) opened to read, or RefusedError."""
         parts = paths.split(path)
         base, name = [client.encode()] + parts[:-1], parts[-1]
         start = self.root_fd
@@ -79,26 +108,7 @@ class Catalog:
         finally:
             if folders is None:
                 os.close(parent)
-        try:
-            # Size only: filesystems may round stored times, and any change of
-            # content is caught by the client against the recorded digest.
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_size != size:
-                raise RefusedError(f"{path}: the server's copy is not the one it lists (replaced since, or changed "
-                                   f"on its disk: `fastxfer check` there tells); get it again")
-            if offset + len(into) > size:
-                raise RefusedError(f"{path}: request beyond the end of the file")
-            got = 0
-            while got < len(into):
-                n = os.preadv(fd, [into[got:]], offset + got)
-                if n == 0:
-                    raise RefusedError(f"{path}: the server's copy is not the one it lists (replaced since, or "
-                                       f"changed on its disk: `fastxfer check` there tells); get it again")
-                got += n
-        except OSError as exc:  # this file only (a bad sector, say), not the whole stream
-            raise RefusedError(f"{path}: cannot be read on the server ({exc.strerror})") from None
-        finally:
-            os.close(fd)
+        return fd
 
     def _locate(self, client: str, path: str, digest_hex: str, size: int) -> tuple[str, str]:
         try:
@@ -236,3 +246,11 @@ def hash_at_rest(fd: int, size: int, chunk: int, digest: bytes) -> tuple[str, by
     if layout.file_digest(size, chunk, digests) != digest:
         return "changed", None
     return "ok", whole.digest()
+
+
+def in_hole(fd: int, offset: int, length: int) -> bool:
+    """Whether [offset, offset + length) of the file holds no data (SEEK_DATA finds none there)."""
+    try:
+        return os.lseek(fd, offset, os.SEEK_DATA) >= offset + length
+    except OSError as exc:
+        return exc.errno == errno.ENXIO  # nothing but a hole to the end; any other error: read it

@@ -172,8 +172,8 @@ class Store:
         return self.catalog.version_listing(client, prefix)
 
     def read_chunk(self, client: str, path: str, size: int, mtime_ns: int, offset: int,
-                   into: memoryview, folders: dict | None = None) -> None:
-        self.catalog.read_chunk(client, path, size, mtime_ns, offset, into, folders)
+                   into: memoryview, folders: dict | None = None, holes: bool = False) -> bool:
+        return self.catalog.read_chunk(client, path, size, mtime_ns, offset, into, folders, holes)
 
     def verify_stored(self, client: str, raw: bytes) -> tuple[str, bytes | None]:
         return self.catalog.verify_stored(client, raw)

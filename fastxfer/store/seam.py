@@ -102,8 +102,9 @@ class StoreSeam(Protocol):
     def version_listing(self, client: str, prefix: str) -> list[dict]: ...
 
     def read_chunk(self, client: str, path: str, size: int, mtime_ns: int, offset: int,
-                   into: memoryview, folders: dict | None = None) -> None:
-        """Fill *into* from the stored file listed with that size; *folders* is a cache the caller closes."""
+                   into: memoryview, folders: dict | None = None, holes: bool = False) -> bool:
+        """Fill *into* from the stored file listed with that size; *folders* is a cache the caller
+        closes.  With *holes*, a span wholly in a hole is not read and True is returned."""
 
     def verify_stored(self, client: str, raw: bytes) -> tuple[str, bytes | None]:
         """Re-hash at rest: ("ok" | "changed" | "missing", its SHA-256)."""

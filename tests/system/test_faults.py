@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import (FX, files_under, fx, make_client, make_file, restart_while, sha256_file, start_send,
+from conftest import (FX, fx, make_client, make_file, restart_while, sha256_file, start_send,
                       start_server, wait_for)
 from relay import Relay, cut_at, passthrough, stalling, throttled
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -113,8 +114,34 @@ def test_a_sparse_file_stays_sparse_on_the_server_and_on_restore(tmp_path: Path,
     assert os.stat(stored).st_blocks * 512 < 16 << 20  # holes are not written on the server
 
     out = tmp_path / "out"
-    assert get(client, server, "t", "-o", out).returncode == 0
+    restored = get(client, server, "t", "-o", out)
+    assert restored.returncode == 0, restored.stderr
     assert sha256_file(out / "disk.img") == sha256_file(sparse)
     assert os.stat(out / "disk.img").st_blocks * 512 < 16 << 20  # nor on restore
+    received = re.search(r"received ([\d.]+) (B|KiB|MiB|GiB)", restored.stdout)
+    assert received and float(received[1]) * {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}[
+        received[2]] < 16 << 20, restored.stdout  # nor sent back: the server answers a hole with ZEROS
     again = client.send(server, top, "--checksum")  # the stored copy reads back as the same content
     assert again.returncode == 0 and "unchanged" in again.stdout, again.stdout
+
+
+def test_a_hole_punched_in_a_stored_file_is_caught_not_restored_as_zeros(tmp_path: Path, server, client) -> None:
+    """The server answers a chunk in a hole with ZEROS: a stored copy whose data
+    became a hole (a damaged disk, a hostile server) fails its digest check."""
+    import shutil
+
+    if shutil.which("fallocate") is None:
+        pytest.skip("no fallocate to punch a hole with")
+    top = tmp_path / "t"
+    make_file(top / "data.bin", 8 << 20, seed=5)
+    assert client.send(server, top, "--chunk-size", "1M").returncode == 0
+    stored = server.root / "laptop" / "t" / "data.bin"
+    punched = subprocess.run(["fallocate", "--punch-hole", "--keep-size", "--offset", str(2 << 20),
+                              "--length", str(1 << 20), str(stored)], capture_output=True, text=True)
+    if punched.returncode != 0 or os.stat(stored).st_blocks * 512 > 7 << 20:
+        pytest.skip(f"this filesystem cannot punch holes: {punched.stderr.strip()}")
+    out = tmp_path / "out"
+    done = get(client, server, "t", "-o", out)
+    assert done.returncode == 5, (done.stdout, done.stderr)
+    assert "data.bin" in done.stderr and not (out / "data.bin").exists()
+    assert [p.name for p in out.iterdir()] == []  # no temporary left behind either

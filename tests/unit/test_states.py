@@ -24,7 +24,7 @@ CONTROL_TYPES = sorted(
     {"challenge", "auth", "welcome", "bye", "error", "", "no-such-type", "x" * 100}
     | set(states.REPLIES) | set(states.REPLIES.values())
 )
-FRAME_KINDS = list(range(0, 12)) + [255]
+FRAME_KINDS = list(range(0, 13)) + [255]
 EVENTS = {
     SERVER_CONTROL: CONTROL_TYPES,
     CLIENT_CONTROL: CONTROL_TYPES,
@@ -137,7 +137,7 @@ def test_server_stream_takes_what_clients_send() -> None:
 
 @pytest.mark.parametrize("machine, takes", [
     (SENDER_STREAM, {wire.ACK, wire.BUNDLE_ACK}),
-    (RESTORER_STREAM, {wire.DATA, wire.DATAS, wire.NAK}),
+    (RESTORER_STREAM, {wire.DATA, wire.DATAS, wire.NAK, wire.ZEROS}),
 ])
 def test_client_streams(machine, takes) -> None:
     assert machine.start == states.OPEN
@@ -171,7 +171,7 @@ def test_server_stream_handlers_are_the_machines_frames() -> None:
 # ------------------------------------------------- docs/PROTOCOL.md shows these tables
 
 _KIND_NAMES = {getattr(wire, k): k for k in ("DATA", "ACK", "SYNC", "ERROR", "BUNDLE", "BUNDLE_ACK", "REQ", "NAK",
-                                              "REQS", "DATAS")}
+                                              "REQS", "DATAS", "ZEROS")}
 
 
 def _doc_rows(machine, prefix: str = "") -> set[str]:

@@ -87,12 +87,12 @@ def test_header_sizes() -> None:
     assert wire.header_size(ERROR) == 0
     assert wire.header_size(wire.BUNDLE) == 12 and wire.header_size(wire.BUNDLE_ACK) == 8
     assert wire.header_size(wire.REQS) == wire.header_size(wire.DATAS) == 8
-    for kind in (0, 11, 255):
+    for kind in (0, 12, 255):
         with pytest.raises(ProtocolError):
             wire.header_size(kind)
 
 
-@pytest.mark.parametrize("kind", [0, 11, 12, 127, 255])
+@pytest.mark.parametrize("kind", [0, 12, 13, 127, 255])
 def test_parse_prefix_unknown_kind(kind: int) -> None:
     with pytest.raises(ProtocolError):
         wire.parse_prefix(struct.pack(">IB", 100, kind))
