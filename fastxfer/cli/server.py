@@ -116,7 +116,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     # Then what every kept snapshot refers to: each content once, wherever it is held.
     kept = {"ok": 0, "changed": 0, "missing": 0}
     for client, digest, raw, snaps in store.snapshot_contents(args.client):
-        status = "ok" if (client, digest) in intact else store.verify_content(client, digest)[0]
+        status = "ok" if (client, digest) in intact else store.verify_content(client, digest, raw)[0]
         kept[status] += 1
         if status != "ok":
             print(f"{status.upper()}: {client}/{os.fsdecode(raw)!r} as snapshot{'s' if len(snaps) > 1 else ''} "

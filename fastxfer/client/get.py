@@ -79,7 +79,10 @@ class Getter:
         planned, linked = hard_links(planned)
         files = [e for e, _ in planned if e.get("kind", "file") == "file"]
         self.places.sink(events.Planned(sum(int(e.get("size") or 0) for e in files), len(files), "getting"))
-        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:  # removed or replaced since it was prepared
+            raise LocalFileError(f"{root}: {exc.strerror}; nothing restored") from None
         try:
             # In waves, so a tree of any size holds a bounded number of
             # descriptors; the streams stay open from one wave to the next.

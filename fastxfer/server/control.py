@@ -278,7 +278,7 @@ class ControlSession:
                 lines.append({"path": name, "status": "missing", "sha256": None})
                 continue
             if digest is not None:
-                status, sha = self.store.verify_content(self.name, digest)
+                status, sha = self.store.verify_content(self.name, digest, raw)
                 lines.append({"path": name, "status": status, "sha256": sha.hex() if sha else None})
                 continue
             status, sha = self.store.verify_stored(self.name, raw)

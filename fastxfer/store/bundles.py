@@ -125,7 +125,7 @@ class Bundles:
             if staged:
                 sync_filesystem(base)
             rows: list[tuple] = []
-            walked: list[tuple] = []
+            walked: list[bytes] = []
             stored_ns = now_ns()  # one transaction: one time for all
             with self.manifest.connect() as db:
                 for i, parts, parent, tmp, e in staged:
@@ -197,19 +197,19 @@ class Bundles:
         os.close(fd)
 
     def _place_small(self, db: sqlite3.Connection, base: int, parent: int, client: str, parts: list[bytes],
-                     tmp: bytes, e: wire.BundleEntry, rows: list[tuple], walked: list[tuple],
+                     tmp: bytes, e: wire.BundleEntry, rows: list[tuple], walked: list[bytes],
                      stored_ns: int) -> Result:
         """Put one staged file in place; its manifest row into *rows* (if stored) and
-        its snapshot entry into *walked* (stored or unchanged)."""
+        its path into *walked* (stored or unchanged: it joins the snapshot)."""
         chunk = layout.DEFAULT_CHUNK if e.size <= layout.DEFAULT_CHUNK else layout.choose_chunk(e.size)
         digest = layout.file_digest(e.size, chunk, (e.digest,) if e.size else ())
-        # One chunk: its SHA-256, computed here over what was written, is the file's.
-        sha = e.digest if e.size else EMPTY_SHA256
         if self.versions.keep_old(db, parent, client, parts, digest) == "unchanged":
             self.versions.take_same(db, base, tmp, parent, client, parts, e.mode, e.mtime_ns)
-            walked.append((e.path, e.size, e.mtime_ns, e.mode, chunk, digest, sha))
+            walked.append(e.path)
             return (1, 0, "")
         os.rename(tmp, parts[-1], src_dir_fd=base, dst_dir_fd=parent)
+        # One chunk: its SHA-256, computed here over what was written, is the file's.
+        sha = e.digest if e.size else EMPTY_SHA256
         rows.append((client, e.path, e.size, e.mtime_ns, e.mode, chunk, digest, sha, stored_ns))
-        walked.append((e.path, e.size, e.mtime_ns, e.mode, chunk, digest, sha))
+        walked.append(e.path)
         return (0, 0, "")

@@ -116,7 +116,7 @@ class Catalog:
         except ValueError:
             raise RefusedError(f"{path}: no such content") from None
         with self.manifest.connect() as db:
-            found = [(p, v) for p, v, s in manifest.locate(db, client, digest) if s == size]
+            found = [(p, v) for p, v, _s, _c in manifest.holders(db, client, digest, os.fsencode(path), size)]
         if not found:
             raise RefusedError(f"{path}: its content is no longer held on the server")
         held, version = found[0]
@@ -151,12 +151,12 @@ class Catalog:
                 db.commit()
         return "ok", sha
 
-    def verify_content(self, client: str, digest: bytes) -> tuple[str, bytes | None]:
+    def verify_content(self, client: str, digest: bytes, raw: bytes | None = None) -> tuple[str, bytes | None]:
         """Re-hash the content a snapshot names by *digest*, wherever it is held
         (a file of the current view or an older copy): ("ok", its SHA-256), or
         "changed" (held, but no copy hashes to it) or "missing" (not held)."""
         with self.manifest.connect() as db:
-            held = manifest.holders(db, client, digest)
+            held = manifest.holders(db, client, digest, raw)
         status = "missing"
         for raw, version, size, chunk in held:
             fd = self._open_held(client, raw, version)

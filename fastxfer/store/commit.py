@@ -244,7 +244,7 @@ class Commit:
         already has stored with *digest* (verified when it was committed): a
         copy is stored once, and nothing of it was sent."""
         with self.manifest.connect() as db:
-            found = [(p, v) for p, v, s in manifest.locate(db, client, digest) if s == size]
+            found = [(p, v) for p, v, _s, _c in manifest.holders(db, client, digest, size=size)]
         for held, version in found:
             parts = held.split(b"/")
             if version:
@@ -300,14 +300,14 @@ class Commit:
                 if version == "unchanged":
                     self.versions.take_same(db, base, data, parent, client, parts, meta["mode"], meta["mtime_ns"])
                     os.fsync(parent)
-                    join_snapshot(db, client, snap, b"/".join(parts), meta, stored=False)
+                    join_snapshot(db, client, snap, b"/".join(parts), stored=False)
                     db.commit()
                     self.staging.discard(client, fid)
                     return Stored(path, "unchanged", None)
                 os.rename(data, parts[-1], src_dir_fd=base, dst_dir_fd=parent)
                 os.fsync(parent)
                 manifest.record_file(db, client, b"/".join(parts), meta, digest, sha256, now_ns())
-                join_snapshot(db, client, snap, b"/".join(parts), meta, stored=True)
+                join_snapshot(db, client, snap, b"/".join(parts), stored=True)
                 db.commit()
         finally:
             os.close(parent)
@@ -315,9 +315,7 @@ class Commit:
         return Stored(path, "stored", version)
 
 
-def join_snapshot(db: sqlite3.Connection, client: str, snap: int, raw: bytes, meta: dict, stored: bool) -> None:
+def join_snapshot(db: sqlite3.Connection, client: str, snap: int, raw: bytes, stored: bool) -> None:
     """The file just committed at *raw* joins snapshot *snap* (if not 0) with the content its record holds."""
     if snap:
-        size, mtime_ns, chunk, digest, sha256 = manifest.file_records(db, client, [raw])[raw]
-        manifest.join_snapshot(db, client, snap, [(raw, size, mtime_ns, meta["mode"] & 0o7777, chunk, digest, sha256)],
-                               int(stored))
+        manifest.join_snapshot(db, client, snap, [raw], int(stored))

@@ -178,8 +178,8 @@ class Store:
     def verify_stored(self, client: str, raw: bytes) -> tuple[str, bytes | None]:
         return self.catalog.verify_stored(client, raw)
 
-    def verify_content(self, client: str, digest: bytes) -> tuple[str, bytes | None]:
-        return self.catalog.verify_content(client, digest)
+    def verify_content(self, client: str, digest: bytes, raw: bytes | None = None) -> tuple[str, bytes | None]:
+        return self.catalog.verify_content(client, digest, raw)
 
     def receipt_body(self, client: str, raw: bytes, server_fp: bytes, snap: int = 0) -> dict | None:
         return self.catalog.receipt_body(client, raw, server_fp, snap)

@@ -109,8 +109,9 @@ class StoreSeam(Protocol):
     def verify_stored(self, client: str, raw: bytes) -> tuple[str, bytes | None]:
         """Re-hash at rest: ("ok" | "changed" | "missing", its SHA-256)."""
 
-    def verify_content(self, client: str, digest: bytes) -> tuple[str, bytes | None]:
-        """Re-hash the content a snapshot names by digest, wherever it is held: as verify_stored."""
+    def verify_content(self, client: str, digest: bytes, raw: bytes | None = None) -> tuple[str, bytes | None]:
+        """Re-hash the content a snapshot names by digest (at *raw* in it), wherever it is held:
+        as verify_stored."""
 
     def receipt_body(self, client: str, raw: bytes, server_fp: bytes, snap: int = 0) -> dict | None:
         """A receipt's body for the file at *raw*, naming snapshot *snap* if it holds that content."""
