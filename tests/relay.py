@@ -64,9 +64,10 @@ class Relay:
                         break
                     offset += len(data)
                     data = mutated
+                dst.sendall(data)
+                if upstream:  # counted once forwarded: a send cut short did not reach the server
                     with self.lock:
                         self.upstream += len(data)
-                dst.sendall(data)
         except OSError:
             pass
         finally:

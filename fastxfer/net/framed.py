@@ -8,6 +8,7 @@ connection and sent without joining header and body (sendmsg).
 
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple
 
 from fastxfer.net.conn import Buffer, Conn
@@ -34,7 +35,8 @@ class FramedConn:
     """One stream connection's frames, both directions.
 
     Sending and receiving may run in two threads (send's reader); each side
-    uses its own buffers.
+    uses its own buffers.  Frames may be sent from several threads (a server
+    stream acknowledges from its flusher): one at a time, in nonce order.
     """
 
     def __init__(self, conn: Conn, sealer: Sealer, opener: Opener) -> None:
@@ -44,16 +46,18 @@ class FramedConn:
         self._out = Buffer()
         self._sealed = Buffer()
         self._plain = Buffer()
+        self._sending = threading.Lock()
 
     def send(self, kind: int, header: bytes = b"", body: bytes | memoryview = b"") -> None:
         """Seal *body* with kind + header as associated data and send the frame."""
         aad = bytes([kind]) + header
-        if len(body) < 64 << 10:
-            self.conn.send(wire.frame_prefix(kind, header, len(body)), self.sealer.seal(aad, bytes(body)))
-            return
-        out = self._out.view(len(body) + wire.TAG)
-        self.sealer.seal_into(aad, body, out)
-        self.conn.send(wire.frame_prefix(kind, header, len(body)), out)
+        with self._sending:
+            if len(body) < 64 << 10:
+                self.conn.send(wire.frame_prefix(kind, header, len(body)), self.sealer.seal(aad, bytes(body)))
+                return
+            out = self._out.view(len(body) + wire.TAG)
+            self.sealer.seal_into(aad, body, out)
+            self.conn.send(wire.frame_prefix(kind, header, len(body)), out)
 
     def receive(self, limit: int = wire.MAX_FRAME) -> Frame:
         """The next frame, read whole and opened (ProtocolError if it does not open)."""

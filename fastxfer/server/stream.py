@@ -23,6 +23,7 @@ from fastxfer.errors import BusyError, FxError, ProtocolError, RefusedError, Tru
 from fastxfer.protocol.keys import ServerKeys
 from fastxfer.net.conn import Buffer, Conn
 from fastxfer.net.framed import Frame, FramedConn
+from fastxfer.server.durable import Flusher
 from fastxfer.store.facade import Store
 from fastxfer.store.seam import Receiving
 from fastxfer.trust.clients import ClientList
@@ -41,6 +42,8 @@ class StreamSession:
         self.files: dict[bytes, Receiving] = {}
         self.unflushed = 0
         self.acks: list[tuple[bytes, int]] = []
+        self.flusher = Flusher(self._send_acks)  # received chunks made durable behind the data
+        self.authorized = True  # False once revoked: what it sent and was not recorded is not kept
         self.fc: FramedConn | None = None  # once the stream's keys are known
         # Restoring: what is read from the store, before it is sealed and sent.
         self._read = Buffer()
@@ -55,15 +58,31 @@ class StreamSession:
             log.warning("stream from %s refused: %s", self.conn.peer, exc.message)
             self._try_error(exc)
         except FxError:
-            pass  # peer vanished: what was flushed is recorded, the rest is resent
+            pass  # peer vanished: every whole chunk it sent is kept (below); a frame cut short is not
         finally:
-            for f in self.files.values():
-                f.close()
+            self._last_flush()
             if self.fc is not None:
                 self.fc.close()
             else:
                 self.conn.close()
             self._read.close()
+
+    def _last_flush(self) -> None:
+        """The chunks received and not yet recorded are made durable and recorded
+        before the stream closes, so a client that vanished resends only what
+        never arrived (unless it was revoked, or the disk already failed)."""
+        keep = self.authorized and self.flusher.error is None
+        try:
+            if keep and self.acks:
+                self.flusher.submit(list(self.files.values()), self.acks)
+                self.files = {}
+        except FxError:
+            pass
+        finally:
+            for f in self.files.values():
+                f.close()
+            self.files = {}
+            self.flusher.close(finish=keep)
 
     def _try_error(self, exc: FxError) -> None:
         if self.fc is None:
@@ -105,6 +124,7 @@ class StreamSession:
         while True:
             if self.unflushed and not self.conn.readable(limits.FLUSH_IDLE):
                 self._flush()
+            self.flusher.check()
             frame = self.fc.receive()
             self.state = states.SERVER_STREAM.step(self.state, frame.kind)
             HANDLERS[frame.kind](self, frame)
@@ -189,20 +209,28 @@ class StreamSession:
     def _still_authorized(self) -> None:
         """Revoking a client ends its running streams too, at their next piece of work."""
         if self.clients.name_of(self.client_fp) != self.client:
+            self.authorized = False
             raise TrustError("this client is no longer authorized on this server")
 
     def _flush(self) -> None:
+        """Hand the chunks received since the last flush to the flusher, which
+        makes them durable, records and acknowledges them while this stream
+        reads on.  Their files are reopened on their next chunk: a batch's
+        descriptors are closed once it is synced, and a file is committed only
+        after its last acknowledgement."""
         if self.unflushed:
             self._still_authorized()
-        for staging in self.files.values():
-            staging.flush()
-            staging.close()
-        # Reopened on their next chunk: a stream holds descriptors only for
-        # the files it is receiving now, and never across a commit.
-        self.files.clear()
-        self.unflushed = 0
-        while self.acks:
-            batch, self.acks = self.acks[: wire.MAX_ACKS], self.acks[wire.MAX_ACKS:]
+        if self.acks:
+            self.flusher.submit(list(self.files.values()), self.acks)
+        else:
+            for staging in self.files.values():
+                staging.close()
+        self.files, self.acks, self.unflushed = {}, [], 0
+
+    def _send_acks(self, acks: list[tuple[bytes, int]]) -> None:
+        assert self.fc is not None
+        for start in range(0, len(acks), wire.MAX_ACKS):
+            batch = acks[start : start + wire.MAX_ACKS]
             self.fc.send(wire.ACK, wire.ack_header(len(batch)), wire.encode_acks(batch))
 
 

@@ -72,6 +72,34 @@ def test_resume_after_client_killed(tmp_path: Path, server, client) -> None:
     resend_counts_only_missing(client, server, src, recorded)
 
 
+def test_a_client_killed_costs_only_what_never_arrived(tmp_path: Path, server, client) -> None:
+    """Every whole chunk the server received from a client that vanished is made
+    durable and recorded before its stream closes: the server loses at most the
+    frame each stream had in flight (a chunk and its frame's overhead)."""
+    src = make_file(tmp_path / "big.bin", SIZE)
+    relay = Relay(server.port, throttled(40 << 20))
+    fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
+    proc = start_send(client, relay, src, "--streams", "2", "--chunk-size", "1M")
+    try:
+        assert wait_for(lambda: recorded_chunks(server) >= 8)
+        time.sleep(0.3)  # mid-batch: chunks received and not yet recorded
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        # What the relay still held reaches the server, then its streams end.
+        counts, deadline = [recorded_chunks(server)], time.monotonic() + 20
+        while (len(counts) < 5 or counts[-5:] != [counts[-1]] * 5) and time.monotonic() < deadline:
+            time.sleep(0.25)  # stable for a second: every stream has ended
+            counts.append(recorded_chunks(server))
+        arrived = relay.upstream
+    finally:
+        relay.close()
+    recorded = counts[-1] * CHUNK
+    assert recorded < SIZE
+    # Lost at most one frame per stream (2) and the control connection's bytes.
+    assert arrived - recorded <= 2 * (CHUNK + 64) + 256 * 1024, (arrived, recorded)
+    resend_counts_only_missing(client, server, src, counts[-1])
+
+
 def test_resume_after_server_killed_and_restarted(tmp_path: Path, server, client) -> None:
     src = make_file(tmp_path / "big.bin", SIZE)
     relay = Relay(server.port, throttled(40 << 20))
