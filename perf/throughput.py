@@ -316,7 +316,7 @@ def contenders_for(workload: str, peers: Peers, src, dest: Path, streams: list[s
 # Running
 # --------------------------------------------------------------------------
 
-def run_once(c: Contender, workload: str, rnd: int, log_dir: Path, timeout: float) -> dict:
+def run_once(c: Contender, workload: str, rnd: int, log_dir: Path, timeout: float, settle: float = 0.0) -> dict:
     slug = re.sub(r"\W+", "_", c.name).strip("_")
     log = log_dir / f"{workload}-{rnd}-{slug}.log"
     nbytes, nfiles = c.nbytes, c.nfiles
@@ -329,11 +329,20 @@ def run_once(c: Contender, workload: str, rnd: int, log_dir: Path, timeout: floa
                 "server_cpu_s": 0.0, "other_cpu_s": 0.0, "steal_s": 0.0, "streams_chosen": []}
     try:
         os.sync()  # the deletions' writeback must not land in the timing (disk runs)
+        time.sleep(settle)  # and the disk's own queue drains before the clock starts
         t = h.timed_group(p.clients, p.server_pid, timeout, p.receiver)
     finally:
         if p.receiver:
             h.stop_tree(p.receiver)  # already gone after a normal run
+    durable_s = t.wall_s
     if t.ok():
+        # Until the copy is on stable storage: scp, rsync and tar leave it in the
+        # page cache, fastxfer syncs before it ends. `sync -f` on the landing
+        # folder's filesystem, timed right after the tool, makes that fair.
+        started = time.monotonic()
+        for landing, _ in p.checks:
+            subprocess.run(["sync", "-f", str(landing)], check=False)
+        durable_s += time.monotonic() - started
         # Verify after the clock stopped: hashing is ours, not part of the timing.
         error = "; ".join(e for e in (h.verify(landing, exp) for landing, exp in p.checks) if e)
     else:
@@ -348,7 +357,7 @@ def run_once(c: Contender, workload: str, rnd: int, log_dir: Path, timeout: floa
     chosen = [int(m.group(1)) for o in outputs for m in [re.search(r"over (\d+) streams?", o)] if m]
     return {
         "workload": workload, "tool": c.name, "round": rnd, "ok": t.ok(), "verified": not error,
-        "error": error, "wall_s": round(t.wall_s, 4),
+        "error": error, "wall_s": round(t.wall_s, 4), "durable_s": round(durable_s, 4),
         "mib_s": round(nbytes / MiB / t.wall_s, 1), "files_per_s": round(nfiles / t.wall_s, 1),
         "bytes": nbytes, "files": nfiles, "clients": len(p.clients),
         "client_walls_s": [None if w is None else round(w, 3) for w in t.walls],
@@ -372,7 +381,7 @@ def run_workload(workload: str, contenders: list[Contender], args, log_dir: Path
         # Rotate the order each round so no tool always runs right after the same one.
         k = rnd % len(contenders)
         for c in contenders[k:] + contenders[:k]:
-            r = run_once(c, workload, rnd, log_dir, timeout)
+            r = run_once(c, workload, rnd, log_dir, timeout, args.settle)
             jlog.write("run", warmup=rnd < 0, **r)
             if rnd >= 0:
                 results.append(r)
@@ -408,6 +417,7 @@ def summarize(workload: str, results: list[dict]) -> list[dict]:
             gib = good[0]["bytes"] / GiB
             row.update(
                 median_wall_s=statistics.median(walls), min_wall_s=min(walls), max_wall_s=max(walls),
+                median_durable_s=med("durable_s"),
                 median_mib_s=med("mib_s"), min_mib_s=min(r["mib_s"] for r in good),
                 max_mib_s=max(r["mib_s"] for r in good),
                 median_files_per_s=med("files_per_s"), min_files_per_s=min(r["files_per_s"] for r in good),
@@ -453,7 +463,7 @@ def markdown_table(workload: str, rows: list[dict]) -> str:
     rate_head = {"big": ["MiB/s"], "tree": ["files/s", "MiB/s"], "restore": ["files/s", "MiB/s"], "byte": [],
                  "clients": ["aggregate MiB/s"]}[workload]
     cpu_head = "CPU s client + server" if workload == "byte" else "CPU s/GiB client + server"
-    head = ["tool", "median wall s (min–max)", *rate_head, ratio_head, cpu_head,
+    head = ["tool", "median wall s (min–max)", "durable s", *rate_head, ratio_head, cpu_head,
             "peak RSS MiB client / server", "verified"]
     lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 2) + " :---: |"]
     for r in rows:
@@ -471,7 +481,8 @@ def markdown_table(workload: str, rows: list[dict]) -> str:
         chosen = r.get("streams_chosen") or []
         name = r["tool"] + (f" → {'/'.join(map(str, chosen))} stream{'s' if chosen != [1] else ''}"
                             if r["tool"] == "fastxfer (auto)" and chosen else "")
-        cells = [name.replace("|", "\\|"), f"{_f(r['median_wall_s'])} ({_f(r['min_wall_s'])}–{_f(r['max_wall_s'])})", *rates,
+        cells = [name.replace("|", "\\|"), f"{_f(r['median_wall_s'])} ({_f(r['min_wall_s'])}–{_f(r['max_wall_s'])})",
+                 _f(r["median_durable_s"]), *rates,
                  f"{r['ratio']:.2f}" if "ratio" in r else "—", f"{c:.2f} + {s:.2f} = {c + s:.2f}",
                  f"{r['client_peak_rss_mib']:.0f} / {r['server_peak_rss_mib']:.0f}",
                  f"{r['verified']}/{r['runs']}"]
@@ -601,6 +612,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "rounds; give the same DIR twice under two labels to see the spread of one code "
                         "against itself (may repeat)")
     p.add_argument("--python", default=h.default_python(), help="python that runs fastxfer")
+    p.add_argument("--settle", type=float, default=1.0, metavar="S",
+                   help="seconds to wait after the sync that precedes each run (default: 1; 0 on tmpfs is fine)")
     p.add_argument("--timeout", type=float, default=0, help="seconds per run before it is killed (0: from the size)")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
     args = p.parse_args(argv)
