@@ -63,6 +63,7 @@ class Getter:
         self.dirs: list[tuple[list[bytes], int, int, tuple[int, int] | None]] = []  # parts, mode, mtime, owner
         self.folders: dict[tuple[bytes, ...], int] = {}  # the wave's open folders, by parts below root
         self.threads: list[threading.Thread] = []
+        self.placer: threading.Thread | None = None  # the previous wave, being placed
         self.done = False  # no more waves: streams leave
         self.delete_held_back = False  # --delete did nothing: something was not restored
         self.alive = 0  # stream threads still working (one told "busy" leaves if others remain)
@@ -94,6 +95,7 @@ class Getter:
                     if self.fatal is not None:
                         break
             finally:
+                self._placed()
                 with self.places.cond:
                     self.done = True
                     self.places.cond.notify_all()
@@ -160,9 +162,16 @@ class Getter:
             for f in fetches:
                 if f.status == "pending":
                     self.places.abandon(f, self.fatal or ConnectError("not restored"))
-            self.places.place()  # what was verified is kept, even when the wave ended early
+            # What was verified is kept, even when the wave ended early. It is
+            # placed (synced, renamed, its folders synced) while the next wave
+            # is prepared and fetched: the disk's sync and the network overlap.
+            ready, folders, self.folders = self.places.take_ready(), self.folders, {}
+            self._placed()
+            self.placer = threading.Thread(target=self._place, args=(ready, folders), daemon=True)
+            self.placer.start()
         except BaseException:  # Ctrl-C: no temporary is left behind
             self.stop(FxError("interrupted"))
+            self._placed()
             for f in fetches:
                 if f.status in ("pending", "verified"):
                     self.places.abandon(f, FxError("interrupted"))
@@ -171,6 +180,19 @@ class Getter:
             for fd in self.folders.values():
                 os.close(fd)
             self.folders.clear()
+
+    def _place(self, ready: list[Fetch], folders: dict[tuple[bytes, ...], int]) -> None:
+        try:
+            self.places.place(ready)
+        finally:
+            for fd in folders.values():
+                os.close(fd)
+
+    def _placed(self) -> None:
+        """Wait for the previous wave's files to be in place (one wave placed at a time, in order)."""
+        if self.placer is not None:
+            self.placer.join()
+            self.placer = None
 
     def _folder(self, root_fd: int, parts: list[bytes]) -> int:
         """The folder at *parts* below root, created if missing, opened once a wave."""

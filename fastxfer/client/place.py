@@ -88,11 +88,16 @@ class Places:
             if not self.pending:  # the wave waits for its last file only: no wake-up per file
                 self.cond.notify_all()
 
-    def place(self) -> None:
-        """The wave's verified files into their places: their bytes made durable
+    def take_ready(self) -> list[Fetch]:
+        """The files verified so far, to place: the next wave's go on into a new list."""
+        with self.cond:
+            ready, self.ready = self.ready, []
+        return ready
+
+    def place(self, ready: list[Fetch]) -> None:
+        """A wave's verified files into their places: their bytes made durable
         by one sync per filesystem, each renamed over its name (whole or not at
         all), then each folder that changed synced once."""
-        ready, self.ready = self.ready, []
         if not ready:
             return
         filesystems: dict[int, int] = {}  # device -> a folder on it; DEST may hold mount points
