@@ -74,10 +74,11 @@ class StreamSession:
         keep = self.authorized and self.flusher.error is None
         try:
             if keep and self.acks:
+                self._still_authorized()  # revoked meanwhile: its chunks are not kept
                 self.flusher.submit(list(self.files.values()), self.acks)
                 self.files = {}
         except FxError:
-            pass
+            keep = self.authorized and self.flusher.error is None
         finally:
             for f in self.files.values():
                 f.close()
