@@ -11,6 +11,7 @@ store.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from fastxfer.errors import ProtocolError, UsageError
@@ -108,6 +109,24 @@ def parse_owner(value: Any) -> tuple[int, int, str | None, str | None]:
             raise ProtocolError(f"field {key!r} must be a short name")
         names.append(name)
     return get_int(item, "uid", 0, 2**32 - 1), get_int(item, "gid", 0, 2**32 - 1), names[0], names[1]
+
+
+def within(tops: list[bytes]) -> Callable[[bytes], bool]:
+    """Whether a raw path is at or below one of a snapshot's paths (b"" is everything)."""
+    if b"" in tops:
+        return lambda raw: True
+    exact, below = frozenset(tops), tuple(t + b"/" for t in tops)
+    return lambda raw: raw in exact or raw.startswith(below)
+
+
+def ref_digest(ref: str) -> bytes | None:
+    """The digest a reference to stored content names ("#" and 64 hex digits), or None."""
+    if not ref.startswith("#") or len(ref) != 65:
+        return None
+    try:
+        return bytes.fromhex(ref[1:])
+    except ValueError:
+        return None
 
 
 def parse_at(text: str) -> int | str:

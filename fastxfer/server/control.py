@@ -26,7 +26,7 @@ from fastxfer.protocol import messages, wire
 from fastxfer.trust import identity
 from fastxfer.protocol import layout
 from fastxfer.protocol import limits
-from fastxfer.protocol import paths
+from fastxfer.protocol import paths, snapshot
 from fastxfer.protocol import states
 from fastxfer.errors import BusyError, FxError, ProtocolError, RefusedError, TrustError, wire_code
 from fastxfer.protocol.messages import get_hex, get_int, get_list, get_obj, get_str
@@ -251,7 +251,7 @@ class ControlSession:
         from fastxfer.trust import receipts
 
         out = []
-        snap = get_int(msg, "snap", 0, 2**32 - 1) if "snap" in msg else 0
+        snap = snap_of(msg)
         for item in get_list(msg, "paths", 2000):
             try:
                 raw = b"/".join(paths.split(item if isinstance(item, str) else ""))
@@ -269,10 +269,10 @@ class ControlSession:
         lines = []
         for item in get_list(msg, "paths", 2000):
             name, _, ref = item.partition("\x00") if isinstance(item, str) else ("", "", "")
+            digest = snapshot.ref_digest(ref) if ref else None
             try:
                 raw = b"/".join(paths.split(name))
-                digest = bytes.fromhex(ref[1:]) if ref else None
-                if digest is not None and (not ref.startswith("#") or len(digest) != 32):
+                if ref and digest is None:
                     raise ValueError
             except (FxError, ValueError, UnicodeEncodeError):
                 lines.append({"path": name, "status": "missing", "sha256": None})
@@ -298,7 +298,7 @@ class ControlSession:
 
     def _commit(self, msg: dict[str, Any]) -> dict[str, Any]:
         replies = []
-        snap = get_int(msg, "snap", 0, 2**32 - 1) if "snap" in msg else 0  # the snapshot its files join
+        snap = snap_of(msg)  # the snapshot its files join
         for item in get_list(msg, "files"):
             item = get_obj(item)
             fid = get_hex(item, "fid", 16)
@@ -322,6 +322,11 @@ class ControlSession:
             replies.append({"t": "ok", "path": stored.path, "status": stored.status,
                             "version": stored.version})
         return {"t": "committed", "files": replies}
+
+
+def snap_of(msg: dict[str, Any]) -> int:
+    """The send's open snapshot a request names ("snap"), 0 for none."""
+    return get_int(msg, "snap", 0, 2**32 - 1) if "snap" in msg else 0
 
 
 # Every request the control state machine allows after authentication, and

@@ -9,7 +9,7 @@ import os
 import stat
 
 from fastxfer.protocol import layout
-from fastxfer.protocol import paths
+from fastxfer.protocol import paths, snapshot
 from fastxfer.localfs import open_chain
 from fastxfer.errors import FxError, RefusedError
 from fastxfer.store import manifest
@@ -53,7 +53,7 @@ class Catalog:
         """
         path, _, version = path.partition("\x00")
         if version.startswith("#"):  # content a snapshot refers to, wherever it is held
-            path, version = self._locate(client, path, version[1:], size)
+            path, version = self._locate(client, path, version, size)
         fd = self._open_listed(client, path, version, folders)
         try:
             # Size only: filesystems may round stored times, and any change of
@@ -82,12 +82,10 @@ class Catalog:
     def _open_listed(self, client: str, path: str, version: str, folders: dict | None) -> int:
         """The stored file *path* (or its older copy *version*) opened to read, or RefusedError."""
         parts = paths.split(path)
-        base, name = [client.encode()] + parts[:-1], parts[-1]
-        start = self.root_fd
-        if version:
-            if "/" in version or "\x00" in version or not version.startswith(os.fsdecode(parts[-1][:200])):
-                raise RefusedError(f"{path}: no such version")
-            base, name, start = [b"versions"] + base, os.fsencode(version), self.state_fd
+        if version and ("/" in version or "\x00" in version or not version.startswith(os.fsdecode(parts[-1][:200]))):
+            raise RefusedError(f"{path}: no such version")
+        in_state, base, name = held_at(client, parts, version)
+        start = self.state_fd if in_state else self.root_fd
         key = (start, tuple(base))
         parent = folders.get(key) if folders is not None else None
         if parent is None:
@@ -110,11 +108,10 @@ class Catalog:
                 os.close(parent)
         return fd
 
-    def _locate(self, client: str, path: str, digest_hex: str, size: int) -> tuple[str, str]:
-        try:
-            digest = bytes.fromhex(digest_hex)
-        except ValueError:
-            raise RefusedError(f"{path}: no such content") from None
+    def _locate(self, client: str, path: str, ref: str, size: int) -> tuple[str, str]:
+        digest = snapshot.ref_digest(ref)
+        if digest is None:
+            raise RefusedError(f"{path}: no such content")
         with self.manifest.connect() as db:
             found = [(p, v) for p, v, _s, _c in manifest.holders(db, client, digest, os.fsencode(path), size)]
         if not found:
@@ -172,13 +169,9 @@ class Catalog:
 
     def _open_held(self, client: str, raw: bytes, version: str | None) -> int | None:
         """A descriptor of the stored file at *raw* (or of its older copy *version*), or None."""
-        parts = raw.split(b"/")
-        if version:
-            start, chain, name = self.state_fd, [b"versions", client.encode()] + parts[:-1], os.fsencode(version)
-        else:
-            start, chain, name = self.root_fd, [client.encode()] + parts[:-1], parts[-1]
+        in_state, chain, name = held_at(client, raw.split(b"/"), version)
         try:
-            parent = open_chain(start, chain, create=False)
+            parent = open_chain(self.state_fd if in_state else self.root_fd, chain, create=False)
             try:
                 return os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=parent)
             finally:
@@ -227,6 +220,15 @@ def listed(r: tuple) -> dict:
         if r[9]:
             out["ref"] = "#" + r[9].hex()
     return out
+
+
+def held_at(client: str, parts: list[bytes], version: str | None) -> tuple[bool, list[bytes], bytes]:
+    """Where a stored copy lives: (below the state folder?, the folders to it, its name).
+    The current view's file is ROOT/<client>/<path>; an older copy is
+    ROOT/.fastxfer/versions/<client>/<folders of path>/<version>."""
+    if version:
+        return True, [b"versions", client.encode()] + parts[:-1], os.fsencode(version)
+    return False, [client.encode()] + parts[:-1], parts[-1]
 
 
 def hash_at_rest(fd: int, size: int, chunk: int, digest: bytes) -> tuple[str, bytes | None]:

@@ -26,6 +26,7 @@ from fastxfer.errors import FxError, RefusedError, VerifyError
 from fastxfer.localfs import DIR_FLAGS, open_chain
 from fastxfer.protocol import layout, paths
 from fastxfer.store import manifest
+from fastxfer.store.catalog import held_at
 from fastxfer.store.diskio import now_ns, unlink_quietly
 from fastxfer.store.staging import DATA
 
@@ -246,13 +247,9 @@ class Commit:
         with self.manifest.connect() as db:
             found = [(p, v) for p, v, _s, _c in manifest.holders(db, client, digest, size=size)]
         for held, version in found:
-            parts = held.split(b"/")
-            if version:
-                start, chain, name = self.versions.state_fd, [b"versions", client.encode()] + parts[:-1], os.fsencode(version)
-            else:
-                start, chain, name = self.root_fd, [client.encode()] + parts[:-1], parts[-1]
+            in_state, chain, name = held_at(client, held.split(b"/"), version)
             try:
-                src = open_chain(start, chain, create=False)
+                src = open_chain(self.versions.state_fd if in_state else self.root_fd, chain, create=False)
             except (OSError, FxError):
                 continue
             try:

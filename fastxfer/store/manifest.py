@@ -15,6 +15,8 @@ import queue
 import sqlite3
 from collections.abc import Iterator
 
+from fastxfer.protocol import snapshot
+
 POOL = 4  # idle manifest connections a worker keeps
 RECORDS_PER_QUERY = 500  # names in one lookup (SQLite allows 32,766 variables)
 
@@ -38,11 +40,12 @@ SNAPSHOTS = (
     " host TEXT, files INT DEFAULT 0, bytes INT DEFAULT 0, note TEXT, dropped INT DEFAULT 0,"
     " PRIMARY KEY (client, id))"
 )
-# The owner most of a send's files have: the files it stores naming its
-# snapshot join it with this owner (the others are reported with theirs).
-# What a snapshot changed: files it stored (new or changed content) and
-# entries that left the current view when it became it.
+# Columns added to snapshots after its first form (ALTER TABLE on older roots):
+# the owner most of a send's files have (the files it stores naming its
+# snapshot join it with this owner; the others are reported with theirs) ...
 SNAPSHOT_OWNER = ("uid INT", "gid INT", "owner TEXT", "grp TEXT")
+# ... and what it changed: files it stored with new content, entries that
+# left the current view when it became it.
 SNAPSHOT_CHANGES = ("changed INT DEFAULT 0", "removed INT DEFAULT 0")
 SNAP_PATHS = (
     "CREATE TABLE IF NOT EXISTS snap_paths (client TEXT, snap INT, path BLOB, source TEXT,"
@@ -325,12 +328,7 @@ def join_snapshot(db: sqlite3.Connection, client: str, snap: int, raws: list[byt
                        (client, snap)).fetchone()
     if owner is None or not raws:
         return 0
-    tops = snapshot_tops(db, client, snap)
-    if b"" not in tops:
-        exact, below = set(tops), tuple(t + b"/" for t in tops)
-        inside = [r for r in raws if r in exact or r.startswith(below)]
-    else:
-        inside = raws
+    inside = list(filter(snapshot.within(snapshot_tops(db, client, snap)), raws))
     # One statement per slice, the rows copied inside SQLite: half the cost of binding each.
     for start in range(0, len(inside), RECORDS_PER_QUERY):
         part = inside[start : start + RECORDS_PER_QUERY]

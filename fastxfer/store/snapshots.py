@@ -56,13 +56,13 @@ class Snapshots:
         dropped: list[str] = []
         with self.manifest.connect() as db:
             self._open(db, client, snap)
-            tops = manifest.snapshot_tops(db, client, snap)
+            inside = snapshot.within(manifest.snapshot_tops(db, client, snap))
             # A file's later name (its target column) holds the content stored at its first name.
             files = manifest.file_records(db, client, [r[12] or r[0] for r in rows if r[1] == "file"])
             keep = []
             for row in rows:
                 for path in (row[0], row[12]) if row[1] == "file" and row[12] else (row[0],):
-                    if not any(top == b"" or path == top or path.startswith(top + b"/") for top in tops):
+                    if not inside(path):
                         raise ProtocolError(f"entry {os.fsdecode(path)!r} is outside the snapshot's paths")
                 if row[1] == "file":
                     held = files.get(row[12] or row[0])

@@ -55,11 +55,16 @@ def resend_counts_only_missing(client, server, src: Path, recorded: int) -> None
     assert relay.upstream <= missing * 1.05 + 64 * 1024, (relay.upstream, missing)
 
 
-def test_resume_after_client_killed(tmp_path: Path, server, client) -> None:
+def throttled_send(tmp_path: Path, server, client) -> tuple[Path, Relay, subprocess.Popen]:
+    """A 64 MiB send over 2 streams through a relay at 40 MiB/s, so a kill lands mid-transfer."""
     src = make_file(tmp_path / "big.bin", SIZE)
     relay = Relay(server.port, throttled(40 << 20))
     fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
-    proc = start_send(client, relay, src, "--streams", "2", "--chunk-size", "1M")
+    return src, relay, start_send(client, relay, src, "--streams", "2", "--chunk-size", "1M")
+
+
+def test_resume_after_client_killed(tmp_path: Path, server, client) -> None:
+    src, relay, proc = throttled_send(tmp_path, server, client)
     try:
         assert wait_for(lambda: recorded_chunks(server) >= 16)
         proc.send_signal(signal.SIGKILL)
@@ -76,10 +81,7 @@ def test_a_client_killed_costs_only_what_never_arrived(tmp_path: Path, server, c
     """Every whole chunk the server received from a client that vanished is made
     durable and recorded before its stream closes: the server loses at most the
     frame each stream had in flight (a chunk and its frame's overhead)."""
-    src = make_file(tmp_path / "big.bin", SIZE)
-    relay = Relay(server.port, throttled(40 << 20))
-    fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
-    proc = start_send(client, relay, src, "--streams", "2", "--chunk-size", "1M")
+    src, relay, proc = throttled_send(tmp_path, server, client)
     try:
         assert wait_for(lambda: recorded_chunks(server) >= 8)
         time.sleep(0.3)  # mid-batch: chunks received and not yet recorded

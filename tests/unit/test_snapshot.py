@@ -310,3 +310,13 @@ def test_the_fast_parse_takes_and_refuses_exactly_what_the_checked_one_does(kind
         except (ProtocolError, RefusedError) as exc:
             return ("refused", type(exc))
     assert outcome(snapshot.parse_entry) == outcome(snapshot.parse_entry_checked)
+
+
+def test_within_and_ref_digest() -> None:
+    inside = snapshot.within([b"d", b"e/f"])
+    assert [inside(p) for p in (b"d", b"d/x", b"dd", b"e", b"e/f/g", b"e/fg")] == [True, True, False, False, True,
+                                                                                   False]
+    assert snapshot.within([b""])(b"anything/at/all")
+    digest = bytes(range(32))
+    assert snapshot.ref_digest("#" + digest.hex()) == digest
+    assert [snapshot.ref_digest(r) for r in ("", digest.hex(), "#" + digest.hex()[:-2], "#" + "zz" * 32)] == [None] * 4
