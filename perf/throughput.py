@@ -6,8 +6,9 @@ One run of this script times, on 127.0.0.1 only, on one filesystem (default
 
 * big: one large random file (default 1 GiB) sent by `scp -c aes128-gcm@openssh.com`
   and `rsync -a` over a private sshd, `tar -c | nc` into `nc -l | tar -x` (the
-  unencrypted reference), and fastxfer with its automatic stream count and with
-  `--streams` 1, 2, 4 and 8;
+  unencrypted reference), `dd bs=16M conv=fdatasync` of the file on the same
+  machine (the physical reference: what the disk takes to make it durable), and
+  fastxfer with its automatic stream count and with `--streams` 1, 2, 4 and 8;
 * tree: 10,000 random files of 16 KiB in 100 folders sent by the same fastxfer
   set, `rsync -a`, `tar -c | ssh "tar -x"` and `tar | nc`;
 * byte: one file of 1 byte sent by scp, rsync and fastxfer (automatic);
@@ -61,10 +62,10 @@ from harness import GiB, MiB, REPO, RESULTS, ClientRun, SetupError
 
 KiB = 1 << 10
 WORKLOADS = ("big", "tree", "byte", "restore", "clients")
-TOOLS = ("scp", "rsync", "tar-ssh", "tar-nc", "fastxfer")
+TOOLS = ("scp", "rsync", "tar-ssh", "tar-nc", "dd", "fastxfer")
 BASELINE = {"big": "scp", "tree": "rsync -a", "byte": "scp", "restore": "rsync -a (pull)",
             "clients": "fastxfer, 1 client"}
-WORKLOAD_TOOLS = {"big": ("scp", "rsync", "tar-nc", "fastxfer"),
+WORKLOAD_TOOLS = {"big": ("scp", "rsync", "tar-nc", "dd", "fastxfer"),
                   "tree": ("rsync", "tar-ssh", "tar-nc", "fastxfer"),
                   "byte": ("scp", "rsync", "fastxfer"), "restore": ("rsync", "tar-ssh", "fastxfer"),
                   "clients": ("fastxfer",)}
@@ -142,6 +143,14 @@ class Peers:
                 self.nc = h.Netcat()
             except SetupError as e:
                 self.skip("tar-nc", str(e))
+        self.idle: subprocess.Popen | None = None
+        if "dd" in wanted:
+            if shutil.which("dd"):
+                # dd has no server; this idle process stands in for one in the accounting.
+                self.idle = subprocess.Popen(["sleep", "infinity"], start_new_session=True)
+                stack.callback(h.stop_tree, self.idle)
+            else:
+                self.skip("dd", "dd not installed")
         self.fx_compare: dict[str, h.FastxferPeer] = {}  # label -> a server running other code (--compare)
         if "fastxfer" in wanted:
             peer = h.FastxferPeer(work, work / "none", args.python, [], args.code)
@@ -211,6 +220,17 @@ class Peers:
                             [(landing, src.expected)])
         c.prepare = prepare
         return c
+
+    def dd(self, src: Source, dest: Path) -> Contender:
+        """The physical reference for one file: a local copy that is durable when dd ends."""
+        cmd = ["dd", f"if={src.path}", f"of={dest / src.path.name}", "bs=16M", "conv=fdatasync",
+               "status=none"]
+
+        def prepare(logs: Path) -> Prepared:
+            h.empty_folder(dest)
+            return Prepared([ClientRun(cmd, dict(os.environ), REPO, logs)], self.idle.pid, None,
+                            [(dest, src.expected)])
+        return Contender("dd conv=fdatasync (local)", "dd", prepare=prepare, cmds=[cmd])
 
     def fastxfer(self, src: Source, streams: str, label: str = "") -> Contender:
         fx = self.fx_compare[label] if label else self.fx
@@ -296,8 +316,10 @@ def contenders_for(workload: str, peers: Peers, src, dest: Path, streams: list[s
         if workload == "restore":
             out.append({"rsync": peers.rsync_pull, "tar-ssh": peers.tar_ssh_pull}[tool](src, d))
             continue
+        if tool == "dd" and not src.path.is_file():
+            continue
         out.append({"scp": peers.scp, "rsync": peers.rsync, "tar-ssh": peers.tar_ssh,
-                    "tar-nc": peers.tar_nc}[tool](src, d))
+                    "tar-nc": peers.tar_nc, "dd": peers.dd}[tool](src, d))
     if peers.can("fastxfer") and workload == "restore":
         out.append(peers.fastxfer_get(src, dest / "fastxfer"))
         for label in peers.fx_compare:  # the same restore on other code, alternating with this one
@@ -454,6 +476,21 @@ def compare_lines(rows: list[dict]) -> list[str]:
                        f"{_f(r['median_wall_s'])} s on [{m.group(2)}]: this code takes "
                        f"{ours['median_wall_s'] / r['median_wall_s']:.3f} × the time of [{m.group(2)}]")
     return out
+
+
+def reference_lines(rows: list[dict]) -> list[str]:
+    """fastxfer's durable time against the physical reference (dd) and the baseline's wall."""
+    by_name = {r["tool"]: r for r in rows if "median_wall_s" in r}
+    dd, ours = by_name.get("dd conv=fdatasync (local)"), by_name.get("fastxfer (auto)")
+    if not dd or not ours:
+        return []
+    line = (f"fastxfer (auto) durable {_f(ours['median_durable_s'])} s = "
+            f"{ours['median_durable_s'] / dd['median_wall_s']:.2f} × dd conv=fdatasync ({_f(dd['median_wall_s'])} s)")
+    base = by_name.get(BASELINE["big"])
+    if base:
+        line += (f" and {ours['median_durable_s'] / base['median_wall_s']:.2f} × {BASELINE['big']}'s wall "
+                 f"({_f(base['median_wall_s'])} s, not durable)")
+    return [line]
 
 
 def markdown_table(workload: str, rows: list[dict]) -> str:
@@ -713,6 +750,9 @@ def main(argv: list[str]) -> int:
             for line in compare_lines(rows):
                 text += f"\n\n{line}"
                 jlog.write("compare", workload=workload, text=line)
+            for line in reference_lines(rows):
+                text += f"\n\n{line}"
+                jlog.write("reference", workload=workload, text=line)
             if workload == "clients":
                 many = next((r for r in rows if r["tool"] != BASELINE["clients"] and "ratio" in r), None)
                 if many:
