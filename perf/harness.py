@@ -846,6 +846,7 @@ def work_folder(where: Path | None, keep: bool) -> Iterator[Path]:
     if not filesystem_of(work).startswith("tmpfs "):
         _trash = work / "trash"
         _trash.mkdir()
+        wait_for_fast_creates(_trash)
     try:
         yield work
     finally:
@@ -864,6 +865,38 @@ def work_folder(where: Path | None, keep: bool) -> Iterator[Path]:
 # 10,000 were deleted, still 2.4 s 32 s later).
 _trash: Path | None = None
 TRASH_FROM_FILES = 100
+
+
+CREATE_PROBE_FILES = 2000
+CREATE_FAST_US = 100  # µs per empty file: ~13 normally here, 250-700 while deletions weigh
+CREATE_WAIT_S = 420  # RECENTCY_MIN + RECENTCY_DIRTY in ext4's ialloc.c, and a minute more
+
+
+def wait_for_fast_creates(trash: Path) -> float:
+    """Wait (at most CREATE_WAIT_S) until creating files costs what it normally does
+    here: many files deleted in the last minutes (by an earlier benchmark, say) slow
+    every tool's creates alike on ext4 without a journal.  The probe's own files go to
+    the trash, so probing adds no deletions.  Returns the last µs per file."""
+    deadline = time.monotonic() + CREATE_WAIT_S
+    n = 0
+    while True:
+        folder = trash / f"probe-{n}"
+        folder.mkdir()
+        started = time.perf_counter()
+        for i in range(CREATE_PROBE_FILES):
+            os.close(os.open(folder / str(i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        per_file = (time.perf_counter() - started) / CREATE_PROBE_FILES * 1e6
+        if per_file <= CREATE_FAST_US or time.monotonic() > deadline:
+            if per_file > CREATE_FAST_US:
+                print(f"warning: creating a file still takes {per_file:.0f} µs here (normally "
+                      f"under {CREATE_FAST_US}): every tool's runs are slowed", file=sys.stderr)
+            return per_file
+        if n == 0:
+            print(f"creating a file takes {per_file:.0f} µs here, not under {CREATE_FAST_US}: "
+                  f"files deleted in the last minutes weigh on it (ext4 without a journal); "
+                  f"waiting up to {CREATE_WAIT_S} s", file=sys.stderr)
+        n += 1
+        time.sleep(15)
 
 
 def discard(path: Path) -> None:
