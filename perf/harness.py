@@ -867,8 +867,8 @@ _trash: Path | None = None
 TRASH_FROM_FILES = 100
 
 
-CREATE_PROBE_FILES = 2000
-CREATE_FAST_US = 100  # µs per empty file: ~13 normally here, 250-700 while deletions weigh
+CREATE_PROBE_FILES = 10_000  # in 100 folders: new folders spread over the filesystem
+CREATE_FAST_US = 40  # µs per empty file: ~14 normally here, 70-700 while deletions weigh
 CREATE_WAIT_S = 420  # RECENTCY_MIN + RECENTCY_DIRTY in ext4's ialloc.c, and a minute more
 
 
@@ -880,10 +880,11 @@ def wait_for_fast_creates(trash: Path) -> float:
     deadline = time.monotonic() + CREATE_WAIT_S
     n = 0
     while True:
-        folder = trash / f"probe-{n}"
-        folder.mkdir()
         started = time.perf_counter()
         for i in range(CREATE_PROBE_FILES):
+            if i % 100 == 0:
+                folder = trash / f"probe-{n}-{i // 100}"
+                folder.mkdir()
             os.close(os.open(folder / str(i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         per_file = (time.perf_counter() - started) / CREATE_PROBE_FILES * 1e6
         if per_file <= CREATE_FAST_US or time.monotonic() > deadline:

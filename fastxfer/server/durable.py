@@ -1,66 +1,126 @@
-"""Received chunks made durable behind the data: a stream's batches of
-chunks are synced, recorded and acknowledged by a thread of their own, so
-the stream goes on reading while the disk catches up.
+"""What a stream received, made durable behind the data: its batches of
+chunks and its bundles of small files are synced, recorded and
+acknowledged by a thread of their own, in the order they arrived, so the
+stream goes on reading while the disk catches up.
 
 The resume guarantee does not change: a batch's chunks are acknowledged
 only after their data and then their record entries are on stable
-storage (Receiving.flush), in the order the batches were received.  At
-most BEHIND batches wait for the disk: the stream stops reading beyond
-that, which bounds the writeback debt of one stream to (BEHIND + 1) x
-FLUSH_BYTES.
+storage (Receiving.flush); a bundle only after its files are in place
+and recorded (Bundling.finish).  At most BEHIND jobs wait for the disk:
+the stream stops reading beyond that, which bounds the writeback debt of
+one stream to (BEHIND + 1) x FLUSH_BYTES.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 from fastxfer.errors import FxError
-from fastxfer.store.seam import Receiving
+from fastxfer.store.diskio import storage_failure
+from fastxfer.store.seam import Bundling, Receiving
 
-BEHIND = 2  # batches synced while the stream reads the next one
+BEHIND = 2  # jobs made durable while the stream reads the next one
+
+log = logging.getLogger("fastxfer.server")
+
+
+class Job(Protocol):
+    def finish(self) -> None:
+        """Durable and recorded (raises what failed)."""
+
+    def ack(self) -> None:
+        """Tell the client (FxError: it is gone)."""
+
+    def close(self) -> None:
+        """Always called, after finish or instead of it."""
+
+
+class Chunks:
+    """Chunks received since the last flush, in their files (the job's to close)."""
+
+    def __init__(self, files: list[Receiving], acks: list[tuple[bytes, int]],
+                 send_acks: Callable[[list[tuple[bytes, int]]], None]) -> None:
+        self.files, self.acks, self.send_acks = files, acks, send_acks
+
+    def finish(self) -> None:
+        for f in self.files:
+            f.flush()
+
+    def ack(self) -> None:
+        self.send_acks(self.acks)
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()
+
+
+class Bundle:
+    """A bundle of small files, staged: finished, then its statuses acknowledged."""
+
+    def __init__(self, staged: Bundling, send_ack: Callable[[list[tuple[int, int, str]]], None]) -> None:
+        self.staged, self.send_ack = staged, send_ack
+        self.results: list[tuple[int, int, str]] = []
+
+    def finish(self) -> None:
+        try:
+            self.results = self.staged.finish()
+        except OSError as exc:
+            raise storage_failure(exc) from None
+
+    def ack(self) -> None:
+        self.send_ack(self.results)
+
+    def close(self) -> None:
+        self.staged.close()
 
 
 class Flusher:
-    def __init__(self, send_acks: Callable[[list[tuple[bytes, int]]], None]) -> None:
-        self.send_acks = send_acks
+    def __init__(self) -> None:
         self.cond = threading.Condition()
-        self.batches: deque[tuple[list[Receiving], list[tuple[bytes, int]]]] = deque()
+        self.jobs: deque[Job] = deque()
         self.error: BaseException | None = None  # the first failure: the stream ends with it
         self.closing = False
+        self.busy = False  # the first job is being finished
         self.thread: threading.Thread | None = None
 
-    def submit(self, files: list[Receiving], acks: list[tuple[bytes, int]]) -> None:
-        """Hand a batch over (its files are the flusher's to close); waits while
-        BEHIND batches are still waiting for the disk."""
+    def submit(self, job: Job) -> None:
+        """Hand a job over (it is the flusher's to close); waits while BEHIND jobs
+        are still waiting for the disk."""
         with self.cond:
-            self._raise()
-            while len(self.batches) >= BEHIND and self.error is None:
-                self.cond.wait()
-            self._raise()
-            self.batches.append((files, acks))
+            try:
+                self._raise()
+                while len(self.jobs) >= BEHIND and self.error is None:
+                    self.cond.wait()
+                self._raise()
+            except BaseException:
+                job.close()
+                raise
+            self.jobs.append(job)
             if self.thread is None:
                 self.thread = threading.Thread(target=self._run, name="flusher", daemon=True)
                 self.thread.start()
             self.cond.notify_all()
 
     def check(self) -> None:
-        """Raise the failure of an earlier batch, if any (a full disk, say)."""
+        """Raise the failure of an earlier job, if any (a full disk, say)."""
         if self.error is not None:
             with self.cond:
                 self._raise()
 
     def close(self, finish: bool) -> None:
-        """Stop; with *finish*, every batch handed over is synced and recorded first
-        (acknowledged too, if the peer still listens), otherwise the waiting ones are
-        dropped (closed, not recorded: their chunks are sent again)."""
+        """Stop; with *finish*, every job handed over is made durable and recorded
+        first (acknowledged too, if the peer still listens), otherwise the waiting
+        ones are dropped (closed, not recorded: their data is sent again)."""
         with self.cond:
             self.closing = True
             if not finish:
-                while self.batches:
-                    for f in self.batches.popleft()[0]:
-                        f.close()
+                busy = 1 if self.busy else 0  # the thread closes the one it is finishing
+                while len(self.jobs) > busy:
+                    self.jobs.pop().close()
             self.cond.notify_all()
             thread = self.thread
         if thread is not None:
@@ -73,35 +133,31 @@ class Flusher:
     def _run(self) -> None:
         while True:
             with self.cond:
-                while not self.batches and not self.closing:
+                while not self.jobs and not self.closing:
                     self.cond.wait()
-                if not self.batches:
+                if not self.jobs:
                     return
-                files, acks = self.batches[0]
+                job = self.jobs[0]
+                self.busy = True
                 failed_before = self.error is not None
+            failed = None
             try:
-                failed = self._sync(files, skip=failed_before)
-                if failed is None and not failed_before:
+                if not failed_before:
+                    job.finish()
                     try:
-                        self.send_acks(acks)
+                        job.ack()
                     except FxError:
-                        pass  # the peer is gone: the chunks are recorded, a resume finds them
-            finally:
-                with self.cond:
-                    self.batches.popleft()
-                    if failed is not None and self.error is None:
-                        self.error = failed
-                    self.cond.notify_all()
-
-    def _sync(self, files: list[Receiving], skip: bool) -> BaseException | None:
-        """Each file's chunks durable and recorded (none after a failure: only closed)."""
-        failed = None
-        for f in files:
-            try:
-                if failed is None and not skip:
-                    f.flush()
+                        pass  # the peer is gone: it is recorded, a resume finds it
             except BaseException as exc:  # recorded, raised in the stream's thread
                 failed = exc
             finally:
-                f.close()
-        return failed
+                try:
+                    job.close()
+                except OSError as exc:
+                    log.warning("closing what a stream received: %s", exc)
+                with self.cond:
+                    self.jobs.popleft()
+                    self.busy = False
+                    if failed is not None and self.error is None:
+                        self.error = failed
+                    self.cond.notify_all()

@@ -23,7 +23,7 @@ from fastxfer.errors import BusyError, FxError, ProtocolError, RefusedError, Tru
 from fastxfer.protocol.keys import ServerKeys
 from fastxfer.net.conn import Buffer, Conn
 from fastxfer.net.framed import Frame, FramedConn
-from fastxfer.server.durable import Flusher
+from fastxfer.server import durable
 from fastxfer.store.facade import Store
 from fastxfer.store.seam import Receiving
 from fastxfer.trust.clients import ClientList
@@ -42,7 +42,7 @@ class StreamSession:
         self.files: dict[bytes, Receiving] = {}
         self.unflushed = 0
         self.acks: list[tuple[bytes, int]] = []
-        self.flusher = Flusher(self._send_acks)  # received chunks made durable behind the data
+        self.flusher = durable.Flusher()  # what was received, made durable behind the data
         self.authorized = True  # False once revoked: what it sent and was not recorded is not kept
         self.fc: FramedConn | None = None  # once the stream's keys are known
         # Restoring: what is read from the store, before it is sealed and sent.
@@ -75,7 +75,7 @@ class StreamSession:
         try:
             if keep and self.acks:
                 self._still_authorized()  # revoked meanwhile: its chunks are not kept
-                self.flusher.submit(list(self.files.values()), self.acks)
+                self.flusher.submit(durable.Chunks(list(self.files.values()), self.acks, self._send_acks))
                 self.files = {}
         except FxError:
             keep = self.authorized and self.flusher.error is None
@@ -200,11 +200,14 @@ class StreamSession:
         for e in entries:
             if hashlib.sha256(e.data).digest() != e.digest:
                 raise ProtocolError("a bundled file's digest does not match its bytes")
-        results = self.store.commit_bundle(self.client, entries, snap)
+        staged = self.store.stage_bundle(self.client, entries, snap)
+        del entries  # views into the buffer, which the next frame reuses
+        self.flusher.submit(durable.Bundle(staged, lambda results: self._send_bundle_ack(bundle, results)))
+
+    def _send_bundle_ack(self, bundle: int, results: list[tuple[int, int, str]]) -> None:
         stored = sum(1 for status, _, _ in results if status == 0)
         if stored:
             log.info("client %s stored %d small files", self.client, stored)
-        del entries  # views into the buffer
         self.fc.send(wire.BUNDLE_ACK, *wire.encode_bundle_ack(bundle, results))
 
     def _still_authorized(self) -> None:
@@ -222,7 +225,7 @@ class StreamSession:
         if self.unflushed:
             self._still_authorized()
         if self.acks:
-            self.flusher.submit(list(self.files.values()), self.acks)
+            self.flusher.submit(durable.Chunks(list(self.files.values()), self.acks, self._send_acks))
         else:
             for staging in self.files.values():
                 staging.close()

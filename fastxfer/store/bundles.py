@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 EMPTY_SHA256 = hashlib.sha256(b"").digest()
 Result = tuple[int, int, str]  # (0 stored, 1 unchanged or 2 failed; wire code number; message)
 Staged = tuple[int, list[bytes], int, bytes, wire.BundleEntry]  # (index, parts, folder fd, staged name, entry)
+NO_DATA = memoryview(b"")  # a staged entry keeps no view into the frame it came in
 
 
 def failed(exc: FxError | OSError) -> Result:
@@ -106,54 +107,37 @@ class Bundles:
         status, stored = self.catalog.verify_stored(client, raw)
         return "unchanged" if status == "ok" and stored == sha256 else "send"
 
-    def commit_bundle(self, client: str, entries: list[wire.BundleEntry], snap: int = 0) -> list[Result]:
-        """Store many small files at once: each appears atomically by rename,
-        all are made durable by one filesystem sync, each folder fsynced once,
-        and the manifest changes in one transaction, in which each file stored
-        or found unchanged joins the open snapshot *snap* (if not 0).
-
-        Returns (status, exit code, message) per entry: 0 stored, 1 unchanged, 2 failed.
-        """
+    def stage_bundle(self, client: str, entries: list[wire.BundleEntry], snap: int = 0) -> StagedBundle:
+        """Write a bundle's files aside (the caller may reuse the entries' buffer once
+        this returns); finish() then stores them, close() releases what is left."""
+        bundle = StagedBundle(self, client, snap, len(entries))
         needed, free = sum(e.size for e in entries), free_bytes(self.root_fd)
         if needed > free:
-            return [failed(space_error(needed, free))] * len(entries)
-        results: list[Result] = [(2, 1, "not processed")] * len(entries)
-        base = self.staging.staging_fd(client, create=True)
-        parents: dict[tuple[bytes, ...], int] = {}
+            bundle.results = [failed(space_error(needed, free))] * len(entries)
+            return bundle
         try:
-            staged = self._stage_all(base, client, entries, parents, results)
-            if staged:
-                sync_filesystem(base)
-            rows: list[tuple] = []
-            walked: list[bytes] = []
-            stored_ns = now_ns()  # one transaction: one time for all
-            with self.manifest.connect() as db:
-                for i, parts, parent, tmp, e in staged:
-                    try:
-                        results[i] = self._place_small(db, base, parent, client, parts, tmp, e, rows, walked, stored_ns)
-                    except (FxError, OSError) as exc:
-                        unlink_quietly(tmp, base)
-                        results[i] = failed(exc)
-                for fd in parents.values():
-                    os.fsync(fd)
-                manifest.record_files(db, rows)
-                if snap:
-                    manifest.join_snapshot(db, client, snap, walked, len(rows))
-                db.commit()
-        finally:
-            for fd in parents.values():
-                os.close(fd)
-            os.close(base)
-        return results
+            bundle.base = self.staging.staging_fd(client, create=True)
+            self._stage_all(bundle, entries)
+        except BaseException:
+            bundle.close()
+            raise
+        return bundle
 
-    def _stage_all(self, base: int, client: str, entries: list[wire.BundleEntry],
-                   parents: dict[tuple[bytes, ...], int], results: list[Result]) -> list[Staged]:
-        """Each entry written aside in the staging folder; its folder opened into *parents*
-        (the caller closes them), its failure into *results*."""
+    def commit_bundle(self, client: str, entries: list[wire.BundleEntry], snap: int = 0) -> list[Result]:
+        """stage_bundle, then finish it."""
+        bundle = self.stage_bundle(client, entries, snap)
+        try:
+            return bundle.finish()
+        finally:
+            bundle.close()
+
+    def _stage_all(self, bundle: StagedBundle, entries: list[wire.BundleEntry]) -> None:
+        """Each entry written aside in the staging folder and its folder opened, into
+        *bundle*; a failure into its results."""
         refused: dict[tuple[bytes, ...], FxError] = {}
-        staged: list[Staged] = []
         seen: set[bytes] = set()
         prefix = b"b-" + os.urandom(6).hex().encode() + b"-"
+        parents, client = bundle.parents, bundle.client
         for i, e in enumerate(entries):
             try:
                 if e.path in seen:  # the manifest is written once per bundle: one entry per path
@@ -173,11 +157,10 @@ class Bundles:
                         refused[key] = exc
                         raise
                 tmp = prefix + b"%d" % i
-                self._stage_small(base, tmp, e)
-                staged.append((i, parts, parents[key], tmp, e))
+                self._stage_small(bundle.base, tmp, e)
+                bundle.staged.append((i, parts, parents[key], tmp, e._replace(data=NO_DATA)))
             except (FxError, OSError) as exc:
-                results[i] = failed(exc)
-        return staged
+                bundle.results[i] = failed(exc)
 
     def _stage_small(self, base: int, tmp: bytes, e: wire.BundleEntry) -> None:
         mode = (e.mode & 0o777) | 0o400  # the server must be able to read it back
@@ -213,3 +196,54 @@ class Bundles:
         rows.append((client, e.path, e.size, e.mtime_ns, e.mode, chunk, digest, sha, stored_ns))
         walked.append(e.path)
         return (0, 0, "")
+
+
+class StagedBundle:
+    """A bundle's files written aside, not yet durable.  finish() makes them durable
+    by one filesystem sync, renames each into place, fsyncs each folder once and
+    records them in one manifest transaction, in which each file stored or found
+    unchanged joins the open snapshot (if not 0).  close(), always called, removes
+    what was not put in place and closes the folders."""
+
+    def __init__(self, bundles: Bundles, client: str, snap: int, count: int) -> None:
+        self.bundles, self.client, self.snap = bundles, client, snap
+        self.base = -1
+        self.parents: dict[tuple[bytes, ...], int] = {}
+        self.staged: list[Staged] = []
+        self.results: list[Result] = [(2, 1, "not processed")] * count
+
+    def finish(self) -> list[tuple[int, int, str]]:
+        """Per entry (0 stored | 1 unchanged | 2 failed, exit code, message)."""
+        b = self.bundles
+        if self.staged:
+            sync_filesystem(self.base)
+        rows: list[tuple] = []
+        walked: list[bytes] = []
+        stored_ns = now_ns()  # one transaction: one time for all
+        with b.manifest.connect() as db:
+            for i, parts, parent, tmp, e in self.staged:
+                try:
+                    self.results[i] = b._place_small(db, self.base, parent, self.client, parts, tmp, e, rows,
+                                                     walked, stored_ns)
+                except (FxError, OSError) as exc:
+                    unlink_quietly(tmp, self.base)
+                    self.results[i] = failed(exc)
+            self.staged = []  # each put in place or removed
+            for fd in self.parents.values():
+                os.fsync(fd)
+            manifest.record_files(db, rows)
+            if self.snap:
+                manifest.join_snapshot(db, self.client, self.snap, walked, len(rows))
+            db.commit()
+        return self.results
+
+    def close(self) -> None:
+        for _i, _parts, _parent, tmp, _e in self.staged:
+            unlink_quietly(tmp, self.base)
+        self.staged = []
+        for fd in self.parents.values():
+            os.close(fd)
+        self.parents = {}
+        if self.base >= 0:
+            os.close(self.base)
+            self.base = -1

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from fastxfer.errors import FxError
 from fastxfer.localfs import DIR_FLAGS
 from fastxfer.protocol import retention, wire
-from fastxfer.store.bundles import Bundles
+from fastxfer.store.bundles import Bundles, StagedBundle
 from fastxfer.store.catalog import Catalog
 from fastxfer.store.commit import Commit, Folders, Stored, Versions
 from fastxfer.store.diskio import MEMORY_FILESYSTEMS, current_umask, filesystem_type
@@ -129,7 +129,11 @@ class Store:
     def probe_many(self, client: str, items: list[tuple[str, int, int, bytes | None]]) -> list[str | FxError]:
         return self.bundles.probe_many(client, items)
 
+    def stage_bundle(self, client: str, entries: list[wire.BundleEntry], snap: int = 0) -> StagedBundle:
+        return self.bundles.stage_bundle(client, entries, snap)
+
     def commit_bundle(self, client: str, entries: list[wire.BundleEntry], snap: int = 0) -> list[tuple[int, int, str]]:
+        """stage_bundle and finish it at once."""
         return self.bundles.commit_bundle(client, entries, snap)
 
     def begin_snapshot(self, client: str, tops: list[tuple[bytes, str | None]], host: str,

@@ -35,6 +35,18 @@ class Receiving(Protocol):
     def close(self) -> None: ...
 
 
+class Bundling(Protocol):
+    """A bundle of small files written aside (its frame's buffer free again), not yet
+    durable: finished behind the stream, as received chunks are flushed."""
+
+    def finish(self) -> list[tuple[int, int, str]]:
+        """Durable, in place and recorded; per entry (0 stored | 1 unchanged | 2 failed,
+        exit code, message).  Each stored or unchanged joins the open snapshot if not 0."""
+
+    def close(self) -> None:
+        """Always called, after finish or instead: what was not put in place is removed."""
+
+
 class StoreSeam(Protocol):
     """What server/ asks of the store, one client (its name) at a time."""
 
@@ -64,9 +76,9 @@ class StoreSeam(Protocol):
     def probe_many(self, client: str, items: list[tuple[str, int, int, bytes | None]]) -> list[str | FxError]:
         """Per (path, size, mtime_ns, sha256 or None): "unchanged", "send" or the refusal."""
 
-    def commit_bundle(self, client: str, entries: list[wire.BundleEntry], snap: int = 0) -> list[tuple[int, int, str]]:
-        """Store many small files; per entry (0 stored | 1 unchanged | 2 failed, exit code, message).
-        Each stored or unchanged joins the open snapshot *snap* if not 0."""
+    def stage_bundle(self, client: str, entries: list[wire.BundleEntry], snap: int = 0) -> Bundling:
+        """Write many small files aside, to be stored (joining the open snapshot *snap*
+        if not 0) by the Bundling's finish()."""
 
     def begin_snapshot(self, client: str, tops: list[tuple[bytes, str | None]], host: str,
                        owner: tuple = (None,) * 4) -> tuple[int, list[str | None]]:
