@@ -24,6 +24,7 @@ import time
 from fastxfer.errors import ChangedError, ConnectError, FxError, PartialError, ProtocolError, from_wire_number
 from fastxfer.protocol import layout, messages
 from fastxfer.client import events
+from fastxfer.net.conn import Conn
 from fastxfer.client.connect import ControlClient, Welcome, keep_alive
 from fastxfer.protocol.snapshot import SPECIAL
 from fastxfer.client.jobs import (Bundle, FileJob, Result, Source, changed_since, hash_list, job_sha256,
@@ -59,6 +60,8 @@ class Shared:
         self.bytes_linked = 0  # of files that are copies of what the server holds: not sent
         self.streams_alive = 0
         self.opened_by: set[threading.Thread] = set()  # stream threads that connected at least once
+        self.conns: set[Conn] = set()  # the open streams' connections, for their TCP stalls
+        self.stalls_closed = (0.0, 0.0)  # what the closed ones had seen
         self.files_done = self.files_total = 0
 
     def add_file(self, job: FileJob) -> None:
@@ -134,9 +137,26 @@ class Shared:
         with self.cond:
             self.streams_alive += count
 
-    def stream_opened(self) -> None:
+    def stream_opened(self, conn: Conn) -> None:
         with self.cond:
             self.opened_by.add(threading.current_thread())
+            self.conns.add(conn)
+
+    def stream_closed(self, conn: Conn) -> None:
+        seen = conn.window_stalls() or (0.0, 0.0)
+        with self.cond:
+            if conn in self.conns:
+                self.conns.discard(conn)
+                self.stalls_closed = (self.stalls_closed[0] + seen[0], self.stalls_closed[1] + seen[1])
+
+    def window_stalls(self) -> tuple[float, float]:
+        """(busy, held back by the server's window) seconds of every stream so far."""
+        with self.cond:
+            conns, (busy, held) = list(self.conns), self.stalls_closed
+        for conn in conns:
+            seen = conn.window_stalls() or (0.0, 0.0)
+            busy, held = busy + seen[0], held + seen[1]
+        return busy, held
 
     def all_open(self) -> bool:
         with self.cond:
@@ -421,7 +441,7 @@ class Sender:
                 f"the server ended the session ({exc.message}); run the same send again to resume"))
         if self.threads:
             more = self.tuner.look(self.shared.bytes_sent, self.shared.all_open(), self.streams_used,
-                                   self.shared.work.qsize(), self._pings)
+                                   self.shared.work.qsize(), self._pings, self.shared.window_stalls)
             if more:
                 self._spawn_streams(more)
 

@@ -98,7 +98,7 @@ class Link:
         # The control connection's latest welcome: after a server restart the first one's ticket is void.
         self.fc = open_stream(control.host, control.port, control.welcome or self.stream.welcome)
         conn = self.fc.conn
-        self.shared.stream_opened()
+        self.shared.stream_opened(conn)
         reader = threading.Thread(target=self._read, daemon=True)
         reader.start()
         conn.settimeout(STREAM_TIMEOUT)
@@ -114,6 +114,7 @@ class Link:
             raise
         finally:
             self.stop.set()
+            self.shared.stream_closed(conn)
             self.fc.close()
 
     # ------------------------------------------------------------ sending

@@ -10,6 +10,13 @@ The looks are counted in round trips of the path, from the moment every
 stream is open: the first comes once TCP slow start is over, and decides
 from the path alone (is a shared queue filling?), not from a rate that slow
 start and whole-chunk counting still distort.
+
+Nor are streams added when the server sets the pace: when, over a look's
+span, the server's receive windows held the streams back for SERVER_BOUND of
+the time they had data to send (TCP_INFO's rwnd_limited), the server reads
+slower than the path delivers (its disk syncs, or its CPUs are busy), and
+more streams would only hold more unsynced data there.  Chunk sizes are
+never raised either: a long path gets smaller ones (auto_chunk).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ LINK_FULL_RTT = 1.25  # loaded / idle round trip beyond which the path is full
 TUNE_PINGS = 3  # pings on the control connection per look at most; the least counts
 LONG_PATH_MIN_CHUNK = 1 << 20
 TEND_WAIT = 0.5  # seconds the main thread waits at most between two turns of its chores
+SERVER_BOUND = 0.5  # share of the streams' busy time the server's receive windows held them back
 
 
 def auto_streams(work: int, long_path: bool) -> int:
@@ -51,16 +59,17 @@ def look_interval(rtt: float) -> float:
 
 
 def more_streams(rate: float, rate_before: float, streams: int, waiting: int, cpu_busy: bool,
-                 link_full: bool) -> int:
+                 link_full: bool, server_bound: bool = False) -> int:
     """Streams to add after a look (0: tuning is over).  At the first look
     (*rate_before* 0) as many as there are, at a later one as many again if the
     last growth paid (the rate grew by TUNE_GAIN); never beyond the cap or the
     pieces waiting, never when this process already keeps the CPUs busy, and
     never once the path's queue is filling (its round trip has grown): then
-    more streams only add losses and delay, not speed.  The first look needs
+    more streams only add losses and delay, not speed; nor when the server
+    is what holds the streams back (*server_bound*).  The first look needs
     no rate: a chunk counts once the kernel took all of it, and a stream in
     slow start may not have finished its first one yet."""
-    if cpu_busy or link_full:
+    if cpu_busy or link_full or server_bound:
         return 0
     if rate_before > 0 and rate < rate_before * TUNE_GAIN:
         return 0
@@ -94,12 +103,19 @@ def auto_chunk(size: int, long_path: bool) -> int:
     return chunk
 
 
+def server_bound(busy: float, held: float) -> bool:
+    """Whether the server's receive windows held the streams back for SERVER_BOUND of
+    the *busy* seconds they had data to send (*held*: seconds so held, all streams)."""
+    return busy > 0 and held >= SERVER_BOUND * busy
+
+
 def cpu_busy(cpu_seconds: float, seconds: float) -> bool:
     """Whether this process kept (nearly) every core busy over the span."""
     return cpu_seconds / seconds >= 0.8 * (os.cpu_count() or 1)
 
 
 Pings = Callable[[int, float], list[float]]  # (at most, enough) -> round trips of control pings
+Stalls = Callable[[], tuple[float, float]]  # -> (busy, held) seconds, all streams so far (Conn.window_stalls)
 
 
 class Tuner:
@@ -114,25 +130,26 @@ class Tuner:
         self.active = active  # may still add streams
         self.clock = clock
         self.cpu_clock = cpu_clock
-        self.mark: tuple[float, int, float] | None = None  # (time, bytes sent, CPU time)
+        self.mark: tuple[float, int, float, tuple[float, float]] | None = None  # (time, sent, CPU, stalls)
         self.rate = 0.0  # rate before the last growth
         self.skip = 0  # looks to let pass: new streams are still in TCP slow start
         self.every = look_interval(base_rtt)
 
-    def look(self, sent: int, all_open: bool, streams: int, waiting: int, pings: Pings) -> int:
+    def look(self, sent: int, all_open: bool, streams: int, waiting: int, pings: Pings,
+             stalls: Stalls = lambda: (0.0, 0.0)) -> int:
         """Streams to add now, given *sent* bytes so far, whether every stream
         opened, the streams started and the pieces waiting (0: none, now)."""
         if not self.active:
             return 0
-        now, cpu = self.clock(), self.cpu_clock()
+        now, cpu, stalled = self.clock(), self.cpu_clock(), stalls()
         if self.mark is None or not all_open:
-            self.mark = (now, sent, cpu)  # the span starts once every stream is open
+            self.mark = (now, sent, cpu, stalled)  # the span starts once every stream is open
             return 0
-        then, sent_then, cpu_then = self.mark
+        then, sent_then, cpu_then, stalled_then = self.mark
         if now - then < self.every:
             return 0
         rate = (sent - sent_then) / (now - then)
-        self.mark = (now, sent, cpu)
+        self.mark = (now, sent, cpu, stalled)
         if self.skip:
             self.skip -= 1
             return 0
@@ -141,7 +158,9 @@ class Tuner:
         # per stream.  The quiet control connection can (up to TUNE_PINGS pings a
         # look, until one comes back in time).
         full = link_full(self.base_rtt, pings(TUNE_PINGS, full_rtt(self.base_rtt)))
-        more = more_streams(rate, self.rate, streams, waiting, cpu_busy(cpu - cpu_then, now - then), full)
+        held_back = server_bound(stalled[0] - stalled_then[0], stalled[1] - stalled_then[1])
+        more = more_streams(rate, self.rate, streams, waiting, cpu_busy(cpu - cpu_then, now - then), full,
+                            held_back)
         if not more:
             self.active = False  # this is as fast as more streams would make it
             return 0

@@ -20,8 +20,13 @@ from fastxfer.errors import ConnectError
 # sacked, lost, retrans, fackets, last_data_sent, last_ack_sent, last_data_recv,
 # last_ack_recv, pmtu, rcv_ssthresh, rtt, rttvar, snd_ssthresh, snd_cwnd, advmss,
 # reordering, rcv_rtt, rcv_space, total_retrans (ends at 104), four u64 rates and
-# counts, segs_out, segs_in, notsent_bytes, then min_rtt (microseconds) at 148.
+# counts, segs_out, segs_in, notsent_bytes, then min_rtt (microseconds) at 148;
+# data_segs_in, data_segs_out, u64 delivery_rate, then the u64 microseconds the
+# connection had data to send (busy_time, 168) and of those, the time the peer's
+# receive window held it back (rwnd_limited, 176; Linux 4.10+).
 _TCPI_MIN_RTT = 148
+_TCPI_BUSY_TIME = 168
+_TCPI_RWND_LIMITED = 176
 
 
 class Buffer:
@@ -59,14 +64,22 @@ class Conn:
         the path's own delay, without the peer's think time or queues."""
         return self._tcp_info_us(_TCPI_MIN_RTT)
 
-    def _tcp_info_us(self, offset: int) -> float | None:
+    def window_stalls(self) -> tuple[float, float] | None:
+        """(seconds this connection had data to send, seconds of those the peer's
+        receive window held it back): a peer that reads slower than the path
+        delivers, its disk or its CPU the limit, not the path."""
+        busy = self._tcp_info_us(_TCPI_BUSY_TIME, 8)
+        held = self._tcp_info_us(_TCPI_RWND_LIMITED, 8)
+        return None if busy is None or held is None else (busy, held)
+
+    def _tcp_info_us(self, offset: int, width: int = 4) -> float | None:
         try:
             info = self.sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, "TCP_INFO", 11), 192)
         except (OSError, ValueError):
             return None
-        if len(info) < offset + 4:
+        if len(info) < offset + width:
             return None
-        return int.from_bytes(info[offset : offset + 4], "little") / 1e6
+        return int.from_bytes(info[offset : offset + width], "little") / 1e6
 
     def recv_exact(self, size: int) -> bytes:
         buf = bytearray(size)

@@ -162,3 +162,29 @@ def test_an_inactive_tuner_never_adds() -> None:
     clock[0] = 100.0
     assert t.look(1 << 30, True, 2, 100, lambda n, e: [0.0]) == 0
     assert t.wait(True) == tuning.TEND_WAIT
+
+
+def test_no_stream_is_added_while_the_server_holds_the_streams_back() -> None:
+    assert tuning.server_bound(busy=2.0, held=1.0)  # half the time: the server's window
+    assert not tuning.server_bound(busy=2.0, held=0.9)
+    assert not tuning.server_bound(busy=0.0, held=0.0)  # nothing to send yet: no verdict
+    assert more_streams(10.0, 0.0, 8, 100, False, False, server_bound=True) == 0  # even at the first look
+    clock = [0.0]
+    path = Path100ms(clock, [0.101])  # the path's queue is empty: it is not the path
+    stalls = [(0.0, 0.0)]
+    t = tuner(clock)
+    t.look(0, True, 8, 100, path.pings, lambda: stalls[0])
+    clock[0] += look_interval(0.100)
+    stalls[0] = (8 * 0.8, 8 * 0.6)  # 8 streams, 0.8 s each with data to send, 0.6 s held by the server
+    assert t.look(10 << 20, True, 8, 100, path.pings, lambda: stalls[0]) == 0 and not t.active
+
+
+def test_the_span_counts_only_its_own_stalls() -> None:
+    clock = [0.0]
+    path = Path100ms(clock, [0.101])
+    stalls = [(100.0, 90.0)]  # held back long ago, before this span
+    t = tuner(clock)
+    t.look(0, True, 8, 100, path.pings, lambda: stalls[0])
+    clock[0] += look_interval(0.100)
+    stalls[0] = (106.4, 90.1)  # this span: 6.4 s busy, 0.1 s held
+    assert t.look(10 << 20, True, 8, 100, path.pings, lambda: stalls[0]) == 8
