@@ -144,12 +144,14 @@ class Flusher:
             try:
                 if not failed_before:
                     job.finish()
-                    try:
-                        job.ack()
-                    except FxError:
-                        pass  # the peer is gone: it is recorded, a resume finds it
             except BaseException as exc:  # recorded, raised in the stream's thread
                 failed = exc
+            else:
+                if not failed_before:
+                    try:
+                        job.ack()
+                    except (FxError, OSError):
+                        pass  # the peer is gone: it is recorded, a resume finds it
             finally:
                 try:
                     job.close()
