@@ -843,9 +843,11 @@ def work_folder(where: Path | None, keep: bool) -> Iterator[Path]:
     global _trash
     parent = where or default_where()
     work = Path(tempfile.mkdtemp(prefix="fastxfer-bench-", dir=parent))
-    if not filesystem_of(work).startswith("tmpfs "):
+    on_disk = not filesystem_of(work).startswith("tmpfs ")
+    if on_disk:
         _trash = work / "trash"
         _trash.mkdir()
+        wait_after_deletions(parent / DELETED_MARK)
         wait_for_fast_creates(_trash)
     try:
         yield work
@@ -855,6 +857,8 @@ def work_folder(where: Path | None, keep: bool) -> Iterator[Path]:
             print(f"kept {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
+            if on_disk:  # the next run here waits until these deletions weigh no more
+                (parent / DELETED_MARK).write_text(f"{time.time():.0f}\n")
 
 
 # A folder of many files is not deleted between runs on a disk, only moved here and
@@ -870,6 +874,24 @@ TRASH_FROM_FILES = 100
 CREATE_PROBE_FILES = 10_000  # in 100 folders: new folders spread over the filesystem
 CREATE_FAST_US = 40  # µs per empty file: ~14 normally here, 70-700 while deletions weigh
 CREATE_WAIT_S = 420  # RECENTCY_MIN + RECENTCY_DIRTY in ext4's ialloc.c, and a minute more
+
+
+DELETED_MARK = ".fastxfer-bench-deleted"  # in the --where folder: when a run last deleted its copies
+
+
+def wait_after_deletions(mark: Path) -> None:
+    """Wait until CREATE_WAIT_S have passed since an earlier run deleted its copies
+    here (the probe alone is not enough: its 10,000 creates may all land in
+    folders away from the freed inodes, the next 100,000 do not)."""
+    try:
+        deleted = float(mark.read_text().strip())
+    except (OSError, ValueError):
+        return
+    left = deleted + CREATE_WAIT_S - time.time()
+    if left > 0:
+        print(f"an earlier run deleted its copies here {time.time() - deleted:.0f} s ago: waiting "
+              f"{left:.0f} s more before any run (ext4 without a journal)", file=sys.stderr)
+        time.sleep(left)
 
 
 def wait_for_fast_creates(trash: Path) -> float:

@@ -15,9 +15,7 @@ server recorded when it verified the file at backup time.  Files are
 restored in waves; a wave's verified files are made durable by one sync of
 each filesystem they are on, then renamed into place one by one (each
 appears whole or not at all), then each folder that changed is synced once:
-many small files cost no fsync each.  A wave is prepared (folders made,
-temporaries created) while the one before it is fetched, and placed while
-the one after it is.  An existing local file is never
+many small files cost no fsync each.  An existing local file is never
 replaced unless --force.
 """
 
@@ -29,7 +27,6 @@ import itertools
 import os
 import stat
 import threading
-from dataclasses import dataclass
 
 from fastxfer.client import events
 from fastxfer.client.connect import ControlClient, Welcome, keep_alive
@@ -44,13 +41,6 @@ from fastxfer.protocol import layout
 from fastxfer.protocol.snapshot import SPECIAL
 
 DEVICES = {"chardev": stat.S_IFCHR, "blockdev": stat.S_IFBLK}
-
-
-@dataclass
-class Wave:
-    """Entries restored together: their fetches, and the folders they are in (open)."""
-    fetches: list[Fetch]
-    folders: dict[tuple[bytes, ...], int]
 
 
 class Getter:
@@ -71,7 +61,7 @@ class Getter:
         self.temp_numbers = itertools.count()
         self.fatal: FxError | None = None
         self.dirs: list[tuple[list[bytes], int, int, tuple[int, int] | None]] = []  # parts, mode, mtime, owner
-        self.folders: dict[tuple[bytes, ...], int] = {}  # the open folders of the wave being prepared
+        self.folders: dict[tuple[bytes, ...], int] = {}  # the wave's open folders, by parts below root
         self.threads: list[threading.Thread] = []
         self.placer: threading.Thread | None = None  # the previous wave, being placed
         self.done = False  # no more waves: streams leave
@@ -100,7 +90,10 @@ class Getter:
             self.streams = min(self.streams, max(1, sum(chunks_of(e) for e, _ in planned)))
             size = wave_size()
             try:
-                self._waves(root_fd, [planned[start : start + size] for start in range(0, len(planned), size)])
+                for start in range(0, len(planned), size):
+                    self._wave(root_fd, planned[start : start + size])
+                    if self.fatal is not None:
+                        break
             finally:
                 self._placed()
                 with self.places.cond:
@@ -134,96 +127,59 @@ class Getter:
             finally:
                 os.close(fd)
 
-    def _waves(self, root_fd: int, waves: list[list[tuple[dict, list[bytes]]]]) -> None:
-        """Each wave is prepared (its folders made, its temporaries created) while
-        the one before it is fetched, and placed while the one after it is: the
-        streams wait neither for the creates nor for the syncs.  At most two
-        waves hold descriptors: the previous one is placed before the next is
-        prepared."""
-        current: Wave | None = None
-        upcoming = self._prepare_wave(root_fd, waves[0]) if waves else None
+    def _wave(self, root_fd: int, planned: list[tuple[dict, list[bytes]]]) -> None:
+        fetches: list[Fetch] = []
         try:
-            for i in range(len(waves)):
-                current, upcoming = upcoming, None
-                self._start(current)
-                self._placed()
-                if i + 1 < len(waves) and self.fatal is None:
-                    upcoming = self._prepare_wave(root_fd, waves[i + 1])
-                self._end(current)
-                current = None
-                if self.fatal is not None:
-                    break
+            for entry, parts in planned:
+                outcome = self._prepare(root_fd, entry, parts, fetches)
+                if outcome is not None:
+                    self.places.outcomes.append(outcome)
+            self.places.pending = len(fetches)
+            for f in fetches:
+                if f.left == 0:
+                    self.places.finish(f)
+            with self.places.cond:  # streams waiting for work check the queue holding this
+                for f in fetches:
+                    for i in range(f.left):
+                        self.jobs.append((f, i))
+                self.places.cond.notify_all()
+            if not self.threads and self.jobs:
+                self.threads = [threading.Thread(target=FetchStream(self).run, daemon=True)
+                                for _ in range(self.streams)]
+                self.alive = len(self.threads)
+                for t in self.threads:
+                    t.start()
+            while True:
+                with self.places.cond:
+                    if not self.places.pending or self.fatal is not None:
+                        break
+                    self.places.cond.wait(0.5)
+                try:  # not holding the lock: a reconnection may take seconds
+                    self.control.check()
+                    keep_alive(self.control)
+                except FxError as exc:
+                    self.stop(exc)
+            for f in fetches:
+                if f.status == "pending":
+                    self.places.abandon(f, self.fatal or ConnectError("not restored"))
+            # What was verified is kept, even when the wave ended early. It is
+            # placed (synced, renamed, its folders synced) while the next wave
+            # is prepared and fetched: the disk's sync and the network overlap.
+            ready, folders, self.folders = self.places.take_ready(), self.folders, {}
+            self._placed()
+            self.placer = threading.Thread(target=self._place, args=(ready, folders), daemon=True)
+            self.placer.start()
         except BaseException:  # Ctrl-C: no temporary is left behind
             self.stop(FxError("interrupted"))
             self._placed()
-            if current is not None:
-                self._drop(current, FxError("interrupted"))
+            for f in fetches:
+                if f.status in ("pending", "verified"):
+                    self.places.abandon(f, FxError("interrupted"))
             raise
         finally:
-            if upcoming is not None:  # prepared, never fetched: the run ended early
-                self._drop(upcoming, self.fatal or FxError("interrupted"))
-
-    def _prepare_wave(self, root_fd: int, planned: list[tuple[dict, list[bytes]]]) -> Wave:
-        wave = Wave([], {})
-        self.folders = wave.folders
-        try:
-            for entry, parts in planned:
-                outcome = self._prepare(root_fd, entry, parts, wave.fetches)
-                if outcome is not None:
-                    self.places.outcomes.append(outcome)
-        except BaseException:
-            self._drop(wave, FxError("interrupted"))
-            raise
-        return wave
-
-    def _start(self, wave: Wave) -> None:
-        """Hand a prepared wave's chunks to the streams (started on the first)."""
-        self.places.pending = len(wave.fetches)
-        for f in wave.fetches:
-            if f.left == 0:
-                self.places.finish(f)
-        with self.places.cond:  # streams waiting for work check the queue holding this
-            for f in wave.fetches:
-                for i in range(f.left):
-                    self.jobs.append((f, i))
-            self.places.cond.notify_all()
-        if not self.threads and self.jobs:
-            self.threads = [threading.Thread(target=FetchStream(self).run, daemon=True)
-                            for _ in range(self.streams)]
-            self.alive = len(self.threads)
-            for t in self.threads:
-                t.start()
-
-    def _end(self, wave: Wave) -> None:
-        """Wait for a wave's files; what was verified is kept, even when the wave
-        ended early, and placed (synced, renamed, its folders synced) by a thread."""
-        while True:
-            with self.places.cond:
-                if not self.places.pending or self.fatal is not None:
-                    break
-                self.places.cond.wait(0.5)
-            try:  # not holding the lock: a reconnection may take seconds
-                self.control.check()
-                keep_alive(self.control)
-            except FxError as exc:
-                self.stop(exc)
-        for f in wave.fetches:
-            if f.status == "pending":
-                self.places.abandon(f, self.fatal or ConnectError("not restored"))
-        ready = self.places.take_ready()
-        self._placed()
-        self.placer = threading.Thread(target=self._place, args=(ready, wave.folders), daemon=True)
-        self.placer.start()
-
-    def _drop(self, wave: Wave, error: FxError) -> None:
-        """A wave that will not be placed (the run is ending): its temporaries
-        removed, its folders closed."""
-        for f in wave.fetches:
-            if f.status in ("pending", "verified"):
-                self.places.abandon(f, error)
-        for fd in wave.folders.values():
-            os.close(fd)
-        wave.folders.clear()
+            for fd in self.folders.values():
+                os.close(fd)
+            self.folders.clear()
 
     def _place(self, ready: list[Fetch], folders: dict[tuple[bytes, ...], int]) -> None:
         try:

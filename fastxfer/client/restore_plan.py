@@ -110,11 +110,10 @@ def plan(entries: list[dict], prefix: str, dest: str, inside: bool = False
 
 def wave_size() -> int:
     """Entries per wave: OPEN_MAX, or fewer where the descriptor limit cannot be
-    raised enough (a wave holds one descriptor per file and one per folder, and
-    two waves are open at once: one fetched while the next is prepared)."""
+    raised enough (a wave holds one descriptor per file and one per folder)."""
     import resource
 
-    want = 4 * OPEN_MAX + 128  # and the streams, the control connection, the standard ones
+    want = 2 * OPEN_MAX + 128  # and the streams, the control connection, the standard ones
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft != resource.RLIM_INFINITY and soft < want:
@@ -124,7 +123,7 @@ def wave_size() -> int:
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft == resource.RLIM_INFINITY:
         return OPEN_MAX
-    return max(16, min(OPEN_MAX, (soft - 128) // 4))
+    return max(16, min(OPEN_MAX, (soft - 128) // 2))
 
 
 def already_there(entry: dict, here: os.stat_result, parts: list[bytes], parent: int) -> bool:

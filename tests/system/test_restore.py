@@ -46,7 +46,7 @@ def get_interrupted(tmp_path: Path, server, client, top: Path, interrupt,
 
 
 def few_descriptors() -> None:
-    """In a child before exec: a descriptor limit that makes get's waves small (43 entries)."""
+    """In a child before exec: a descriptor limit that makes get's waves small (about 86 entries)."""
     resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300))
 
 
