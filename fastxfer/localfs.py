@@ -16,28 +16,34 @@ from fastxfer.protocol import paths
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _open_dir(parent_fd: int, name: bytes, create: bool) -> int:
+def _open_dir(parent_fd: int, name: bytes, create: bool) -> tuple[int, bool]:
+    """(descriptor, whether this call made the folder)."""
     try:
-        return os.open(name, DIR_FLAGS, dir_fd=parent_fd)
+        return os.open(name, DIR_FLAGS, dir_fd=parent_fd), False
     except FileNotFoundError:
         if not create:
             raise
         try:
             os.mkdir(name, 0o755, dir_fd=parent_fd)
             os.fsync(parent_fd)  # a new folder's entry must outlive a crash, like the file below it
+            made = True
         except FileExistsError:
-            pass
-        return os.open(name, DIR_FLAGS, dir_fd=parent_fd)
+            made = False
+        return os.open(name, DIR_FLAGS, dir_fd=parent_fd), made
 
 
-def open_chain(base_fd: int, parts: list[bytes], create: bool) -> int:
-    """Descriptor of base/parts..., never following a symlink."""
+def open_chain(base_fd: int, parts: list[bytes], create: bool, made: list[bool] | None = None) -> int:
+    """Descriptor of base/parts..., never following a symlink; *made* gets whether
+    this call made the last folder (so it held nothing before)."""
     fd = os.dup(base_fd)
     try:
+        new = False
         for part in parts:
-            nxt = _open_dir(fd, part, create)
+            nxt, new = _open_dir(fd, part, create)
             os.close(fd)
             fd = nxt
+        if made is not None:
+            made.append(new)
         return fd
     except NotADirectoryError:
         os.close(fd)

@@ -62,6 +62,7 @@ class Getter:
         self.fatal: FxError | None = None
         self.dirs: list[tuple[list[bytes], int, int, tuple[int, int] | None]] = []  # parts, mode, mtime, owner
         self.folders: dict[tuple[bytes, ...], int] = {}  # the wave's open folders, by parts below root
+        self.made: set[tuple[bytes, ...]] = set()  # folders this run made (parts below root)
         self.threads: list[threading.Thread] = []
         self.placer: threading.Thread | None = None  # the previous wave, being placed
         self.done = False  # no more waves: streams leave
@@ -199,7 +200,10 @@ class Getter:
         key = tuple(parts)
         fd = self.folders.get(key)
         if fd is None:
-            fd = self.folders[key] = open_chain(root_fd, parts, create=True)
+            made: list[bool] = []
+            fd = self.folders[key] = open_chain(root_fd, parts, create=True, made=made)
+            if made == [True]:
+                self.made.add(key)
         return fd
 
     def _prepare(self, root_fd: int, entry: dict, parts: list[bytes], fetches: list[Fetch]) -> Outcome | None:
@@ -216,10 +220,12 @@ class Getter:
             parent = self._folder(root_fd, parts[:-1])
         except (OSError, FxError) as exc:
             return Outcome(shown, "failed", LocalFileError(f"{shown}: cannot create its folder ({exc})"))
-        try:
-            here: os.stat_result | None = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
-        except FileNotFoundError:
-            here = None
+        here: os.stat_result | None = None
+        if tuple(parts[:-1]) not in self.made:  # in a folder this run made, only it puts anything
+            try:
+                here = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
         exists = here is not None
         if entry.get("kind") == "dir":
             try:
