@@ -63,6 +63,8 @@ class Getter:
         self.dirs: list[tuple[list[bytes], int, int, tuple[int, int] | None]] = []  # parts, mode, mtime, owner
         self.folders: dict[tuple[bytes, ...], int] = {}  # the wave's open folders, by parts below root
         self.made: set[tuple[bytes, ...]] = set()  # folders this run made (parts below root)
+        self.own = (os.geteuid(), os.getegid())
+        self.born: dict[tuple[bytes, ...], tuple[int, int] | None] = {}  # folder -> its new files' ids
         self.threads: list[threading.Thread] = []
         self.placer: threading.Thread | None = None  # the previous wave, being placed
         self.done = False  # no more waves: streams leave
@@ -204,6 +206,10 @@ class Getter:
             fd = self.folders[key] = open_chain(root_fd, parts, create=True, made=made)
             if made == [True]:
                 self.made.add(key)
+            if self.owners.active:
+                # A new file is ours, with our group or its folder's (setgid, grpid): when
+                # they agree, a file meant to be ours and our group's needs no fchown.
+                self.born[key] = self.own if os.fstat(fd).st_gid == self.own[1] else None
         return fd
 
     def _prepare(self, root_fd: int, entry: dict, parts: list[bytes], fetches: list[Fetch]) -> Outcome | None:
@@ -246,7 +252,7 @@ class Getter:
             return self._make_other(parent, entry, parts, shown)
         if not entry.get("digest") or not layout.valid_layout(int(entry["size"]), int(entry["chunk"])):
             return Outcome(shown, "failed", ProtocolError(f"{shown}: the server's record of it is incomplete"))
-        f = Fetch(entry, parts, parent=parent)
+        f = Fetch(entry, parts, parent=parent, born=self.born.get(tuple(parts[:-1])))
         f.tmp = self.temp_prefix + b"%d" % next(self.temp_numbers)
         f.tag = hashlib.sha256(f.tmp).digest()[:16]
         f.left = layout.chunk_count(f.size, f.chunk)

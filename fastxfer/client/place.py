@@ -72,7 +72,7 @@ class Places:
             return
         try:
             ids = self.owners.ids(f.entry)
-            if ids is not None:
+            if ids is not None and ids != f.born:
                 os.fchown(f.fd, *ids)  # before the mode: a change of owner may clear mode bits
             os.fchmod(f.fd, int(f.entry["mode"]) & 0o777)
             os.utime(f.fd, ns=(int(f.entry["mtime_ns"]), int(f.entry["mtime_ns"])))

@@ -32,6 +32,7 @@ class Fetch:
     parent: int = -1
     tmp: bytes = b""
     tag: bytes = b""  # names the file in requests: SHA-256(tmp)[:16]
+    born: tuple[int, int] | None = None  # (uid, gid) its temporary surely has (None: not known)
     # Threads writing to fd now: a file that fails meanwhile keeps its descriptor
     # until the last is done, so a write can never land in a reused number.
     writers: int = 0
