@@ -32,19 +32,26 @@ def _open_dir(parent_fd: int, name: bytes, create: bool) -> tuple[int, bool]:
         return os.open(name, DIR_FLAGS, dir_fd=parent_fd), made
 
 
-def open_chain(base_fd: int, parts: list[bytes], create: bool, made: list[bool] | None = None) -> int:
-    """Descriptor of base/parts..., never following a symlink; *made* gets whether
-    this call made the last folder (so it held nothing before)."""
+def open_chain(base_fd: int, parts: list[bytes], create: bool) -> int:
+    """Descriptor of base/parts..., never following a symlink."""
+    return _chain(base_fd, parts, create)[0]
+
+
+def make_chain(base_fd: int, parts: list[bytes]) -> tuple[int, bool]:
+    """open_chain, creating what is missing: (descriptor, whether this call made the
+    last folder, so that it held nothing before)."""
+    return _chain(base_fd, parts, True)
+
+
+def _chain(base_fd: int, parts: list[bytes], create: bool) -> tuple[int, bool]:
     fd = os.dup(base_fd)
     try:
-        new = False
+        made = False
         for part in parts:
-            nxt, new = _open_dir(fd, part, create)
+            nxt, made = _open_dir(fd, part, create)
             os.close(fd)
             fd = nxt
-        if made is not None:
-            made.append(new)
-        return fd
+        return fd, made
     except NotADirectoryError:
         os.close(fd)
         raise RefusedError(f"{paths.join(parts)}: a file or link is in the way of a folder") from None

@@ -316,8 +316,6 @@ def contenders_for(workload: str, peers: Peers, src, dest: Path, streams: list[s
         if workload == "restore":
             out.append({"rsync": peers.rsync_pull, "tar-ssh": peers.tar_ssh_pull}[tool](src, d))
             continue
-        if tool == "dd" and not src.path.is_file():
-            continue
         out.append({"scp": peers.scp, "rsync": peers.rsync, "tar-ssh": peers.tar_ssh,
                     "tar-nc": peers.tar_nc, "dd": peers.dd}[tool](src, d))
     if peers.can("fastxfer") and workload == "restore":

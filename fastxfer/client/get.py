@@ -36,7 +36,7 @@ from fastxfer.client.owners import Owners
 from fastxfer.client.place import Places
 from fastxfer.client.restore_plan import Fetch, Outcome, already_there, chunks_of, link_stays_inside, wave_size
 from fastxfer.errors import ConnectError, FxError, LocalFileError, ProtocolError
-from fastxfer.localfs import open_chain
+from fastxfer.localfs import make_chain, open_chain
 from fastxfer.protocol import layout
 from fastxfer.protocol.snapshot import SPECIAL
 
@@ -202,9 +202,9 @@ class Getter:
         key = tuple(parts)
         fd = self.folders.get(key)
         if fd is None:
-            made: list[bool] = []
-            fd = self.folders[key] = open_chain(root_fd, parts, create=True, made=made)
-            if made == [True]:
+            fd, made = make_chain(root_fd, parts)
+            self.folders[key] = fd
+            if made:
                 self.made.add(key)
             if self.owners.active:
                 # A new file is ours, with our group or its folder's (setgid, grpid): when
@@ -226,8 +226,9 @@ class Getter:
             parent = self._folder(root_fd, parts[:-1])
         except (OSError, FxError) as exc:
             return Outcome(shown, "failed", LocalFileError(f"{shown}: cannot create its folder ({exc})"))
+        folder = tuple(parts[:-1])
         here: os.stat_result | None = None
-        if tuple(parts[:-1]) not in self.made:  # in a folder this run made, only it puts anything
+        if folder not in self.made:  # in a folder this run made, only it puts anything
             try:
                 here = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
             except FileNotFoundError:
@@ -252,7 +253,7 @@ class Getter:
             return self._make_other(parent, entry, parts, shown)
         if not entry.get("digest") or not layout.valid_layout(int(entry["size"]), int(entry["chunk"])):
             return Outcome(shown, "failed", ProtocolError(f"{shown}: the server's record of it is incomplete"))
-        f = Fetch(entry, parts, parent=parent, born=self.born.get(tuple(parts[:-1])))
+        f = Fetch(entry, parts, parent=parent, born=self.born.get(folder))
         f.tmp = self.temp_prefix + b"%d" % next(self.temp_numbers)
         f.tag = hashlib.sha256(f.tmp).digest()[:16]
         f.left = layout.chunk_count(f.size, f.chunk)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import mmap
 import socket
 import ssl
+import struct
 from typing import Any
 
 from fastxfer.protocol import messages
@@ -68,18 +69,23 @@ class Conn:
         """(seconds this connection had data to send, seconds of those the peer's
         receive window held it back): a peer that reads slower than the path
         delivers, its disk or its CPU the limit, not the path."""
-        busy = self._tcp_info_us(_TCPI_BUSY_TIME, 8)
-        held = self._tcp_info_us(_TCPI_RWND_LIMITED, 8)
-        return None if busy is None or held is None else (busy, held)
+        info = self._tcp_info()
+        if len(info) < _TCPI_RWND_LIMITED + 8:
+            return None
+        busy, held = struct.unpack_from("<QQ", info, _TCPI_BUSY_TIME)
+        return busy / 1e6, held / 1e6
 
-    def _tcp_info_us(self, offset: int, width: int = 4) -> float | None:
+    def _tcp_info_us(self, offset: int) -> float | None:
+        info = self._tcp_info()
+        if len(info) < offset + 4:
+            return None
+        return int.from_bytes(info[offset : offset + 4], "little") / 1e6
+
+    def _tcp_info(self) -> bytes:
         try:
-            info = self.sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, "TCP_INFO", 11), 192)
+            return self.sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, "TCP_INFO", 11), 192)
         except (OSError, ValueError):
-            return None
-        if len(info) < offset + width:
-            return None
-        return int.from_bytes(info[offset : offset + width], "little") / 1e6
+            return b""
 
     def recv_exact(self, size: int) -> bytes:
         buf = bytearray(size)

@@ -30,7 +30,7 @@ log = logging.getLogger("fastxfer.server")
 
 class Job(Protocol):
     def finish(self) -> None:
-        """Durable and recorded (raises what failed)."""
+        """Durable and recorded (raises what failed; an OSError reaches the stream as a refusal)."""
 
     def ack(self) -> None:
         """Tell the client (FxError: it is gone)."""
@@ -66,10 +66,7 @@ class Bundle:
         self.results: list[tuple[int, int, str]] = []
 
     def finish(self) -> None:
-        try:
-            self.results = self.staged.finish()
-        except OSError as exc:
-            raise storage_failure(exc) from None
+        self.results = self.staged.finish()
 
     def ack(self) -> None:
         self.send_ack(self.results)
@@ -144,6 +141,8 @@ class Flusher:
             try:
                 if not failed_before:
                     job.finish()
+            except OSError as exc:  # the disk: the client is told, as of any refusal
+                failed = storage_failure(exc)
             except BaseException as exc:  # recorded, raised in the stream's thread
                 failed = exc
             else:

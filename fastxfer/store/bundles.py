@@ -123,14 +123,6 @@ class Bundles:
             raise
         return bundle
 
-    def commit_bundle(self, client: str, entries: list[wire.BundleEntry], snap: int = 0) -> list[Result]:
-        """stage_bundle, then finish it."""
-        bundle = self.stage_bundle(client, entries, snap)
-        try:
-            return bundle.finish()
-        finally:
-            bundle.close()
-
     def _stage_all(self, bundle: StagedBundle, entries: list[wire.BundleEntry]) -> None:
         """Each entry written aside in the staging folder and its folder opened, into
         *bundle*; a failure into its results."""

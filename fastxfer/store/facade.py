@@ -134,7 +134,11 @@ class Store:
 
     def commit_bundle(self, client: str, entries: list[wire.BundleEntry], snap: int = 0) -> list[tuple[int, int, str]]:
         """stage_bundle and finish it at once."""
-        return self.bundles.commit_bundle(client, entries, snap)
+        bundle = self.bundles.stage_bundle(client, entries, snap)
+        try:
+            return bundle.finish()
+        finally:
+            bundle.close()
 
     def begin_snapshot(self, client: str, tops: list[tuple[bytes, str | None]], host: str,
                        owner: tuple = (None,) * 4) -> tuple[int, list[str | None]]:

@@ -149,6 +149,8 @@ def test_a_disk_failure_finishing_a_bundle_is_a_refusal() -> None:
         def close(self) -> None:
             pass
 
-    job = durable.Bundle(Failing(), lambda results: None)
+    f = durable.Flusher()
+    f.submit(durable.Bundle(Failing(), lambda results: None))
+    f.close(finish=True)
     with pytest.raises(FxError, match="storage error on the server"):
-        job.finish()
+        f.check()
