@@ -843,10 +843,13 @@ def work_folder(where: Path | None, keep: bool) -> Iterator[Path]:
     global _trash
     parent = where or default_where()
     work = Path(tempfile.mkdtemp(prefix="fastxfer-bench-", dir=parent))
-    on_disk = not filesystem_of(work).startswith("tmpfs ")
+    kind = filesystem_of(work)
+    on_disk = not kind.startswith("tmpfs ")
+    slow_after_deletions = kind.startswith("ext4 ")  # ext4's inode allocator only (below)
     if on_disk:
         _trash = work / "trash"
         _trash.mkdir()
+    if slow_after_deletions:
         wait_after_deletions(parent / DELETED_MARK)
         wait_for_fast_creates(_trash)
     try:
@@ -857,7 +860,7 @@ def work_folder(where: Path | None, keep: bool) -> Iterator[Path]:
             print(f"kept {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
-            if on_disk:  # the next run here waits until these deletions weigh no more
+            if slow_after_deletions:  # the next run here waits until these deletions weigh no more
                 (parent / DELETED_MARK).write_text(f"{time.time():.0f}\n")
 
 
