@@ -18,13 +18,18 @@ MAX_TOTAL = 4096
 MAX_DEPTH = 256
 
 
+def encode(text: str, what: str = "path") -> bytes:
+    """A name the client sent, as bytes (surrogateescape), or RefusedError: a lone
+    surrogate such as '\\ud800' stands for no byte string."""
+    try:
+        return os.fsencode(text)
+    except (UnicodeError, TypeError):
+        raise RefusedError(f"{what} {text!r} cannot be encoded") from None
+
+
 def split(path: str) -> list[bytes]:
     """The parts of a client-named path, or RefusedError saying why not."""
-    try:
-        raw = os.fsencode(path)
-    except (UnicodeError, TypeError):
-        raise RefusedError(f"path {path!r} cannot be encoded") from None
-    return split_raw(raw)
+    return split_raw(encode(path))
 
 
 def split_raw(raw: bytes) -> list[bytes]:

@@ -193,7 +193,7 @@ class Folders:
     def make_link(self, client: str, path: str, target: str, mtime_ns: int) -> Stored:
         """A symlink stored as a link: created aside, renamed into place."""
         parts = paths.split(path)
-        link_target = os.fsencode(target)
+        link_target = paths.encode(target, f"{path}: link target")
         if not link_target or b"\x00" in link_target or len(link_target) > paths.MAX_TOTAL:
             raise RefusedError(f"{path}: link target refused")
         self.check_parents(client, parts)

@@ -94,7 +94,10 @@ class StagingFile:
 
     def __init__(self, store: StagingFolders, client: str, fid: bytes) -> None:
         self.fid = fid
-        base = store.staging_fd(client, create=False)
+        try:  # no staging folder yet: no transfer was ever opened
+            base = store.staging_fd(client, create=False)
+        except OSError:
+            raise ProtocolError(f"unknown transfer {fid.hex()}") from None
         try:
             name = fid.hex().encode()
             meta = json.loads(read_file(base, name + META))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from fastxfer.errors import ProtocolError, RefusedError
 from fastxfer.protocol import wire
 from fastxfer.store.facade import Store
 
@@ -143,3 +144,24 @@ def test_received_chunks_land_whole_with_or_without_o_direct(tmp_path: Path, whe
     assert direct or where == "tmpfs"  # ext4 takes O_DIRECT; tmpfs does since Linux 6.6, or refuses it
     store.commit("c", reply.fid, layout.file_digest(size, chunk, digests), None)
     assert (tmp_path / "root" / "c" / "f.bin").read_bytes() == data
+
+
+@pytest.mark.parametrize("target", ["\ud800", "ok/\udfff/x"])
+def test_a_link_target_no_bytes_decode_to_is_refused_and_nothing_is_made(store: Store, tmp_path: Path,
+                                                                         target: str) -> None:
+    with pytest.raises(RefusedError, match="link target .* cannot be encoded"):
+        store.make_link("c", "d/link", target, 1_700_000_000_000_000_000)
+    assert not os.path.lexists(tmp_path / "root" / "c" / "d" / "link")
+    stored = store.make_link("c", "d/link", "ok\udcff", 1_700_000_000_000_000_000)  # surrogateescape: byte 0xff
+    assert stored.status == "stored"
+    assert os.readlink(tmp_path / "root" / "c" / "d" / "link") == "ok\udcff"
+
+
+def test_data_for_an_unknown_transfer_is_a_protocol_error_before_and_after_any_staging(store: Store) -> None:
+    fid = bytes(16)
+    with pytest.raises(ProtocolError, match="unknown transfer"):
+        store.receive("fresh", fid)  # the client has no staging folder yet
+    reply = store.open_put("fresh", "f", size=5, mtime_ns=1, mode=0o644, chunk=1 << 20)
+    store.receive("fresh", reply.fid).close()
+    with pytest.raises(ProtocolError, match="unknown transfer"):
+        store.receive("fresh", fid)
