@@ -103,3 +103,19 @@ def test_an_existing_folder_is_never_opened_wider(tmp_path: Path, server, client
     fresh = tmp_path / "fresh"
     done = fx(client.home, "get", "d", "--from", server.address, "--at", str(snap), "-o", str(fresh), timeout=120)
     assert done.returncode == 0 and stat.S_IMODE((fresh / "sub").stat().st_mode) == 0o777  # a folder it made
+
+
+def test_a_listing_with_impossible_fields_is_exit_8_and_nothing_is_made(tmp_path: Path, server, client) -> None:
+    top = tmp_path / "d"
+    make_file(top / "x", 5000, seed=3)
+    assert client.send(server, top).returncode == 0
+    db, snap = latest_snapshot(server)
+    plant(db, snap, "d/neg", "file", like="d/x")
+    db.execute("UPDATE entries SET size=-5 WHERE client='laptop' AND snap=? AND path=?", (snap, b"d/neg"))
+    db.commit()
+    db.close()
+    dest = tmp_path / "restored"
+    done = fx(client.home, "get", "d", "--from", server.address, "--at", str(snap), "-o", str(dest), timeout=120)
+    assert done.returncode == 8, done.stdout + done.stderr
+    assert "the server listed 'd/neg' with size -5" in done.stderr and "Traceback" not in done.stderr
+    assert not os.path.lexists(dest)
