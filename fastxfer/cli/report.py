@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from fastxfer.protocol.units import human  # noqa: F401  (the CLI's commands import it from here)
+
 
 
 def plural(count: int, word: str) -> str:
@@ -15,14 +17,6 @@ def reopened_note(control) -> None:
     if control.reopened:
         times = "once" if control.reopened == 1 else f"{control.reopened} times"
         print(f"NOTE: the connection to the server was lost and opened again ({times})", file=sys.stderr)
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def make_progress(total: int, show: bool):

@@ -113,7 +113,8 @@ class Bundles:
         bundle = StagedBundle(self, client, snap, len(entries))
         needed, free = sum(e.size for e in entries), free_bytes(self.root_fd)
         if needed > free:
-            bundle.results = [failed(space_error(needed, free))] * len(entries)
+            refusal = space_error(needed, free, f"a bundle of {len(entries)} small files")
+            bundle.results = [failed(refusal)] * len(entries)
             return bundle
         try:
             bundle.base = self.staging.staging_fd(client, create=True)

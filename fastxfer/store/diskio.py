@@ -9,6 +9,7 @@ import os
 import time
 
 from fastxfer.errors import RefusedError
+from fastxfer.protocol.units import human
 
 
 def write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
@@ -33,14 +34,15 @@ def free_bytes(fd: int) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def space_error(needed: int, free: int) -> RefusedError:
-    """Refused before a byte is written: what was asked does not fit."""
+def space_error(needed: int, free: int, what: str = "") -> RefusedError:
+    """Refused before a byte is written: what was asked (*what*, a path say) does not fit."""
+    where = f"{what}: " if what else ""
     return RefusedError(
-        f"not enough space on the server: {needed} bytes needed, {free} free"
+        f"{where}not enough space on the server: {human(needed)} needed, {human(free)} free"
     )
 
 
-def disk_refusal(exc: OSError, needed: int = 0, fd: int = -1) -> RefusedError | None:
+def disk_refusal(exc: OSError, needed: int = 0, fd: int = -1, what: str = "") -> RefusedError | None:
     """The one place a full disk (ENOSPC, or EDQUOT at a quota) becomes a refusal
     the client is told of; None for any other failure, which the caller re-raises.
 
@@ -50,7 +52,7 @@ def disk_refusal(exc: OSError, needed: int = 0, fd: int = -1) -> RefusedError | 
     if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
         return None
     if needed and fd >= 0:
-        return space_error(needed, free_bytes(fd))
+        return space_error(needed, free_bytes(fd), what)
     return RefusedError("not enough space on the server (disk full)")
 
 

@@ -227,7 +227,7 @@ class Staging:
             needed = size - sum(layout.chunk_span(size, chunk, i)[1] for i in holes)  # holes take no space
             free = free_bytes(self.root_fd)
             if needed > free:
-                raise space_error(needed, free)
+                raise space_error(needed, free, path)
             if usage is None:
                 usage = []
             if not usage:
@@ -309,7 +309,7 @@ class Staging:
         except OSError as exc:
             os.close(data_fd)
             os.unlink(name + DATA, dir_fd=base)
-            raise (disk_refusal(exc, meta["size"], self.root_fd) or exc) from None
+            raise (disk_refusal(exc, meta["size"], self.root_fd, meta["path"]) or exc) from None
         os.close(data_fd)
         rec_fd = os.open(name + REC, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=base)
         try:
