@@ -92,6 +92,7 @@ _HEADER = {
     DATAS: struct.Struct(">II"),
     ZEROS: struct.Struct(">16sQI"),
 }
+FRAME_KINDS = frozenset(_HEADER)
 _REQ_BODY = struct.Struct(">Qq")
 MAX_BUNDLE_FILES = 4096
 _BENTRY = struct.Struct(">HIqI")
