@@ -9,6 +9,7 @@ import time
 
 from fastxfer.cli.args import parse_size
 from fastxfer.errors import FxError, UsageError
+from fastxfer.protocol import limits
 
 
 def add_serve(sub) -> None:
@@ -34,6 +35,9 @@ def add_serve(sub) -> None:
                        f"retention after each send: keep the newest snapshot of each of the last N {unit} that have one")
     s.add_argument("--keep-versions", type=int, default=None, metavar="N",
                    help="the same as --keep-last N (older copies are kept as long as a kept snapshot holds them)")
+    s.add_argument("--connections", type=int, default=limits.MAX_CONNECTIONS_PER_WORKER, metavar="N",
+                   help="connections each worker serves at once; at most half of them may be unauthenticated, "
+                        "the oldest of those cut when a new one needs room (default: %(default)s)")
     s.add_argument("--max-staging", type=parse_size, default=1 << 40, metavar="SIZE",
                    help="bytes of unfinished transfers allowed per client (default: 1T)")
 
@@ -57,6 +61,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging()
     if args.workers is not None and not 1 <= args.workers <= 256:
         raise UsageError("--workers must be between 1 and 256")
+    if not limits.MIN_SLOTS <= args.connections <= limits.MAX_SLOTS:
+        raise UsageError(f"--connections must be between {limits.MIN_SLOTS} and {limits.MAX_SLOTS}")
     workers = args.workers
     if workers is None:
         import psutil
@@ -93,7 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"root {os.path.abspath(args.root)}, {workers} workers"
           + (f", {cleaned} abandoned staging files removed" if cleaned else ""), flush=True)
     print(f"listening on {host}:{port}", flush=True)
-    config = WorkerConfig(os.path.abspath(args.root), str(home()), os.urandom(32), policy)
+    config = WorkerConfig(os.path.abspath(args.root), str(home()), os.urandom(32), policy, args.connections)
     Master(listener, workers, config).run()
     return 0
 

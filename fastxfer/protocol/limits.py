@@ -8,12 +8,20 @@ HANDSHAKE_DEADLINE = 10.0  # any single read or write before authentication
 AUTH_DEADLINE = 10.0  # from TLS up to a verified client proof
 OPENING_DEADLINE = 15.0  # whole opening of any connection, however its bytes trickle
 UNAUTH_PER_ADDRESS = 32  # unauthenticated connections one address may hold per worker
+UNAUTH_SHARE = 2  # a worker's unauthenticated connections: at most 1/2 of its slots, the oldest cut for a new one
 CONTROL_IDLE = 600.0  # an authenticated control connection with nothing to say
 STREAM_IDLE = 120.0  # a stream connection between frames
 SESSION_TTL = 24 * 3600  # a ticket opens streams for this long
 FLUSH_BYTES = 16 << 20  # received bytes a stream makes durable and acknowledges at once
 FLUSH_IDLE = 0.2  # ... or after this long with nothing more to read
-MAX_CONNECTIONS_PER_WORKER = 512
+MAX_CONNECTIONS_PER_WORKER = 512  # slots of a worker (serve --connections lowers or raises it)
+MIN_SLOTS, MAX_SLOTS = 8, 4096  # what serve --connections accepts
 CONNECTIONS_PER_CLIENT = 32  # authenticated connections of one client name, per worker (each may hold two chunk buffers)
 DRAIN_DEADLINE = 30.0  # SIGTERM: running connections get this long
 STOP_DEADLINE = 3.0  # SIGINT: workers get this long before SIGKILL
+
+
+def unauth_per_worker(slots: int) -> int:
+    """Strangers a worker of *slots* slots holds at once: the other half stays
+    free for connections that prove themselves, whatever many addresses send."""
+    return max(1, slots // UNAUTH_SHARE)

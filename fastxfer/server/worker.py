@@ -46,6 +46,7 @@ class WorkerConfig:
     home: str
     server_secret: bytes
     policy: Policy
+    slots: int = limits.MAX_CONNECTIONS_PER_WORKER  # connections served at once
 
 
 class Worker:
@@ -53,7 +54,7 @@ class Worker:
         self.index = index
         self.channel = channel
         self.config = config
-        self.active = threading.BoundedSemaphore(limits.MAX_CONNECTIONS_PER_WORKER)
+        self.active = threading.BoundedSemaphore(config.slots)
         self.threads: set[threading.Thread] = set()
         self.lock = threading.Lock()
         self.draining = False
@@ -66,7 +67,7 @@ class Worker:
         self.clients = ClientList(folder)
         self.keys = ServerKeys(self.config.server_secret)
         self.store = Store(self.config.root, self.config.policy)
-        self.guard = Guard()
+        self.guard = Guard(bound=limits.unauth_per_worker(self.config.slots))
 
     def start_drain(self) -> None:
         """No new transfers; what runs (and its stream reconnects) goes on until the deadline."""
@@ -103,7 +104,7 @@ class Worker:
 
     def _serve(self, sock: socket.socket, peer: str) -> None:
         conn = Conn(sock, peer)
-        watch = self.guard.admit(sock, peer.rsplit(":", 1)[0])
+        watch = self.guard.admit(sock, peer)
         held: list[str] = []
         try:
             if watch is None:
