@@ -44,6 +44,10 @@ class ConnectError(FxError):
     exit_code = 4
 
 
+class ResetError(ConnectError):
+    """The server refused or closed the connection without a word (it may be starting, or full)."""
+
+
 class VerifyError(FxError):
     """What the server stored does not match what was sent."""
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from fastxfer.protocol import messages, wire
 from fastxfer.trust import identity
 from fastxfer.protocol import keys
-from fastxfer.errors import ConnectError, ProtocolError, TrustError
+from fastxfer.errors import ConnectError, ProtocolError, ResetError, TrustError
 from fastxfer.net.conn import Channel, Conn, connect, keep_alive_probes, peer_cert, tls_wrap
 from fastxfer.net.framed import FramedConn
 from fastxfer.trust.pins import PinList, address_key
@@ -57,6 +57,19 @@ class ControlClient:
         self.rtt = 0.0
         self.welcome: Welcome | None = None  # the latest: new streams open with its ticket
         self.reopened = 0  # times the connection was found gone and opened again
+
+    def open(self) -> Welcome:
+        """The first connection.  One the server refuses or resets before it says
+        a word (a server starting, or one whose unauthenticated slots a flood
+        keeps cycling) is tried again with the one backoff; anything else (a
+        timeout, a pin mismatch, the server's own error) is final at once."""
+        backoff = Backoff()
+        while True:
+            try:
+                return self.connect()
+            except ResetError:
+                if not backoff.again():
+                    raise
 
     def connect(self) -> Welcome:
         pinned = self.pins.get(self.host, self.port)
@@ -205,4 +218,4 @@ def connect_control(address: str):
 
     host, port = parse_address(address)
     control = ControlClient(host, port, load_or_create(), PinList(home()))
-    return control, control.connect()
+    return control, control.open()

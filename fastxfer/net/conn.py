@@ -14,7 +14,7 @@ import struct
 from typing import Any
 
 from fastxfer.protocol import messages
-from fastxfer.errors import ConnectError
+from fastxfer.errors import ConnectError, ResetError
 
 
 # struct tcp_info: 8 one-byte fields, then u32 rto, ato, snd_mss, rcv_mss, unacked,
@@ -28,6 +28,15 @@ from fastxfer.errors import ConnectError
 _TCPI_MIN_RTT = 148
 _TCPI_BUSY_TIME = 168
 _TCPI_RWND_LIMITED = 176
+
+# A peer that closed or reset the connection, as against one that went silent:
+# a first connection lost this way is worth trying again at once.
+_RESETS = (ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
+           ssl.SSLEOFError, ssl.SSLZeroReturnError)
+
+
+def _lost(exc: OSError, text: str) -> ConnectError:
+    return (ResetError if isinstance(exc, _RESETS) else ConnectError)(text)
 
 
 class Buffer:
@@ -99,12 +108,12 @@ class Conn:
             while got < total:
                 n = self.sock.recv_into(view[got:], total - got)
                 if n == 0:
-                    raise ConnectError(f"connection closed by {self.peer or 'peer'}")
+                    raise ResetError(f"connection closed by {self.peer or 'peer'}")
                 got += n
         except socket.timeout:
             raise ConnectError(f"{self.peer or 'peer'} timed out") from None
         except (OSError, ssl.SSLError) as exc:
-            raise ConnectError(f"connection to {self.peer or 'peer'} failed: {exc}") from None
+            raise _lost(exc, f"connection to {self.peer or 'peer'} failed: {exc}") from None
 
     def send(self, *parts: bytes | memoryview) -> None:
         try:
@@ -116,7 +125,7 @@ class Conn:
         except socket.timeout:
             raise ConnectError(f"{self.peer or 'peer'} timed out") from None
         except (OSError, ssl.SSLError) as exc:
-            raise ConnectError(f"connection to {self.peer or 'peer'} failed: {exc}") from None
+            raise _lost(exc, f"connection to {self.peer or 'peer'} failed: {exc}") from None
 
     def _sendmsg_all(self, parts: list[bytes | memoryview]) -> None:
         # One syscall for header and body, without joining them (no copy).
@@ -184,7 +193,7 @@ def connect(host: str, port: int, timeout: float) -> Conn:
     except socket.timeout:
         raise ConnectError(f"cannot connect to {host}:{port}: timed out") from None
     except OSError as exc:
-        raise ConnectError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+        raise _lost(exc, f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return Conn(sock, f"{host}:{port}")
 
@@ -209,7 +218,7 @@ def tls_wrap(conn: Conn, ctx: ssl.SSLContext, timeout: float, server_side: bool)
     except socket.timeout:
         raise ConnectError(f"TLS handshake with {conn.peer} timed out") from None
     except (OSError, ssl.SSLError) as exc:
-        raise ConnectError(f"TLS handshake with {conn.peer} failed: {exc}") from None
+        raise _lost(exc, f"TLS handshake with {conn.peer} failed: {exc}") from None
     return Conn(tls, conn.peer)
 
 

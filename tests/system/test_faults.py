@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 
 from conftest import (FX, fx, make_client, make_file, restart_while, sha256_file, start_send,
                       start_server, wait_for)
+from flood import Flood, loopback_sources
 from relay import Relay, cut_at, passthrough, stalling, throttled
 
 CHUNK = 1 << 20
@@ -338,6 +340,59 @@ def test_one_stranger_cannot_lock_others_out(tmp_path: Path, server, client) -> 
     finally:
         for s in idle:
             s.close()
+
+
+def test_strangers_from_many_addresses_cannot_lock_a_client_out(tmp_path: Path, server, client) -> None:
+    f = make_file(tmp_path / "through.bin", 4 << 20)
+    # 40 addresses x 64 idle connections, each reopened as soon as it is cut:
+    # 2,560 at once against the 2 x 512 slots of both workers.
+    with Flood(server.port, loopback_sources(40), 64, seconds=15, max_opens=60_000) as flood:
+        assert wait_for(lambda: flood.held == 40 * 64 and flood.cuts >= 500, timeout=10), (flood.held, flood.cuts)
+        before = flood.cuts
+        # No retry allowed: a reset of any of the client's connections ends the send (exit 4).
+        done = fx(client.home, "send", f, "--to", server.address, env={"FASTXFER_RECONNECTS": "0"}, timeout=60)
+        during = flood.cuts - before
+    assert done.returncode == 0, done.stderr
+    assert sha256_file(server.root / "laptop" / "through.bin") == sha256_file(f)
+    assert during > 100  # the flood went on cycling all along the send
+    log = server.log_text()
+    assert "to make room for" in log
+    assert not re.search(r"(cut|dropped|refused) 127\.0\.0\.1:\d", log)  # the client was never cut
+
+
+def test_a_refused_first_connection_is_tried_again_until_the_server_listens(tmp_path: Path, server, client) -> None:
+    f = make_file(tmp_path / "early.bin", 1 << 20)
+    server.stop()  # the port refuses connections until the server is back
+    proc = subprocess.Popen(FX + ["send", str(f), "--to", server.address],
+                            env=dict(os.environ, FASTXFER_HOME=str(client.home)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        assert proc.poll() is None  # still trying
+        again = start_server(server.home, server.root, port=server.port)
+        try:
+            _, err = proc.communicate(timeout=60)
+        finally:
+            again.stop()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert sha256_file(server.root / "laptop" / "early.bin") == sha256_file(f)
+
+
+def test_a_refused_first_connection_gives_up_after_the_backoff(tmp_path: Path, server, client) -> None:
+    from fastxfer.client import retry
+
+    server.stop()
+    start = time.monotonic()
+    done = fx(client.home, "ls", "--from", server.address, env={"FASTXFER_RECONNECTS": "2"}, timeout=60)
+    took = time.monotonic() - start
+    assert done.returncode == 4, done.stderr
+    assert "refused" in done.stderr
+    waits = retry.Backoff.delay(1) + retry.Backoff.delay(2)
+    assert waits <= took < waits + 10
 
 
 def test_random_bytes_at_the_port_for_a_while(tmp_path: Path, server, client) -> None:
