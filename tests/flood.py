@@ -42,6 +42,9 @@ class Flood:
     def __exit__(self, *_exc: object) -> None:
         self.stop()
 
+    def is_running(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(30)

@@ -7,11 +7,12 @@ one byte a second is cut off no matter how its bytes are spaced.
 Unauthenticated connections are also counted per source address, so one
 stranger cannot use up the slots that authorized clients need, and in all:
 a worker holds at most ``bound`` of them (half its slots), and when a new
-one needs room the oldest is cut.  So strangers from however many
-addresses never hold the slots an authorized client needs; a flood only
-shortens the strangers' own lives, and an opening that takes milliseconds
-completes long before a flood has cut through the ``bound`` connections
-admitted after it.
+one needs room the address holding the most gives up its oldest.  So
+strangers from however many addresses never hold the slots an authorized
+client needs, and a flood only shortens the strangers' own lives: a
+client's opening is cut only once no address holds more than its own,
+and then only after ``bound`` newer strangers came (an opening takes
+milliseconds; a flood needs far longer to cycle the bound).
 """
 
 from __future__ import annotations
@@ -49,50 +50,56 @@ class Guard:
         self.per_address = per_address
         self.bound = bound
         self.lock = threading.Lock()
-        self.strangers: dict[str, int] = {}
-        # In admission order (dicts keep it), so the first is the oldest.
+        # Per address, its strangers in admission order (dicts keep it): the first is the oldest.
+        self.strangers: dict[str, dict[Watch, None]] = {}
         self.deadlines: dict[Watch, float] = {}
         threading.Thread(target=self._reap, name="deadline-reaper", daemon=True).start()
 
     def admit(self, sock: socket.socket, peer: str) -> Watch | None:
         """Count a new connection as a stranger; None if its address has too many.
-        At the bound the oldest stranger is cut to make room."""
+        At the bound a stranger is cut to make room (``_make_room``)."""
         address = peer.rsplit(":", 1)[0]
         evicted = None
         with self.lock:
-            if self.strangers.get(address, 0) >= self.per_address:
+            if len(self.strangers.get(address, ())) >= self.per_address:
                 return None
             if len(self.deadlines) >= self.bound:
-                evicted = next(iter(self.deadlines))
-                _cut(evicted)
-                # Uncounted now, not when its thread ends: the room is for this one.
-                del self.deadlines[evicted]
-                self._uncount(evicted.address)
-            self.strangers[address] = self.strangers.get(address, 0) + 1
+                evicted = self._make_room()
             # Our own descriptor of the connection: TLS wrapping detaches the
             # original socket object, and a closed number may be reused.
             watch = Watch(sock.dup(), address, peer)
             self.deadlines[watch] = time.monotonic() + limits.OPENING_DEADLINE
+            self.strangers.setdefault(address, {})[watch] = None
         if evicted is not None:
-            log.warning("cut %s: the oldest of %d unauthenticated connections, to make room for %s",
-                        evicted.peer, self.bound, peer)
+            log.warning("cut %s: the oldest of the address holding the most of %d unauthenticated "
+                        "connections, to make room for %s", evicted.peer, self.bound, peer)
         return watch
+
+    def _make_room(self) -> Watch:
+        # The address holding the most gives one up, its oldest: a flood from
+        # a few dozen addresses cuts its own connections, never the one of a
+        # client whose address holds fewer; with one each it is the oldest of all.
+        heaviest = max(self.strangers.values(), key=len)
+        victim = next(iter(heaviest))
+        _cut(victim)
+        self._uncount(victim)  # now, not when its thread ends: the room is for the newcomer
+        return victim
 
     def promote(self, watch: Watch) -> None:
         """The peer proved itself: no longer a stranger, no opening deadline."""
         with self.lock:
-            if self.deadlines.pop(watch, None) is not None:
-                self._uncount(watch.address)
+            if watch in self.deadlines:
+                self._uncount(watch)
         watch.watch.close()
 
     forget = promote
 
-    def _uncount(self, address: str) -> None:
-        left = self.strangers.get(address, 1) - 1
-        if left:
-            self.strangers[address] = left
-        else:
-            self.strangers.pop(address, None)
+    def _uncount(self, watch: Watch) -> None:
+        del self.deadlines[watch]
+        held = self.strangers[watch.address]
+        del held[watch]
+        if not held:
+            del self.strangers[watch.address]
 
     def _reap(self) -> None:
         while True:

@@ -360,6 +360,30 @@ def test_strangers_from_many_addresses_cannot_lock_a_client_out(tmp_path: Path, 
     assert not re.search(r"(cut|dropped|refused) 127\.0\.0\.1:\d", log)  # the client was never cut
 
 
+def test_serve_connections_sets_the_slots_and_half_of_them_for_strangers(tmp_path: Path) -> None:
+    srv = start_server(tmp_path / "server-home", tmp_path / "root", workers=1, extra=("--connections", "16"))
+    idle = []
+    try:
+        for _ in range(9):  # one more than 16 / 2, from one address well under its own limit
+            idle.append(socket.create_connection(("127.0.0.1", srv.port), source_address=("127.0.0.2", 0)))
+        assert wait_for(lambda: "holding the most of 8 unauthenticated connections" in srv.log_text(), timeout=5)
+        ends = []
+        for s in idle:
+            s.settimeout(0.2)
+            try:
+                ends.append(s.recv(1) == b"")
+            except socket.timeout:
+                ends.append(False)
+            except OSError:
+                ends.append(True)
+        assert sum(ends) == 1, ends  # one cut to make room, the newest served
+        assert not ends[-1]
+    finally:
+        for s in idle:
+            s.close()
+        srv.stop()
+
+
 def test_a_refused_first_connection_is_tried_again_until_the_server_listens(tmp_path: Path, server, client) -> None:
     f = make_file(tmp_path / "early.bin", 1 << 20)
     server.stop()  # the port refuses connections until the server is back

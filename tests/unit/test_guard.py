@@ -1,5 +1,6 @@
 """The guard on real socket pairs: a stranger's cost is bounded per address
-and in all, and at the bound the oldest stranger is cut, not the newcomer."""
+and in all, and at the bound a stranger is cut, not the newcomer: the oldest
+of the address holding the most."""
 
 from __future__ import annotations
 
@@ -54,7 +55,18 @@ def test_a_promoted_connection_is_never_cut_to_make_room() -> None:
         guard.admit(server, "10.0.0.9:2")
     assert still_open(conns[0][1])
     assert cut(conns[1][1]) and cut(conns[2][1])
-    assert guard.strangers == {"10.0.0.9": 2}
+    assert {a: len(held) for a, held in guard.strangers.items()} == {"10.0.0.9": 2}
+
+
+def test_the_address_holding_the_most_gives_up_its_oldest_not_an_older_client() -> None:
+    guard = Guard(per_address=100, bound=4)
+    conns = pairs(7)
+    client = guard.admit(conns[0][0], "127.0.0.1:5")  # the oldest of all, but alone at its address
+    for i, (server, _) in enumerate(conns[1:]):
+        assert guard.admit(server, f"10.0.0.{i % 2}:{i}") is not None
+    assert client is not None and still_open(conns[0][1])
+    assert cut(conns[1][1]) and cut(conns[2][1]) and cut(conns[3][1])  # each time the heaviest's oldest
+    assert {a: len(held) for a, held in guard.strangers.items()} == {"127.0.0.1": 1, "10.0.0.0": 1, "10.0.0.1": 2}
 
 
 def test_one_address_is_refused_at_its_own_limit_before_it_can_cut_others() -> None:
