@@ -36,8 +36,8 @@ def add_serve(sub) -> None:
     s.add_argument("--keep-versions", type=int, default=None, metavar="N",
                    help="the same as --keep-last N (older copies are kept as long as a kept snapshot holds them)")
     s.add_argument("--connections", type=int, default=limits.MAX_CONNECTIONS_PER_WORKER, metavar="N",
-                   help="connections each worker serves at once; at most half of them may be unauthenticated, "
-                        "the oldest of those cut when a new one needs room (default: %(default)s)")
+                   help="connections each worker serves at once; at most half of them may be unauthenticated: "
+                        "for a new one, the address holding the most gives up its oldest (default: %(default)s)")
     s.add_argument("--max-staging", type=parse_size, default=1 << 40, metavar="SIZE",
                    help="bytes of unfinished transfers allowed per client (default: 1T)")
 
