@@ -17,3 +17,4 @@ MAX_CONNECTIONS_PER_WORKER = 512
 CONNECTIONS_PER_CLIENT = 32  # authenticated connections of one client name, per worker (each may hold two chunk buffers)
 DRAIN_DEADLINE = 30.0  # SIGTERM: running connections get this long
 STOP_DEADLINE = 3.0  # SIGINT: workers get this long before SIGKILL
+COMMIT_FENCE_WAIT = 10.0  # a commit waits this long for streams still writing into its file

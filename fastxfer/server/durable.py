@@ -49,6 +49,9 @@ class Chunks:
     def finish(self) -> None:
         for f in self.files:
             f.flush()
+        # Closed before the acknowledgement: a client that commits on it finds
+        # no stream still holding the file (the commit fence waits for that).
+        self.close()
 
     def ack(self) -> None:
         self.send_acks(self.acks)

@@ -13,16 +13,18 @@ entry is in the record, written after the data it vouches for is durable.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import hmac
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from fastxfer.errors import FxError, ProtocolError, RefusedError
+from fastxfer.errors import BusyError, FxError, ProtocolError, RefusedError
 from fastxfer.localfs import open_chain
-from fastxfer.protocol import layout, paths
+from fastxfer.protocol import layout, limits, paths
 from fastxfer.store import manifest
 from fastxfer.store.diskio import disk_refusal, free_bytes, read_file, space_error, unlink_quietly, write_all
 
@@ -98,6 +100,7 @@ class StagingFile:
             base = store.staging_fd(client, create=False)
         except OSError:
             raise ProtocolError(f"unknown transfer {fid.hex()}") from None
+        self.data_fd = self.rec_fd = -1
         try:
             name = fid.hex().encode()
             meta = json.loads(read_file(base, name + META))
@@ -105,18 +108,32 @@ class StagingFile:
             self.chunk: int = meta["chunk"]
             self.count = layout.chunk_count(self.size, self.chunk)
             self.data_fd = os.open(name + DATA, os.O_WRONLY | os.O_NOFOLLOW, dir_fd=base)
-            try:
-                self.rec_fd = os.open(name + REC, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW, dir_fd=base)
-            except OSError:
-                os.close(self.data_fd)
-                raise
+            self._fence(base, name + DATA)
+            self.rec_fd = os.open(name + REC, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW, dir_fd=base)
         except (OSError, ValueError, KeyError):
+            self._close_fds()
             raise ProtocolError(f"unknown transfer {fid.hex()}") from None
+        except FxError:
+            self._close_fds()
+            raise
         finally:
             os.close(base)
         self.pending: list[bytes] = []
-        self._where = (store, client, name + DATA)
+        self.unrecorded = False  # bytes written that no durable record entry vouches for yet
+        self._where = (store, client, name)
         self.direct_fd = -2  # -2 not opened yet, -1 not possible here
+
+    def _fence(self, base: int, data: bytes) -> None:
+        """The commit fence, writer's side: a shared lock on the data for as long
+        as this file is open, which the commit's exclusive lock waits out, so
+        no byte lands in a file after (or while) its chunks are checked."""
+        try:
+            fcntl.flock(self.data_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ProtocolError("chunk for a transfer that is being committed") from None
+        # Opened just before a commit renamed it away: the name no longer leads here.
+        if os.stat(data, dir_fd=base, follow_symlinks=False).st_ino != os.fstat(self.data_fd).st_ino:
+            raise OSError(errno.ENOENT, "committed meanwhile")
 
     def _direct(self) -> int:
         """A second descriptor, O_DIRECT: a chunk goes from the stream's buffer to
@@ -130,9 +147,13 @@ class StagingFile:
             try:
                 base = store.staging_fd(client, create=False)
                 try:
-                    self.direct_fd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_DIRECT, dir_fd=base)
+                    fd = os.open(name + DATA, os.O_WRONLY | os.O_NOFOLLOW | os.O_DIRECT, dir_fd=base)
                 finally:
                     os.close(base)
+                if os.fstat(fd).st_ino == os.fstat(self.data_fd).st_ino:  # the file the fence holds
+                    self.direct_fd = fd
+                else:
+                    os.close(fd)
             except (OSError, AttributeError, FxError):
                 pass
         return self.direct_fd
@@ -154,6 +175,7 @@ class StagingFile:
         index, rem = divmod(offset, self.chunk)
         if rem or index >= self.count or layout.chunk_span(self.size, self.chunk, index)[1] != len(data):
             raise ProtocolError("chunk does not fit the file's layout")
+        self.unrecorded = True
         try:
             self._write(data, offset)
         except OSError as exc:
@@ -176,9 +198,31 @@ class StagingFile:
         except OSError as exc:
             raise (disk_refusal(exc) or exc) from None
         self.pending.clear()
+        self.unrecorded = False
 
     def close(self) -> None:
-        if self.direct_fd >= 0:
+        """Bytes written and never recorded (the disk failed, the client was
+        revoked) may differ from what the record says of their chunk: the
+        staging goes, while the fence still holds it, so no commit trusts it and
+        a full disk gets its space back."""
+        if self.unrecorded and self.data_fd >= 0:
+            store, client, name = self._where
+            try:
+                base = store.staging_fd(client, create=False)
+                try:
+                    if os.stat(name + DATA, dir_fd=base, follow_symlinks=False).st_ino == \
+                            os.fstat(self.data_fd).st_ino:
+                        for ext in (META, REC, DATA):
+                            unlink_quietly(name + ext, base)
+                finally:
+                    os.close(base)
+            except (OSError, FxError):
+                pass  # gone already
+        self.unrecorded = False
+        self._close_fds()
+
+    def _close_fds(self) -> None:
+        if getattr(self, "direct_fd", -1) >= 0:
             os.close(self.direct_fd)
         self.direct_fd = -1
         for fd in (self.data_fd, self.rec_fd):
@@ -330,15 +374,51 @@ class Staging:
         os.rename(tmp, name + META, src_dir_fd=base, dst_dir_fd=base)
         os.fsync(base)
 
-    def finished(self, base: int, fid: bytes) -> tuple[dict, dict[int, bytes]]:
-        """The meta and the chunks received of a transfer about to be committed."""
+    def finished(self, base: int, fid: bytes) -> tuple[dict, dict[int, bytes], int]:
+        """The meta and the chunks received of a transfer about to be committed,
+        and a descriptor of its data holding the commit fence (the caller's to
+        close once the file is in place): no stream writes into it meanwhile,
+        and every byte a stream wrote into it is recorded (or the staging is gone)."""
         name = fid.hex().encode()
         try:
-            meta = json.loads(read_file(base, name + META))
+            fd = os.open(name + DATA, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=base)
         except FileNotFoundError:
             raise RefusedError(f"unknown transfer {fid.hex()}") from None
-        count = layout.chunk_count(meta["size"], meta["chunk"])
-        return meta, layout.parse_record(read_file(base, name + REC), count)
+        try:
+            meta = self._fenced(base, name, fd)
+            count = layout.chunk_count(meta["size"], meta["chunk"])
+            have, conflicts = layout.parse_record_conflicts(read_file(base, name + REC), count)
+            for index in conflicts:  # written twice, differently: what is on disk is what counts
+                offset, length = layout.chunk_span(meta["size"], meta["chunk"], index)
+                have[index] = hashlib.sha256(os.pread(fd, length, offset)).digest()
+        except BaseException:
+            os.close(fd)
+            raise
+        return meta, have, fd
+
+    @staticmethod
+    def _fenced(base: int, name: bytes, fd: int) -> dict:
+        """Wait (boundedly) for the streams writing into the data to close it: they
+        release their shared lock only once what they wrote is recorded."""
+        deadline = time.monotonic() + limits.COMMIT_FENCE_WAIT
+        pause = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise BusyError(f"chunks of transfer {name.decode()} are still being written; "
+                                    "commit again once they are acknowledged") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+        try:  # a writer that failed discarded the staging before it let go
+            meta = json.loads(read_file(base, name + META))
+            if os.stat(name + DATA, dir_fd=base, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:
+                raise FileNotFoundError
+        except FileNotFoundError:
+            raise RefusedError(f"unknown transfer {name.decode()}") from None
+        return meta
 
     @staticmethod
     def forget(base: int, fid: bytes) -> None:
