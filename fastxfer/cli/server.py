@@ -36,7 +36,20 @@ def add_serve(sub) -> None:
                    help="the same as --keep-last N (older copies are kept as long as a kept snapshot holds them)")
     s.add_argument("--max-staging", type=parse_size, default=1 << 40, metavar="SIZE",
                    help="bytes of unfinished transfers allowed per client (default: 1T)")
+    s.add_argument("--client-share", type=share_percent, default=0.9, metavar="PERCENT",
+                   help="of the free space, what one client's unfinished transfers may still take, so that "
+                        "no client can make another's send fail for lack of space (default: 90)")
 
+
+
+def share_percent(text: str) -> float:
+    try:
+        value = float(text.rstrip("%"))
+    except ValueError:
+        value = -1.0
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"not a percentage from 1 to 100: {text!r}")
+    return value / 100
 
 
 def add_check(sub) -> None:
@@ -75,7 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         counts["last"] = args.keep_versions
     if any(n < 0 for n in counts.values()):
         raise UsageError("--keep-* counts cannot be negative")
-    policy = Policy(max_staging_bytes=args.max_staging,
+    policy = Policy(max_staging_bytes=args.max_staging, client_share=args.client_share,
                     min_age_ns=parse_age(args.min_age), retention=retention.Policy(**counts))
     ident = load_or_create()
     try:

@@ -65,7 +65,7 @@ class Worker:
         self.ident = identity.load_or_create(folder)
         self.clients = ClientList(folder)
         self.keys = ServerKeys(self.config.server_secret)
-        self.store = Store(self.config.root, self.config.policy)
+        self.store = Store(self.config.root, self.config.policy, self.clients.quota_of)
         self.guard = Guard()
 
     def start_drain(self) -> None:
