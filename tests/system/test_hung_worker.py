@@ -69,6 +69,8 @@ def test_a_stopped_worker_is_killed_and_replaced_and_the_send_finishes(tmp_path:
         after = srv.worker_pids()
         assert target not in after and other in after  # the one that beats is left alone
         assert proc.returncode == 0, err
+        if held == "the control connection":
+            assert "lost and opened again" in err
         assert sha256_file(srv.root / "laptop" / "big.bin") == sha256_file(src)
         log = srv.log_text()
         assert f"(pid {target}) sent no heartbeat" in log and f"(pid {target}) killed for its silence" in log
