@@ -28,7 +28,8 @@ MAX_READ = 64  # beats read per channel per wake-up; more wait for the next one
 
 
 class Pulse:
-    """The worker's side: beat when due, never wait for the master."""
+    """The worker's side: beat when due; wait for the master no longer than
+    the channel's own timeout (0.2 s), and only when it has fallen behind."""
 
     def __init__(self, channel: socket.socket, interval: float = limits.HEARTBEAT_INTERVAL) -> None:
         self.channel = channel
