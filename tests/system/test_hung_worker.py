@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -81,6 +82,42 @@ def test_a_stopped_worker_is_killed_and_replaced_and_the_send_finishes(tmp_path:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
+        srv.stop()
+
+
+@pytest.mark.parametrize("burst", [0, 640], ids=["late", "late, its channel full"])
+def test_a_silent_worker_gets_no_new_connection_and_never_stalls_the_master(tmp_path: Path, burst: int) -> None:
+    """While a stopped worker waits to be killed: once it is late it gets no
+    new connection, and filling its channel with sockets does not stop the master."""
+    timeout = 6.0  # long enough for the sends below to finish while the worker is still there
+    srv = start_server(tmp_path / "server-home", tmp_path / "root", workers=2,
+                       extra=("--worker-timeout", str(timeout)))
+    target, opened = 0, []
+    try:
+        client = make_client(tmp_path, srv, "laptop")
+        assert wait_for(lambda: len(srv.worker_pids()) == 2)
+        target = srv.worker_pids()[0]
+        os.kill(target, signal.SIGSTOP)
+        stopped = time.monotonic()
+        # Round-robin hands every other one to the stopped worker: more than its
+        # channel holds (278 with Linux's default buffer), from many addresses
+        # so that no per-address limit drops those the other worker takes.
+        for i in range(burst):
+            opened.append(socket.create_connection(("127.0.0.1", srv.port), timeout=5,
+                                                  source_address=(f"127.0.0.{2 + i // 16}", 0)))
+        time.sleep(max(0.0, stopped + 2.5 - time.monotonic()))  # past HEARTBEAT_LATE
+        for i in range(2):
+            f = make_file(tmp_path / f"f{i}.bin", (2 << 20) + i, seed=i)
+            done = client.send(srv, f, "--streams", "2", "--chunk-size", "1M", timeout=60)
+            assert done.returncode == 0, done.stderr
+            assert sha256_file(srv.root / "laptop" / f.name) == sha256_file(f)
+        assert time.monotonic() - stopped < timeout and not gone(target)  # served without waiting for the kill
+        assert wait_for(lambda: gone(target) and len(srv.worker_pids()) == 2, timeout + MARGIN)
+    finally:
+        for sock in opened:
+            sock.close()
+        if target and not gone(target):
+            os.kill(target, signal.SIGKILL)
         srv.stop()
 
 
