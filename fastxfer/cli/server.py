@@ -8,6 +8,7 @@ import sys
 import time
 
 from fastxfer.cli.args import parse_size
+from fastxfer.protocol import limits
 from fastxfer.errors import FxError, UsageError
 
 
@@ -34,6 +35,10 @@ def add_serve(sub) -> None:
                        f"retention after each send: keep the newest snapshot of each of the last N {unit} that have one")
     s.add_argument("--keep-versions", type=int, default=None, metavar="N",
                    help="the same as --keep-last N (older copies are kept as long as a kept snapshot holds them)")
+    s.add_argument("--worker-timeout", type=float, default=limits.WORKER_SILENCE, metavar="SECONDS",
+                   help="a worker that sends no heartbeat for this long (stopped, or stuck) is killed and "
+                        "replaced; its clients' transfers resume on the others "
+                        f"(default: %(default)g; at least {limits.MIN_WORKER_SILENCE:g})")
     s.add_argument("--max-staging", type=parse_size, default=1 << 40, metavar="SIZE",
                    help="bytes of unfinished transfers allowed per client (default: 1T)")
     s.add_argument("--client-share", type=share_percent, default=0.9, metavar="PERCENT",
@@ -70,6 +75,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging()
     if args.workers is not None and not 1 <= args.workers <= 256:
         raise UsageError("--workers must be between 1 and 256")
+    if not args.worker_timeout >= limits.MIN_WORKER_SILENCE:  # also refuses nan
+        raise UsageError(f"--worker-timeout must be at least {limits.MIN_WORKER_SILENCE:g} seconds")
     workers = args.workers
     if workers is None:
         import psutil
@@ -107,7 +114,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
           + (f", {cleaned} abandoned staging files removed" if cleaned else ""), flush=True)
     print(f"listening on {host}:{port}", flush=True)
     config = WorkerConfig(os.path.abspath(args.root), str(home()), os.urandom(32), policy)
-    Master(listener, workers, config).run()
+    Master(listener, workers, config, silence=args.worker_timeout).run()
     return 0
 
 
