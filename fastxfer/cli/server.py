@@ -8,6 +8,7 @@ import sys
 import time
 
 from fastxfer.cli.args import parse_size
+from fastxfer.protocol import limits
 from fastxfer.errors import FxError, UsageError
 from fastxfer.protocol import limits
 
@@ -38,9 +39,26 @@ def add_serve(sub) -> None:
     s.add_argument("--connections", type=int, default=limits.MAX_CONNECTIONS_PER_WORKER, metavar="N",
                    help="connections each worker serves at once; at most half of them may be unauthenticated: "
                         "for a new one, the address holding the most gives up its oldest (default: %(default)s)")
+    s.add_argument("--worker-timeout", type=float, default=limits.WORKER_SILENCE, metavar="SECONDS",
+                   help="a worker that sends no heartbeat for this long (stopped, or stuck) is killed and "
+                        "replaced; its clients' transfers resume on the others "
+                        f"(default: %(default)g; at least {limits.MIN_WORKER_SILENCE:g})")
     s.add_argument("--max-staging", type=parse_size, default=1 << 40, metavar="SIZE",
                    help="bytes of unfinished transfers allowed per client (default: 1T)")
+    s.add_argument("--client-share", type=share_percent, default=0.9, metavar="PERCENT",
+                   help="of the free space, what one client's unfinished transfers may still take, so that "
+                        "no client can make another's send fail for lack of space (default: 90)")
 
+
+
+def share_percent(text: str) -> float:
+    try:
+        value = float(text.rstrip("%"))
+    except ValueError:
+        value = -1.0
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"not a percentage from 1 to 100: {text!r}")
+    return value / 100
 
 
 def add_check(sub) -> None:
@@ -63,6 +81,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("--workers must be between 1 and 256")
     if not limits.MIN_SLOTS <= args.connections <= limits.MAX_SLOTS:
         raise UsageError(f"--connections must be between {limits.MIN_SLOTS} and {limits.MAX_SLOTS}")
+    if not args.worker_timeout >= limits.MIN_WORKER_SILENCE:  # also refuses nan
+        raise UsageError(f"--worker-timeout must be at least {limits.MIN_WORKER_SILENCE:g} seconds")
     workers = args.workers
     if workers is None:
         import psutil
@@ -81,7 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         counts["last"] = args.keep_versions
     if any(n < 0 for n in counts.values()):
         raise UsageError("--keep-* counts cannot be negative")
-    policy = Policy(max_staging_bytes=args.max_staging,
+    policy = Policy(max_staging_bytes=args.max_staging, client_share=args.client_share,
                     min_age_ns=parse_age(args.min_age), retention=retention.Policy(**counts))
     ident = load_or_create()
     try:
@@ -100,7 +120,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
           + (f", {cleaned} abandoned staging files removed" if cleaned else ""), flush=True)
     print(f"listening on {host}:{port}", flush=True)
     config = WorkerConfig(os.path.abspath(args.root), str(home()), os.urandom(32), policy, args.connections)
-    Master(listener, workers, config).run()
+    Master(listener, workers, config, silence=args.worker_timeout).run()
     return 0
 
 

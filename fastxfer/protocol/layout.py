@@ -65,8 +65,19 @@ def record_entry(index: int, digest: bytes) -> bytes:
 
 
 def parse_record(data: bytes, count: int) -> dict[int, bytes]:
-    """Chunk index -> digest for every sound entry below *count*."""
+    """Chunk index -> digest for every sound entry below *count* (the last entry of a chunk wins)."""
+    return parse_record_conflicts(data, count)[0]
+
+
+def parse_record_conflicts(data: bytes, count: int) -> tuple[dict[int, bytes], set[int]]:
+    """As parse_record, and the chunks recorded with more than one digest.
+
+    A chunk written twice with different bytes (by a hostile client, or from
+    a file that changed under the sender) has two entries, and the order of
+    entries need not be the order of the writes when two streams wrote it:
+    for those chunks only the bytes on disk tell which one is there."""
     have: dict[int, bytes] = {}
+    conflicts: set[int] = set()
     pos = 0
     while pos + RECORD_ENTRY <= len(data):
         index, digest, check = _ENTRY.unpack_from(data, pos)
@@ -74,9 +85,11 @@ def parse_record(data: bytes, count: int) -> dict[int, bytes]:
             pos += 1  # a torn entry (a short write on a full disk): find the next sound one
             continue
         if index < count:
+            if have.get(index, digest) != digest:
+                conflicts.add(index)
             have[index] = digest
         pos += RECORD_ENTRY
-    return have
+    return have, conflicts
 
 
 # ------------------------------------------------------------------ holes

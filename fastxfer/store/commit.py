@@ -240,10 +240,12 @@ class Commit:
         finally:
             os.close(base)
 
-    def _link_same(self, base: int, data: bytes, client: str, digest: bytes, size: int, path: str) -> None:
-        """The staging's data becomes another name of the content this client
-        already has stored with *digest* (verified when it was committed): a
-        copy is stored once, and nothing of it was sent."""
+    def _link_same(self, base: int, data: bytes, client: str, digest: bytes, size: int, path: str) -> bytes:
+        """A new name in the staging folder for the content this client already
+        has stored with *digest* (verified when it was committed), to be put in
+        place instead of the staging's data: a copy is stored once, and nothing
+        of it was sent.  Not the data's own name, which a stream could open
+        and write through into the stored copy."""
         with self.manifest.connect() as db:
             found = [(p, v) for p, v, _s, _c in manifest.holders(db, client, digest, size=size)]
         for held, version in found:
@@ -256,9 +258,10 @@ class Commit:
                 st = os.stat(name, dir_fd=src, follow_symlinks=False)
                 if not stat.S_ISREG(st.st_mode) or st.st_size != size:
                     continue
-                os.unlink(data, dir_fd=base)
-                os.link(name, data, src_dir_fd=src, dst_dir_fd=base, follow_symlinks=False)
-                return
+                same = data + b".same"
+                unlink_quietly(same, base)
+                os.link(name, same, src_dir_fd=src, dst_dir_fd=base, follow_symlinks=False)
+                return same
             except FileNotFoundError:
                 continue
             finally:
@@ -267,12 +270,19 @@ class Commit:
 
     def _commit(self, base: int, client: str, fid: bytes, digest: bytes, sha256: bytes | None,
                 same: bool = False, snap: int = 0) -> Stored:
-        meta, have = self.staging.finished(base, fid)
+        meta, have, fence = self.staging.finished(base, fid)
+        try:
+            return self._commit_fenced(base, client, fid, digest, sha256, same, snap, meta, have)
+        finally:
+            os.close(fence)
+
+    def _commit_fenced(self, base: int, client: str, fid: bytes, digest: bytes, sha256: bytes | None,
+                       same: bool, snap: int, meta: dict, have: dict[int, bytes]) -> Stored:
         size, chunk, path = meta["size"], meta["chunk"], meta["path"]
         count = layout.chunk_count(size, chunk)
         data = fid.hex().encode() + DATA
         if same:
-            self._link_same(base, data, client, digest, size, path)
+            data = self._link_same(base, data, client, digest, size, path)
         elif len(have) != count:
             raise RefusedError(
                 f"{path}: {count - len(have)} of {count} chunks are missing on the server; send again to resume"
@@ -308,7 +318,10 @@ class Commit:
                 db.commit()
         finally:
             os.close(parent)
-        self.staging.forget(base, fid)
+        if same:
+            self.staging.discard(client, fid)
+        else:
+            self.staging.forget(base, fid)
         return Stored(path, "stored", version)
 
 

@@ -13,18 +13,23 @@ entry is in the record, written after the data it vouches for is durable.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import hmac
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from fastxfer.errors import FxError, ProtocolError, RefusedError
+from fastxfer.errors import BusyError, FxError, ProtocolError, RefusedError
 from fastxfer.localfs import open_chain
-from fastxfer.protocol import layout, paths
+from fastxfer.protocol import layout, limits, paths
+from fastxfer.protocol.units import human
 from fastxfer.store import manifest
-from fastxfer.store.diskio import disk_refusal, free_bytes, read_file, space_error, unlink_quietly, write_all
+from fastxfer.store.budget import Budget, QuotaOf, StoredBytes, no_quota
+from fastxfer.store.diskio import (disk_refusal, free_bytes, read_file, reserve_space, space_error, unlink_quietly,
+                                   write_all)
 
 if TYPE_CHECKING:
     from fastxfer.store.commit import Folders
@@ -83,9 +88,12 @@ def load_secret(state_fd: int) -> bytes:
 class StagingFolders(Protocol):
     """What a StagingFile needs of its owner: the client's staging folder."""
 
+    preallocate: bool  # whether space is reserved ahead of the writes
+
     def staging_fd(self, client: str, create: bool) -> int: ...
 
 
+RESERVE_STEP = 64 << 20  # space a file being received reserves at a time
 DIRECT_ALIGN = 4096  # what O_DIRECT asks of lengths, offsets and buffers on common disks
 
 
@@ -98,6 +106,7 @@ class StagingFile:
             base = store.staging_fd(client, create=False)
         except OSError:
             raise ProtocolError(f"unknown transfer {fid.hex()}") from None
+        self.data_fd = self.rec_fd = -1
         try:
             name = fid.hex().encode()
             meta = json.loads(read_file(base, name + META))
@@ -105,18 +114,36 @@ class StagingFile:
             self.chunk: int = meta["chunk"]
             self.count = layout.chunk_count(self.size, self.chunk)
             self.data_fd = os.open(name + DATA, os.O_WRONLY | os.O_NOFOLLOW, dir_fd=base)
-            try:
-                self.rec_fd = os.open(name + REC, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW, dir_fd=base)
-            except OSError:
-                os.close(self.data_fd)
-                raise
+            self._fence(base, name + DATA)
+            self.rec_fd = os.open(name + REC, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW, dir_fd=base)
         except (OSError, ValueError, KeyError):
+            self._close_fds()
             raise ProtocolError(f"unknown transfer {fid.hex()}") from None
+        except FxError:
+            self._close_fds()
+            raise
         finally:
             os.close(base)
         self.pending: list[bytes] = []
-        self._where = (store, client, name + DATA)
+        self.unrecorded = False  # bytes written that no durable record entry vouches for yet
+        # Space is reserved ahead of the writes, in steps (a file of one extent
+        # per step instead of whatever the writes leave); never in a sparse file.
+        self.reserve = store.preallocate and not meta.get("sparse", False)
+        self.reserved = (0, 0)  # the span this object reserved last
+        self._where = (store, client, name)
         self.direct_fd = -2  # -2 not opened yet, -1 not possible here
+
+    def _fence(self, base: int, data: bytes) -> None:
+        """The commit fence, writer's side: a shared lock on the data for as long
+        as this file is open, which the commit's exclusive lock waits out, so
+        no byte lands in a file after (or while) its chunks are checked."""
+        try:
+            fcntl.flock(self.data_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ProtocolError("chunk for a transfer that is being committed") from None
+        # Opened just before a commit renamed it away: the name no longer leads here.
+        if os.stat(data, dir_fd=base, follow_symlinks=False).st_ino != os.fstat(self.data_fd).st_ino:
+            raise OSError(errno.ENOENT, "committed meanwhile")
 
     def _direct(self) -> int:
         """A second descriptor, O_DIRECT: a chunk goes from the stream's buffer to
@@ -130,12 +157,22 @@ class StagingFile:
             try:
                 base = store.staging_fd(client, create=False)
                 try:
-                    self.direct_fd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_DIRECT, dir_fd=base)
+                    fd = os.open(name + DATA, os.O_WRONLY | os.O_NOFOLLOW | os.O_DIRECT, dir_fd=base)
                 finally:
                     os.close(base)
+                if os.fstat(fd).st_ino == os.fstat(self.data_fd).st_ino:  # the file the fence holds
+                    self.direct_fd = fd
+                else:
+                    os.close(fd)
             except (OSError, AttributeError, FxError):
                 pass
         return self.direct_fd
+
+    def _reserve(self, offset: int) -> None:
+        span = min(RESERVE_STEP, self.size - offset)
+        if not reserve_space(self.data_fd, offset, span):
+            self.reserve = False  # the filesystem cannot: the writes allocate
+        self.reserved = (offset, offset + span)
 
     def _write(self, data: memoryview, offset: int) -> None:
         # O_DIRECT takes whole pages only (the stream's buffers are page-aligned mappings).
@@ -154,7 +191,10 @@ class StagingFile:
         index, rem = divmod(offset, self.chunk)
         if rem or index >= self.count or layout.chunk_span(self.size, self.chunk, index)[1] != len(data):
             raise ProtocolError("chunk does not fit the file's layout")
+        self.unrecorded = True
         try:
+            if self.reserve and not self.reserved[0] <= offset < self.reserved[1]:
+                self._reserve(offset)
             self._write(data, offset)
         except OSError as exc:
             raise (disk_refusal(exc) or exc) from None
@@ -176,9 +216,31 @@ class StagingFile:
         except OSError as exc:
             raise (disk_refusal(exc) or exc) from None
         self.pending.clear()
+        self.unrecorded = False
 
     def close(self) -> None:
-        if self.direct_fd >= 0:
+        """Bytes written and never recorded (the disk failed, the client was
+        revoked) may differ from what the record says of their chunk: the
+        staging goes, while the fence still holds it, so no commit trusts it and
+        a full disk gets its space back."""
+        if self.unrecorded and self.data_fd >= 0:
+            store, client, name = self._where
+            try:
+                base = store.staging_fd(client, create=False)
+                try:
+                    if os.stat(name + DATA, dir_fd=base, follow_symlinks=False).st_ino == \
+                            os.fstat(self.data_fd).st_ino:
+                        for ext in (META, REC, DATA):
+                            unlink_quietly(name + ext, base)
+                finally:
+                    os.close(base)
+            except (OSError, FxError):
+                pass  # gone already
+        self.unrecorded = False
+        self._close_fds()
+
+    def _close_fds(self) -> None:
+        if getattr(self, "direct_fd", -1) >= 0:
             os.close(self.direct_fd)
         self.direct_fd = -1
         for fd in (self.data_fd, self.rec_fd):
@@ -191,20 +253,26 @@ class Staging:
     """The staging folders of every client: open a put, resume it, discard it."""
 
     def __init__(self, root_fd: int, state_fd: int, top: str, policy: Policy, preallocate: bool,
-                 db: manifest.Manifest, folders: Folders) -> None:
+                 db: manifest.Manifest, folders: Folders, quota_of: QuotaOf = no_quota) -> None:
         self.root_fd, self.state_fd, self.top = root_fd, state_fd, top
         self.policy, self.preallocate = policy, preallocate
         self.manifest, self.folders = db, folders
+        self.quota_of = quota_of
+        self.held = StoredBytes(self._held_bytes)
         self.fid_secret = load_secret(state_fd)
+
+    def _held_bytes(self, client: str) -> int:
+        with self.manifest.connect() as db:
+            return manifest.held_bytes(db, client)
 
     def staging_fd(self, client: str, create: bool) -> int:
         return open_chain(self.state_fd, [b"staging", client.encode()], create)
 
     def open_put(self, client: str, path: str, size: int, mtime_ns: int, mode: int,
-                 chunk: int, usage: list[int] | None = None, force: bool = False,
+                 chunk: int, usage: Budget | None = None, force: bool = False,
                  holes: set[int] = frozenset()) -> PutReply:
-        """*usage*: [files, bytes] of the client's staging, shared across one batch
-        so that a batch of thousands is not a scan of the staging per file.
+        """*usage*: the client's budget, shared across one batch so that a batch
+        of thousands is not a scan of the staging per file.
         *holes*: chunks that lie in holes of a sparse file, recorded at once as
         zeros and never written (a new staging's file is all holes until written)."""
         parts = paths.split(path)
@@ -225,40 +293,34 @@ class Staging:
                 raise RefusedError(f"chunk size {chunk} is not allowed for {size} bytes")
             have = {i: layout.zero_digest(layout.chunk_span(size, chunk, i)[1]) for i in holes}
             needed = size - sum(layout.chunk_span(size, chunk, i)[1] for i in holes)  # holes take no space
-            free = free_bytes(self.root_fd)
-            if needed > free:
-                raise space_error(needed, free, path)
-            if usage is None:
-                usage = []
-            if not usage:
-                usage.extend(self.staging_usage(base))
-            files, used = usage
-            if files >= self.policy.max_staging_files or used + needed > self.policy.max_staging_bytes:
-                raise RefusedError(
-                    f"{path}: too many unfinished transfers for this client on the server "
-                    f"({files} files, {used} bytes); finish or wait for them"
-                )
+            self._check_budget(client, path, size, needed, base, usage if usage is not None else Budget())
             self._create(base, fid, {
                 "client": client, "path": path, "size": size,
-                "mtime_ns": mtime_ns, "mode": mode, "chunk": chunk,
+                "mtime_ns": mtime_ns, "mode": mode, "chunk": chunk, "sparse": bool(holes),
             }, have)
-            usage[0] += 1
-            usage[1] += size
+            if usage is not None:
+                usage.add(size, needed)
         finally:
             os.close(base)
         with self.manifest.connect() as db:
             same = manifest.same_size(db, client, raw, size)
         return PutReply(fid, chunk, "new", have, same)
 
-    @staticmethod
-    def staging_usage(base: int) -> tuple[int, int]:
-        """(files, bytes) of one client's unfinished transfers."""
-        files = used = 0
-        for entry in os.scandir(base):
-            if entry.name.endswith(".data"):
-                files += 1
-                used += entry.stat(follow_symlinks=False).st_size
-        return files, used
+    def _check_budget(self, client: str, path: str, size: int, needed: int, base: int, usage: Budget) -> None:
+        free = free_bytes(self.root_fd)
+        if needed > free:
+            raise space_error(needed, free, path)
+        if usage.files < 0:
+            usage.count(base)
+            usage.quota = self.quota_of(client)
+            if usage.quota is not None:
+                usage.stored = self.held.of(client, fresh=True)
+        if usage.files >= self.policy.max_staging_files or usage.declared + size > self.policy.max_staging_bytes:
+            raise RefusedError(
+                f"{path}: too many unfinished transfers for this client on the server "
+                f"({usage.files} files, {human(usage.declared)}); finish or wait for them"
+            )
+        usage.check(path, needed, free, self.policy.client_share)
 
     def clean_staging(self, now: float) -> int:
         """Remove transfers abandoned longer than the policy allows; at start only."""
@@ -302,10 +364,9 @@ class Staging:
         name = fid.hex().encode()
         data_fd = os.open(name + DATA, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=base)
         try:
-            if meta["size"] and self.preallocate and not holes:  # a sparse file stays sparse
-                os.posix_fallocate(data_fd, 0, meta["size"])
-            elif holes:
-                os.ftruncate(data_fd, meta["size"])
+            # As long as declared, and sparse: space is reserved as chunks arrive
+            # (StagingFile._reserve), so a declared size alone takes nothing.
+            os.ftruncate(data_fd, meta["size"])
         except OSError as exc:
             os.close(data_fd)
             os.unlink(name + DATA, dir_fd=base)
@@ -330,15 +391,51 @@ class Staging:
         os.rename(tmp, name + META, src_dir_fd=base, dst_dir_fd=base)
         os.fsync(base)
 
-    def finished(self, base: int, fid: bytes) -> tuple[dict, dict[int, bytes]]:
-        """The meta and the chunks received of a transfer about to be committed."""
+    def finished(self, base: int, fid: bytes) -> tuple[dict, dict[int, bytes], int]:
+        """The meta and the chunks received of a transfer about to be committed,
+        and a descriptor of its data holding the commit fence (the caller's to
+        close once the file is in place): no stream writes into it meanwhile,
+        and every byte a stream wrote into it is recorded (or the staging is gone)."""
         name = fid.hex().encode()
         try:
-            meta = json.loads(read_file(base, name + META))
+            fd = os.open(name + DATA, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=base)
         except FileNotFoundError:
             raise RefusedError(f"unknown transfer {fid.hex()}") from None
-        count = layout.chunk_count(meta["size"], meta["chunk"])
-        return meta, layout.parse_record(read_file(base, name + REC), count)
+        try:
+            meta = self._fenced(base, name, fd)
+            count = layout.chunk_count(meta["size"], meta["chunk"])
+            have, conflicts = layout.parse_record_conflicts(read_file(base, name + REC), count)
+            for index in conflicts:  # written twice, differently: what is on disk is what counts
+                offset, length = layout.chunk_span(meta["size"], meta["chunk"], index)
+                have[index] = hashlib.sha256(os.pread(fd, length, offset)).digest()
+        except BaseException:
+            os.close(fd)
+            raise
+        return meta, have, fd
+
+    @staticmethod
+    def _fenced(base: int, name: bytes, fd: int) -> dict:
+        """Wait (boundedly) for the streams writing into the data to close it: they
+        release their shared lock only once what they wrote is recorded."""
+        deadline = time.monotonic() + limits.COMMIT_FENCE_WAIT
+        pause = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise BusyError(f"chunks of transfer {name.decode()} are still being written; "
+                                    "commit again once they are acknowledged") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+        try:  # a writer that failed discarded the staging before it let go
+            meta = json.loads(read_file(base, name + META))
+            if os.stat(name + DATA, dir_fd=base, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:
+                raise FileNotFoundError
+        except FileNotFoundError:
+            raise RefusedError(f"unknown transfer {name.decode()}") from None
+        return meta
 
     @staticmethod
     def forget(base: int, fid: bytes) -> None:
