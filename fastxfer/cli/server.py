@@ -8,6 +8,7 @@ import sys
 import time
 
 from fastxfer.cli.args import parse_size
+from fastxfer.protocol import limits
 from fastxfer.errors import FxError, UsageError
 
 
@@ -36,6 +37,9 @@ def add_serve(sub) -> None:
                    help="the same as --keep-last N (older copies are kept as long as a kept snapshot holds them)")
     s.add_argument("--max-staging", type=parse_size, default=1 << 40, metavar="SIZE",
                    help="bytes of unfinished transfers allowed per client (default: 1T)")
+    s.add_argument("--hash-per-reply", type=parse_size, default=limits.HASH_PER_REPLY, metavar="SIZE",
+                   help="bytes of stored files one `sums` or `send --checksum` answer re-hashes before it "
+                        "answers what is done and the client asks for the rest (default: 256M)")
 
 
 
@@ -57,6 +61,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging()
     if args.workers is not None and not 1 <= args.workers <= 256:
         raise UsageError("--workers must be between 1 and 256")
+    if args.hash_per_reply < 1:
+        raise UsageError("--hash-per-reply must be at least 1 byte")
     workers = args.workers
     if workers is None:
         import psutil
@@ -93,7 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"root {os.path.abspath(args.root)}, {workers} workers"
           + (f", {cleaned} abandoned staging files removed" if cleaned else ""), flush=True)
     print(f"listening on {host}:{port}", flush=True)
-    config = WorkerConfig(os.path.abspath(args.root), str(home()), os.urandom(32), policy)
+    config = WorkerConfig(os.path.abspath(args.root), str(home()), os.urandom(32), policy, args.hash_per_reply)
     Master(listener, workers, config).run()
     return 0
 

@@ -184,8 +184,10 @@ class Planner:
     """The questions of one send, with what earlier answers taught."""
 
     def __init__(self, call: Call, chunk_of: Callable[[int], int], checksum: bool = False,
-                 hash_file: Callable[[Source], bytes] = whole_sha256, stat=os.stat) -> None:
+                 hash_file: Callable[[Source], bytes] = whole_sha256, stat=os.stat,
+                 compared: Callable[[int], None] = lambda _size: None) -> None:
         self.call = call
+        self.compared = compared  # told the bytes of files the server has compared by content
         self.chunk_of = chunk_of
         self.checksum = checksum
         self.hash_file = hash_file
@@ -211,7 +213,13 @@ class Planner:
                     except LocalFileError:
                         pass  # it will fail with its reason when sent
                 items.append(item)
-            answers = call_batch(self.call, "probe", "probe_ok", items)
+            answers: list[dict] = []
+            while len(answers) < len(items):  # the server re-hashes a bounded amount per answer
+                rest = items[len(answers):]
+                reply = self.call({"t": "probe", "files": rest, "page": True}, "probe_ok")
+                page = [messages.get_obj(a) for a in messages.page_answers(reply, len(rest))]
+                answers += page
+                self.compared(sum(s.size for s in batch[len(answers) - len(page) : len(answers)]))
             results += [verdict(src, answer) for src, answer in zip(batch, answers)]
         return results
 

@@ -141,3 +141,30 @@ def parse_have(text: str, count: int) -> dict[int, bytes]:
     if any(i >= count for i in have):
         raise ProtocolError("chunk list names a chunk beyond the file")
     return have
+
+
+def page_cut(costs: list[int], budget: int) -> int:
+    """How many of a request's items one reply answers when each costs this many
+    bytes of hashing: the first always, then more while less than *budget* is spent,
+    so a reply waits on at most *budget* plus one item's bytes."""
+    spent = 0
+    for index, cost in enumerate(costs):
+        if index and spent >= budget:
+            return index
+        spent += cost
+    return len(costs)
+
+
+def page_answers(reply: dict[str, Any], asked: int, key: str = "files") -> list[Any]:
+    """The answers one page of a paged reply ("page": true in the request) holds:
+    all *asked* when it has no "next", else the first "next" of them, which the
+    client asks about again without those.  A server from before paging
+    ignores "page" and answers everything."""
+    answers = get_list(reply, key, max(asked, 1))
+    if reply.get("next") is None:
+        done = asked
+    else:
+        done = get_int(reply, "next", 1, asked - 1)  # progress, and something left
+    if len(answers) != done:
+        raise ProtocolError("server answered a different number of files")
+    return answers

@@ -48,8 +48,9 @@ def wire_error(exc: FxError) -> dict[str, Any]:
 class ControlSession:
     def __init__(self, conn: Conn, ident: identity.Identity, clients: ClientList,
                  keys: ServerKeys, store: Store, proven: Callable[[str], None],
-                 draining: Callable[[], bool]) -> None:
+                 draining: Callable[[], bool], hash_budget: int = limits.HASH_PER_REPLY) -> None:
         self.proven = proven
+        self.hash_budget = hash_budget
         self.draining = draining
         self.raw = conn
         self.ident = ident
@@ -111,7 +112,9 @@ class ControlSession:
             "ticket": base64.b64encode(ticket).decode(),
             "secret": base64.b64encode(session.secret).decode(),
             "max_chunk": wire.MAX_CHUNK,
-            "features": ["reqs"],  # stream frames beyond the first version's: REQS/DATAS
+            # Beyond the first version: REQS/DATAS stream frames; sums and probe
+            # answered a page at a time when the request says "page".
+            "features": ["reqs", "pages"],
         })
         log.info("client %s (%s) connected from %s", name, shown, self.raw.peer)
 
@@ -213,9 +216,17 @@ class ControlSession:
             sha = get_hex(item, "sha256", 32) if item.get("sha256") is not None else None
             asked.append((get_str(item, "path"), get_int(item, "size"),
                           get_int(item, "mtime_ns", -(2**62), 2**62), sha))
-        replies = [wire_error(v) if isinstance(v, FxError) else {"t": "ok", "status": v}
-                   for v in self.store.probe_many(self.name, asked)]
-        answer: dict[str, Any] = {"t": "probe_ok", "files": replies}
+        answer: dict[str, Any] = {"t": "probe_ok"}
+        if msg.get("page") is True:
+            # A file named with its SHA-256 is re-hashed when its size is the one
+            # stored, so its size bounds what it costs.
+            cut = messages.page_cut([size if sha else 0 for _p, size, _m, sha in asked], self.hash_budget)
+            if cut < len(asked):
+                log.info("client %s: probe page of %d of %d files; the client asks again for the rest",
+                         self.name, cut, len(asked))
+                asked, answer["next"] = asked[:cut], cut
+        answer["files"] = [wire_error(v) if isinstance(v, FxError) else {"t": "ok", "status": v}
+                           for v in self.store.probe_many(self.name, asked)]
         if "tops" in msg:
             # "Nothing of yours is stored under these": the client need not ask
             # about the rest of a first backup file by file.
@@ -265,27 +276,35 @@ class ControlSession:
     def _sums(self, msg: dict[str, Any]) -> dict[str, Any]:
         """SHA-256 of stored files, each re-checked against its record on the way;
         a path followed by NUL and "#" + a digest (a snapshot's entry) names that
-        content, wherever the server holds it."""
-        lines = []
-        for item in get_list(msg, "paths", 2000):
-            name, _, ref = item.partition("\x00") if isinstance(item, str) else ("", "", "")
-            digest = snapshot.ref_digest(ref) if ref else None
-            try:
-                raw = b"/".join(paths.split(name))
-                if ref and digest is None:
-                    raise ValueError
-            except (FxError, ValueError, UnicodeEncodeError):
-                lines.append({"path": name, "status": "missing", "sha256": None})
-                continue
-            if digest is not None:
-                status, sha = self.store.verify_content(self.name, digest, raw)
-                lines.append({"path": name, "status": status, "sha256": sha.hex() if sha else None})
-                continue
-            status, sha = self.store.verify_stored(self.name, raw)
-            if status != "ok":
-                log.warning("client %s: %r is %s on disk", self.name, item, status)
-            lines.append({"path": item, "status": status, "sha256": sha.hex() if sha else None})
+        content, wherever the server holds it.  With "page", the answer stops once
+        the bytes re-hashed reach the budget; "next" says how many paths it answers."""
+        lines: list[dict[str, Any]] = []
+        items = get_list(msg, "paths", 2000)
+        hashed = Hashed()
+        for index, item in enumerate(items):
+            if index and hashed.bytes >= self.hash_budget and msg.get("page") is True:
+                log.info("client %s: sums page of %d of %d files, %d bytes re-hashed; the client asks "
+                         "again for the rest", self.name, index, len(items), hashed.bytes)
+                return {"t": "sums_ok", "files": lines, "next": index}
+            lines.append(self._sum_one(item, hashed))
         return {"t": "sums_ok", "files": lines}
+
+    def _sum_one(self, item: Any, hashed: Hashed) -> dict[str, Any]:
+        name, _, ref = item.partition("\x00") if isinstance(item, str) else ("", "", "")
+        digest = snapshot.ref_digest(ref) if ref else None
+        try:
+            raw = b"/".join(paths.split(name))
+            if ref and digest is None:
+                raise ValueError
+        except (FxError, ValueError, UnicodeEncodeError):
+            return {"path": name, "status": "missing", "sha256": None}
+        if digest is not None:
+            status, sha = self.store.verify_content(self.name, digest, raw, hashed)
+            return {"path": name, "status": status, "sha256": sha.hex() if sha else None}
+        status, sha = self.store.verify_stored(self.name, raw, hashed)
+        if status != "ok":
+            log.warning("client %s: %r is %s on disk", self.name, item, status)
+        return {"path": item, "status": status, "sha256": sha.hex() if sha else None}
 
     def _dirs(self, msg: dict[str, Any]) -> dict[str, Any]:
         items = []
@@ -322,6 +341,16 @@ class ControlSession:
             replies.append({"t": "ok", "path": stored.path, "status": stored.status,
                             "version": stored.version})
         return {"t": "committed", "files": replies}
+
+
+class Hashed:
+    """Bytes of stored files one reply has re-hashed so far (a catalog meter)."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def __call__(self, count: int) -> None:
+        self.bytes += count
 
 
 def snap_of(msg: dict[str, Any]) -> int:

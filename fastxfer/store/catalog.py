@@ -7,12 +7,15 @@ import errno
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 
 from fastxfer.protocol import layout
 from fastxfer.protocol import paths, snapshot
 from fastxfer.localfs import open_chain
 from fastxfer.errors import FxError, RefusedError
 from fastxfer.store import manifest
+
+Meter = Callable[[int], None]  # told the bytes of each chunk re-hashed
 
 LIST_PAGE = 2000  # entries in one listing answer
 VERSIONS_MAX = 10000  # older copies in one version listing
@@ -121,12 +124,12 @@ class Catalog:
 
     # ------------------------------------------------------- verify at rest
 
-    def verify_stored(self, client: str, raw: bytes) -> tuple[str, bytes | None]:
+    def verify_stored(self, client: str, raw: bytes, meter: Meter | None = None) -> tuple[str, bytes | None]:
         """Re-hash a stored file against its record: ("ok"|"changed"|"missing", SHA-256).
 
         One read, two hashes: the chunk hash list that was verified at backup,
         and the plain SHA-256 that sha256sum prints, recorded once it is known
-        to belong to the verified bytes.
+        to belong to the verified bytes.  *meter* is told the bytes read.
         """
         with self.manifest.connect() as db:
             row = manifest.check_fields(db, client, raw)
@@ -137,7 +140,7 @@ class Catalog:
         if fd is None:
             return "missing", None
         try:
-            status, sha = hash_at_rest(fd, size, chunk, digest)
+            status, sha = hash_at_rest(fd, size, chunk, digest, meter)
         finally:
             os.close(fd)
         if sha is None:
@@ -148,7 +151,8 @@ class Catalog:
                 db.commit()
         return "ok", sha
 
-    def verify_content(self, client: str, digest: bytes, raw: bytes | None = None) -> tuple[str, bytes | None]:
+    def verify_content(self, client: str, digest: bytes, raw: bytes | None = None,
+                       meter: Meter | None = None) -> tuple[str, bytes | None]:
         """Re-hash the content a snapshot names by *digest*, wherever it is held
         (a file of the current view or an older copy): ("ok", its SHA-256), or
         "changed" (held, but no copy hashes to it) or "missing" (not held)."""
@@ -160,7 +164,7 @@ class Catalog:
             if fd is None:
                 continue
             try:
-                status, sha = hash_at_rest(fd, size, chunk, digest)
+                status, sha = hash_at_rest(fd, size, chunk, digest, meter)
             finally:
                 os.close(fd)
             if status == "ok":
@@ -231,10 +235,12 @@ def held_at(client: str, parts: list[bytes], version: str | None) -> tuple[bool,
     return False, [client.encode()] + parts[:-1], parts[-1]
 
 
-def hash_at_rest(fd: int, size: int, chunk: int, digest: bytes) -> tuple[str, bytes | None]:
+def hash_at_rest(fd: int, size: int, chunk: int, digest: bytes,
+                 meter: Meter | None = None) -> tuple[str, bytes | None]:
     """One read of an open stored file, two hashes: its chunk hash list against
     *digest* (what was verified at backup), and the plain SHA-256 that sha256sum
-    prints: ("ok", SHA-256) or ("changed", None)."""
+    prints: ("ok", SHA-256) or ("changed", None).  *meter* is told each chunk's
+    bytes as they are read, so a caller can bound the hashing one reply waits on."""
     whole, digests = hashlib.sha256(), []
     if os.fstat(fd).st_size != size:
         return "changed", None
@@ -243,6 +249,8 @@ def hash_at_rest(fd: int, size: int, chunk: int, digest: bytes) -> tuple[str, by
         data = os.pread(fd, length, offset)
         if len(data) != length:
             return "changed", None
+        if meter is not None:
+            meter(length)
         whole.update(data)
         digests.append(hashlib.sha256(data).digest())
     if layout.file_digest(size, chunk, digests) != digest:

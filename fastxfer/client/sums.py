@@ -1,0 +1,38 @@
+"""The server's SHA-256 of stored files, re-hashed there: the one loop over sums pages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from fastxfer.client.connect import ControlClient
+from fastxfer.errors import ProtocolError
+from fastxfer.protocol import messages
+
+REQUEST = 2000  # paths one sums request names (the server takes no more)
+STATUSES = ("ok", "changed", "missing")
+
+
+def sums_pages(control: ControlClient, names: list[str]) -> Iterator[list[dict]]:
+    """The server's answers for *names*, in order, a page at a time.  A page ends
+    where the server's re-hashing budget did (serve --hash-per-reply), so no
+    reply waits on more than that; the next request starts at the first name
+    not answered.  A server from before pages answers every name it was sent."""
+    start = 0
+    while start < len(names):
+        asked = names[start : start + REQUEST]
+        reply = control.call({"t": "sums", "paths": asked, "page": True}, "sums_ok")
+        page = [checked(a) for a in messages.page_answers(reply, len(asked))]
+        start += len(page)
+        yield page
+
+
+def checked(answer: Any) -> dict:
+    """One answer with the fields sums prints, or ProtocolError."""
+    answer = messages.get_obj(answer)
+    messages.get_str(answer, "path")
+    if answer.get("status") not in STATUSES:
+        raise ProtocolError("the server's sums answer has an unknown status")
+    if answer["status"] == "ok":
+        messages.get_hex(answer, "sha256", 32)
+    return answer

@@ -1,0 +1,102 @@
+"""Large backups: sums and send --checksum are answered a page at a time, each
+page ending once the server has re-hashed its budget (serve --hash-per-reply,
+lowered here to 1 MiB), so no reply waits on all the hashing at once."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from conftest import fx, make_client, make_file, start_server
+from test_migration import extract_release, old_fx
+
+KIB = 1 << 10
+# Six chunked files and five bundled ones, 4.1 MiB in all: four 1 MiB pages or more.
+SIZES = [600 * KIB] * 6 + [100 * KIB] * 5
+
+
+def make_tree(top: Path) -> dict[str, str]:
+    """The files, and the sums lines sha256sum would print for them."""
+    expected = {}
+    for i, size in enumerate(SIZES):
+        f = make_file(top / f"f{i:02}.bin", size, seed=i)
+        expected[f"docs/{f.name}"] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return expected
+
+
+def sums_of(stdout: str) -> dict[str, str]:
+    return {path: sha for sha, path in (line.split("  ", 1) for line in stdout.splitlines())}
+
+
+@pytest.fixture
+def paged(tmp_path: Path):
+    srv = start_server(tmp_path / "server-home", tmp_path / "root", extra=("--hash-per-reply", "1M"))
+    yield srv
+    srv.stop()
+
+
+def test_sums_check_and_checksum_send_page_by_bytes_hashed(tmp_path: Path, paged) -> None:
+    client = make_client(tmp_path, paged, "laptop")
+    top = tmp_path / "docs"
+    expected = make_tree(top)
+    assert client.send(paged, top).returncode == 0
+
+    done = fx(client.home, "sums", "--from", paged.address)
+    assert done.returncode == 0, done.stderr
+    assert sums_of(done.stdout) == expected
+    # Every page ended at the budget: 4.1 MiB of 600 KiB files in 1 MiB pages.
+    assert paged.log_text().count("sums page of") >= 3
+
+    at = fx(client.home, "sums", "--at", "1", "--from", paged.address)  # content named by digest
+    assert at.returncode == 0, at.stderr
+    assert sums_of(at.stdout) == expected
+    assert paged.log_text().count("sums page of") >= 6
+
+    again = client.send(paged, top, "--checksum")
+    assert again.returncode == 0, again.stderr
+    assert f"0 files stored and verified, {len(SIZES)} unchanged, 0 failed" in again.stdout
+    assert paged.log_text().count("probe page of") >= 3
+
+    # One file changed on the server's disk is still found, whichever page holds it.
+    stored = paged.root / "laptop" / "docs" / "f04.bin"
+    data = bytearray(stored.read_bytes())
+    data[1000] ^= 1
+    stored.write_bytes(bytes(data))
+    bad = fx(client.home, "sums", "--from", paged.address)
+    assert bad.returncode == 5 and "'docs/f04.bin' is changed on the server" in bad.stderr
+    del expected["docs/f04.bin"]
+    assert sums_of(bad.stdout) == expected
+    check = fx(paged.home, "check", "--root", paged.root)
+    assert check.returncode == 5 and "CHANGED: laptop/'docs/f04.bin'" in check.stdout
+    assert f"{len(SIZES) - 1} files intact, 1 changed on disk" in check.stdout
+
+
+def test_pages_and_the_release_before_them(tmp_path: Path, paged) -> None:
+    """A client from before pages is answered whole; a server from before them
+    ignores "page" and answers whole, which the new client takes."""
+    release = extract_release(tmp_path / "release", "1e18228")  # the last commit before pages
+    top = tmp_path / "docs"
+    expected = make_tree(top)
+    home = tmp_path / "old-client"
+    fp = old_fx(release, home, "id").stdout.strip()
+    fx(paged.home, "trust", "add", fp, "--name", "laptop", check=True)
+    old_fx(release, home, "pin", paged.address, paged.fingerprint)
+    old_fx(release, home, "send", top, "--to", paged.address)
+    old = old_fx(release, home, "sums", "--from", paged.address)
+    assert sums_of(old.stdout) == expected and "sums page of" not in paged.log_text()
+    old_fx(release, home, "send", top, "--checksum", "--to", paged.address)
+    assert "probe page of" not in paged.log_text()
+
+    old_server = start_server(tmp_path / "old-server-home", tmp_path / "old-root", code=release)
+    try:
+        client = make_client(tmp_path, old_server, "desk")
+        assert client.send(old_server, top).returncode == 0
+        done = fx(client.home, "sums", "--from", old_server.address)
+        assert done.returncode == 0, done.stderr
+        assert sums_of(done.stdout) == expected
+        again = client.send(old_server, top, "--checksum")
+        assert again.returncode == 0 and f"{len(SIZES)} unchanged, 0 failed" in again.stdout
+    finally:
+        old_server.stop()
