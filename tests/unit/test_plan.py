@@ -108,6 +108,21 @@ def test_checksum_asks_with_each_files_digest() -> None:
     assert server.calls[0]["files"][0]["sha256"] == "01" * 32
 
 
+def test_checksum_asks_again_for_what_a_page_left_and_counts_what_was_compared() -> None:
+    def answer(msg, reply):  # one file a page, as a server whose hashing budget one file spends
+        assert msg["page"] is True
+        page = {"t": reply, "files": [{"t": "ok", "status": "unchanged"}]}
+        return page if len(msg["files"]) == 1 else {**page, "next": 1}
+
+    server, compared = FakeServer(answer), []
+    results = Planner(server, lambda s: layout.DEFAULT_CHUNK, checksum=True, hash_file=lambda s: b"\x01" * 32,
+                      compared=compared.append).ask(entries("a", "b", "c", size=5))
+    assert [(r.src.remote, r.status) for r in results] == [("a", "unchanged"), ("b", "unchanged"),
+                                                          ("c", "unchanged")]
+    assert [[f["path"] for f in c["files"]] for c in server.calls] == [["a", "b", "c"], ["b", "c"], ["c"]]
+    assert compared == [5, 5, 5]
+
+
 def test_a_put_sends_what_the_disk_says_now_and_reads_the_servers_record() -> None:
     class Stat:
         st_dev, st_ino, st_size, st_mtime_ns = 1, 2, 3 * layout.MIN_CHUNK, 77
