@@ -240,11 +240,13 @@ def cmd_sums(args: argparse.Namespace) -> int:
         bar = make_progress(sum(size for _, size in asked), sys.stderr.isatty() and not args.quiet)
         if bar is not None:
             bar.set_description_str("re-hashing on the server")
-        done = 0
-        for page in sums_pages(control, [name for name, _ in asked]):
+        answered = answered_bytes = shown = 0
+        for page, partly in sums_pages(control, [name for name, _ in asked]):
+            answered_bytes += sum(size for _, size in asked[answered : answered + len(page)])
+            answered += len(page)
             if bar is not None:  # a page at a time: the server answers once its hashing budget is spent
-                bar.update(sum(size for _, size in asked[done : done + len(page)]))
-            done += len(page)
+                bar.update(answered_bytes + partly - shown)
+                shown = answered_bytes + partly
             for item in page:
                 if item.get("status") == "ok":
                     for name in [item["path"], *later.get(item["path"], [])]:

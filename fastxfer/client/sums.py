@@ -13,18 +13,23 @@ REQUEST = 2000  # paths one sums request names (the server takes no more)
 STATUSES = ("ok", "changed", "missing")
 
 
-def sums_pages(control: ControlClient, names: list[str]) -> Iterator[list[dict]]:
-    """The server's answers for *names*, in order, a page at a time.  A page ends
-    where the server's re-hashing budget did (serve --hash-per-reply), so no
-    reply waits on more than that; the next request starts at the first name
-    not answered.  A server from before pages answers every name it was sent."""
-    start = 0
+def sums_pages(control: ControlClient, names: list[str]) -> Iterator[tuple[list[dict], int]]:
+    """The server's answers for *names*, in order, a page at a time, each with
+    the bytes of the next name the server has re-hashed already.  A page ends
+    where the server's re-hashing budget did (serve --hash-per-reply), in the
+    middle of a file if need be, so no reply waits on more than that; the next
+    request starts at the first name not answered, and the server goes on
+    where it stopped.  A server from before pages answers every name at once."""
+    start = done = 0
     while start < len(names):
         asked = names[start : start + REQUEST]
         reply = control.call({"t": "sums", "paths": asked, "page": True}, "sums_ok")
-        page = [checked(a) for a in messages.page_answers(reply, len(asked))]
+        page = [checked(a) for a in messages.page_answers(reply, len(asked), least=0)]
+        before, done = done, messages.get_int(reply, "done") if reply.get("next") is not None else 0
+        if not page and done <= before:
+            raise ProtocolError("the server's sums page answered nothing and hashed nothing more")
         start += len(page)
-        yield page
+        yield page, done
 
 
 def checked(answer: Any) -> dict:

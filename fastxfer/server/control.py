@@ -32,7 +32,7 @@ from fastxfer.errors import BusyError, FxError, ProtocolError, RefusedError, Tru
 from fastxfer.protocol.messages import get_hex, get_int, get_list, get_obj, get_str
 from fastxfer.protocol.keys import ServerKeys
 from fastxfer.net.conn import Channel, Conn, tls_wrap
-from fastxfer.server import snapshot_requests
+from fastxfer.server import snapshot_requests, sums_requests
 from fastxfer.store.facade import Store
 from fastxfer.trust.clients import ClientList
 
@@ -51,6 +51,7 @@ class ControlSession:
                  draining: Callable[[], bool], hash_budget: int = limits.HASH_PER_REPLY) -> None:
         self.proven = proven
         self.hash_budget = hash_budget
+        self.pending: sums_requests.Summing | None = None  # a sums path re-hashed in part, for the next page
         self.draining = draining
         self.raw = conn
         self.ident = ident
@@ -77,6 +78,8 @@ class ControlSession:
         try:
             self._serve(chan)
         finally:
+            if self.pending is not None:
+                self.pending.rehash.close()  # its descriptor
             tls.close()
 
     def _authenticate(self, chan: Channel) -> None:
@@ -273,39 +276,6 @@ class ControlSession:
             out.append(receipts.sign(self.ident, body) if body else None)
         return {"t": "receipts_ok", "cert": base64.b64encode(self.ident.cert_der).decode(), "receipts": out}
 
-    def _sums(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """SHA-256 of stored files, each re-checked against its record on the way;
-        a path followed by NUL and "#" + a digest (a snapshot's entry) names that
-        content, wherever the server holds it.  With "page", the answer stops once
-        the bytes re-hashed reach the budget; "next" says how many paths it answers."""
-        lines: list[dict[str, Any]] = []
-        items = get_list(msg, "paths", 2000)
-        hashed = Hashed()
-        for index, item in enumerate(items):
-            if index and hashed.bytes >= self.hash_budget and msg.get("page") is True:
-                log.info("client %s: sums page of %d of %d files, %d bytes re-hashed; the client asks "
-                         "again for the rest", self.name, index, len(items), hashed.bytes)
-                return {"t": "sums_ok", "files": lines, "next": index}
-            lines.append(self._sum_one(item, hashed))
-        return {"t": "sums_ok", "files": lines}
-
-    def _sum_one(self, item: Any, hashed: Hashed) -> dict[str, Any]:
-        name, _, ref = item.partition("\x00") if isinstance(item, str) else ("", "", "")
-        digest = snapshot.ref_digest(ref) if ref else None
-        try:
-            raw = b"/".join(paths.split(name))
-            if ref and digest is None:
-                raise ValueError
-        except (FxError, ValueError, UnicodeEncodeError):
-            return {"path": name, "status": "missing", "sha256": None}
-        if digest is not None:
-            status, sha = self.store.verify_content(self.name, digest, raw, hashed)
-            return {"path": name, "status": status, "sha256": sha.hex() if sha else None}
-        status, sha = self.store.verify_stored(self.name, raw, hashed)
-        if status != "ok":
-            log.warning("client %s: %r is %s on disk", self.name, item, status)
-        return {"path": item, "status": status, "sha256": sha.hex() if sha else None}
-
     def _dirs(self, msg: dict[str, Any]) -> dict[str, Any]:
         items = []
         for item in get_list(msg, "items"):
@@ -343,16 +313,6 @@ class ControlSession:
         return {"t": "committed", "files": replies}
 
 
-class Hashed:
-    """Bytes of stored files one reply has re-hashed so far (a catalog meter)."""
-
-    def __init__(self) -> None:
-        self.bytes = 0
-
-    def __call__(self, count: int) -> None:
-        self.bytes += count
-
-
 def snap_of(msg: dict[str, Any]) -> int:
     """The send's open snapshot a request names ("snap"), 0 for none."""
     return get_int(msg, "snap", 0, 2**32 - 1) if "snap" in msg else 0
@@ -366,7 +326,7 @@ HANDLERS: dict[str, Callable[[ControlSession, dict[str, Any]], dict[str, Any]]] 
     "commit": ControlSession._commit,
     "list": ControlSession._list,
     "receipts": ControlSession._receipts,
-    "sums": ControlSession._sums,
+    "sums": sums_requests.sums,
     "dirs": ControlSession._dirs,
     "snap_begin": snapshot_requests.snap_begin,
     "snap_add": snapshot_requests.snap_add,

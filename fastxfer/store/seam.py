@@ -19,7 +19,7 @@ from typing import Protocol
 from fastxfer.errors import FxError
 from fastxfer.protocol import retention, wire
 from fastxfer.store.retention import Forgotten
-from fastxfer.store.catalog import Meter
+from fastxfer.store.catalog import Rehash
 from fastxfer.store.commit import Stored
 from fastxfer.store.staging import PutReply
 
@@ -119,14 +119,19 @@ class StoreSeam(Protocol):
         """Fill *into* from the stored file listed with that size; *folders* is a cache the caller
         closes.  With *holes*, a span wholly in a hole is not read and True is returned."""
 
-    def verify_stored(self, client: str, raw: bytes, meter: Meter | None = None) -> tuple[str, bytes | None]:
-        """Re-hash at rest: ("ok" | "changed" | "missing", its SHA-256); *meter* is told
-        the bytes as they are hashed (a reply's hashing is bounded by them)."""
+    def verify_stored(self, client: str, raw: bytes) -> tuple[str, bytes | None]:
+        """Re-hash at rest: ("ok" | "changed" | "missing", its SHA-256)."""
 
-    def verify_content(self, client: str, digest: bytes, raw: bytes | None = None,
-                       meter: Meter | None = None) -> tuple[str, bytes | None]:
+    def verify_content(self, client: str, digest: bytes, raw: bytes | None = None) -> tuple[str, bytes | None]:
         """Re-hash the content a snapshot names by digest (at *raw* in it), wherever it is held:
         as verify_stored."""
+
+    def rehash_stored(self, client: str, raw: bytes) -> Rehash:
+        """verify_stored as a generator: yields the bytes of each chunk read, returns the
+        verdict; closing it early releases what it holds."""
+
+    def rehash_content(self, client: str, digest: bytes, raw: bytes | None = None) -> Rehash:
+        """verify_content as a generator, as rehash_stored."""
 
     def receipt_body(self, client: str, raw: bytes, server_fp: bytes, snap: int = 0) -> dict | None:
         """A receipt's body for the file at *raw*, naming snapshot *snap* if it holds that content."""

@@ -13,8 +13,9 @@ from conftest import fx, make_client, make_file, start_server
 from test_migration import extract_release, old_fx
 
 KIB = 1 << 10
-# Six chunked files and five bundled ones, 4.1 MiB in all: four 1 MiB pages or more.
+# One file of three budgets, six chunked files and five bundled ones, 7.1 MiB in all.
 SIZES = [600 * KIB] * 6 + [100 * KIB] * 5
+BIG = 3 << 20
 
 
 def make_tree(top: Path) -> dict[str, str]:
@@ -23,6 +24,8 @@ def make_tree(top: Path) -> dict[str, str]:
     for i, size in enumerate(SIZES):
         f = make_file(top / f"f{i:02}.bin", size, seed=i)
         expected[f"docs/{f.name}"] = hashlib.sha256(f.read_bytes()).hexdigest()
+    big = make_file(top / "big.bin", BIG, seed=99)  # listed first: the first pages stop inside it
+    expected["docs/big.bin"] = hashlib.sha256(big.read_bytes()).hexdigest()
     return expected
 
 
@@ -41,22 +44,25 @@ def test_sums_check_and_checksum_send_page_by_bytes_hashed(tmp_path: Path, paged
     client = make_client(tmp_path, paged, "laptop")
     top = tmp_path / "docs"
     expected = make_tree(top)
-    assert client.send(paged, top).returncode == 0
+    assert client.send(paged, top, "--chunk-size", "256K").returncode == 0
 
     done = fx(client.home, "sums", "--from", paged.address)
     assert done.returncode == 0, done.stderr
     assert sums_of(done.stdout) == expected
-    # Every page ended at the budget: 4.1 MiB of 600 KiB files in 1 MiB pages.
-    assert paged.log_text().count("sums page of") >= 3
+    # Every page ended at the budget, the first two inside big.bin (12 chunks
+    # of 256 KiB): 7.1 MiB in 1 MiB pages.
+    log = paged.log_text()
+    assert log.count("sums page of 0 of 12 files, 1048576 bytes re-hashed") >= 2
+    assert log.count("sums page of") >= 6
 
     at = fx(client.home, "sums", "--at", "1", "--from", paged.address)  # content named by digest
     assert at.returncode == 0, at.stderr
     assert sums_of(at.stdout) == expected
-    assert paged.log_text().count("sums page of") >= 6
+    assert paged.log_text().count("sums page of") >= 12
 
     again = client.send(paged, top, "--checksum")
     assert again.returncode == 0, again.stderr
-    assert f"0 files stored and verified, {len(SIZES)} unchanged, 0 failed" in again.stdout
+    assert f"0 files stored and verified, {len(SIZES) + 1} unchanged, 0 failed" in again.stdout
     assert paged.log_text().count("probe page of") >= 3
 
     # One file changed on the server's disk is still found, whichever page holds it.
@@ -70,7 +76,7 @@ def test_sums_check_and_checksum_send_page_by_bytes_hashed(tmp_path: Path, paged
     assert sums_of(bad.stdout) == expected
     check = fx(paged.home, "check", "--root", paged.root)
     assert check.returncode == 5 and "CHANGED: laptop/'docs/f04.bin'" in check.stdout
-    assert f"{len(SIZES) - 1} files intact, 1 changed on disk" in check.stdout
+    assert f"{len(SIZES)} files intact, 1 changed on disk" in check.stdout
 
 
 def test_pages_and_the_release_before_them(tmp_path: Path, paged) -> None:
@@ -97,6 +103,6 @@ def test_pages_and_the_release_before_them(tmp_path: Path, paged) -> None:
         assert done.returncode == 0, done.stderr
         assert sums_of(done.stdout) == expected
         again = client.send(old_server, top, "--checksum")
-        assert again.returncode == 0 and f"{len(SIZES)} unchanged, 0 failed" in again.stdout
+        assert again.returncode == 0 and f"{len(SIZES) + 1} unchanged, 0 failed" in again.stdout
     finally:
         old_server.stop()
