@@ -35,12 +35,29 @@ def add_serve(sub) -> None:
                        f"retention after each send: keep the newest snapshot of each of the last N {unit} that have one")
     s.add_argument("--keep-versions", type=int, default=None, metavar="N",
                    help="the same as --keep-last N (older copies are kept as long as a kept snapshot holds them)")
+    s.add_argument("--worker-timeout", type=float, default=limits.WORKER_SILENCE, metavar="SECONDS",
+                   help="a worker that sends no heartbeat for this long (stopped, or stuck) is killed and "
+                        "replaced; its clients' transfers resume on the others "
+                        f"(default: %(default)g; at least {limits.MIN_WORKER_SILENCE:g})")
     s.add_argument("--max-staging", type=parse_size, default=1 << 40, metavar="SIZE",
                    help="bytes of unfinished transfers allowed per client (default: 1T)")
+    s.add_argument("--client-share", type=share_percent, default=0.9, metavar="PERCENT",
+                   help="of the free space, what one client's unfinished transfers may still take, so that "
+                        "no client can make another's send fail for lack of space (default: 90)")
     s.add_argument("--hash-per-reply", type=parse_size, default=limits.HASH_PER_REPLY, metavar="SIZE",
                    help="bytes of stored files one `sums` or `send --checksum` answer re-hashes before it "
                         "answers what is done and the client asks for the rest (default: 256M)")
 
+
+
+def share_percent(text: str) -> float:
+    try:
+        value = float(text.rstrip("%"))
+    except ValueError:
+        value = -1.0
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"not a percentage from 1 to 100: {text!r}")
+    return value / 100
 
 
 def add_check(sub) -> None:
@@ -61,6 +78,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging()
     if args.workers is not None and not 1 <= args.workers <= 256:
         raise UsageError("--workers must be between 1 and 256")
+    if not args.worker_timeout >= limits.MIN_WORKER_SILENCE:  # also refuses nan
+        raise UsageError(f"--worker-timeout must be at least {limits.MIN_WORKER_SILENCE:g} seconds")
     if args.hash_per_reply < 1:
         raise UsageError("--hash-per-reply must be at least 1 byte")
     workers = args.workers
@@ -81,7 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         counts["last"] = args.keep_versions
     if any(n < 0 for n in counts.values()):
         raise UsageError("--keep-* counts cannot be negative")
-    policy = Policy(max_staging_bytes=args.max_staging,
+    policy = Policy(max_staging_bytes=args.max_staging, client_share=args.client_share,
                     min_age_ns=parse_age(args.min_age), retention=retention.Policy(**counts))
     ident = load_or_create()
     try:
@@ -100,7 +119,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
           + (f", {cleaned} abandoned staging files removed" if cleaned else ""), flush=True)
     print(f"listening on {host}:{port}", flush=True)
     config = WorkerConfig(os.path.abspath(args.root), str(home()), os.urandom(32), policy, args.hash_per_reply)
-    Master(listener, workers, config).run()
+    Master(listener, workers, config, silence=args.worker_timeout).run()
     return 0
 
 

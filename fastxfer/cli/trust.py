@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from fastxfer.cli.args import parse_size
 from fastxfer.errors import UsageError
+from fastxfer.protocol.units import human
 
 
 def add_id(sub) -> None:
@@ -18,7 +20,15 @@ def add_trust(sub) -> None:
     ta = tsub.add_parser("add", help="authorize a client fingerprint under a name (its folder)")
     ta.add_argument("fingerprint")
     ta.add_argument("--name", required=True)
-    tsub.add_parser("list", help="list authorized clients")
+    ta.add_argument("--quota", type=parse_size, metavar="SIZE",
+                    help="bytes the client may hold on the server: stored files, older copies and "
+                         "unfinished transfers (e.g. 500G; default: no quota)")
+    tq = tsub.add_parser("quota", help="set or remove a client's quota",
+                         epilog="examples:\n  fastxfer trust quota laptop 500G\n  fastxfer trust quota laptop none",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    tq.add_argument("name")
+    tq.add_argument("size", type=quota_size, metavar="SIZE|none")
+    tsub.add_parser("list", help="list authorized clients (name, fingerprint, quota)")
     tr = tsub.add_parser("remove", help="remove a client by fingerprint or name")
     tr.add_argument("who", metavar="FP|NAME")
 
@@ -42,6 +52,10 @@ def add_receipt(sub) -> None:
 
 
 
+def quota_size(text: str) -> int | None:
+    return None if text.strip().lower() == "none" else parse_size(text)
+
+
 def cmd_id(_args: argparse.Namespace) -> int:
     from fastxfer.trust.identity import format_fp, load_or_create
 
@@ -59,13 +73,23 @@ def cmd_trust(args: argparse.Namespace) -> int:
         others = [k for k, v in clients.all().items() if v == args.name and k != fp.hex()]
         clients.add(fp, args.name)
         print(f"authorized {format_fp(fp)} as {args.name}")
+        if args.quota is not None:
+            clients.set_quota(args.name, args.quota)
+            print(f"quota of {args.name}: {human(args.quota)}")
         if others:
             # The lost-laptop case: a new identity takes over an old folder.
             print(f"note: {len(others)} other identity(ies) also write to {args.name}'s folder; "
                   f"`fastxfer trust remove FP` revokes one")
+    elif args.trust_cmd == "quota":
+        clients.set_quota(args.name, args.size)
+        known = args.name in clients.all().values()
+        print(f"quota of {args.name}: {'none' if args.size is None else human(args.size)}"
+              + ("" if known else " (no authorized client has this name yet)"))
     elif args.trust_cmd == "list":
+        quotas = clients.quotas()
         for fp, name in sorted(clients.all().items(), key=lambda kv: kv[1]):
-            print(f"{name}\t{format_fp(bytes.fromhex(fp))}")
+            quota = quotas.get(name)
+            print(f"{name}\t{format_fp(bytes.fromhex(fp))}\t{'no quota' if quota is None else 'quota ' + human(quota)}")
     else:
         try:
             fp, name = parse_fp(args.who), None

@@ -18,6 +18,11 @@ CONNECTIONS_PER_CLIENT = 32  # authenticated connections of one client name, per
 DRAIN_DEADLINE = 30.0  # SIGTERM: running connections get this long
 STOP_DEADLINE = 3.0  # SIGINT: workers get this long before SIGKILL
 COMMIT_FENCE_WAIT = 10.0  # a commit waits this long for streams still writing into its file
+HEARTBEAT_INTERVAL = 0.5  # a worker's main loop tells the master it is alive this often
+HEARTBEAT_LATE = 2.0  # a worker silent this long gets no new connection while another beats
+WORKER_SILENCE = 10.0  # a worker silent this long (stopped, or stuck) is killed and replaced (serve --worker-timeout)
+MIN_WORKER_SILENCE = 2.0  # the least --worker-timeout: four missed beats, not one late one
+HANDOVER_WAIT = 1.0  # how long the master waits for a worker with room for a new connection
 # Bytes of stored files one sums or --checksum probe reply re-hashes before it
 # answers the files done so far and a cursor to the rest (serve --hash-per-reply):
 # at a slow disk's 50 MiB/s about 5 s, far inside the client's reply timeout.

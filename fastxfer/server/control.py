@@ -34,6 +34,7 @@ from fastxfer.protocol.keys import ServerKeys
 from fastxfer.net.conn import Channel, Conn, tls_wrap
 from fastxfer.server import snapshot_requests, sums_requests
 from fastxfer.store.facade import Store
+from fastxfer.store.budget import Budget
 from fastxfer.trust.clients import ClientList
 
 log = logging.getLogger("fastxfer.server")
@@ -157,7 +158,7 @@ class ControlSession:
         if self.draining():
             raise BusyError("the server is shutting down: no new transfers; send again in a minute to resume")
         replies = []
-        usage: list[int] = []
+        usage = Budget()  # the client's staging and quota, counted once for the batch
         for item in get_list(msg, "files"):
             item = get_obj(item)
             path = get_str(item, "path")

@@ -155,6 +155,13 @@ class Flusher:
                     except (FxError, OSError):
                         pass  # the peer is gone: it is recorded, a resume finds it
             finally:
+                # The failure is known before the job is closed: closing a file whose
+                # flush failed removes its staging, and a stream that finds it gone
+                # must find this failure too (StreamSession._data).
+                if failed is not None:
+                    with self.cond:
+                        if self.error is None:
+                            self.error = failed
                 try:
                     job.close()
                 except OSError as exc:
@@ -162,6 +169,4 @@ class Flusher:
                 with self.cond:
                     self.jobs.popleft()
                     self.busy = False
-                    if failed is not None and self.error is None:
-                        self.error = failed
                     self.cond.notify_all()

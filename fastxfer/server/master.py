@@ -7,6 +7,8 @@ worker round-robin by SCM_RIGHTS, and the master closes its copy.  Signal
 handlers only queue the signal on a wake-up pipe; the loop dispatches to
 ``handle_<name>``.  A worker that dies is reaped and replaced, unless it
 failed at boot, which stops the server instead of respawning in a loop.
+A worker that stops beating (``heartbeat``) is passed over for new
+connections, then killed and replaced once silent for ``silence`` seconds.
 SIGTERM stops accepting and lets workers drain until the drain deadline;
 SIGINT stops within a few seconds.  Either way no worker outlives the
 master: a worker also leaves when its channel to the master closes.
@@ -24,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from fastxfer.server import fdpass
+from fastxfer.server import fdpass, heartbeat
 from fastxfer.protocol import limits
 from fastxfer.errors import BootError, FxError
 from fastxfer.server.worker import BOOT_FAILED, HANDLED, WorkerConfig, preload, worker_main
@@ -37,11 +39,15 @@ class WorkerSlot:
     index: int
     process: multiprocessing.process.BaseProcess
     channel: socket.socket
+    beat: float  # when the master last heard it (or forked it)
+    hung: bool = False  # killed for its silence, not reaped yet
 
 
 class Master:
-    def __init__(self, listener: socket.socket, workers: int, config: WorkerConfig) -> None:
+    def __init__(self, listener: socket.socket, workers: int, config: WorkerConfig,
+                 silence: float = limits.WORKER_SILENCE) -> None:
         self.listener = listener
+        self.silence = silence
         self.size = workers
         self.config = config
         self.slots: list[WorkerSlot | None] = [None] * workers
@@ -77,7 +83,9 @@ class Master:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child.close()
-        self.slots[index] = WorkerSlot(index, process, parent)
+        # Never blocking: a stopped worker must not stop the master with it.
+        parent.setblocking(False)
+        self.slots[index] = WorkerSlot(index, process, parent, time.monotonic())
 
     def reap(self) -> None:
         for i, slot in enumerate(self.slots):
@@ -91,20 +99,57 @@ class Master:
                 continue
             if code == BOOT_FAILED:
                 raise BootError(f"worker {i} could not start (see the log above); stopping the server")
-            log.warning("worker %d (pid %d) died (exit %s); starting a new one", i, slot.process.pid, code)
+            if slot.hung:
+                log.warning("worker %d (pid %d) killed for its silence; starting a new one", i, slot.process.pid)
+            else:
+                log.warning("worker %d (pid %d) died (exit %s); starting a new one", i, slot.process.pid, code)
             self.spawn(i)
 
-    def hand_over(self, conn: socket.socket, peer: str) -> None:
-        for _ in range(self.size):
-            slot = self.slots[self.next % self.size]
-            self.next += 1
-            if slot is None:
+    def watch(self) -> None:
+        """Hear each worker's beats; kill one silent for longer than ``silence``."""
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot is None or slot.hung:
                 continue
-            try:
-                fdpass.send_socket(slot.channel, conn, peer)
-                return
-            except OSError:
-                continue  # that worker is gone; the reaper will replace it
+            if heartbeat.heard(slot.channel):
+                slot.beat = now
+            # exitcode polls without reaping only a live child, so the pid is
+            # still ours (not reused) when it is None.
+            elif now - slot.beat > self.silence and slot.process.exitcode is None:
+                slot.hung = True
+                log.warning("worker %d (pid %d) sent no heartbeat for %.1f s (stopped or stuck); killing it",
+                            slot.index, slot.process.pid, now - slot.beat)
+                os.kill(slot.process.pid, signal.SIGKILL)
+
+    def rotation(self) -> list[WorkerSlot]:
+        """The workers to offer the next connection to, in round-robin order:
+        those beating, or if none is, every one not condemned."""
+        start = self.next
+        self.next += 1
+        ring = [self.slots[(start + i) % self.size] for i in range(self.size)]
+        alive = [s for s in ring if s is not None and not s.hung]
+        now = time.monotonic()
+        return [s for s in alive if now - s.beat <= limits.HEARTBEAT_LATE] or alive
+
+    def hand_over(self, conn: socket.socket, peer: str) -> None:
+        deadline = time.monotonic() + limits.HANDOVER_WAIT
+        order = self.rotation()
+        while order:
+            full = []
+            for slot in order:
+                try:
+                    fdpass.send_socket(slot.channel, conn, peer)
+                    return
+                except BlockingIOError:
+                    full.append(slot)  # its queue of handed sockets is full: busy for now
+                except OSError:
+                    pass  # that worker is gone; the reaper will replace it
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            order = full
+            if order:
+                heartbeat.wait_writable([s.channel for s in order], left)
         log.warning("no worker could take %s", peer)
 
     # -------------------------------------------------------------- loop
@@ -133,6 +178,7 @@ class Master:
                     else:
                         self.dispatch_signals()
                 self.reap()
+                self.watch()
         finally:
             sel.close()
             self.shutdown()

@@ -141,7 +141,11 @@ class StreamSession:
             raise ProtocolError("chunk digest does not match its bytes")
         staging = self.files.get(fid)
         if staging is None:
-            staging = self.store.receive(self.client, fid)
+            try:
+                staging = self.store.receive(self.client, fid)
+            except ProtocolError:
+                self.flusher.check()  # a flush that failed removed it: that failure is the answer
+                raise
             self.files[fid] = staging
         staging.write(offset, data, digest)
         self.acks.append((fid, offset))

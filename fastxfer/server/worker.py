@@ -6,7 +6,9 @@ ClientHello, 0x16) from a stream connection ("FXS1") and drops anything
 else.  It leaves when its channel to the master closes (the master died or
 stopped it) or on SIGTERM, after letting running connections finish until
 the drain deadline, during which it still takes stream connections of
-running sessions but no new transfers; staging files stay resumable.
+running sessions but no new transfers; staging files stay resumable.  Its
+main loop beats on the channel (``heartbeat``), so a worker that stops
+taking sockets is noticed, killed and replaced by the master.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastxfer.server import fdpass
+from fastxfer.server import fdpass, heartbeat
 from fastxfer.trust import identity
 from fastxfer.protocol import limits
 from fastxfer.server.control import ControlSession
@@ -66,7 +68,7 @@ class Worker:
         self.ident = identity.load_or_create(folder)
         self.clients = ClientList(folder)
         self.keys = ServerKeys(self.config.server_secret)
-        self.store = Store(self.config.root, self.config.policy)
+        self.store = Store(self.config.root, self.config.policy, self.clients.quota_of)
         self.guard = Guard()
 
     def start_drain(self) -> None:
@@ -78,7 +80,9 @@ class Worker:
         # A timeout, because a signal does not interrupt a blocking receive
         # (PEP 475 retries it) and SIGTERM must be noticed.
         self.channel.settimeout(0.2)
+        pulse = heartbeat.Pulse(self.channel)
         while True:
+            pulse.beat()  # here, in the loop that takes sockets: it proves this loop runs
             if self.draining:
                 with self.lock:
                     idle = not self.threads

@@ -21,6 +21,7 @@ from fastxfer.localfs import open_chain, sync_filesystem
 from fastxfer.store import manifest
 from fastxfer.store.diskio import free_bytes, now_ns, space_error, storage_failure, unlink_quietly, write_all
 from fastxfer.errors import FxError, RefusedError, wire_code
+from fastxfer.protocol.units import human
 
 if TYPE_CHECKING:
     from fastxfer.store.catalog import Catalog
@@ -112,8 +113,16 @@ class Bundles:
         this returns); finish() then stores them, close() releases what is left."""
         bundle = StagedBundle(self, client, snap, len(entries))
         needed, free = sum(e.size for e in entries), free_bytes(self.root_fd)
-        if needed > free:
-            refusal = space_error(needed, free, f"a bundle of {len(entries)} small files")
+        refusal = space_error(needed, free, f"a bundle of {len(entries)} small files") if needed > free else None
+        quota = self.staging.quota_of(client)
+        if refusal is None and quota is not None:
+            held = self.staging.held.of(client)
+            if held + needed > quota:
+                refusal = RefusedError(f"a bundle of {len(entries)} small files: over this client's quota: "
+                                       f"{human(needed)} needed, {human(max(quota - held, 0))} left of {human(quota)}")
+            else:
+                self.staging.held.grew(client, needed)
+        if refusal is not None:
             bundle.results = [failed(refusal)] * len(entries)
             return bundle
         try:

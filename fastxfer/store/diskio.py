@@ -4,6 +4,7 @@ opened and filesystems synced by fastxfer/localfs.py, which get shares."""
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import time
@@ -101,3 +102,23 @@ def current_umask() -> int:
     except (OSError, ValueError):
         pass
     return 0o777  # unknown: always chmod
+
+
+_libc = None
+
+
+def reserve_space(fd: int, offset: int, length: int) -> bool:
+    """Allocate [offset, offset + length) of *fd* without changing its bytes;
+    False where the filesystem cannot.  Not os.posix_fallocate: where the
+    filesystem cannot, glibc emulates it by writing a zero into every block
+    it reads as zero, which races with a stream writing the same file."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.fallocate64.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    if _libc.fallocate64(fd, 0, offset, length) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EOPNOTSUPP, errno.ENOSYS):
+        return False
+    raise OSError(err, os.strerror(err))

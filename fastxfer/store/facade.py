@@ -27,6 +27,7 @@ from fastxfer.store import manifest
 from fastxfer.store.manifest import Manifest
 from fastxfer.store.retention import Forgotten, Retention
 from fastxfer.store.snapshots import Snapshots
+from fastxfer.store.budget import Budget, QuotaOf, no_quota
 from fastxfer.store.staging import PutReply, Staging, StagingFile
 
 STATE = ".fastxfer"
@@ -39,6 +40,7 @@ class Policy:
     max_staging_bytes: int = 1 << 40  # bytes of unfinished transfers
     max_staging_files: int = 100_000  # unfinished transfers
     staging_max_age: float = 7 * 24 * 3600.0  # an abandoned transfer is removed after this
+    client_share: float = 0.9  # of the free space, what one client's unfinished transfers may still take
     min_age_ns: int = retention.DEFAULT_MIN_AGE  # a client's own forget keeps every snapshot younger
     # Applied after every complete snapshot, with min_age_ns and --prune (empty: keep every snapshot).
     retention: retention.Policy = retention.Policy()
@@ -47,7 +49,7 @@ class Policy:
 class Store:
     """One per worker process; its manifest connections are per thread, from a pool."""
 
-    def __init__(self, root: str, policy: Policy = Policy()) -> None:
+    def __init__(self, root: str, policy: Policy = Policy(), quota_of: QuotaOf = no_quota) -> None:
         self.policy = policy
         self.root = os.path.abspath(root)
         staging_top = os.path.join(self.root, STATE, "staging")
@@ -64,7 +66,7 @@ class Store:
         # work the writes would do in parallel, made serial (0.27 s a GiB here).
         preallocate = filesystem_type(self.root) not in MEMORY_FILESYSTEMS
         self.staging = Staging(self.root_fd, self.state_fd, staging_top, policy, preallocate,
-                               self.manifest, self.folders)
+                               self.manifest, self.folders, quota_of)
         self.committer = Commit(self.root_fd, self.manifest, self.staging, self.versions)
         self.catalog = Catalog(self.root_fd, self.state_fd, self.manifest)
         self.snapshots = Snapshots(self.root_fd, self.manifest, self.versions)
@@ -101,7 +103,7 @@ class Store:
     # ------------------------------------------------------------ receiving
 
     def open_put(self, client: str, path: str, size: int, mtime_ns: int, mode: int,
-                 chunk: int, usage: list[int] | None = None, force: bool = False,
+                 chunk: int, usage: Budget | None = None, force: bool = False,
                  holes: set[int] = frozenset()) -> PutReply:
         return self.staging.open_put(client, path, size, mtime_ns, mode, chunk, usage, force, holes)
 

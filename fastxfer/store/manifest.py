@@ -521,3 +521,12 @@ def unreferenced_versions(db: sqlite3.Connection, client: str) -> list[tuple[int
     return db.execute(
         "SELECT rowid, path, version, size FROM versions WHERE client=? AND (digest IS NULL OR digest NOT IN"
         " (SELECT digest FROM entries WHERE client=? AND digest IS NOT NULL))", (client, client)).fetchall()
+
+
+def held_bytes(db: sqlite3.Connection, client: str) -> int:
+    """What counts against a client's quota: its stored files and every older copy kept,
+    by size (a hard link's record holds no bytes of its own)."""
+    files = db.execute("SELECT COALESCE(SUM(size), 0) FROM files WHERE client=? AND kind='file'"
+                       " AND target IS NULL", (client,)).fetchone()[0]
+    versions = db.execute("SELECT COALESCE(SUM(size), 0) FROM versions WHERE client=?", (client,)).fetchone()[0]
+    return int(files) + int(versions)

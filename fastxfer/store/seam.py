@@ -21,6 +21,7 @@ from fastxfer.protocol import retention, wire
 from fastxfer.store.retention import Forgotten
 from fastxfer.store.catalog import Rehash
 from fastxfer.store.commit import Stored
+from fastxfer.store.budget import Budget
 from fastxfer.store.staging import PutReply
 
 
@@ -53,7 +54,7 @@ class StoreSeam(Protocol):
 
     # ---------------------------------------------------------- sending
     def open_put(self, client: str, path: str, size: int, mtime_ns: int, mode: int,
-                 chunk: int, usage: list[int] | None = None, force: bool = False,
+                 chunk: int, usage: Budget | None = None, force: bool = False,
                  holes: set[int] = frozenset()) -> PutReply:
         """Start, resume or skip ("unchanged") a file; *usage* is shared across one batch."""
 

@@ -25,8 +25,11 @@ from typing import TYPE_CHECKING, Protocol
 from fastxfer.errors import BusyError, FxError, ProtocolError, RefusedError
 from fastxfer.localfs import open_chain
 from fastxfer.protocol import layout, limits, paths
+from fastxfer.protocol.units import human
 from fastxfer.store import manifest
-from fastxfer.store.diskio import disk_refusal, free_bytes, read_file, space_error, unlink_quietly, write_all
+from fastxfer.store.budget import Budget, QuotaOf, StoredBytes, no_quota
+from fastxfer.store.diskio import (disk_refusal, free_bytes, read_file, reserve_space, space_error, unlink_quietly,
+                                   write_all)
 
 if TYPE_CHECKING:
     from fastxfer.store.commit import Folders
@@ -85,9 +88,12 @@ def load_secret(state_fd: int) -> bytes:
 class StagingFolders(Protocol):
     """What a StagingFile needs of its owner: the client's staging folder."""
 
+    preallocate: bool  # whether space is reserved ahead of the writes
+
     def staging_fd(self, client: str, create: bool) -> int: ...
 
 
+RESERVE_STEP = 64 << 20  # space a file being received reserves at a time
 DIRECT_ALIGN = 4096  # what O_DIRECT asks of lengths, offsets and buffers on common disks
 
 
@@ -120,6 +126,10 @@ class StagingFile:
             os.close(base)
         self.pending: list[bytes] = []
         self.unrecorded = False  # bytes written that no durable record entry vouches for yet
+        # Space is reserved ahead of the writes, in steps (a file of one extent
+        # per step instead of whatever the writes leave); never in a sparse file.
+        self.reserve = store.preallocate and not meta.get("sparse", False)
+        self.reserved = (0, 0)  # the span this object reserved last
         self._where = (store, client, name)
         self.direct_fd = -2  # -2 not opened yet, -1 not possible here
 
@@ -158,6 +168,12 @@ class StagingFile:
                 pass
         return self.direct_fd
 
+    def _reserve(self, offset: int) -> None:
+        span = min(RESERVE_STEP, self.size - offset)
+        if not reserve_space(self.data_fd, offset, span):
+            self.reserve = False  # the filesystem cannot: the writes allocate
+        self.reserved = (offset, offset + span)
+
     def _write(self, data: memoryview, offset: int) -> None:
         # O_DIRECT takes whole pages only (the stream's buffers are page-aligned mappings).
         if not (len(data) | offset) & (DIRECT_ALIGN - 1) and self._direct() >= 0:
@@ -177,6 +193,8 @@ class StagingFile:
             raise ProtocolError("chunk does not fit the file's layout")
         self.unrecorded = True
         try:
+            if self.reserve and not self.reserved[0] <= offset < self.reserved[1]:
+                self._reserve(offset)
             self._write(data, offset)
         except OSError as exc:
             raise (disk_refusal(exc) or exc) from None
@@ -235,20 +253,26 @@ class Staging:
     """The staging folders of every client: open a put, resume it, discard it."""
 
     def __init__(self, root_fd: int, state_fd: int, top: str, policy: Policy, preallocate: bool,
-                 db: manifest.Manifest, folders: Folders) -> None:
+                 db: manifest.Manifest, folders: Folders, quota_of: QuotaOf = no_quota) -> None:
         self.root_fd, self.state_fd, self.top = root_fd, state_fd, top
         self.policy, self.preallocate = policy, preallocate
         self.manifest, self.folders = db, folders
+        self.quota_of = quota_of
+        self.held = StoredBytes(self._held_bytes)
         self.fid_secret = load_secret(state_fd)
+
+    def _held_bytes(self, client: str) -> int:
+        with self.manifest.connect() as db:
+            return manifest.held_bytes(db, client)
 
     def staging_fd(self, client: str, create: bool) -> int:
         return open_chain(self.state_fd, [b"staging", client.encode()], create)
 
     def open_put(self, client: str, path: str, size: int, mtime_ns: int, mode: int,
-                 chunk: int, usage: list[int] | None = None, force: bool = False,
+                 chunk: int, usage: Budget | None = None, force: bool = False,
                  holes: set[int] = frozenset()) -> PutReply:
-        """*usage*: [files, bytes] of the client's staging, shared across one batch
-        so that a batch of thousands is not a scan of the staging per file.
+        """*usage*: the client's budget, shared across one batch so that a batch
+        of thousands is not a scan of the staging per file.
         *holes*: chunks that lie in holes of a sparse file, recorded at once as
         zeros and never written (a new staging's file is all holes until written)."""
         parts = paths.split(path)
@@ -269,40 +293,34 @@ class Staging:
                 raise RefusedError(f"chunk size {chunk} is not allowed for {size} bytes")
             have = {i: layout.zero_digest(layout.chunk_span(size, chunk, i)[1]) for i in holes}
             needed = size - sum(layout.chunk_span(size, chunk, i)[1] for i in holes)  # holes take no space
-            free = free_bytes(self.root_fd)
-            if needed > free:
-                raise space_error(needed, free, path)
-            if usage is None:
-                usage = []
-            if not usage:
-                usage.extend(self.staging_usage(base))
-            files, used = usage
-            if files >= self.policy.max_staging_files or used + needed > self.policy.max_staging_bytes:
-                raise RefusedError(
-                    f"{path}: too many unfinished transfers for this client on the server "
-                    f"({files} files, {used} bytes); finish or wait for them"
-                )
+            self._check_budget(client, path, size, needed, base, usage if usage is not None else Budget())
             self._create(base, fid, {
                 "client": client, "path": path, "size": size,
-                "mtime_ns": mtime_ns, "mode": mode, "chunk": chunk,
+                "mtime_ns": mtime_ns, "mode": mode, "chunk": chunk, "sparse": bool(holes),
             }, have)
-            usage[0] += 1
-            usage[1] += size
+            if usage is not None:
+                usage.add(size, needed)
         finally:
             os.close(base)
         with self.manifest.connect() as db:
             same = manifest.same_size(db, client, raw, size)
         return PutReply(fid, chunk, "new", have, same)
 
-    @staticmethod
-    def staging_usage(base: int) -> tuple[int, int]:
-        """(files, bytes) of one client's unfinished transfers."""
-        files = used = 0
-        for entry in os.scandir(base):
-            if entry.name.endswith(".data"):
-                files += 1
-                used += entry.stat(follow_symlinks=False).st_size
-        return files, used
+    def _check_budget(self, client: str, path: str, size: int, needed: int, base: int, usage: Budget) -> None:
+        free = free_bytes(self.root_fd)
+        if needed > free:
+            raise space_error(needed, free, path)
+        if usage.files < 0:
+            usage.count(base)
+            usage.quota = self.quota_of(client)
+            if usage.quota is not None:
+                usage.stored = self.held.of(client, fresh=True)
+        if usage.files >= self.policy.max_staging_files or usage.declared + size > self.policy.max_staging_bytes:
+            raise RefusedError(
+                f"{path}: too many unfinished transfers for this client on the server "
+                f"({usage.files} files, {human(usage.declared)}); finish or wait for them"
+            )
+        usage.check(path, needed, free, self.policy.client_share)
 
     def clean_staging(self, now: float) -> int:
         """Remove transfers abandoned longer than the policy allows; at start only."""
@@ -346,10 +364,9 @@ class Staging:
         name = fid.hex().encode()
         data_fd = os.open(name + DATA, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=base)
         try:
-            if meta["size"] and self.preallocate and not holes:  # a sparse file stays sparse
-                os.posix_fallocate(data_fd, 0, meta["size"])
-            elif holes:
-                os.ftruncate(data_fd, meta["size"])
+            # As long as declared, and sparse: space is reserved as chunks arrive
+            # (StagingFile._reserve), so a declared size alone takes nothing.
+            os.ftruncate(data_fd, meta["size"])
         except OSError as exc:
             os.close(data_fd)
             os.unlink(name + DATA, dir_fd=base)

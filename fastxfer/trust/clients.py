@@ -10,6 +10,7 @@ from fastxfer.errors import UsageError
 from fastxfer.trust.jsonfile import load, save
 
 CLIENTS_FILE = "clients.json"
+QUOTAS_FILE = "quotas.json"  # client name -> bytes it may hold on the server
 
 # A client's name is its folder under the server's root: one path component,
 # never hidden, never special.
@@ -25,16 +26,15 @@ def check_name(name: str) -> str:
     return name
 
 
-class ClientList:
-    """Server side: fingerprint (hex) -> client name."""
+class Cached:
+    """A JSON file re-read only when it was replaced (save renames a new one in):
+    workers ask on every stream frame that does work."""
 
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / CLIENTS_FILE
-        self._seen: tuple[tuple[int, int, int], dict[str, str]] | None = None
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen: tuple[tuple[int, int, int], dict] | None = None
 
-    def all(self) -> dict[str, str]:
-        # Workers ask on every stream frame that does work; the file is
-        # re-read only when it was replaced (_save renames a new one in).
+    def read(self) -> dict:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -43,6 +43,33 @@ class ClientList:
         if self._seen is None or self._seen[0] != stamp:
             self._seen = (stamp, load(self.path))
         return dict(self._seen[1])
+
+
+class ClientList:
+    """Server side: fingerprint (hex) -> client name, and each name's quota."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / CLIENTS_FILE
+        self._clients = Cached(self.path)
+        self._quotas = Cached(folder / QUOTAS_FILE)
+
+    def all(self) -> dict[str, str]:
+        return self._clients.read()
+
+    def quotas(self) -> dict[str, int]:
+        return {k: int(v) for k, v in self._quotas.read().items() if v.isdigit()}  # JSON values are text
+
+    def quota_of(self, name: str) -> int | None:
+        """Bytes *name* may hold on the server (stored, every older copy, unfinished); None: no quota."""
+        return self.quotas().get(name)
+
+    def set_quota(self, name: str, size: int | None) -> None:
+        data = self.quotas()
+        if size is None:
+            data.pop(check_name(name), None)
+        else:
+            data[check_name(name)] = size
+        save(self._quotas.path, {k: str(v) for k, v in data.items()})
 
     def name_of(self, fp: bytes) -> str | None:
         return self.all().get(fp.hex())

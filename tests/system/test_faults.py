@@ -274,8 +274,11 @@ def test_disk_full_midway_fails_cleanly_and_serving_goes_on(tmp_path: Path, smal
         assert proc.returncode == 6, err
         assert "disk full" in err
         assert not (srv.root / "laptop" / "mid.bin").exists()
+        # The failed file's staging is released at once, its space with it.
+        staging = srv.root / ".fastxfer" / "staging" / "laptop"
+        assert wait_for(lambda: not list(staging.glob("*.data")), 10), list(staging.iterdir())
         filler.unlink()
-        done = c.send(srv, src)  # the same server, still serving; resumes
+        done = c.send(srv, src)  # the same server, still serving; the file is sent again
         assert done.returncode == 0, done.stderr
         assert sha256_file(srv.root / "laptop" / "mid.bin") == sha256_file(src)
         assert list((srv.root / ".fastxfer" / "staging" / "laptop").iterdir()) == []

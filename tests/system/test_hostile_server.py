@@ -45,7 +45,7 @@ def test_nothing_outside_dest_is_created_changed_or_followed(tmp_path: Path, ser
     victim = outside / "victim"
     victim.write_bytes(b"keep me")
     os.chmod(victim, 0o600)
-    before = {p.name: (p.stat().st_mode, p.stat().st_mtime_ns) for p in [outside, victim]}
+    before = {p.name: (p.stat().st_mode, p.stat().st_mtime_ns, p.stat().st_uid, p.stat().st_gid) for p in [outside, victim]}
 
     db, snap = latest_snapshot(server)
     plant(db, snap, "d/evil", "link", target=str(outside))           # a link, then files through it
@@ -55,6 +55,11 @@ def test_nothing_outside_dest_is_created_changed_or_followed(tmp_path: Path, ser
     plant(db, snap, "d/over", "link", target=str(victim))            # a link, then a file at its name
     plant(db, snap, "d/zz-dev", "chardev", rdev=os.makedev(1, 3))    # a device node: never made
     plant(db, snap, "d/hl", "file", like="d/x", target="d/evil")     # a hard link to the planted link
+    # Owned by someone else (get, as root, restores owners): neither the link's
+    # nor anything's outside DEST may change (lchown only, never through a link).
+    db.execute("UPDATE entries SET uid=4242, gid=4242 WHERE client='laptop' AND snap=? AND path IN (?, ?)",
+               (snap, b"d/evil", b"d/hl"))
+    db.commit()
     db.close()
 
     dest = tmp_path / "restored"
@@ -68,7 +73,7 @@ def test_nothing_outside_dest_is_created_changed_or_followed(tmp_path: Path, ser
     assert os.readlink(dest / "d" / "evil") == str(outside)        # made exactly as listed, never followed
     assert sorted(p.name for p in outside.iterdir()) == ["victim"]
     assert victim.read_bytes() == b"keep me"
-    assert {p.name: (p.stat().st_mode, p.stat().st_mtime_ns) for p in [outside, victim]} == before
+    assert {p.name: (p.stat().st_mode, p.stat().st_mtime_ns, p.stat().st_uid, p.stat().st_gid) for p in [outside, victim]} == before
     assert not os.path.lexists(dest / "d" / "zz-dev") and "1 recorded only" in done.stdout
     hl = dest / "d" / "hl"  # fetched as a file of its own: get links only to a file it restored
     assert not hl.is_symlink() and hl.read_bytes() == (top / "x").read_bytes()
