@@ -237,9 +237,8 @@ def cmd_sums(args: argparse.Namespace) -> int:
             asked = [(e["path"], e["size"]) for e in listed if not e.get("hardlink")]
         else:  # a snapshot's files name their content, held in the view or as older copies
             asked = [(e["path"] + "\x00" + e["ref"], e["size"]) for e in listed if isinstance(e.get("ref"), str)]
-        bar = make_progress(sum(size for _, size in asked), sys.stderr.isatty() and not args.quiet)
-        if bar is not None:
-            bar.set_description_str("re-hashing on the server")
+        bar = make_progress(sum(size for _, size in asked), sys.stderr.isatty() and not args.quiet,
+                            "re-hashing on the server")
         answered = answered_bytes = shown = 0
         for page, partly in sums_pages(control, [name for name, _ in asked]):
             answered_bytes += sum(size for _, size in asked[answered : answered + len(page)])
