@@ -240,7 +240,7 @@ def cmd_sums(args: argparse.Namespace) -> int:
         bar = make_progress(sum(size for _, size in asked), sys.stderr.isatty() and not args.quiet,
                             "re-hashing on the server")
         answered = answered_bytes = shown = 0
-        for page, partly in sums_pages(control, [name for name, _ in asked]):
+        for page, partly in sums_pages(control.call, [name for name, _ in asked]):
             answered_bytes += sum(size for _, size in asked[answered : answered + len(page)])
             answered += len(page)
             if bar is not None:  # a page at a time: the server answers once its hashing budget is spent

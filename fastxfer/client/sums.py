@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from fastxfer.client.connect import ControlClient
 from fastxfer.errors import ProtocolError
 from fastxfer.protocol import messages
 
@@ -13,8 +12,9 @@ REQUEST = 2000  # paths one sums request names (the server takes no more)
 STATUSES = ("ok", "changed", "missing")
 
 
-def sums_pages(control: ControlClient, names: list[str]) -> Iterator[tuple[list[dict], int]]:
-    """The server's answers for *names*, in order, a page at a time, each with
+def sums_pages(call: Callable[[dict, str], dict], names: list[str]) -> Iterator[tuple[list[dict], int]]:
+    """The server's answers for *names*, in order, a page at a time (*call*: the
+    control connection's), each with
     the bytes of the next name the server has re-hashed already.  A page ends
     where the server's re-hashing budget did (serve --hash-per-reply), in the
     middle of a file if need be, so no reply waits on more than that; the next
@@ -23,7 +23,7 @@ def sums_pages(control: ControlClient, names: list[str]) -> Iterator[tuple[list[
     start = done = 0
     while start < len(names):
         asked = names[start : start + REQUEST]
-        reply = control.call({"t": "sums", "paths": asked, "page": True}, "sums_ok")
+        reply = call({"t": "sums", "paths": asked, "page": True}, "sums_ok")
         page = [checked(a) for a in messages.page_answers(reply, len(asked), least=0)]
         before, done = done, messages.get_int(reply, "done") if reply.get("next") is not None else 0
         if not page and done <= before:

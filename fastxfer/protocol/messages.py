@@ -143,18 +143,6 @@ def parse_have(text: str, count: int) -> dict[int, bytes]:
     return have
 
 
-def page_cut(costs: list[int], budget: int) -> int:
-    """How many of a request's items one reply answers when each costs this many
-    bytes of hashing: the first always, then more while less than *budget* is spent,
-    so a reply waits on at most *budget* plus one item's bytes."""
-    spent = 0
-    for index, cost in enumerate(costs):
-        if index and spent >= budget:
-            return index
-        spent += cost
-    return len(costs)
-
-
 def page_answers(reply: dict[str, Any], asked: int, key: str = "files", least: int = 1) -> list[Any]:
     """The answers one page of a paged reply ("page": true in the request) holds:
     all *asked* when it has no "next", else the first "next" of them (at least

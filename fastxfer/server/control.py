@@ -116,8 +116,8 @@ class ControlSession:
             "ticket": base64.b64encode(ticket).decode(),
             "secret": base64.b64encode(session.secret).decode(),
             "max_chunk": wire.MAX_CHUNK,
-            # Beyond the first version: REQS/DATAS stream frames; sums and probe
-            # answered a page at a time when the request says "page".
+            # Beyond the first version: REQS/DATAS stream frames; sums answered
+            # a page at a time when the request says "page".
             "features": ["reqs", "pages"],
         })
         log.info("client %s (%s) connected from %s", name, shown, self.raw.peer)
@@ -220,17 +220,9 @@ class ControlSession:
             sha = get_hex(item, "sha256", 32) if item.get("sha256") is not None else None
             asked.append((get_str(item, "path"), get_int(item, "size"),
                           get_int(item, "mtime_ns", -(2**62), 2**62), sha))
-        answer: dict[str, Any] = {"t": "probe_ok"}
-        if msg.get("page") is True:
-            # A file named with its SHA-256 is re-hashed when its size is the one
-            # stored, so its size bounds what it costs.
-            cut = messages.page_cut([size if sha else 0 for _p, size, _m, sha in asked], self.hash_budget)
-            if cut < len(asked):
-                log.info("client %s: probe page of %d of %d files; the client asks again for the rest",
-                         self.name, cut, len(asked))
-                asked, answer["next"] = asked[:cut], cut
-        answer["files"] = [wire_error(v) if isinstance(v, FxError) else {"t": "ok", "status": v}
-                           for v in self.store.probe_many(self.name, asked)]
+        replies = [wire_error(v) if isinstance(v, FxError) else {"t": "ok", "status": v}
+                   for v in self.store.probe_many(self.name, asked)]
+        answer: dict[str, Any] = {"t": "probe_ok", "files": replies}
         if "tops" in msg:
             # "Nothing of yours is stored under these": the client need not ask
             # about the rest of a first backup file by file.

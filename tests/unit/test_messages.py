@@ -394,15 +394,6 @@ def test_fuzz_mutated_sequence(msgs: list[dict], edits: list[tuple[str, int, int
     assert dec.wanted() >= 1
 
 
-@given(st.lists(st.integers(0, 1 << 30), max_size=50), st.integers(1, 1 << 31))
-def test_page_cut_bounds_the_hashing_of_one_reply(costs: list[int], budget: int) -> None:
-    cut = messages.page_cut(costs, budget)
-    assert cut == len(costs) or 1 <= cut < len(costs)  # at least one item: every page makes progress
-    assert sum(costs[: cut - 1]) < budget or cut <= 1  # all but the last item came in under the budget
-    if cut < len(costs):
-        assert sum(costs[:cut]) >= budget  # and it stopped only once the budget was spent
-
-
 def test_page_answers_takes_a_page_and_refuses_a_broken_cursor() -> None:
     assert messages.page_answers({"files": [1, 2, 3]}, 3) == [1, 2, 3]  # whole, as a server before pages
     assert messages.page_answers({"files": [1], "next": 1}, 3) == [1]
