@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import fx, make_client, make_file, start_server
+from conftest import fx, make_client, make_file, start_server, wait_for
 from test_migration import extract_release, old_fx
 
 KIB = 1 << 10
@@ -108,3 +108,48 @@ def test_pages_and_the_release_before_them(tmp_path: Path, paged) -> None:
         assert again.returncode == 0 and f"{len(SIZES) + 1} unchanged, 0 failed" in again.stdout
     finally:
         old_server.stop()
+
+
+def held_open(server, path: Path) -> bool:
+    """Whether a worker of *server* has *path* open."""
+    import psutil
+
+    return any(f.path == str(path) for pid in server.worker_pids() for f in psutil.Process(pid).open_files())
+
+
+def test_a_page_stopped_inside_a_file_goes_on_or_lets_it_go(tmp_path: Path, paged, monkeypatch) -> None:
+    """The session keeps the file a page stopped in open for the next page, and
+    closes it when the client asks about another file instead."""
+    from fastxfer.client.connect import connect_control
+
+    client = make_client(tmp_path, paged, "laptop")
+    top = tmp_path / "docs"
+    expected = make_tree(top)
+    assert client.send(paged, top, "--chunk-size", "256K").returncode == 0
+    big = paged.root / "laptop" / "docs" / "big.bin"
+    monkeypatch.setenv("FASTXFER_HOME", str(client.home))
+    control, _ = connect_control(paged.address)
+    try:
+        first = control.call({"t": "sums", "paths": ["docs/big.bin", "docs/f00.bin"], "page": True}, "sums_ok")
+        assert (first["files"], first["next"], first["done"]) == ([], 0, 1 << 20)
+        assert held_open(paged, big)
+        other = control.call({"t": "sums", "paths": ["docs/f00.bin"], "page": True}, "sums_ok")
+        assert other["files"] == [{"path": "docs/f00.bin", "status": "ok", "sha256": expected["docs/f00.bin"]}]
+        assert "next" not in other and not held_open(paged, big)
+        answers, paths = [], ["docs/big.bin", "docs/f00.bin"]
+        for _ in range(8):  # from the start again: 3 MiB of big.bin in 1 MiB pages, then f00
+            reply = control.call({"t": "sums", "paths": paths, "page": True}, "sums_ok")
+            answers += reply["files"]
+            paths = paths[len(reply["files"]):]
+            if "next" not in reply:
+                break
+        assert [(a["path"], a["sha256"]) for a in answers] == [(p, expected[p])
+                                                              for p in ("docs/big.bin", "docs/f00.bin")]
+        whole = control.call({"t": "sums", "paths": ["docs/big.bin", "docs/f00.bin"]}, "sums_ok")  # no page: as before
+        assert "next" not in whole and [a["sha256"] for a in whole["files"]] == [expected["docs/big.bin"],
+                                                                               expected["docs/f00.bin"]]
+        control.call({"t": "sums", "paths": ["docs/big.bin"], "page": True}, "sums_ok")
+        assert held_open(paged, big)
+    finally:
+        control.close()
+    assert wait_for(lambda: not held_open(paged, big), 10)  # the session's end lets it go
