@@ -19,13 +19,13 @@ def reopened_note(control) -> None:
         print(f"NOTE: the connection to the server was lost and opened again ({times})", file=sys.stderr)
 
 
-def make_progress(total: int, show: bool):
+def make_progress(total: int, show: bool, desc: str = "sending"):
     if not show or total == 0:
         return None
     from tqdm import tqdm
 
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                file=sys.stderr, dynamic_ncols=True, desc="sending")
+                file=sys.stderr, dynamic_ncols=True, desc=desc)
 
 
 class Progress:
@@ -39,9 +39,7 @@ class Progress:
         from fastxfer.client import events
 
         if isinstance(event, events.Planned):
-            self.bar = make_progress(event.total_bytes, self.show)
-            if self.bar is not None:
-                self.bar.set_description_str(event.verb)
+            self.bar = make_progress(event.total_bytes, self.show, event.verb)
         elif self.bar is None:
             return
         elif isinstance(event, events.Moved):

@@ -77,6 +77,7 @@ def add_sums(sub) -> None:
     sm.add_argument("--at", default=None, metavar="SNAPSHOT",
                     help="the files of that snapshot (an id, 'latest' or a time such as 2026-12-01T18:00) "
                          "instead of the current view")
+    sm.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 
@@ -217,6 +218,8 @@ def sums_line(sha: str, path: str) -> str:
 def cmd_sums(args: argparse.Namespace) -> int:
     from fastxfer.client.connect import connect_control
     from fastxfer.client.listing import list_all
+    from fastxfer.client.sums import sums_pages
+    from fastxfer.cli.report import make_progress
     from fastxfer.protocol.snapshot import parse_at
 
     at = parse_at(args.at) if args.at is not None else None
@@ -231,18 +234,27 @@ def cmd_sums(args: argparse.Namespace) -> int:
             for e in listed:
                 if isinstance(e.get("hardlink"), str):
                     later.setdefault(e["hardlink"], []).append(e["path"])
-            files = [e["path"] for e in listed if not e.get("hardlink")]
+            asked = [(e["path"], e["size"]) for e in listed if not e.get("hardlink")]
         else:  # a snapshot's files name their content, held in the view or as older copies
-            files = [e["path"] + "\x00" + e["ref"] for e in listed if isinstance(e.get("ref"), str)]
-        for start in range(0, len(files), 2000):
-            reply = control.call({"t": "sums", "paths": files[start : start + 2000]}, "sums_ok")
-            for item in reply.get("files") or []:
+            asked = [(e["path"] + "\x00" + e["ref"], e["size"]) for e in listed if isinstance(e.get("ref"), str)]
+        bar = make_progress(sum(size for _, size in asked), sys.stderr.isatty() and not args.quiet,
+                            "re-hashing on the server")
+        answered = answered_bytes = shown = 0
+        for page, partly in sums_pages(control.call, [name for name, _ in asked]):
+            answered_bytes += sum(size for _, size in asked[answered : answered + len(page)])
+            answered += len(page)
+            if bar is not None:  # a page at a time: the server answers once its hashing budget is spent
+                bar.update(answered_bytes + partly - shown)
+                shown = answered_bytes + partly
+            for item in page:
                 if item.get("status") == "ok":
                     for name in [item["path"], *later.get(item["path"], [])]:
                         sys.stdout.buffer.write(os.fsencode(sums_line(item["sha256"], name)) + b"\n")
                 else:
                     bad += 1
                     print(f"ERROR: {item['path']!r} is {item.get('status')} on the server", file=sys.stderr)
+        if bar is not None:
+            bar.close()
     finally:
         control.close()
     return 5 if bad else 0

@@ -10,7 +10,6 @@ import time
 from fastxfer.cli.args import parse_size
 from fastxfer.protocol import limits
 from fastxfer.errors import FxError, UsageError
-from fastxfer.protocol import limits
 
 
 def add_serve(sub) -> None:
@@ -48,6 +47,9 @@ def add_serve(sub) -> None:
     s.add_argument("--client-share", type=share_percent, default=0.9, metavar="PERCENT",
                    help="of the free space, what one client's unfinished transfers may still take, so that "
                         "no client can make another's send fail for lack of space (default: 90)")
+    s.add_argument("--hash-per-reply", type=parse_size, default=limits.HASH_PER_REPLY, metavar="SIZE",
+                   help="bytes of stored files one `sums` or `send --checksum` answer re-hashes before it "
+                        "answers what is done and the client asks for the rest (default: 256M)")
 
 
 
@@ -83,6 +85,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--connections must be between {limits.MIN_SLOTS} and {limits.MAX_SLOTS}")
     if not args.worker_timeout >= limits.MIN_WORKER_SILENCE:  # also refuses nan
         raise UsageError(f"--worker-timeout must be at least {limits.MIN_WORKER_SILENCE:g} seconds")
+    if args.hash_per_reply < 1:
+        raise UsageError("--hash-per-reply must be at least 1 byte")
     workers = args.workers
     if workers is None:
         import psutil
@@ -119,7 +123,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"root {os.path.abspath(args.root)}, {workers} workers"
           + (f", {cleaned} abandoned staging files removed" if cleaned else ""), flush=True)
     print(f"listening on {host}:{port}", flush=True)
-    config = WorkerConfig(os.path.abspath(args.root), str(home()), os.urandom(32), policy, args.connections)
+    config = WorkerConfig(os.path.abspath(args.root), str(home()), os.urandom(32), policy,
+                          hash_budget=args.hash_per_reply, slots=args.connections)
     Master(listener, workers, config, silence=args.worker_timeout).run()
     return 0
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from fastxfer.errors import FxError, LocalFileError, ProtocolError, from_wire_name
 from fastxfer.protocol import layout, messages, paths, wire
 from fastxfer.client.jobs import FileJob, Result, Source, file_identity, find_holes, whole_sha256
+from fastxfer.client.sums import sums_pages
 
 # Files this small travel in bundles: many to a frame, no staging, no
 # round trip of their own, committed and made durable together.
@@ -184,8 +185,10 @@ class Planner:
     """The questions of one send, with what earlier answers taught."""
 
     def __init__(self, call: Call, chunk_of: Callable[[int], int], checksum: bool = False,
-                 hash_file: Callable[[Source], bytes] = whole_sha256, stat=os.stat) -> None:
+                 hash_file: Callable[[Source], bytes] = whole_sha256, stat=os.stat,
+                 compared: Callable[[int], None] = lambda _size: None) -> None:
         self.call = call
+        self.compared = compared  # told the bytes of files the server has compared by content
         self.chunk_of = chunk_of
         self.checksum = checksum
         self.hash_file = hash_file
@@ -202,18 +205,31 @@ class Planner:
         files = [s for s in sources if s.kind == "file"]
         results = [Result(s, "send") for s in sources if s.kind != "file"]
         for batch in batches(files):
-            items = []
-            for s in batch:
-                item = probe_item(s)
-                if self.checksum:
-                    try:
-                        item["sha256"] = self.hash_file(s).hex()
-                    except LocalFileError:
-                        pass  # it will fail with its reason when sent
-                items.append(item)
-            answers = call_batch(self.call, "probe", "probe_ok", items)
+            if self.checksum:
+                results += self.compare(batch)
+                continue
+            answers = call_batch(self.call, "probe", "probe_ok", [probe_item(s) for s in batch])
             results += [verdict(src, answer) for src, answer in zip(batch, answers)]
         return results
+
+    def compare(self, batch: list[Source]) -> list[Result]:
+        """--checksum: each file's SHA-256 against the one the server re-hashes
+        from what it holds (sums, a page at a time, so that no reply waits on
+        more than the server's hashing budget): "unchanged" when they agree."""
+        local: dict[int, str] = {}
+        for s in batch:
+            try:
+                local[id(s)] = self.hash_file(s).hex()
+            except LocalFileError:
+                pass  # it will fail with its reason when sent
+        same: set[int] = set()
+        asked = [s for s in batch if id(s) in local]
+        for page, _partly in sums_pages(self.call, [s.remote for s in asked]):
+            done, asked = asked[: len(page)], asked[len(page) :]
+            same.update(id(src) for src, answer in zip(done, page)
+                        if answer["status"] == "ok" and answer["sha256"] == local[id(src)])
+            self.compared(sum(s.size for s in done))
+        return [Result(s, "unchanged" if id(s) in same else "send") for s in batch]
 
     def put(self, batch: list[Source]) -> tuple[list[Result], list[FileJob]]:
         """(results of entries settled by the put, files to send)."""

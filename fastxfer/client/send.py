@@ -266,7 +266,8 @@ class Sender:
         self.sink = sink
         self.shared = Shared(sink, want_sha256)
         self.long_path = getattr(control, "rtt", 0.0) >= LONG_PATH_RTT
-        self.planner = Planner(control.call, lambda size: chunk or auto_chunk(size, self.long_path), checksum)
+        self.planner = Planner(control.call, lambda size: chunk or auto_chunk(size, self.long_path), checksum,
+                               compared=lambda size: sink(events.Moved(size)))
         # On a long path, with the stream count left to us, streams may be added while sending.
         self.tuner = Tuner(getattr(control, "rtt", 0.0), streams is None and self.long_path)
         self.threads: list[threading.Thread] = []
@@ -307,7 +308,11 @@ class Sender:
         sources = [s for s in sources if s.kind not in SPECIAL and not s.hardlink]
         dirs = [s for s in sources if s.kind == "dir"]
         if self.dry_run or self.planner.checksum:
+            if self.planner.checksum:  # both sides hash every file: that is worth a bar of its own
+                files = [s for s in sources if s.kind == "file"]
+                self.sink(events.Planned(sum(s.size for s in files), len(files), "comparing"))
             verdicts = self.planner.ask(sources)
+            self.sink(events.Finished())
             if self.dry_run:
                 return results + verdicts
             results += [r for r in verdicts if r.status != "send"]

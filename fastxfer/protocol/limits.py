@@ -25,6 +25,10 @@ HEARTBEAT_LATE = 2.0  # a worker silent this long gets no new connection while a
 WORKER_SILENCE = 10.0  # a worker silent this long (stopped, or stuck) is killed and replaced (serve --worker-timeout)
 MIN_WORKER_SILENCE = 2.0  # the least --worker-timeout: four missed beats, not one late one
 HANDOVER_WAIT = 1.0  # how long the master waits for a worker with room for a new connection
+# Bytes of stored files one sums or --checksum probe reply re-hashes before it
+# answers the files done so far and a cursor to the rest (serve --hash-per-reply):
+# at a slow disk's 50 MiB/s about 5 s, far inside the client's reply timeout.
+HASH_PER_REPLY = 256 << 20
 
 
 def unauth_per_worker(slots: int) -> int:

@@ -141,3 +141,18 @@ def parse_have(text: str, count: int) -> dict[int, bytes]:
     if any(i >= count for i in have):
         raise ProtocolError("chunk list names a chunk beyond the file")
     return have
+
+
+def page_answers(reply: dict[str, Any], asked: int, key: str = "files", least: int = 1) -> list[Any]:
+    """The answers one page of a paged reply ("page": true in the request) holds:
+    all *asked* when it has no "next", else the first "next" of them (at least
+    *least*), which the client asks about again without those.  A server from
+    before paging ignores "page" and answers everything."""
+    answers = get_list(reply, key, max(asked, 1))
+    if reply.get("next") is None:
+        done = asked
+    else:
+        done = get_int(reply, "next", least, asked - 1)  # something left to ask for
+    if len(answers) != done:
+        raise ProtocolError("server answered a different number of files")
+    return answers

@@ -32,7 +32,7 @@ from fastxfer.errors import BusyError, FxError, ProtocolError, RefusedError, Tru
 from fastxfer.protocol.messages import get_hex, get_int, get_list, get_obj, get_str
 from fastxfer.protocol.keys import ServerKeys
 from fastxfer.net.conn import Channel, Conn, tls_wrap
-from fastxfer.server import snapshot_requests
+from fastxfer.server import snapshot_requests, sums_requests
 from fastxfer.store.facade import Store
 from fastxfer.store.budget import Budget
 from fastxfer.trust.clients import ClientList
@@ -49,8 +49,10 @@ def wire_error(exc: FxError) -> dict[str, Any]:
 class ControlSession:
     def __init__(self, conn: Conn, ident: identity.Identity, clients: ClientList,
                  keys: ServerKeys, store: Store, proven: Callable[[str], None],
-                 draining: Callable[[], bool]) -> None:
+                 draining: Callable[[], bool], hash_budget: int = limits.HASH_PER_REPLY) -> None:
         self.proven = proven
+        self.hash_budget = hash_budget
+        self.pending: sums_requests.Summing | None = None  # a sums path re-hashed in part, for the next page
         self.draining = draining
         self.raw = conn
         self.ident = ident
@@ -77,6 +79,8 @@ class ControlSession:
         try:
             self._serve(chan)
         finally:
+            if self.pending is not None:
+                self.pending.rehash.close()  # its descriptor
             tls.close()
 
     def _authenticate(self, chan: Channel) -> None:
@@ -112,7 +116,9 @@ class ControlSession:
             "ticket": base64.b64encode(ticket).decode(),
             "secret": base64.b64encode(session.secret).decode(),
             "max_chunk": wire.MAX_CHUNK,
-            "features": ["reqs"],  # stream frames beyond the first version's: REQS/DATAS
+            # Beyond the first version: REQS/DATAS stream frames; sums answered
+            # a page at a time when the request says "page".
+            "features": ["reqs", "pages"],
         })
         log.info("client %s (%s) connected from %s", name, shown, self.raw.peer)
 
@@ -263,31 +269,6 @@ class ControlSession:
             out.append(receipts.sign(self.ident, body) if body else None)
         return {"t": "receipts_ok", "cert": base64.b64encode(self.ident.cert_der).decode(), "receipts": out}
 
-    def _sums(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """SHA-256 of stored files, each re-checked against its record on the way;
-        a path followed by NUL and "#" + a digest (a snapshot's entry) names that
-        content, wherever the server holds it."""
-        lines = []
-        for item in get_list(msg, "paths", 2000):
-            name, _, ref = item.partition("\x00") if isinstance(item, str) else ("", "", "")
-            digest = snapshot.ref_digest(ref) if ref else None
-            try:
-                raw = b"/".join(paths.split(name))
-                if ref and digest is None:
-                    raise ValueError
-            except (FxError, ValueError, UnicodeEncodeError):
-                lines.append({"path": name, "status": "missing", "sha256": None})
-                continue
-            if digest is not None:
-                status, sha = self.store.verify_content(self.name, digest, raw)
-                lines.append({"path": name, "status": status, "sha256": sha.hex() if sha else None})
-                continue
-            status, sha = self.store.verify_stored(self.name, raw)
-            if status != "ok":
-                log.warning("client %s: %r is %s on disk", self.name, item, status)
-            lines.append({"path": item, "status": status, "sha256": sha.hex() if sha else None})
-        return {"t": "sums_ok", "files": lines}
-
     def _dirs(self, msg: dict[str, Any]) -> dict[str, Any]:
         items = []
         for item in get_list(msg, "items"):
@@ -338,7 +319,7 @@ HANDLERS: dict[str, Callable[[ControlSession, dict[str, Any]], dict[str, Any]]] 
     "commit": ControlSession._commit,
     "list": ControlSession._list,
     "receipts": ControlSession._receipts,
-    "sums": ControlSession._sums,
+    "sums": sums_requests.sums,
     "dirs": ControlSession._dirs,
     "snap_begin": snapshot_requests.snap_begin,
     "snap_add": snapshot_requests.snap_add,

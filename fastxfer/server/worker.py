@@ -48,6 +48,7 @@ class WorkerConfig:
     home: str
     server_secret: bytes
     policy: Policy
+    hash_budget: int = limits.HASH_PER_REPLY  # serve --hash-per-reply
     slots: int = limits.MAX_CONNECTIONS_PER_WORKER  # connections served at once
 
 
@@ -128,7 +129,7 @@ class Worker:
 
             if first == b"\x16":
                 ControlSession(conn, self.ident, self.clients, self.keys, self.store,
-                               proven, lambda: self.draining).run()
+                               proven, lambda: self.draining, self.config.hash_budget).run()
             elif first == b"F":
                 StreamSession(conn, self.keys, self.store, self.clients, proven).run()
             elif first:

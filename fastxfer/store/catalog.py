@@ -7,12 +7,17 @@ import errno
 import hashlib
 import os
 import stat
+from collections.abc import Generator
 
 from fastxfer.protocol import layout
 from fastxfer.protocol import paths, snapshot
 from fastxfer.localfs import open_chain
 from fastxfer.errors import FxError, RefusedError
 from fastxfer.store import manifest
+
+# A re-hash a chunk at a time: yields the bytes of each chunk read, returns
+# ("ok" | "changed" | "missing", the plain SHA-256 or None).
+Rehash = Generator[int, None, tuple[str, bytes | None]]
 
 LIST_PAGE = 2000  # entries in one listing answer
 VERSIONS_MAX = 10000  # older copies in one version listing
@@ -122,7 +127,13 @@ class Catalog:
     # ------------------------------------------------------- verify at rest
 
     def verify_stored(self, client: str, raw: bytes) -> tuple[str, bytes | None]:
-        """Re-hash a stored file against its record: ("ok"|"changed"|"missing", SHA-256).
+        """Re-hash a stored file against its record: ("ok"|"changed"|"missing", SHA-256)."""
+        return drain(self.rehash_stored(client, raw))
+
+    def rehash_stored(self, client: str, raw: bytes) -> Rehash:
+        """verify_stored a chunk at a time: yields the bytes of each chunk read,
+        returns the verdict, so a reply can stop in the middle of a file and the
+        next one go on with it.
 
         One read, two hashes: the chunk hash list that was verified at backup,
         and the plain SHA-256 that sha256sum prints, recorded once it is known
@@ -137,14 +148,16 @@ class Catalog:
         if fd is None:
             return "missing", None
         try:
-            status, sha = hash_at_rest(fd, size, chunk, digest)
+            status, sha = yield from rehash_at_rest(fd, size, chunk, digest)
         finally:
             os.close(fd)
         if sha is None:
             return status, None
         if known != sha:
             with self.manifest.connect() as db:
-                manifest.set_sha256(db, client, raw, sha)
+                # Only onto the row of this content: the path may hold a newer
+                # file by now, when the hashing went on over several replies.
+                manifest.set_sha256(db, client, raw, sha, digest)
                 db.commit()
         return "ok", sha
 
@@ -152,6 +165,10 @@ class Catalog:
         """Re-hash the content a snapshot names by *digest*, wherever it is held
         (a file of the current view or an older copy): ("ok", its SHA-256), or
         "changed" (held, but no copy hashes to it) or "missing" (not held)."""
+        return drain(self.rehash_content(client, digest, raw))
+
+    def rehash_content(self, client: str, digest: bytes, raw: bytes | None = None) -> Rehash:
+        """verify_content a chunk at a time, as rehash_stored."""
         with self.manifest.connect() as db:
             held = manifest.holders(db, client, digest, raw)
         status = "missing"
@@ -160,7 +177,7 @@ class Catalog:
             if fd is None:
                 continue
             try:
-                status, sha = hash_at_rest(fd, size, chunk, digest)
+                status, sha = yield from rehash_at_rest(fd, size, chunk, digest)
             finally:
                 os.close(fd)
             if status == "ok":
@@ -231,10 +248,11 @@ def held_at(client: str, parts: list[bytes], version: str | None) -> tuple[bool,
     return False, [client.encode()] + parts[:-1], parts[-1]
 
 
-def hash_at_rest(fd: int, size: int, chunk: int, digest: bytes) -> tuple[str, bytes | None]:
+def rehash_at_rest(fd: int, size: int, chunk: int, digest: bytes) -> Rehash:
     """One read of an open stored file, two hashes: its chunk hash list against
     *digest* (what was verified at backup), and the plain SHA-256 that sha256sum
-    prints: ("ok", SHA-256) or ("changed", None)."""
+    prints.  Yields the bytes of each chunk read; returns ("ok", SHA-256) or
+    ("changed", None)."""
     whole, digests = hashlib.sha256(), []
     if os.fstat(fd).st_size != size:
         return "changed", None
@@ -245,9 +263,19 @@ def hash_at_rest(fd: int, size: int, chunk: int, digest: bytes) -> tuple[str, by
             return "changed", None
         whole.update(data)
         digests.append(hashlib.sha256(data).digest())
+        yield length
     if layout.file_digest(size, chunk, digests) != digest:
         return "changed", None
     return "ok", whole.digest()
+
+
+def drain(rehash: Rehash) -> tuple[str, bytes | None]:
+    """A re-hash run to its end: its verdict."""
+    while True:
+        try:
+            next(rehash)
+        except StopIteration as done:
+            return done.value
 
 
 def in_hole(fd: int, offset: int, length: int) -> bool:

@@ -20,7 +20,7 @@ from fastxfer.errors import FxError
 from fastxfer.localfs import DIR_FLAGS
 from fastxfer.protocol import retention, wire
 from fastxfer.store.bundles import Bundles, StagedBundle
-from fastxfer.store.catalog import Catalog
+from fastxfer.store.catalog import Catalog, Rehash
 from fastxfer.store.commit import Commit, Folders, Stored, Versions
 from fastxfer.store.diskio import MEMORY_FILESYSTEMS, current_umask, filesystem_type
 from fastxfer.store import manifest
@@ -190,6 +190,12 @@ class Store:
 
     def verify_content(self, client: str, digest: bytes, raw: bytes | None = None) -> tuple[str, bytes | None]:
         return self.catalog.verify_content(client, digest, raw)
+
+    def rehash_stored(self, client: str, raw: bytes) -> Rehash:
+        return self.catalog.rehash_stored(client, raw)
+
+    def rehash_content(self, client: str, digest: bytes, raw: bytes | None = None) -> Rehash:
+        return self.catalog.rehash_content(client, digest, raw)
 
     def receipt_body(self, client: str, raw: bytes, server_fp: bytes, snap: int = 0) -> dict | None:
         return self.catalog.receipt_body(client, raw, server_fp, snap)

@@ -223,9 +223,9 @@ def check_fields(db: sqlite3.Connection, client: str, raw: bytes) -> tuple[int, 
                       " AND kind='file'", (client, raw)).fetchone()
 
 
-def set_sha256(db: sqlite3.Connection, client: str, raw: bytes, sha256: bytes) -> None:
-    """Known once the verified bytes were read whole."""
-    db.execute("UPDATE files SET sha256=? WHERE client=? AND path=?", (sha256, client, raw))
+def set_sha256(db: sqlite3.Connection, client: str, raw: bytes, sha256: bytes, digest: bytes) -> None:
+    """Known once the verified bytes were read whole: recorded on the row of that content."""
+    db.execute("UPDATE files SET sha256=? WHERE client=? AND path=? AND digest=?", (sha256, client, raw, digest))
 
 
 def entry_digest(db: sqlite3.Connection, client: str, snap: int, raw: bytes) -> bytes | None:

@@ -19,6 +19,7 @@ from typing import Protocol
 from fastxfer.errors import FxError
 from fastxfer.protocol import retention, wire
 from fastxfer.store.retention import Forgotten
+from fastxfer.store.catalog import Rehash
 from fastxfer.store.commit import Stored
 from fastxfer.store.budget import Budget
 from fastxfer.store.staging import PutReply
@@ -125,6 +126,13 @@ class StoreSeam(Protocol):
     def verify_content(self, client: str, digest: bytes, raw: bytes | None = None) -> tuple[str, bytes | None]:
         """Re-hash the content a snapshot names by digest (at *raw* in it), wherever it is held:
         as verify_stored."""
+
+    def rehash_stored(self, client: str, raw: bytes) -> Rehash:
+        """verify_stored as a generator: yields the bytes of each chunk read, returns the
+        verdict; closing it early releases what it holds."""
+
+    def rehash_content(self, client: str, digest: bytes, raw: bytes | None = None) -> Rehash:
+        """verify_content as a generator, as rehash_stored."""
 
     def receipt_body(self, client: str, raw: bytes, server_fp: bytes, snap: int = 0) -> dict | None:
         """A receipt's body for the file at *raw*, naming snapshot *snap* if it holds that content."""

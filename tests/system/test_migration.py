@@ -21,16 +21,16 @@ RELEASE = "6e1161a"  # the last commit before snapshots
 REPO = Path(__file__).resolve().parents[2]
 
 
-def extract_release(dest: Path) -> Path:
-    """The release's fastxfer package under *dest*, or a skip when git or the commit is missing."""
+def extract_release(dest: Path, release: str = RELEASE) -> Path:
+    """The fastxfer package of commit *release* under *dest*, or a skip when git or the commit is missing."""
     if shutil.which("git") is None:
         pytest.skip("git is not installed: cannot extract the previous release")
-    known = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{RELEASE}^{{commit}}"],
+    known = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{release}^{{commit}}"],
                            capture_output=True)
     if known.returncode != 0:
-        pytest.skip(f"commit {RELEASE} is not in this clone (shallow?): cannot extract the previous release")
+        pytest.skip(f"commit {release} is not in this clone (shallow?): cannot extract the previous release")
     dest.mkdir()
-    archive = subprocess.Popen(["git", "-C", str(REPO), "archive", RELEASE, "fastxfer"], stdout=subprocess.PIPE)
+    archive = subprocess.Popen(["git", "-C", str(REPO), "archive", release, "fastxfer"], stdout=subprocess.PIPE)
     untar = subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout, capture_output=True)
     assert archive.stdout is not None
     archive.stdout.close()

@@ -392,3 +392,14 @@ def test_fuzz_mutated_sequence(msgs: list[dict], edits: list[tuple[str, int, int
     except ProtocolError:
         pass
     assert dec.wanted() >= 1
+
+
+def test_page_answers_takes_a_page_and_refuses_a_broken_cursor() -> None:
+    assert messages.page_answers({"files": [1, 2, 3]}, 3) == [1, 2, 3]  # whole, as a server before pages
+    assert messages.page_answers({"files": [1], "next": 1}, 3) == [1]
+    for reply in ({"files": [], "next": 0}, {"files": [1, 2, 3], "next": 3}, {"files": [1], "next": 2},
+                  {"files": [1, 2]}, {"files": [1], "next": "1"}, {"files": [1], "next": True}):
+        with pytest.raises(ProtocolError):
+            messages.page_answers(reply, 3)
+    with pytest.raises(ProtocolError):
+        messages.page_answers({"files": [1], "next": 1}, 1)  # a cursor past the last item

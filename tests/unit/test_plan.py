@@ -89,10 +89,14 @@ def test_a_probe_answer_of_another_length_is_the_servers_fault() -> None:
         p.put(entries("a"))
 
 
-def test_checksum_asks_with_each_files_digest() -> None:
+def test_checksum_compares_each_files_digest_with_the_servers() -> None:
+    stored = {"same": "01" * 32, "other": "02" * 32}
+
     def answer(msg, reply):
-        return {"t": reply, "files": [{"t": "error", "code": "refused", "message": "no"} if "sha256" not in f
-                                      else {"t": "ok", "status": "unchanged"} for f in msg["files"]]}
+        assert (msg["t"], reply, msg["page"]) == ("sums", "sums_ok", True)
+        return {"t": reply, "files": [{"path": p, "status": "ok", "sha256": stored[p]} if p in stored
+                                      else {"path": p, "status": "missing", "sha256": None}
+                                      for p in msg["paths"]]}
 
     def hash_file(src):
         if src.remote == "unreadable":
@@ -102,10 +106,33 @@ def test_checksum_asks_with_each_files_digest() -> None:
     server = FakeServer(answer)
     folder = Entry("/x/d", "d", "dir", 0, 0, 0o755)
     results = Planner(server, lambda s: layout.DEFAULT_CHUNK, checksum=True, hash_file=hash_file).ask(
-        [folder] + entries("same", "unreadable"))
-    assert [(r.src.remote, r.status) for r in results] == [("d", "send"), ("same", "unchanged"),
-                                                          ("unreadable", "failed")]
-    assert server.calls[0]["files"][0]["sha256"] == "01" * 32
+        [folder] + entries("same", "unreadable", "other", "new"))
+    assert [(r.src.remote, r.status) for r in results] == [
+        ("d", "send"), ("same", "unchanged"), ("unreadable", "send"), ("other", "send"), ("new", "send")]
+    assert server.calls == [{"t": "sums", "paths": ["same", "other", "new"], "page": True}]
+
+
+def test_checksum_asks_again_for_what_a_page_left_and_counts_what_was_compared() -> None:
+    def answer(msg, reply):  # a page stopped inside the first file, then one file a page
+        if len(msg["paths"]) == 3 and not server.calls[:-1]:
+            return {"t": reply, "files": [], "next": 0, "done": 1}
+        page = {"t": reply, "files": [{"path": msg["paths"][0], "status": "ok", "sha256": "01" * 32}]}
+        return page if len(msg["paths"]) == 1 else {**page, "next": 1, "done": 0}
+
+    server, compared = FakeServer(answer), []
+    results = Planner(server, lambda s: layout.DEFAULT_CHUNK, checksum=True, hash_file=lambda s: b"\x01" * 32,
+                      compared=compared.append).ask(entries("a", "b", "c", size=5))
+    assert [(r.src.remote, r.status) for r in results] == [("a", "unchanged"), ("b", "unchanged"),
+                                                          ("c", "unchanged")]
+    assert [c["paths"] for c in server.calls] == [["a", "b", "c"], ["a", "b", "c"], ["b", "c"], ["c"]]
+    assert compared == [0, 5, 5, 5]
+
+
+def test_a_sums_page_that_answers_nothing_and_hashes_nothing_more_is_the_servers_fault() -> None:
+    server = FakeServer(lambda msg, reply: {"t": reply, "files": [], "next": 0, "done": 0})
+    with pytest.raises(ProtocolError):
+        Planner(server, lambda s: layout.DEFAULT_CHUNK, checksum=True,
+                hash_file=lambda s: b"\x01" * 32).ask(entries("a", "b"))
 
 
 def test_a_put_sends_what_the_disk_says_now_and_reads_the_servers_record() -> None:
