@@ -47,6 +47,13 @@ def add_serve(sub) -> None:
     s.add_argument("--hash-per-reply", type=parse_size, default=limits.HASH_PER_REPLY, metavar="SIZE",
                    help="bytes of stored files one `sums` or `send --checksum` answer re-hashes before it "
                         "answers what is done and the client asks for the rest (default: 256M)")
+    s.add_argument("--frame-budget", type=parse_size, default=limits.FRAME_BUDGET_PER_CLIENT, metavar="SIZE",
+                   help="memory one client's streams may hold in frame buffers, per worker; a stream that "
+                        f"finds no room within {limits.FRAME_BUDGET_WAIT:g} s is refused as busy and the client "
+                        "goes on with fewer streams (default: 256M, at least 33M)")
+    s.add_argument("--worker-frame-budget", type=parse_size, default=limits.FRAME_BUDGET_PER_WORKER, metavar="SIZE",
+                   help="memory all streams of one worker may hold in frame buffers (default: 1G, at least "
+                        "--frame-budget)")
 
 
 
@@ -100,6 +107,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         counts["last"] = args.keep_versions
     if any(n < 0 for n in counts.values()):
         raise UsageError("--keep-* counts cannot be negative")
+    if not limits.FRAME_BUDGET_MIN <= args.frame_budget <= args.worker_frame_budget:
+        raise UsageError("--frame-budget must be at least 33M (a largest frame and its plaintext), "
+                         "and --worker-frame-budget at least --frame-budget")
     policy = Policy(max_staging_bytes=args.max_staging, client_share=args.client_share,
                     min_age_ns=parse_age(args.min_age), retention=retention.Policy(**counts))
     ident = load_or_create()
@@ -118,7 +128,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"root {os.path.abspath(args.root)}, {workers} workers"
           + (f", {cleaned} abandoned staging files removed" if cleaned else ""), flush=True)
     print(f"listening on {host}:{port}", flush=True)
-    config = WorkerConfig(os.path.abspath(args.root), str(home()), os.urandom(32), policy, args.hash_per_reply)
+    config = WorkerConfig(os.path.abspath(args.root), str(home()), os.urandom(32), policy, args.hash_per_reply,
+                          args.frame_budget, args.worker_frame_budget)
     Master(listener, workers, config, silence=args.worker_timeout).run()
     return 0
 
