@@ -50,6 +50,13 @@ def add_serve(sub) -> None:
     s.add_argument("--hash-per-reply", type=parse_size, default=limits.HASH_PER_REPLY, metavar="SIZE",
                    help="bytes of stored files one `sums` or `send --checksum` answer re-hashes before it "
                         "answers what is done and the client asks for the rest (default: 256M)")
+    s.add_argument("--frame-budget", type=parse_size, default=limits.FRAME_BUDGET_PER_CLIENT, metavar="SIZE",
+                   help="memory one client's streams may hold in frame buffers, per worker; a stream that "
+                        f"finds no room within {limits.FRAME_BUDGET_WAIT:g} s is refused as busy and the client "
+                        "goes on with fewer streams (default: 256M, at least 33M)")
+    s.add_argument("--worker-frame-budget", type=parse_size, default=limits.FRAME_BUDGET_PER_WORKER, metavar="SIZE",
+                   help="memory all streams of one worker may hold in frame buffers (default: 1G, at least "
+                        "--frame-budget)")
 
 
 
@@ -70,6 +77,21 @@ def add_check(sub) -> None:
 
 
 
+def check_bounds(args: argparse.Namespace) -> None:
+    """The serve options that bound the server's resources, each within its range."""
+    if args.workers is not None and not 1 <= args.workers <= 256:
+        raise UsageError("--workers must be between 1 and 256")
+    if not limits.MIN_SLOTS <= args.connections <= limits.MAX_SLOTS:
+        raise UsageError(f"--connections must be between {limits.MIN_SLOTS} and {limits.MAX_SLOTS}")
+    if not args.worker_timeout >= limits.MIN_WORKER_SILENCE:  # also refuses nan
+        raise UsageError(f"--worker-timeout must be at least {limits.MIN_WORKER_SILENCE:g} seconds")
+    if args.hash_per_reply < 1:
+        raise UsageError("--hash-per-reply must be at least 1 byte")
+    if not limits.FRAME_BUDGET_MIN <= args.frame_budget <= args.worker_frame_budget:
+        raise UsageError("--frame-budget must be at least 33M (a largest frame and its plaintext), "
+                         "and --worker-frame-budget at least --frame-budget")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import sqlite3
 
@@ -79,14 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from fastxfer.server.worker import WorkerConfig
 
     setup_logging()
-    if args.workers is not None and not 1 <= args.workers <= 256:
-        raise UsageError("--workers must be between 1 and 256")
-    if not limits.MIN_SLOTS <= args.connections <= limits.MAX_SLOTS:
-        raise UsageError(f"--connections must be between {limits.MIN_SLOTS} and {limits.MAX_SLOTS}")
-    if not args.worker_timeout >= limits.MIN_WORKER_SILENCE:  # also refuses nan
-        raise UsageError(f"--worker-timeout must be at least {limits.MIN_WORKER_SILENCE:g} seconds")
-    if args.hash_per_reply < 1:
-        raise UsageError("--hash-per-reply must be at least 1 byte")
+    check_bounds(args)
     workers = args.workers
     if workers is None:
         import psutil
@@ -124,7 +139,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
           + (f", {cleaned} abandoned staging files removed" if cleaned else ""), flush=True)
     print(f"listening on {host}:{port}", flush=True)
     config = WorkerConfig(os.path.abspath(args.root), str(home()), os.urandom(32), policy,
-                          hash_budget=args.hash_per_reply, slots=args.connections)
+                          hash_budget=args.hash_per_reply, slots=args.connections,
+                          frame_budget=args.frame_budget, worker_frame_budget=args.worker_frame_budget)
     Master(listener, workers, config, silence=args.worker_timeout).run()
     return 0
 

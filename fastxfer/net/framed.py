@@ -9,6 +9,7 @@ connection and sent without joining header and body (sendmsg).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import NamedTuple
 
 from fastxfer.net.conn import Buffer, Conn
@@ -59,15 +60,27 @@ class FramedConn:
             self.sealer.seal_into(aad, body, out)
             self.conn.send(wire.frame_prefix(kind, header, len(body)), out)
 
-    def receive(self, limit: int = wire.MAX_FRAME) -> Frame:
-        """The next frame, read whole and opened (ProtocolError if it does not open)."""
+    def receive(self, limit: int = wire.MAX_FRAME, reserve: Callable[[int], None] | None = None) -> Frame:
+        """The next frame, read whole and opened (ProtocolError if it does not open).
+
+        *reserve* is told the bytes the frame and its plaintext will hold,
+        before any of its body is read; it may wait, or raise to refuse it."""
         kind, rest = wire.parse_prefix(self.conn.recv_exact(wire.FRAME_PREFIX), limit)
+        if reserve is not None:
+            reserve(2 * rest - wire.header_size(kind) - wire.TAG)
         sealed = self._sealed.view(rest)
         self.conn.recv_into_exact(sealed)
         head = wire.split_rest(kind, sealed)
         plain = self._plain.view(head.sealed_len - wire.TAG)
         self.opener.open_into(head.aad, sealed[len(head.header):], plain)
         return Frame(kind, head.header, plain)
+
+    def drop_buffers(self) -> None:
+        """Give the buffers' memory back to the system; the next large frame maps them again.
+        Only the receiving thread may call it, with no frame of it still in use."""
+        with self._sending:  # another thread may be sealing into the out buffer
+            for buf in (self._out, self._sealed, self._plain):
+                buf.close()
 
     def close(self) -> None:
         self.conn.close()

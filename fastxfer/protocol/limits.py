@@ -17,6 +17,14 @@ FLUSH_IDLE = 0.2  # ... or after this long with nothing more to read
 MAX_CONNECTIONS_PER_WORKER = 512  # slots of a worker (serve --connections lowers or raises it)
 MIN_SLOTS, MAX_SLOTS = 8, 4096  # what serve --connections accepts
 CONNECTIONS_PER_CLIENT = 32  # authenticated connections of one client name, per worker (each may hold two chunk buffers)
+# Frame buffers (a received frame and its plaintext, a restore's answer and
+# its sealed form), counted as each stream's largest; serve --frame-budget
+# and --worker-frame-budget change the first two.
+FRAME_BUDGET_PER_CLIENT = 256 << 20  # what one client name's streams may hold, per worker (31 streams of 4 MiB chunks)
+FRAME_BUDGET_PER_WORKER = 1 << 30  # what all streams of a worker may hold
+FRAME_BUDGET_MIN = 33 << 20  # the least either may be set to: a largest frame and its plaintext fit (32 MiB + 108 B)
+FRAME_BUDGET_WAIT = 2.0  # a stream without room waits this long, then is refused (busy)
+FRAME_BUDGET_FREE = 64 << 10  # buffers this small are not counted (a SYNC, a small bundle)
 DRAIN_DEADLINE = 30.0  # SIGTERM: running connections get this long
 STOP_DEADLINE = 3.0  # SIGINT: workers get this long before SIGKILL
 COMMIT_FENCE_WAIT = 10.0  # a commit waits this long for streams still writing into its file

@@ -24,6 +24,7 @@ from fastxfer.protocol.keys import ServerKeys
 from fastxfer.net.conn import Buffer, Conn
 from fastxfer.net.framed import Frame, FramedConn
 from fastxfer.server import durable
+from fastxfer.server.buffers import FrameBudget, Room
 from fastxfer.store.facade import Store
 from fastxfer.store.seam import Receiving
 from fastxfer.trust.clients import ClientList
@@ -33,7 +34,7 @@ log = logging.getLogger("fastxfer.server")
 
 class StreamSession:
     def __init__(self, conn: Conn, server_keys: ServerKeys, store: Store, clients: ClientList,
-                 proven: Callable[[str], None]) -> None:
+                 proven: Callable[[str], None], budget: FrameBudget) -> None:
         self.clients = clients
         self.proven = proven
         self.conn = conn
@@ -47,6 +48,7 @@ class StreamSession:
         self.fc: FramedConn | None = None  # once the stream's keys are known
         # Restoring: what is read from the store, before it is sealed and sent.
         self._read = Buffer()
+        self.room = Room(budget)  # what this stream's buffers hold of its client's share
 
     def run(self) -> None:
         try:
@@ -66,6 +68,7 @@ class StreamSession:
             else:
                 self.conn.close()
             self._read.close()
+            self.room.give_back()
 
     def _last_flush(self) -> None:
         """The chunks received and not yet recorded are made durable and recorded
@@ -115,7 +118,7 @@ class StreamSession:
         if self.clients.name_of(session.client_fp) != session.client_name:
             raise TrustError("this client is no longer authorized on this server")
         self.proven(session.client_name)
-        self.client = session.client_name
+        self.client = self.room.client = session.client_name
         self.client_fp = session.client_fp
 
     def _run(self) -> None:
@@ -123,12 +126,24 @@ class StreamSession:
         assert self.fc is not None
         self.conn.settimeout(limits.STREAM_IDLE)
         while True:
-            if self.unflushed and not self.conn.readable(limits.FLUSH_IDLE):
+            if (self.unflushed or self.room.held) and not self.conn.readable(limits.FLUSH_IDLE):
                 self._flush()
+                self._drop_buffers()
             self.flusher.check()
-            frame = self.fc.receive()
-            self.state = states.SERVER_STREAM.step(self.state, frame.kind)
-            HANDLERS[frame.kind](self, frame)
+            self._next_frame()
+
+    def _next_frame(self) -> None:
+        # Its own function: the frame's views into the buffers end when it returns.
+        frame = self.fc.receive(reserve=lambda size: self.room.need("frame", size))
+        self.state = states.SERVER_STREAM.step(self.state, frame.kind)
+        HANDLERS[frame.kind](self, frame)
+
+    def _drop_buffers(self) -> None:
+        """Nothing to read for a moment: the buffers' memory goes back to the
+        system and their room to the client's share, until the next large frame."""
+        self.fc.drop_buffers()
+        self._read.close()
+        self.room.give_back()
 
     def _sync(self, frame: Frame) -> None:
         self._flush()
@@ -157,6 +172,7 @@ class StreamSession:
         """Restore: read a chunk of a stored file, hash it, seal it, send it."""
         tag, offset, length, size, mtime_ns, path = wire.parse_req(frame.header, bytes(frame.body))
         self._still_authorized()
+        self.room.need("answer", 2 * (length + wire.DIGEST) + wire.TAG)  # read, then sealed
         plain = self._read.view(length + wire.DIGEST)
         try:
             hole = self.store.read_chunk(self.client, os.fsdecode(path), size, mtime_ns, offset, plain[:length],
@@ -174,7 +190,9 @@ class StreamSession:
         """Restore of many small files: each read whole and hashed, all sealed in one DATAS frame."""
         batch, asks = wire.parse_reqs(frame.header, bytes(frame.body))
         self._still_authorized()
-        plain = self._read.view(sum(wire.answer_cost(a.size) for a in asks))
+        size = sum(wire.answer_cost(a.size) for a in asks)
+        self.room.need("answer", 2 * size + wire.TAG)  # read, then sealed
+        plain = self._read.view(size)
         pos = 0
         folders: dict = {}  # the folder being read, kept from one file to the next (read_chunk)
         try:

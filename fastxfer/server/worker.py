@@ -28,6 +28,7 @@ from fastxfer.trust import identity
 from fastxfer.protocol import limits
 from fastxfer.server.control import ControlSession
 from fastxfer.errors import BusyError, FxError
+from fastxfer.server.buffers import FrameBudget
 from fastxfer.server.guard import Guard
 from fastxfer.server.stream import StreamSession
 from fastxfer.protocol.keys import ServerKeys
@@ -50,6 +51,8 @@ class WorkerConfig:
     policy: Policy
     hash_budget: int = limits.HASH_PER_REPLY  # serve --hash-per-reply
     slots: int = limits.MAX_CONNECTIONS_PER_WORKER  # connections served at once
+    frame_budget: int = limits.FRAME_BUDGET_PER_CLIENT  # per client name, in this worker
+    worker_frame_budget: int = limits.FRAME_BUDGET_PER_WORKER
 
 
 class Worker:
@@ -71,6 +74,7 @@ class Worker:
         self.keys = ServerKeys(self.config.server_secret)
         self.store = Store(self.config.root, self.config.policy, self.clients.quota_of)
         self.guard = Guard(bound=limits.unauth_per_worker(self.config.slots))
+        self.frames = FrameBudget(self.config.frame_budget, self.config.worker_frame_budget)
 
     def start_drain(self) -> None:
         """No new transfers; what runs (and its stream reconnects) goes on until the deadline."""
@@ -131,7 +135,7 @@ class Worker:
                 ControlSession(conn, self.ident, self.clients, self.keys, self.store,
                                proven, lambda: self.draining, self.config.hash_budget).run()
             elif first == b"F":
-                StreamSession(conn, self.keys, self.store, self.clients, proven).run()
+                StreamSession(conn, self.keys, self.store, self.clients, proven, self.frames).run()
             elif first:
                 log.warning("dropped %s: not a fastxfer connection", peer)
         except socket.timeout:
