@@ -4,7 +4,8 @@ rsync's rule: ``send /a/b/dir`` sends ``dir/...``, ``send /a/b/dir/`` sends
 what is inside dir.  Folders, regular files and symlinks (as links, never
 followed, unless asked) are sent; sockets, FIFOs (never opened) and devices
 are entries recorded in the snapshot only; whatever cannot be read or
-vanished is skipped with a reason.
+vanished, and a followed link that leads back to a folder holding it (a
+loop), is skipped with a reason.
 Names travel as Python's surrogateescape strings, so bytes that are not
 UTF-8 round-trip unchanged.
 """
@@ -63,14 +64,12 @@ class Excluder:
 
 def walk(args: list[str], dest: str | None, excludes: list[str] = (), follow_links: bool = False
          ) -> tuple[list[Entry], list[Skipped]]:
-    entries: list[Entry] = []
-    skipped: list[Skipped] = []
-    excluder = Excluder(list(excludes))
+    walker = _Walker(Excluder(list(excludes)), follow_links)
     for arg in args:
         top, remote, base, contents_only = _named(arg, dest)
-        _visit(top, remote, base, excluder, follow_links, entries, skipped, contents_only)
-    _pair_hard_links(entries)
-    return entries, skipped
+        walker.top(top, remote, base, contents_only)
+    _pair_hard_links(walker.entries)
+    return walker.entries, walker.skipped
 
 
 def _pair_hard_links(entries: list[Entry]) -> None:
@@ -108,39 +107,99 @@ def _name(entry: os.DirEntry) -> str:
     return entry.name
 
 
-def _visit(local: str, remote: str, rel: str, excluder: Excluder, follow: bool,
-           entries: list[Entry], skipped: list[Skipped], contents_only: bool = False,
-           found: os.DirEntry | None = None) -> None:
-    try:
-        if found is not None:  # its folder's scan already holds the name: no path lookup
-            st = found.stat(follow_symlinks=follow)
-        else:
-            st = os.stat(local) if follow else os.lstat(local)
-    except OSError as exc:
-        skipped.append(Skipped(local, exc.strerror or "cannot be read"))
-        return
-    mode = st.st_mode
-    if stat.S_ISLNK(mode):
+def _real_parents(path: str) -> list[tuple[tuple[int, int], str]]:
+    """(device, inode) and name of every folder that really holds *path*, up to /."""
+    out = []
+    here = os.path.realpath(path)
+    while (parent := os.path.dirname(here)) != here:
+        here = parent
         try:
-            target = os.readlink(local)
+            st = os.stat(here)
+        except OSError:
+            continue  # a folder above that cannot be looked at holds nothing this walk can reach
+        out.append(((st.st_dev, st.st_ino), here))
+    return out
+
+
+class _Walker:
+    """One walk: what it found, what it skipped, and the folders it is inside.
+
+    Following links, a folder can hold itself: ``self -> .`` nests until the
+    kernel's 40-link limit, ``up -> ..`` (with other links beside it) grows
+    the tree without end. So every folder entered is known by (device, inode)
+    while its contents are walked, together with the folders that really hold
+    it (a link leads anywhere, and walking a folder that holds the current one
+    reaches the current one again); a folder met again among them is a loop,
+    skipped once, where it is met. Folders reached twice side by side are not
+    loops and are walked each time.
+    """
+
+    def __init__(self, excluder: Excluder, follow: bool) -> None:
+        self.excluder, self.follow = excluder, follow
+        self.entries: list[Entry] = []
+        self.skipped: list[Skipped] = []
+        self.inside: dict[tuple[int, int], str] = {}
+
+    def top(self, local: str, remote: str, base: str, contents_only: bool) -> None:
+        self.inside = dict(_real_parents(local)) if self.follow else {}
+        self.visit(local, remote, base, contents_only)
+
+    def visit(self, local: str, remote: str, rel: str, contents_only: bool = False,
+              found: os.DirEntry | None = None) -> None:
+        follow = self.follow
+        try:
+            if found is not None:  # its folder's scan already holds the name: no path lookup
+                st = found.stat(follow_symlinks=follow)
+            else:
+                st = os.stat(local) if follow else os.lstat(local)
         except OSError as exc:
-            skipped.append(Skipped(local, exc.strerror or "cannot be read"))
+            self.skipped.append(Skipped(local, exc.strerror or "cannot be read"))
             return
-        entries.append(Entry(local, remote, "link", 0, st.st_mtime_ns, 0o777, target, uid=st.st_uid, gid=st.st_gid))
-    elif stat.S_ISREG(mode):
-        entries.append(Entry(local, remote, "file", st.st_size, st.st_mtime_ns, stat.S_IMODE(mode),
-                             follow=follow, uid=st.st_uid, gid=st.st_gid,
-                             inode=(st.st_dev, st.st_ino) if st.st_nlink > 1 else None))
-    elif stat.S_ISDIR(mode):
+        mode = st.st_mode
+        if stat.S_ISLNK(mode):
+            try:
+                target = os.readlink(local)
+            except OSError as exc:
+                self.skipped.append(Skipped(local, exc.strerror or "cannot be read"))
+                return
+            self.entries.append(Entry(local, remote, "link", 0, st.st_mtime_ns, 0o777, target,
+                                      uid=st.st_uid, gid=st.st_gid))
+        elif stat.S_ISREG(mode):
+            self.entries.append(Entry(local, remote, "file", st.st_size, st.st_mtime_ns, stat.S_IMODE(mode),
+                                      follow=follow, uid=st.st_uid, gid=st.st_gid,
+                                      inode=(st.st_dev, st.st_ino) if st.st_nlink > 1 else None))
+        elif stat.S_ISDIR(mode):
+            self._folder(local, remote, rel, st, contents_only, found)
+        else:
+            self._special(local, remote, st)
+
+    def _folder(self, local: str, remote: str, rel: str, st: os.stat_result, contents_only: bool,
+                found: os.DirEntry | None) -> None:
+        key = (st.st_dev, st.st_ino)
+        if key in self.inside:
+            held = display(self.inside[key])
+            self.skipped.append(Skipped(local, f"a loop: leads back to {held}, a folder that holds it; not followed"))
+            return
         if remote and not contents_only:
-            entries.append(Entry(local, remote, "dir", 0, st.st_mtime_ns, stat.S_IMODE(mode),
-                                 uid=st.st_uid, gid=st.st_gid))
+            self.entries.append(Entry(local, remote, "dir", 0, st.st_mtime_ns, stat.S_IMODE(st.st_mode),
+                                      uid=st.st_uid, gid=st.st_gid))
         try:
             with os.scandir(local) as scan:
                 children = sorted(scan, key=_name)
         except OSError as exc:
-            skipped.append(Skipped(local, exc.strerror or "cannot be listed"))
+            self.skipped.append(Skipped(local, exc.strerror or "cannot be listed"))
             return
+        linked = found is not None and self.follow and found.is_symlink()
+        entered = [(key, local)] + [h for h in (_real_parents(local) if linked else []) if h[0] not in self.inside]
+        self.inside.update(entered)
+        try:
+            self._children(children, remote, rel)
+        finally:
+            for k, _ in entered:
+                self.inside.pop(k, None)
+
+    def _children(self, children: list[os.DirEntry], remote: str, rel: str) -> None:
+        excluder = self.excluder
         patterns = excluder.names or excluder.paths
         for child in children:
             name = child.name
@@ -148,13 +207,15 @@ def _visit(local: str, remote: str, rel: str, excluder: Excluder, follow: bool,
             if patterns and excluder.excluded(child_rel, name):
                 continue
             child_remote = f"{remote}/{name}" if remote else name
-            _visit(child.path, child_remote, child_rel, excluder, follow, entries, skipped, found=child)
-    else:
+            self.visit(child.path, child_remote, child_rel, found=child)
+
+    def _special(self, local: str, remote: str, st: os.stat_result) -> None:
         # Recorded in the snapshot only (kind, mode, a device's numbers); never opened.
+        mode = st.st_mode
         kind = ("socket" if stat.S_ISSOCK(mode) else "fifo" if stat.S_ISFIFO(mode)
                 else "chardev" if stat.S_ISCHR(mode) else "blockdev" if stat.S_ISBLK(mode) else "")
         if not kind or not remote:
-            skipped.append(Skipped(local, "not a regular file, skipped"))
+            self.skipped.append(Skipped(local, "not a regular file, skipped"))
             return
-        entries.append(Entry(local, remote, kind, 0, st.st_mtime_ns, stat.S_IMODE(mode), uid=st.st_uid,
-                             gid=st.st_gid, rdev=st.st_rdev if kind.endswith("dev") else 0))
+        self.entries.append(Entry(local, remote, kind, 0, st.st_mtime_ns, stat.S_IMODE(mode), uid=st.st_uid,
+                                  gid=st.st_gid, rdev=st.st_rdev if kind.endswith("dev") else 0))

@@ -246,3 +246,43 @@ def test_touched_file_with_same_content_moves_once(tmp_path: Path, server, clien
     assert stored.stat().st_mtime_ns == 3 * 10**18 and stored.stat().st_mode & 0o777 == 0o600
     again = client.send(server, f)
     assert "sent 0 B" in again.stdout  # the new time was recorded: nothing moves now
+
+
+def test_follow_links_skips_loops_once_and_stores_every_real_file_once(tmp_path: Path, server, client) -> None:
+    import json
+    import time
+
+    from conftest import fx, sha256_file
+
+    src = tmp_path / "src"  # the tree's parent holds only the tree and its sibling: `up` leads here
+    top = src / "tree"
+    make_file(top / "loop" / "f.txt", 100, seed=1)
+    make_file(top / "big.bin", 1 << 20, seed=2)
+    make_file(src / "other" / "o.txt", 200, seed=3)
+    make_file(src / "other" / "o.bin", 600_000, seed=4)
+    os.symlink(".", top / "loop" / "self")
+    os.symlink("..", top / "up")
+    os.symlink("../other", top / "sib")  # not a loop: followed, its files stored
+    started = time.monotonic()
+    done = client.send(server, top, "--follow-links", timeout=60)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 9, done.stderr  # skipped entries make a send partial, as any skip does
+    assert elapsed < 30, elapsed
+    warnings = [line for line in done.stderr.splitlines() if "loop" in line]
+    assert warnings == [
+        f"WARNING: {top / 'loop' / 'self'}: a loop: leads back to {top / 'loop'}, a folder that holds it; "
+        f"not followed",
+        f"WARNING: {top / 'up'}: a loop: leads back to {src}, a folder that holds it; not followed",
+    ], done.stderr
+    assert "4 files stored and verified, 0 unchanged, 0 failed, 2 skipped" in done.stdout, done.stdout
+
+    listed = fx(client.home, "ls", "--json", "--from", server.address, check=True)
+    stored = {e["path"]: e for e in json.loads(listed.stdout)}
+    want = {"tree/loop/f.txt": top / "loop" / "f.txt", "tree/big.bin": top / "big.bin",
+            "tree/sib/o.txt": src / "other" / "o.txt", "tree/sib/o.bin": src / "other" / "o.bin"}
+    assert sorted(p for p, e in stored.items() if e.get("kind", "file") == "file") == sorted(want)
+    assert set(stored) == set(want) | {"tree", "tree/loop", "tree/sib"}, sorted(stored)
+    sums = fx(client.home, "sums", "tree", "--from", server.address, check=True)  # hashed on the server
+    held = dict(line.split("  ", 1)[::-1] for line in sums.stdout.splitlines())
+    assert held == {path: sha256_file(local) for path, local in want.items()}, sums.stdout
+    assert not any((server.root / "laptop" / path).is_symlink() for path in want)
