@@ -116,7 +116,7 @@ def _real_parents(path: str) -> list[tuple[tuple[int, int], str]]:
         try:
             st = os.stat(here)
         except OSError:
-            continue  # a folder above that cannot be looked at holds nothing this walk can reach
+            continue  # unreadable: it cannot be recognised when met again; the folders above it still can
         out.append(((st.st_dev, st.st_ino), here))
     return out
 
