@@ -60,6 +60,11 @@ class RefusedError(FxError):
     exit_code = 6
 
 
+class GoneError(RefusedError):
+    """The file's transfer is no longer on the server: another send of the same
+    file committed it, or it was removed."""
+
+
 class LocalFileError(FxError):
     """A local file could not be read, or changed while it was sent."""
 

@@ -332,6 +332,9 @@ def report_results(results: list, name: str, verbose: bool) -> None:
         elif r.status == "stored":
             size = f" ({human(r.src.size)}, verified)" if r.src.kind == "file" else what
             print(f"stored {name}/{display(r.src.remote)}{size}")
+        elif r.by_other:
+            print(f"unchanged {name}/{display(r.src.remote)} (stored meanwhile by another send of it; "
+                  f"the server holds this very content)")
         else:
             print(f"unchanged {name}/{display(r.src.remote)}{what or ' (same size and time as stored)'}")
         if r.sha256:

@@ -62,6 +62,7 @@ class Result:
     version: str | None = None
     changed: bool = False  # stored as read while it changed (--allow-changing)
     in_snapshot: bool = False  # the server recorded it in the send's snapshot as it stored it
+    by_other: bool = False  # unchanged because another send of the same file stored it meanwhile
 
 
 def file_identity(st: os.stat_result) -> tuple[int, int, int, int]:

@@ -21,7 +21,8 @@ import queue
 import threading
 import time
 
-from fastxfer.errors import ChangedError, ConnectError, FxError, PartialError, ProtocolError, from_wire_number
+from fastxfer.errors import (ChangedError, ConnectError, FxError, GoneError, PartialError, ProtocolError,
+                             from_wire_number)
 from fastxfer.protocol import layout, messages
 from fastxfer.client import events
 from fastxfer.net.conn import Conn
@@ -31,6 +32,7 @@ from fastxfer.client.jobs import (Bundle, FileJob, Result, Source, changed_since
                                   read_chunk)
 from fastxfer.client.plan import (BUNDLE_BYTES, BUNDLE_FILES, Planner, batches, call_batch, is_small,
                                   refuse_bad_names, tops_of, wire_failure)
+from fastxfer.client.gone import gone, holds, settle as settle_gone
 from fastxfer.client.send_stream import SendStream
 from fastxfer.client.tuning import LONG_PATH_RTT, TEND_WAIT, Tuner, auto_chunk, auto_streams, control_rtts
 
@@ -424,7 +426,9 @@ class Sender:
                     job.error = changed_since(job)
                     if isinstance(job.error, ChangedError) and self.allow_changing:
                         job.error, job.changed = None, True  # stored as read, and said so
-                if job.error is not None:
+                if isinstance(job.error, GoneError):
+                    results.append(settle_gone(self.control.call, job, job.error))
+                elif job.error is not None:
                     results.append(Result(job.src, "failed", job.error))
                 else:
                     batch.append(job)
@@ -527,13 +531,6 @@ def hash_whole(shared: Shared, job: FileJob) -> None:
     shared.hashed(job, digest)
 
 
-def holds(call, job: FileJob, digest: str) -> bool:
-    """Whether the server's manifest records this file with this digest."""
-    reply = call({"t": "list", "prefix": job.src.remote, "versions": False}, "list_ok")
-    return any(isinstance(e, dict) and e.get("path") == job.src.remote and e.get("digest") == digest
-               and e.get("size") == job.src.size for e in messages.get_list(reply, "entries", 1 << 20))
-
-
 def commit(call, batch: list[FileJob], snap: int = 0) -> list[Result]:
     """Commit files whose every chunk is durable, each with its hash list's digest;
     each joins the open snapshot *snap* (if not 0) as the server commits it."""
@@ -560,8 +557,10 @@ def commit(call, batch: list[FileJob], snap: int = 0) -> list[Result]:
             for i, a in zip(again, call_batch(call, "commit", "committed", [items[i] for i in again], extra)):
                 answers[i], joined[i] = a, bool(snap)
     results = []
-    for job, answer, joins in zip(batch, answers, joined):
-        if answer.get("t") == "error":
+    for job, answer, joins, item in zip(batch, answers, joined, items):
+        if gone(answer, job) and holds(call, job, item["digest"]):  # another send committed it first
+            results.append(Result(job.src, "unchanged", sha256=job.sha256, by_other=True))
+        elif answer.get("t") == "error":
             results.append(Result(job.src, "failed", wire_failure(answer)))
         else:
             results.append(Result(job.src, str(answer.get("status")), sha256=job.sha256,

@@ -18,7 +18,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from fastxfer.errors import BusyError, ConnectError, FxError, LocalFileError, ProtocolError, from_wire_number
+from fastxfer.errors import (BusyError, ConnectError, FxError, GoneError, LocalFileError, ProtocolError,
+                             from_wire_number)
 from fastxfer.protocol import states, wire
 from fastxfer.client.connect import ControlClient, Welcome, open_stream
 from fastxfer.client.jobs import Bundle, FileJob, pack_bundle, read_chunk
@@ -218,6 +219,11 @@ class Link:
             entry = self.window.pop((BUNDLE_KEY, number))
             if entry:
                 self.shared.bundle_done(entry[0], statuses, entry[2])
+        elif frame.kind == wire.NAK:  # that file's transfer is gone (another send of it committed it)
+            fid = wire.parse_nak_header(frame.header)
+            pieces = self.window.pop_where(lambda key: key[0] == fid)
+            if pieces:
+                self.shared.fail_file(pieces[0][0], GoneError(wire.parse_error(bytes(frame.body))[1]))
         else:  # ERROR, the one other kind the table allows: the server closes the stream
             code, message = wire.parse_error(bytes(frame.body))
             raise from_wire_number(code, message)

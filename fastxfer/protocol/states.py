@@ -154,7 +154,7 @@ CLIENT_CONTROL = Machine("client control", CHALLENGE, _client_control_table(), _
 
 OPENING, OPEN = "opening", "open"
 SERVER_TAKES = (wire.DATA, wire.BUNDLE, wire.REQ, wire.REQS, wire.SYNC)
-SENDER_TAKES = (wire.ACK, wire.BUNDLE_ACK)
+SENDER_TAKES = (wire.ACK, wire.BUNDLE_ACK, wire.NAK)  # a NAK: that file's transfer is gone
 RESTORER_TAKES = (wire.DATA, wire.DATAS, wire.NAK, wire.ZEROS)
 
 

@@ -19,7 +19,7 @@ from fastxfer.protocol import wire
 from fastxfer.protocol import keys
 from fastxfer.protocol import limits
 from fastxfer.protocol import states
-from fastxfer.errors import BusyError, FxError, ProtocolError, RefusedError, TrustError, wire_code
+from fastxfer.errors import BusyError, FxError, GoneError, ProtocolError, RefusedError, TrustError, wire_code
 from fastxfer.protocol.keys import ServerKeys
 from fastxfer.net.conn import Buffer, Conn
 from fastxfer.net.framed import Frame, FramedConn
@@ -158,9 +158,13 @@ class StreamSession:
         if staging is None:
             try:
                 staging = self.store.receive(self.client, fid)
-            except ProtocolError:
+            except ProtocolError as exc:
                 self.flusher.check()  # a flush that failed removed it: that failure is the answer
-                raise
+                # Else most often another send of the same file (same client,
+                # same fid) committed it meanwhile: that file's sender is told,
+                # by a NAK naming the fid, and the stream goes on for the others.
+                self.fc.send(wire.NAK, fid, wire.encode_error(wire_code(GoneError()).number, exc.message))
+                return
             self.files[fid] = staging
         staging.write(offset, data, digest)
         self.acks.append((fid, offset))

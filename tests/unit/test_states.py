@@ -136,7 +136,7 @@ def test_server_stream_takes_what_clients_send() -> None:
 
 
 @pytest.mark.parametrize("machine, takes", [
-    (SENDER_STREAM, {wire.ACK, wire.BUNDLE_ACK}),
+    (SENDER_STREAM, {wire.ACK, wire.BUNDLE_ACK, wire.NAK}),
     (RESTORER_STREAM, {wire.DATA, wire.DATAS, wire.NAK, wire.ZEROS}),
 ])
 def test_client_streams(machine, takes) -> None:
