@@ -11,6 +11,7 @@ import mmap
 import socket
 import ssl
 import struct
+import time
 from typing import Any
 
 from fastxfer.protocol import messages
@@ -153,6 +154,26 @@ class Conn:
     def close(self) -> None:
         try:
             self.sock.close()
+        except OSError:
+            pass
+
+    def linger(self, seconds: float, limit: int = 64 << 20) -> None:
+        """After a last word the peer must read: shut our side for writing and
+        read and drop what the peer still sends, until it closes (it does once
+        it has read that word) or for *seconds* at most.  Closing with its bytes
+        unread would reset the connection, and a reset can destroy the last
+        word in the peer's receive queue before it is read."""
+        deadline = time.monotonic() + seconds
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            while limit > 0:
+                wait = deadline - time.monotonic()
+                if wait <= 0 or not self.readable(wait):
+                    return
+                data = self.sock.recv(min(limit, 1 << 20))
+                if not data:
+                    return
+                limit -= len(data)
         except OSError:
             pass
 

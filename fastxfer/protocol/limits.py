@@ -27,6 +27,7 @@ FRAME_BUDGET_WAIT = 2.0  # a stream without room waits this long, then is refuse
 FRAME_BUDGET_FREE = 64 << 10  # buffers this small are not counted (a SYNC, a small bundle)
 DRAIN_DEADLINE = 30.0  # SIGTERM: running connections get this long
 STOP_DEADLINE = 3.0  # SIGINT: workers get this long before SIGKILL
+ERROR_LINGER = 1.0  # after a stream's ERROR, what the peer still sends is read and dropped this long
 COMMIT_FENCE_WAIT = 10.0  # a commit waits this long for streams still writing into its file
 HEARTBEAT_INTERVAL = 0.5  # a worker's main loop tells the master it is alive this often
 HEARTBEAT_LATE = 2.0  # a worker silent this long gets no new connection while another beats

@@ -94,7 +94,8 @@ class StreamSession:
         try:
             self.fc.send(wire.ERROR, b"", wire.encode_error(wire_code(exc).number, exc.message))
         except FxError:
-            pass
+            return
+        self.conn.linger(limits.ERROR_LINGER)  # the rest of what it sends is not read: no reset before it reads this
 
     def _open(self) -> None:
         """Ticket, randoms, then a first sealed frame that proves the keys.
