@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,3 +183,22 @@ def start_send(client, relay, *args, env: dict[str, str] | None = None) -> subpr
     return subprocess.Popen(FX + ["send", *map(str, args), "--to", f"127.0.0.1:{relay.port}"],
                             env=dict(os.environ, FASTXFER_HOME=str(client.home), **(env or {})),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@contextmanager
+def held_send(client, server, *args):
+    """A send through a relay that holds its streams once they are open (its put
+    made, no chunk arrived yet): yields (the send's process, the gate that lets
+    the streams go).  The relay closes on leaving."""
+    from relay import Relay, stalling
+
+    gate, stalled = threading.Event(), threading.Event()
+    relay = Relay(server.port, stalling(gate, stalled))
+    try:
+        fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
+        proc = start_send(client, relay, *args)
+        assert stalled.wait(30)
+        yield proc, gate
+    finally:
+        gate.set()
+        relay.close()

@@ -135,9 +135,12 @@ class StreamSession:
 
     def _next_frame(self) -> None:
         # Its own function: the frame's views into the buffers end when it returns.
-        frame = self.fc.receive(reserve=lambda size: self.room.need("frame", size))
+        frame = self.fc.receive(reserve=self._room_for_frame)
         self.state = states.SERVER_STREAM.step(self.state, frame.kind)
         HANDLERS[frame.kind](self, frame)
+
+    def _room_for_frame(self, size: int) -> None:
+        self.room.need("frame", size)
 
     def _drop_buffers(self) -> None:
         """Nothing to read for a moment: the buffers' memory goes back to the

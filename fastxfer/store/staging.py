@@ -36,6 +36,23 @@ if TYPE_CHECKING:
     from fastxfer.store.facade import Policy
 
 DATA, META, REC = b".data", b".meta", b".rec"
+# Every name a staging may have: what is left once a transfer goes.
+STAGING_EXTS = (META, REC, DATA, DATA + b".same", META + b".tmp")
+
+
+def leads_to(base: int, data: bytes, fd: int) -> bool:
+    """Whether the name *data* in the folder *base* is still the file open as *fd*
+    (a commit renames it away; a discard and a new put make it another file)."""
+    try:
+        return os.stat(data, dir_fd=base, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def remove_staging(base: int, name: bytes) -> None:
+    """Every file of the staging *name* (a transfer id in hex) in the folder *base*."""
+    for ext in STAGING_EXTS:
+        unlink_quietly(name + ext, base)
 
 
 @dataclass(frozen=True)
@@ -106,7 +123,7 @@ class StagingFile:
             base = store.staging_fd(client, create=False)
         except OSError:
             raise ProtocolError(f"unknown transfer {fid.hex()}") from None
-        self.data_fd = self.rec_fd = -1
+        self.data_fd = self.rec_fd = self.direct_fd = -1
         try:
             name = fid.hex().encode()
             meta = json.loads(read_file(base, name + META))
@@ -141,8 +158,7 @@ class StagingFile:
             fcntl.flock(self.data_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             raise ProtocolError("chunk for a transfer that is being committed") from None
-        # Opened just before a commit renamed it away: the name no longer leads here.
-        if os.stat(data, dir_fd=base, follow_symlinks=False).st_ino != os.fstat(self.data_fd).st_ino:
+        if not leads_to(base, data, self.data_fd):  # opened just before a commit renamed it away
             raise OSError(errno.ENOENT, "committed meanwhile")
 
     def _direct(self) -> int:
@@ -158,12 +174,12 @@ class StagingFile:
                 base = store.staging_fd(client, create=False)
                 try:
                     fd = os.open(name + DATA, os.O_WRONLY | os.O_NOFOLLOW | os.O_DIRECT, dir_fd=base)
+                    if leads_to(base, name + DATA, self.data_fd):  # the file the fence holds
+                        self.direct_fd = fd
+                    else:
+                        os.close(fd)
                 finally:
                     os.close(base)
-                if os.fstat(fd).st_ino == os.fstat(self.data_fd).st_ino:  # the file the fence holds
-                    self.direct_fd = fd
-                else:
-                    os.close(fd)
             except (OSError, AttributeError, FxError):
                 pass
         return self.direct_fd
@@ -228,10 +244,8 @@ class StagingFile:
             try:
                 base = store.staging_fd(client, create=False)
                 try:
-                    if os.stat(name + DATA, dir_fd=base, follow_symlinks=False).st_ino == \
-                            os.fstat(self.data_fd).st_ino:
-                        for ext in (META, REC, DATA):
-                            unlink_quietly(name + ext, base)
+                    if leads_to(base, name + DATA, self.data_fd):
+                        remove_staging(base, name)
                 finally:
                     os.close(base)
             except (OSError, FxError):
@@ -240,7 +254,7 @@ class StagingFile:
         self._close_fds()
 
     def _close_fds(self) -> None:
-        if getattr(self, "direct_fd", -1) >= 0:
+        if self.direct_fd >= 0:
             os.close(self.direct_fd)
         self.direct_fd = -1
         for fd in (self.data_fd, self.rec_fd):
@@ -431,7 +445,7 @@ class Staging:
                 pause = min(pause * 2, 0.05)
         try:  # a writer that failed discarded the staging before it let go
             meta = json.loads(read_file(base, name + META))
-            if os.stat(name + DATA, dir_fd=base, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:
+            if not leads_to(base, name + DATA, fd):
                 raise FileNotFoundError
         except FileNotFoundError:
             raise RefusedError(f"unknown transfer {name.decode()}") from None
@@ -447,7 +461,6 @@ class Staging:
     def discard(self, client: str, fid: bytes) -> None:
         base = self.staging_fd(client, create=False)
         try:
-            for ext in (META, REC, DATA):
-                unlink_quietly(fid.hex().encode() + ext, base)
+            remove_staging(base, fid.hex().encode())
         finally:
             os.close(base)

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 
 from fastxfer.protocol import layout
-from fastxfer.store.diskio import read_file, unlink_quietly
-from fastxfer.store.staging import DATA, META, REC
+from fastxfer.store.diskio import read_file
+from fastxfer.store.staging import DATA, META, REC, remove_staging
 
 
 @dataclass(frozen=True)
@@ -51,24 +51,20 @@ def unfinished(top: str, client: str | None = None, now: float | None = None) ->
 
 def _one(folder: str, client: str, stem: str, parts: dict[str, os.stat_result]) -> Unfinished:
     path, size, received = None, 0, 0
-    try:
-        meta = json.loads(read_file_at(folder, stem + ".meta"))
-        path, size = str(meta["path"]), int(meta["size"])
-        have = layout.parse_record(read_file_at(folder, stem + ".rec"), layout.chunk_count(size, meta["chunk"]))
-        received = sum(layout.chunk_span(size, meta["chunk"], i)[1] for i in have)
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    if "meta" in parts:
+        base = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            meta = json.loads(read_file(base, stem.encode() + META))
+            path, size = str(meta["path"]), int(meta["size"])
+            have = layout.parse_record(read_file(base, stem.encode() + REC), layout.chunk_count(size, meta["chunk"]))
+            received = sum(layout.chunk_span(size, meta["chunk"], i)[1] for i in have)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        finally:
+            os.close(base)
     return Unfinished(client, stem, path, size, received,
                       sum(st.st_blocks * 512 for st in parts.values()),
                       max(st.st_mtime for st in parts.values()))
-
-
-def read_file_at(folder: str, name: str) -> bytes:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        return read_file(fd, name.encode())
-    finally:
-        os.close(fd)
 
 
 def clear(top: str, item: Unfinished) -> bool:
@@ -89,8 +85,7 @@ def clear(top: str, item: Unfinished) -> bool:
                     if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                         return False
                     raise
-            for ext in (META, REC, DATA, DATA + b".same", META + b".tmp"):
-                unlink_quietly(stem + ext, base)
+            remove_staging(base, stem)
             os.fsync(base)
         finally:
             if fd >= 0:

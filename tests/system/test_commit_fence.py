@@ -37,6 +37,18 @@ def acked(fc, want: int) -> None:
         got += len(wire.parse_acks(frame.header, bytes(frame.body)))
 
 
+def acked_then_rewritten(fc, fid: bytes, first: bytes, second: bytes, other: bytes) -> None:
+    """Both chunks of a 2 MiB file sent and acknowledged, then chunk 0 again
+    with *other*: written at once, recorded only at the stream's next flush."""
+    from fastxfer.protocol import wire
+
+    send_chunk(fc, fid, 0, first)
+    send_chunk(fc, fid, MIB, second)
+    fc.send(wire.SYNC)
+    acked(fc, 2)
+    send_chunk(fc, fid, 0, other)
+
+
 def test_a_chunk_rewritten_after_its_ack_never_makes_a_wrong_file(tmp_path: Path, server, client) -> None:
     """The review's attack: acknowledged chunks, then chunk 0 again with other
     bytes, and a commit before the stream's next flush (kept busy so it does
@@ -52,13 +64,7 @@ def test_a_chunk_rewritten_after_its_ack_never_makes_a_wrong_file(tmp_path: Path
         fid = put(control, "fenced.bin", 2 * MIB)
         filler = put(control, "filler.bin", 64 * MIB)
         fc = open_stream("127.0.0.1", server.port, welcome)
-        send_chunk(fc, fid, 0, first)
-        send_chunk(fc, fid, MIB, second)
-        from fastxfer.protocol import wire
-        fc.send(wire.SYNC)
-        acked(fc, 2)
-
-        send_chunk(fc, fid, 0, other)  # written at once, recorded only at the next flush
+        acked_then_rewritten(fc, fid, first, second, other)
 
         def busy() -> None:  # a chunk of another file every 20 ms: the stream never idles
             for i in range(12):
@@ -87,7 +93,7 @@ def test_a_commit_waits_for_the_stream_and_stores_what_is_recorded(tmp_path: Pat
     """The same rewrite, committed with the digest of the bytes really sent
     last: stored, and the stored bytes are those bytes."""
     from fastxfer.client.connect import open_stream
-    from fastxfer.protocol import layout, wire
+    from fastxfer.protocol import layout
 
     first, second, other = os.urandom(MIB), os.urandom(MIB), os.urandom(MIB)
     control, welcome = control_session(client, server)
@@ -95,11 +101,7 @@ def test_a_commit_waits_for_the_stream_and_stores_what_is_recorded(tmp_path: Pat
     try:
         fid = put(control, "rewritten.bin", 2 * MIB)
         fc = open_stream("127.0.0.1", server.port, welcome)
-        send_chunk(fc, fid, 0, first)
-        send_chunk(fc, fid, MIB, second)
-        fc.send(wire.SYNC)
-        acked(fc, 2)
-        send_chunk(fc, fid, 0, other)
+        acked_then_rewritten(fc, fid, first, second, other)
         time.sleep(0.05)
         digest = layout.file_digest(2 * MIB, MIB, [hashlib.sha256(c).digest() for c in (other, second)])
         reply = control.call({"t": "commit", "files": [{"fid": fid.hex(), "digest": digest.hex()}]}, "committed")

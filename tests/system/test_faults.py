@@ -20,10 +20,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import (FX, fx, make_client, make_file, restart_while, sha256_file, start_send,
+from conftest import (FX, fx, held_send, make_client, make_file, restart_while, sha256_file, start_send,
                       start_server, wait_for)
 from flood import Flood, loopback_sources
-from relay import Relay, cut_at, passthrough, stalling, throttled
+from relay import Relay, cut_at, passthrough, throttled
 
 CHUNK = 1 << 20
 SIZE = 64 << 20
@@ -178,21 +178,13 @@ def test_a_send_survives(tmp_path: Path, server, client, outage: str) -> None:
 
 def test_file_changed_while_sent_is_read_again_and_stored_as_it_is_now(tmp_path: Path, server, client) -> None:
     src = make_file(tmp_path / "moving.bin", 8 << 20)
-    gate, stalled = threading.Event(), threading.Event()
-    relay = Relay(server.port, stalling(gate, stalled))
-    try:
-        fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
-        proc = start_send(client, relay, src, "--streams", "1", "--chunk-size", "1M")
-        assert stalled.wait(30)
+    with held_send(client, server, src, "--streams", "1", "--chunk-size", "1M") as (proc, gate):
         with open(src, "r+b") as f:
             f.seek(5 << 20)
             f.write(b"new bytes in the middle of the file")
         os.utime(src, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
         gate.set()
         _, err = proc.communicate(timeout=60)
-    finally:
-        gate.set()
-        relay.close()
     assert proc.returncode == 0, err  # the first read was torn: it is read and sent again
     assert sha256_file(server.root / "laptop" / "moving.bin") == sha256_file(src)
 
@@ -255,24 +247,20 @@ def test_send_larger_than_free_space_is_refused_up_front(tmp_path: Path, small_d
 
 def test_disk_full_midway_fails_cleanly_and_serving_goes_on(tmp_path: Path, small_disk: Path) -> None:
     srv = start_server(tmp_path / "server-home", small_disk / "root")
-    gate, stalled = threading.Event(), threading.Event()
-    relay = Relay(srv.port, stalling(gate, stalled))
     filler = small_disk / "filler"
     try:
         c = make_client(tmp_path, srv, "laptop")
         src = make_file(tmp_path / "mid.bin", 16 << 20)
-        fx(c.home, "pin", f"127.0.0.1:{relay.port}", srv.fingerprint, check=True)
-        proc = start_send(c, relay, src, "--streams", "1", "--chunk-size", "1M")
-        assert stalled.wait(30)
-        with open(filler, "wb") as f:  # take every byte that is left
-            try:
-                while True:
-                    f.write(b"\0" * (1 << 16))
-                    f.flush()
-            except OSError:
-                pass
-        gate.set()
-        _, err = proc.communicate(timeout=60)
+        with held_send(c, srv, src, "--streams", "1", "--chunk-size", "1M") as (proc, gate):
+            with open(filler, "wb") as f:  # take every byte that is left
+                try:
+                    while True:
+                        f.write(b"\0" * (1 << 16))
+                        f.flush()
+                except OSError:
+                    pass
+            gate.set()
+            _, err = proc.communicate(timeout=60)
         assert proc.returncode == 6, err
         assert "disk full" in err
         assert not (srv.root / "laptop" / "mid.bin").exists()
@@ -285,8 +273,6 @@ def test_disk_full_midway_fails_cleanly_and_serving_goes_on(tmp_path: Path, smal
         assert sha256_file(srv.root / "laptop" / "mid.bin") == sha256_file(src)
         assert list((srv.root / ".fastxfer" / "staging" / "laptop").iterdir()) == []
     finally:
-        gate.set()
-        relay.close()
         srv.stop()
 
 
@@ -579,20 +565,12 @@ def test_a_second_send_of_a_file_another_send_commits_meanwhile_says_so_at_once(
     # so its put is made and none of its chunks has arrived when the second,
     # direct, sends the whole file and commits it, taking the staging with it.
     src = make_file(tmp_path / "shared.bin", 32 << 20, seed=8)
-    gate, stalled = threading.Event(), threading.Event()
-    relay = Relay(server.port, stalling(gate, stalled))
-    try:
-        fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
-        held = start_send(client, relay, src, "--streams", "2", "--chunk-size", "1M")
-        assert stalled.wait(30)
+    with held_send(client, server, src, "--streams", "2", "--chunk-size", "1M") as (held, gate):
         other = client.send(server, src, "--streams", "2", "--chunk-size", "1M", timeout=60)
         other_end = time.monotonic()
         gate.set()
         out, err = held.communicate(timeout=60)
         held_end = time.monotonic()
-    finally:
-        gate.set()
-        relay.close()
     assert other.returncode == 0 and "stored laptop/shared.bin (32.00 MiB, verified)" in other.stdout, other.stderr
     assert held.returncode == 0, err  # not 38 s of reconnects to an unknown transfer and exit 4
     assert ("unchanged laptop/shared.bin (stored meanwhile by another send of it; the server holds this very "

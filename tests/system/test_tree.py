@@ -189,10 +189,7 @@ def test_dry_run_sends_nothing_and_checksum_finds_same_time_changes(tmp_path: Pa
 
 
 def test_a_file_that_vanishes_before_it_is_read_fails_alone(tmp_path: Path, server, client) -> None:
-    import threading
-
-    from conftest import fx, start_send
-    from relay import Relay, stalling
+    from conftest import held_send
 
     top = tmp_path / "v"
     # Ahead of the bundle in the one stream's queue: more than the socket
@@ -201,18 +198,10 @@ def test_a_file_that_vanishes_before_it_is_read_fails_alone(tmp_path: Path, serv
     make_file(top / "big.bin", 16 << 20)
     for i in range(5):
         make_file(top / f"small{i}", 1000, seed=i)
-    gate, stalled = threading.Event(), threading.Event()
-    relay = Relay(server.port, stalling(gate, stalled))
-    try:
-        fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
-        proc = start_send(client, relay, top, "--streams", "1", "--chunk-size", "64K")
-        assert stalled.wait(30)
+    with held_send(client, server, top, "--streams", "1", "--chunk-size", "64K") as (proc, gate):
         (top / "small3").unlink()  # listed, not yet read
         gate.set()
         out, err = proc.communicate(timeout=60)
-    finally:
-        gate.set()
-        relay.close()
     assert proc.returncode == 9, err
     assert "small3" in err and "No such file" in err
     assert "5 files stored and verified, 0 unchanged, 1 failed" in out
