@@ -83,7 +83,7 @@ def begin(call, tops: list[tuple[str, str]], sources: list[Source], names: Names
         message["owner"] = owner
     begun = call(message, "snap_begun")
     moved = [(p, was, now) for (p, now), was in zip(tops, begun.get("previous") or [])
-             if isinstance(was, str) and was != now]
+             if isinstance(was, str) and was != snapshot.storable(now)]
     return Begun(int(begun["id"]), moved, owner)
 
 

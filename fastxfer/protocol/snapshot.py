@@ -95,6 +95,17 @@ def parse_entry_checked(value: Any) -> tuple:
             get_int(item, "rdev", 0, 2**64 - 1) if "rdev" in item else 0)
 
 
+def storable(text: str) -> str:
+    """*text* as the catalog can keep it: a name that was not UTF-8 on the
+    client (surrogateescape) or a lone surrogate, with each surrogate written
+    as a backslash escape.  Both sides compare a source folder in this form."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def parse_owner(value: Any) -> tuple[int, int, str | None, str | None]:
     """(uid, gid, user, group) of an entry, or of the owner a snapshot's files usually have."""
     item = get_obj(value)
@@ -107,7 +118,7 @@ def parse_owner(value: Any) -> tuple[int, int, str | None, str | None]:
             short = False
         if name is not None and not short:
             raise ProtocolError(f"field {key!r} must be a short name")
-        names.append(name)
+        names.append(None if name is None else storable(name))
     return get_int(item, "uid", 0, 2**32 - 1), get_int(item, "gid", 0, 2**32 - 1), names[0], names[1]
 
 

@@ -266,7 +266,7 @@ def parse_bundle(header: bytes, body: memoryview) -> tuple[int, list[BundleEntry
 def encode_bundle_ack(bundle: int, statuses: list[tuple[int, int, str]]) -> tuple[bytes, bytes]:
     body = b""
     for status, code, message in statuses:
-        text = message.encode()[:1000]
+        text = message_bytes(message)
         body += _BSTATUS.pack(status, code, len(text)) + text
     return _HEADER[BUNDLE_ACK].pack(bundle, len(statuses)), body
 
@@ -377,8 +377,14 @@ def parse_datas(header: bytes, body: memoryview) -> tuple[int, list[tuple[bytes,
     return batch, out
 
 
+def message_bytes(message: str, limit: int = 1000) -> bytes:
+    """A refusal's text for a frame: a surrogate (a name that is not UTF-8) as
+    a backslash escape rather than an encoding error; cut to *limit* bytes."""
+    return message.encode("utf-8", "backslashreplace")[:limit]
+
+
 def encode_error(code: int, message: str) -> bytes:
-    return bytes([code]) + message.encode()[:1000]
+    return bytes([code]) + message_bytes(message)
 
 
 def parse_error(body: bytes) -> tuple[int, str]:

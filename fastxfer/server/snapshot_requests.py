@@ -27,10 +27,10 @@ def snap_begin(session: ControlSession, msg: dict[str, Any]) -> dict[str, Any]:
         path = get_str(item, "path")
         raw = b"/".join(paths.split(path)) if path.strip("/") else b""
         source = item.get("source")
-        tops.append((raw, get_str(item, "source") if source is not None else None))
+        tops.append((raw, snapshot.storable(get_str(item, "source")) if source is not None else None))
     owner = snapshot.parse_owner(msg["owner"]) if msg.get("owner") is not None else (None,) * 4
-    snap, previous = session.store.begin_snapshot(session.name, tops, get_str(msg, "host", 255) if "host" in msg else "",
-                                                  owner)
+    host = snapshot.storable(get_str(msg, "host", 255)) if "host" in msg else ""
+    snap, previous = session.store.begin_snapshot(session.name, tops, host, owner)
     return {"t": "snap_begun", "id": snap, "previous": previous}
 
 

@@ -211,7 +211,7 @@ class StreamSession:
                     self.store.read_chunk(self.client, os.fsdecode(a.path), a.size, a.mtime_ns, 0,
                                           plain[start:end], folders)
                 except FxError as exc:
-                    text = exc.message.encode()[: wire.DATAS_TEXT]
+                    text = wire.message_bytes(exc.message, wire.DATAS_TEXT)
                     wire.pack_datas_entry_head(plain, pos, a.tag, 1, wire_code(exc).number, len(text))
                     plain[start : start + len(text)] = text
                     pos = start + len(text)

@@ -154,6 +154,18 @@ def test_device_nodes_are_made_only_with_devices_by_root(tmp_path: Path, server,
         assert again.returncode == 0 and "1 already there" in again.stdout, again.stdout
 
 
+def test_a_folder_whose_path_is_not_utf8_is_backed_up_twice_without_moving(tmp_path: Path, server, client) -> None:
+    """Its source path (a surrogate in Python) is kept by the catalog escaped, and
+    compared so on the next send: not an encoding error in the server, not 'moved'."""
+    top = tmp_path / os.fsdecode(b"caf\xe9") / "docs"
+    make_file(top / os.fsdecode(b"r\xe9sum\xe9.txt"), 3000, seed=4)
+    for _ in range(2):
+        done = client.send(server, top)
+        assert done.returncode == 0 and "was last sent from" not in done.stdout + done.stderr, done.stdout + done.stderr
+    assert (server.root / "laptop" / "docs" / os.fsdecode(b"r\xe9sum\xe9.txt")).stat().st_size == 3000
+    assert "Traceback" not in server.log_text()
+
+
 def test_unknown_snapshot_is_a_clear_error(tmp_path: Path, server, client) -> None:
     assert client.send(server, make_file(tmp_path / "f", 10)).returncode == 0
     for at in ("7", "1999-01-01"):

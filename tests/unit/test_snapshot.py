@@ -320,3 +320,11 @@ def test_within_and_ref_digest() -> None:
     digest = bytes(range(32))
     assert snapshot.ref_digest("#" + digest.hex()) == digest
     assert [snapshot.ref_digest(r) for r in ("", digest.hex(), "#" + digest.hex()[:-2], "#" + "zz" * 32)] == [None] * 4
+
+
+def test_storable_escapes_surrogates_and_keeps_the_rest() -> None:
+    assert snapshot.storable("/home/ann/docs") == "/home/ann/docs"
+    assert snapshot.storable("caf\udce9") == "caf\\udce9"  # b"caf\xe9" as the client's walk names it
+    assert snapshot.storable("\ud800") == "\\ud800"
+    assert snapshot.storable("caf\udce9").encode("utf-8")
+    assert snapshot.parse_owner({"uid": 1, "gid": 2, "user": "a\udcff", "group": "g"}) == (1, 2, "a\\udcff", "g")

@@ -191,6 +191,14 @@ def test_error_frame() -> None:
         wire.parse_error(b"")
 
 
+def test_refusals_naming_a_name_that_is_not_utf8_still_encode() -> None:
+    """A message holding a surrogate (a client's non-UTF-8 name) travels escaped, in every frame that carries text."""
+    assert wire.parse_error(wire.encode_error(5, "a\udcff: gone")) == (5, "a\\udcff: gone")
+    header, body = wire.encode_bundle_ack(1, [(1, 5, "\ud800 refused")])
+    assert wire.parse_bundle_ack(header, body) == (1, [(1, 5, "\\ud800 refused")])
+    assert wire.message_bytes("\u2603" * 10, 4) == "\u2603".encode() + b"\xe2"
+
+
 def test_error_frame_message_bounded() -> None:
     code, text = wire.parse_error(wire.encode_error(1, "\u2603" * 1000))
     assert code == 1
