@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import os
 import shutil
 import socket
@@ -27,19 +28,21 @@ from hypothesis import strategies as st
 from conftest import fx, make_file
 from fastxfer.errors import FxError
 from fastxfer.net.conn import Channel, Conn, tls_wrap
-from fastxfer.protocol import messages, wire
+from fastxfer.net.framed import FramedConn
+from fastxfer.protocol import keys, layout, messages, wire
 from fastxfer.trust import identity
 
 TIMEOUT = 5.0  # every socket of the server; a client that hangs is a failure, not a wait
+HANG_UP = "hang up"  # what a stream's answer may end with
 
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def welcome() -> dict:
+def welcome(features: list[str] | None = None) -> dict:
     return {"t": "welcome", "name": "laptop", "ticket": b64(os.urandom(100)), "secret": b64(os.urandom(32)),
-            "max_chunk": wire.MAX_CHUNK, "features": ["reqs", "pages"]}
+            "max_chunk": wire.MAX_CHUNK, "features": ["reqs", "pages"] if features is None else features}
 
 
 VALID = {
@@ -67,12 +70,16 @@ class HostileServer:
         self.answers: dict[str, dict] = {}
         self.asked: list[str] = []
         self.unexpected: list[BaseException] = []  # what went wrong on this side
+        self.handlers: list[threading.Thread] = []
+        self.secret = b""
+        self.reset()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
     def reset(self, **answers: dict) -> None:
-        self.challenge = self.welcome = None
+        self.challenge = self.welcome = self.on_request = None
+        self.features = ["reqs", "pages"]
         self.answers, self.asked = dict(answers), []
 
     def _serve(self) -> None:
@@ -84,14 +91,39 @@ class HostileServer:
             except OSError:
                 return
             raw.settimeout(TIMEOUT)
-            try:
+            # A get's streams connect while its control connection is open: a thread each.
+            t = threading.Thread(target=self._connection, args=(raw,), daemon=True)
+            t.start()
+            self.handlers.append(t)
+
+    def _connection(self, raw: socket.socket) -> None:
+        try:
+            if raw.recv(1, socket.MSG_PEEK) == wire.STREAM_MAGIC[:1]:
+                self._stream(Conn(raw, "client"))
+            else:
                 self._session(Conn(raw, "client"))
-            except FxError:
-                pass  # the client hung up, as it does on a malformed answer
-            except BaseException as exc:  # noqa: BLE001 - reported by the test
-                self.unexpected.append(exc)
-            finally:
-                raw.close()
+        except FxError:
+            pass  # the client hung up, as it does on a malformed answer
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.unexpected.append(exc)
+        finally:
+            raw.close()
+
+    def _stream(self, raw: Conn) -> None:
+        """A stream opened with the ticket of the welcome: each request answered by ``on_request``."""
+        size = wire.parse_open_prefix(raw.recv_exact(wire.OPEN_PREFIX))
+        raw.recv_exact(size)  # this server's own ticket: the secret is the one welcomed with
+        client_random, server_random = raw.recv_exact(wire.RANDOM), os.urandom(wire.RANDOM)
+        raw.send(wire.encode_open_reply(server_random))
+        fc = FramedConn(raw, *keys.pair(*keys.stream_keys(self.secret, client_random, server_random), "server"))
+        while True:
+            frame = fc.receive()
+            if frame.kind in (wire.REQ, wire.REQS) and self.on_request is not None:
+                for answer in self.on_request(frame.kind, bytes(frame.header), bytes(frame.body)):
+                    if answer == HANG_UP:  # shut for writing: what was sent is read before the end
+                        raw.sock.shutdown(socket.SHUT_WR)
+                    else:
+                        fc.send(*answer)
 
     def _session(self, raw: Conn) -> None:
         conn = tls_wrap(raw, self.ident.server_context(), TIMEOUT, server_side=True)
@@ -100,7 +132,9 @@ class HostileServer:
             chan.send(self.challenge or {"t": "challenge", "v": 1, "nonce": b64(os.urandom(32))})
             if chan.recv(TIMEOUT).get("t") != "auth":
                 return
-            chan.send(self.welcome or welcome())
+            welcomed = self.welcome or welcome(self.features)
+            self.secret = base64.b64decode(welcomed["secret"])
+            chan.send(welcomed)
             while True:
                 kind = chan.recv(TIMEOUT).get("t")
                 self.asked.append(str(kind))
@@ -115,7 +149,9 @@ class HostileServer:
         self.stopping.set()
         self.listener.close()
         self.thread.join(10)
-        assert not self.thread.is_alive()
+        for t in self.handlers:
+            t.join(2 * TIMEOUT)
+        assert not self.thread.is_alive() and not any(t.is_alive() for t in self.handlers)
 
 
 @pytest.fixture(scope="module")
@@ -257,3 +293,46 @@ def test_get_of_any_listing_ends_cleanly(hostile: HostileServer, reply: dict) ->
         for folder, _dirs, names in os.walk(dest):
             assert not [n for n in names if n.startswith(".fastxfer-get-")], (folder, names)
         shutil.rmtree(dest)
+
+
+CONTENT = b"c" * 3000
+STORED = {**FILE, "digest": layout.file_digest(len(CONTENT), 1 << 20, [hashlib.sha256(CONTENT).digest()]).hex()}
+
+
+def datas(asks, status: int = 0, code: int = 0, payload: bytes = CONTENT + hashlib.sha256(CONTENT).digest(),
+          count: int | None = None, batch_offset: int = 0):
+    batch, asked = asks
+    body = b"".join(a.tag + bytes([status, code]) + len(payload).to_bytes(4, "big") + payload for a in asked)
+    return [(wire.DATAS, wire.datas_header(batch + batch_offset, len(asked) if count is None else count), body)]
+
+
+# How a stream answers a request for the one listed file: all wrong, in a different way each.
+ANSWERS = {
+    "a wrong digest": lambda kind, h, b: datas(wire.parse_reqs(h, b), payload=b"x" * 3000 + b"\0" * 32),
+    "too few answers": lambda kind, h, b: datas(wire.parse_reqs(h, b), count=0),
+    "another batch": lambda kind, h, b: datas(wire.parse_reqs(h, b), batch_offset=7),
+    "a refusal": lambda kind, h, b: datas(wire.parse_reqs(h, b), status=1, code=6, payload=b"\xff\xfe no"),
+    "an unknown code": lambda kind, h, b: datas(wire.parse_reqs(h, b), status=1, code=200, payload=b"?"),
+    "an acknowledgement": lambda kind, h, b: [(wire.ACK, wire.ack_header(0), b"")],
+    "an error": lambda kind, h, b: [(wire.ERROR, b"", bytes([8]) + "\udcff".encode(errors="surrogateescape"))],
+    "an empty error": lambda kind, h, b: [(wire.ERROR, b"", b"")],
+    "a NAK of no request": lambda kind, h, b: [(wire.NAK, b"\x07" * 16, b"\x06gone"), HANG_UP],
+    "a NAK with an unknown code": lambda kind, h, b: [(wire.NAK, h[:16], b"\xc8")],
+    "a short chunk": lambda kind, h, b: [(wire.DATA, wire.data_header(h[:16], 0, 10),
+                                          b"c" * 10 + hashlib.sha256(b"c" * 10).digest())],
+    "zeros": lambda kind, h, b: [(wire.ZEROS, wire.zeros_header(h[:16], 0, 3000), b"")],
+}
+BATCHED = {k for k in ANSWERS if k not in ("a short chunk", "zeros", "a NAK with an unknown code")}
+
+
+@pytest.mark.parametrize("how", sorted(ANSWERS))
+def test_a_get_whose_streams_answer_nonsense_keeps_nothing(hostile: HostileServer, how: str) -> None:
+    hostile.reset(list=listing(DIR, STORED))
+    hostile.features = ["reqs", "pages"] if how in BATCHED else ["pages"]  # REQS, or one REQ per chunk
+    hostile.on_request = ANSWERS[how]
+    dest = hostile.top / "streams" / how.replace(" ", "-")
+    dest.parent.mkdir(exist_ok=True)
+    code, err = run(hostile, "get", "d", "--from", hostile.address, "-o", str(dest))
+    assert code in (4, 5, 6, 8), err  # lost (given up at once), not as stored, refused, or broken
+    assert "unexpectedly" not in err, err
+    assert [f for _d, _s, files in os.walk(dest.parent) for f in files] == []  # no file, whole or partial
