@@ -18,6 +18,7 @@ import hashlib
 import os
 import shutil
 import socket
+import struct
 import threading
 from pathlib import Path
 
@@ -116,14 +117,24 @@ class HostileServer:
         client_random, server_random = raw.recv_exact(wire.RANDOM), os.urandom(wire.RANDOM)
         raw.send(wire.encode_open_reply(server_random))
         fc = FramedConn(raw, *keys.pair(*keys.stream_keys(self.secret, client_random, server_random), "server"))
+        held: list[tuple[bytes, int]] = []  # chunks received, acknowledged at the next SYNC
         while True:
             frame = fc.receive()
-            if frame.kind in (wire.REQ, wire.REQS) and self.on_request is not None:
-                for answer in self.on_request(frame.kind, bytes(frame.header), bytes(frame.body)):
-                    if answer == HANG_UP:  # shut for writing: what was sent is read before the end
-                        raw.sock.shutdown(socket.SHUT_WR)
-                    else:
-                        fc.send(*answer)
+            kind, header, body = frame.kind, bytes(frame.header), bytes(frame.body)
+            if kind in (wire.REQ, wire.REQS, wire.BUNDLE, wire.DATA) and self.on_request is not None:
+                answers = self.on_request(kind, header, body)
+            elif kind == wire.DATA:
+                held.append(wire.parse_data_header(header, frame.sealed_len)[:2])
+                answers = []
+            elif kind == wire.SYNC and held:
+                answers, held = [(wire.ACK, wire.ack_header(len(held)), wire.encode_acks(held))], []
+            else:
+                answers = []
+            for answer in answers:
+                if answer == HANG_UP:  # shut for writing: what was sent is read before the end
+                    raw.sock.shutdown(socket.SHUT_WR)
+                else:
+                    fc.send(*answer)
 
     def _session(self, raw: Conn) -> None:
         conn = tls_wrap(raw, self.ident.server_context(), TIMEOUT, server_side=True)
@@ -336,3 +347,44 @@ def test_a_get_whose_streams_answer_nonsense_keeps_nothing(hostile: HostileServe
     assert code in (4, 5, 6, 8), err  # lost (given up at once), not as stored, refused, or broken
     assert "unexpectedly" not in err, err
     assert [f for _d, _s, files in os.walk(dest.parent) for f in files] == []  # no file, whole or partial
+
+
+def put_ok(size: int) -> dict:
+    return {"t": "put_ok", "files": [{"t": "ok", "fid": "11" * 16, "chunk": 1 << 20, "status": "new", "have": ""}]}
+
+
+def bundle_ack(statuses: list[tuple[int, int, bytes]], number: int | None = None, extra: bytes = b""):
+    def answer(kind, header, body):
+        if kind != wire.BUNDLE:
+            return []
+        bundle = wire.parse_bundle(header, memoryview(body))[0]
+        text = b"".join(struct.pack(">BBH", status, code, len(m)) + m for status, code, m in statuses)
+        head = struct.pack(">II", bundle if number is None else number, len(statuses))
+        return [(wire.BUNDLE_ACK, head, text + extra), HANG_UP]
+    return answer
+
+
+@pytest.mark.parametrize("size, answers, stream, codes", [
+    (400_000, {"commit": {"t": "committed", "files": [{"t": "ok", "path": "f", "status": "failed"}]}}, None, (8,)),
+    (400_000, {"commit": {"t": "committed", "files": []}}, None, (8,)),
+    (400_000, {"commit": {"t": "committed", "files": [{"t": "ok", "status": "stored", "version": 7}]},
+               "snap_end": {"t": "snap_ended", "state": "\ud800"}}, None, (0,)),
+    (400_000, {}, lambda kind, h, b: [(wire.ACK, wire.ack_header(1), wire.encode_acks([(b"\x09" * 16, 0)])), HANG_UP]
+     if kind == wire.DATA else [], (4, 9)),
+    (400_000, {}, lambda kind, h, b: [(wire.NAK, h[:16], b"\x06\xff gone")] if kind == wire.DATA else [], (6, 9)),
+    (100, {"probe": {"t": "probe_ok", "files": [{"t": "ok", "status": "changed"}]}}, bundle_ack([]), (4, 9)),
+    (100, {"probe": {"t": "probe_ok", "files": [{"t": "ok", "status": "changed"}]}},
+     bundle_ack([(2, 200, b"\xff")]), (8,)),
+    (100, {"probe": {"t": "probe_ok", "files": [{"t": "ok", "status": "changed"}]}},
+     bundle_ack([(0, 0, b"")], extra=b"\x03"), (4, 9)),
+    (100, {"probe": {"t": "probe_ok", "files": [{"t": "ok", "status": "changed"}]}},
+     bundle_ack([(0, 0, b"")], number=77), (4, 9)),
+])
+def test_a_send_whose_server_answers_nonsense_after_its_streams(hostile: HostileServer, size: int, answers: dict,
+                                                                stream, codes: tuple[int, ...]) -> None:
+    hostile.reset(put=put_ok(size), **answers)
+    hostile.on_request = stream
+    f = make_file(hostile.top / "send-streams" / f"f{size}", size)
+    code, err = run(hostile, "send", str(f), "--to", hostile.address, "--streams", "1")
+    assert code in codes, err
+    assert "unexpectedly" not in err, err
