@@ -38,9 +38,8 @@ def print_snapshots(reply: dict, path: str, as_json: bool) -> None:
     import datetime
     import json
 
-    from fastxfer.protocol import messages
-
     from fastxfer.client.walk import display
+    from fastxfer.protocol import messages
 
     snaps = [listed(s) for s in messages.get_list(reply, "snapshots", 1 << 20)]
     if as_json:

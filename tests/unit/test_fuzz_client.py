@@ -15,6 +15,7 @@ from a reply goes to a strict UTF-8 stdout, as a terminal's would.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import copy
@@ -22,6 +23,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import struct
 import tempfile
 import traceback
@@ -144,6 +146,7 @@ def mutate_one(data, valid: list[dict]) -> list[dict]:
 
 
 SCRATCH = Path(tempfile.mkdtemp(prefix="fx-fuzz-client-"))
+atexit.register(shutil.rmtree, SCRATCH, True)
 BIG = SCRATCH / "big"
 BIG.write_bytes(b"\x01" * (3 << 20))
 SMALL = SCRATCH / "small"
@@ -352,7 +355,7 @@ def use_paged(replies: list[dict]) -> None:
 TARGETS = {
     "handshake": (use_handshake, [CHALLENGE, WELCOME]),
     "ls/get": (use_listing, PAGES),
-    "ls --at": (lambda pages: use_listing(pages, False, "latest"), PAGES),
+    "ls --at": (lambda pages: use_listing(pages, False, "latest"), [{**PAGES[0], "next": None, "snapshot": 4}]),
     "ls --versions": (lambda pages: use_listing(pages, True), VERSIONS),
     "sums": (use_sums, SUMS),
     "put": (use_put, [PUT]),
@@ -467,35 +470,40 @@ def frame_of(data) -> Frame:
     return Frame(kind, header_of(data, kind), memoryview(body_of(data)))
 
 
-def restoring_stream(folder: int) -> tuple[FetchStream, Window]:
+def restoring_stream(folder: int) -> tuple[FetchStream, Window, list[Fetch]]:
     """A get stream's frame handling, with files in flight as its requests left them."""
     places = Places(events.ignore)
     stream = FetchStream(types.SimpleNamespace(places=places))
     window = Window(64, 1 << 30)
+    fetches = []
     for n, (tag, size) in enumerate(zip(TAGS, (3000, 3 << 20, 3000))):
         f = Fetch({**FILE, "path": f"d/{n}", "size": size}, [b"d", b"%d" % n], parent=folder, tag=tag,
                   tmp=b"tmp%d" % n)
         f.fd = os.open(f.tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600, dir_fd=folder)
         f.left = layout.chunk_count(f.size, f.chunk)
         f.digests = [None] * f.left
+        fetches.append(f)
         places.pending += 1
         for i in range(f.left):
             offset, length = layout.chunk_span(f.size, f.chunk, i)
             window.add((tag, offset), [(f, i)], length)
         if n != 1:
             window.add((BATCH, n), [(f, 0)], 4000)
-    return stream, window
+    return stream, window, fetches
 
 
 @FUZZ
 @given(st.data())
 def test_frames_a_get_stream_reads(data) -> None:
     folder = os.open(SCRATCH, os.O_RDONLY | os.O_DIRECTORY)
+    stream, window, fetches = restoring_stream(folder)
     try:
-        stream, window = restoring_stream(folder)
         for _ in range(data.draw(st.integers(1, 4))):
             survives(stream._receive, frame_of(data), window)
     finally:
+        for f in fetches:
+            if f.status in ("pending", "verified"):  # the others' descriptors were closed with them
+                os.close(f.fd)
         os.close(folder)
 
 
