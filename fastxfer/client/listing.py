@@ -30,7 +30,7 @@ def list_all(control: ControlClient, prefix: str, versions: bool = False, at: in
         if at is not None:
             msg["at"] = at
         reply = control.call(msg, "list_ok")
-        if at is not None and isinstance(reply.get("snapshot"), int):
+        if at is not None and type(reply.get("snapshot")) is int:  # noqa: E721 - a bool is no snapshot
             at = reply["snapshot"]  # 'latest' or a time, held to what the first page meant
         page = messages.get_list(reply, "entries", MAX_ENTRIES)
         if len(entries) + len(page) > MAX_LISTED:
