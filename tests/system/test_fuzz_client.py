@@ -1,13 +1,16 @@
 """A hostile server against the real client (issue 13 item 4, the client half):
-whatever malformed answer it gives to ls, get, sums, snapshots or send, the
-command ends with exit 8 and a plain message, never a traceback, and a get
-leaves nothing half-made.
+whatever malformed control answer it gives to ls, get, sums, snapshots or
+send, the command ends with exit 8 and a line saying what was wrong; nonsense
+on a stream ends it as a lost stream (4, retried first: here
+FASTXFER_RECONNECTS=0), or fails the file (5, 6, 8). Never a traceback, and
+a get leaves no file, whole or partial, behind.
 
 The server is written here: a real TLS listener on 127.0.0.1 with an
 identity of its own (pinned by the client as any server is), which makes
 the real challenge and welcome of a handshake (client/connect.py,
 server/control.py _authenticate) and then answers each request from a
-table: a valid answer, or the malformed one a test puts there.
+table: a valid answer, or the malformed one a test puts there. Its stream
+connections take the real opening and the keys of the welcome's secret.
 """
 
 from __future__ import annotations
