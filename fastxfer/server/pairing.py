@@ -18,7 +18,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from fastxfer.errors import BusyError, FxError, TrustError
+from fastxfer.errors import BusyError, FxError, ProtocolError, TrustError
 from fastxfer.net.conn import Channel
 from fastxfer.protocol import pairing, states
 from fastxfer.protocol.messages import get_int
@@ -55,7 +55,9 @@ def serve(session: ControlSession, chan: Channel, msg: dict[str, Any], nonce: by
                "confirm": base64.b64encode(mac(pairing.SERVER_ROLE)).decode()})
     try:
         reply = chan.recv(max(0.1, deadline - time.monotonic()))
-    except FxError:
+    except ProtocolError:
+        raise  # a malformed message, answered as such
+    except FxError:  # EOF, a reset, the deadline
         raise TrustError(f"pairing with invitation {invite.code.shown} ended: the client hung up "
                          "(its code was wrong?); the invitation is used up") from None
     states.SERVER_CONTROL.step(states.PAIRING, reply.get("t"))
