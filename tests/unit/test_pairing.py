@@ -200,3 +200,14 @@ def test_bad_names_durations_and_damaged_entries(tmp_path: Path) -> None:
     assert [i.number for i in book.all()] == [inv.number]
     with pytest.raises(TrustError):
         book.claim(5001, now=T0)
+
+
+def test_invite_durations() -> None:
+    import argparse
+
+    from fastxfer.cli.pair import parse_duration
+
+    assert [parse_duration(t) for t in ("90", "90s", "10m", "1.5h", " 2H ")] == [90, 90, 600, 5400, 7200]
+    for bad in ("", "m", "10 minutes", "-5m", "1d"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_duration(bad)
