@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from fastxfer.cli import restore, send, server, snapshots, staging, trust
+from fastxfer.cli import pair, restore, send, server, snapshots, staging, trust
 from fastxfer.cli.args import EPILOG
 from fastxfer.errors import FxError
 
@@ -23,16 +23,19 @@ COMMANDS = {"id": trust.cmd_id, "ls": restore.cmd_ls, "get": restore.cmd_get, "s
             "snapshots": snapshots.cmd_snapshots, "forget": snapshots.cmd_forget,
             "diff": snapshots.cmd_diff, "check": server.cmd_check, "receipt": trust.cmd_receipt, "trust": trust.cmd_trust,
             "pin": trust.cmd_pin, "pins": trust.cmd_pin, "unpin": trust.cmd_pin,
-            "serve": server.cmd_serve, "send": send.cmd_send, "staging": staging.cmd_staging}
+            "serve": server.cmd_serve, "send": send.cmd_send, "staging": staging.cmd_staging,
+            "invite": pair.cmd_invite, "pair": pair.cmd_pair}
 # In the order `fastxfer --help` lists them.
 PARSERS = [trust.add_id, server.add_serve, send.add_send, trust.add_trust, restore.add_ls, restore.add_get,
-           snapshots.add_snapshots, snapshots.add_diff, snapshots.add_forget, restore.add_sums, server.add_check, staging.add_staging, trust.add_receipt, trust.add_pins]
+           snapshots.add_snapshots, snapshots.add_diff, snapshots.add_forget, restore.add_sums, server.add_check, staging.add_staging, trust.add_receipt, trust.add_pins,
+           pair.add_invite, pair.add_pair]
 # Which of them defines each command: a run builds only its own command's
 # parser (all ten cost ~2 ms of every command's start-up).
 DEFINED_BY = {"id": trust.add_id, "serve": server.add_serve, "send": send.add_send, "trust": trust.add_trust,
               "ls": restore.add_ls, "get": restore.add_get, "sums": restore.add_sums, "check": server.add_check,
               "snapshots": snapshots.add_snapshots, "forget": snapshots.add_forget, "diff": snapshots.add_diff,
-              "receipt": trust.add_receipt, "staging": staging.add_staging, "pin": trust.add_pins, "pins": trust.add_pins, "unpin": trust.add_pins}
+              "receipt": trust.add_receipt, "staging": staging.add_staging, "pin": trust.add_pins, "pins": trust.add_pins, "unpin": trust.add_pins,
+              "invite": pair.add_invite, "pair": pair.add_pair}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

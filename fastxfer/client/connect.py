@@ -125,7 +125,8 @@ class ControlClient:
         if pinned is None:
             raise TrustError(
                 f"server {where} is not pinned. It presents fingerprint {shown}. "
-                f"If that is what `fastxfer id` prints on the server, run: fastxfer pin {where} {shown}"
+                f"If that is what `fastxfer id` prints on the server, run: fastxfer pin {where} {shown}; "
+                f"or pair with a code from `fastxfer invite --name NAME` on the server: fastxfer pair {where} CODE"
             )
         if pinned != server_fp:
             raise TrustError(

@@ -7,7 +7,10 @@ list is the documented error: a ProtocolError whose text the machine's
 
 Control, server role: what the server receives.  After its challenge the
 server takes only ``auth``; once the proof checks out, any request of
-REQUESTS, each answered before the next is read; ``bye`` ends it.
+REQUESTS, each answered before the next is read; ``bye`` ends it.  Or,
+instead of ``auth``, ``pair`` (a pairing with an invitation's code): the
+server answers ``pair_ok`` and takes only the client's ``pair_confirm``,
+after which it answers ``paired`` (or an error) and the session ends.
 
 Control, client role: what the client receives and the requests it sends
 (the two directions use disjoint types, so one table holds both).  The
@@ -95,12 +98,14 @@ REPLIES = {
 }
 REQUESTS = tuple(REPLIES)
 
-AUTH, READY = "auth", "ready"
+AUTH, READY, PAIRING = "auth", "ready", "pairing"
 
 
 def _server_control_refusal(state: str, event: Hashable) -> str:
     if state == AUTH:
         return f"expected a 'auth' message, got {_shown(event)}"
+    if state == PAIRING:
+        return f"expected a 'pair_confirm' message, got {_shown(event)}"
     if state == CLOSED:
         return f"message {_shown(event)} after the session ended"
     return f"unexpected message {_shown(event)}"
@@ -109,7 +114,8 @@ def _server_control_refusal(state: str, event: Hashable) -> str:
 SERVER_CONTROL = Machine(
     "server control",
     AUTH,
-    {(AUTH, "auth"): READY, **{(READY, r): READY for r in REQUESTS}, (READY, "bye"): CLOSED},
+    {(AUTH, "auth"): READY, **{(READY, r): READY for r in REQUESTS}, (READY, "bye"): CLOSED,
+     (AUTH, "pair"): PAIRING, (PAIRING, "pair_confirm"): CLOSED},
     _server_control_refusal,
 )
 
@@ -149,6 +155,18 @@ def _client_control_table() -> dict[tuple[str, Hashable], str]:
 
 CLIENT_CONTROL = Machine("client control", CHALLENGE, _client_control_table(), _client_control_refusal)
 
+# A pairing client (`fastxfer pair`): it answers the challenge with pair,
+# the server's pair_ok with pair_confirm, and the session ends at paired.
+PAIR_OK, PAIRED = "awaiting pair_ok", "awaiting paired"
+CLIENT_PAIRING = Machine(
+    "pairing client control",
+    CHALLENGE,
+    {(CHALLENGE, "challenge"): PAIR_OK, (CHALLENGE, "error"): CLOSED,
+     (PAIR_OK, "pair_ok"): PAIRED, (PAIR_OK, "error"): CLOSED,
+     (PAIRED, "paired"): CLOSED, (PAIRED, "error"): CLOSED},
+    _client_control_refusal,
+)
+
 
 # ----------------------------------------------------------------- stream
 
@@ -186,4 +204,4 @@ def _client_stream(name: str, takes: tuple[int, ...]) -> Machine:
 SENDER_STREAM = _client_stream("sending client stream", SENDER_TAKES)
 RESTORER_STREAM = _client_stream("restoring client stream", RESTORER_TAKES)
 
-MACHINES = (SERVER_CONTROL, CLIENT_CONTROL, SERVER_STREAM, SENDER_STREAM, RESTORER_STREAM)
+MACHINES = (SERVER_CONTROL, CLIENT_CONTROL, CLIENT_PAIRING, SERVER_STREAM, SENDER_STREAM, RESTORER_STREAM)

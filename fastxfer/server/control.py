@@ -32,7 +32,7 @@ from fastxfer.errors import BusyError, FxError, ProtocolError, RefusedError, Tru
 from fastxfer.protocol.messages import get_hex, get_int, get_list, get_obj, get_str
 from fastxfer.protocol.keys import ServerKeys
 from fastxfer.net.conn import Channel, Conn, tls_wrap
-from fastxfer.server import snapshot_requests, sums_requests
+from fastxfer.server import pairing, snapshot_requests, sums_requests
 from fastxfer.store.facade import Store
 from fastxfer.store.budget import Budget
 from fastxfer.trust.clients import ClientList
@@ -66,7 +66,9 @@ class ControlSession:
         # A stranger may not make the server buffer more than a proof's worth.
         chan = Channel(tls, limit=PREAUTH_LIMIT)
         try:
-            self._authenticate(chan)
+            if not self._authenticate(chan):
+                tls.close()  # a pairing, done: the client opens a session of its own next
+                return
         except FxError as exc:
             log.warning("refused %s: %s", self.raw.peer, exc.message)
             try:
@@ -83,21 +85,16 @@ class ControlSession:
                 self.pending.rehash.close()  # its descriptor
             tls.close()
 
-    def _authenticate(self, chan: Channel) -> None:
+    def _authenticate(self, chan: Channel) -> bool:
+        """The opening; False: it was a pairing (server/pairing), which ends the session."""
         deadline = time.monotonic() + limits.AUTH_DEADLINE
         nonce = os.urandom(32)
         chan.send({"t": "challenge", "v": 1, "nonce": base64.b64encode(nonce).decode()})
         msg = chan.recv(max(0.1, deadline - time.monotonic()))
-        states.SERVER_CONTROL.step(states.AUTH, msg.get("t"))
-        try:
-            cert = base64.b64decode(get_str(msg, "cert", 8192), validate=True)
-            sig = base64.b64decode(get_str(msg, "sig", 512), validate=True)
-        except ValueError:
-            raise ProtocolError("malformed authentication") from None
-        fp = identity.fingerprint_of(cert)
-        # The proof first: whether a fingerprint is authorized is told only
-        # to whoever holds its key.
-        identity.verify_auth(cert, sig, identity.auth_message(nonce, self.ident.fingerprint, fp))
+        if states.SERVER_CONTROL.step(states.AUTH, msg.get("t")) == states.PAIRING:
+            pairing.serve(self, chan, msg, nonce, deadline)
+            return False
+        fp = self.proof(msg, nonce)
         name = self.clients.name_of(fp)
         shown = identity.format_fp(fp)
         if self.draining():
@@ -121,6 +118,20 @@ class ControlSession:
             "features": ["reqs", "pages"],
         })
         log.info("client %s (%s) connected from %s", name, shown, self.raw.peer)
+        return True
+
+    def proof(self, msg: dict[str, Any], nonce: bytes) -> bytes:
+        """The fingerprint of the certificate in *msg*, once its signature over
+        the opening (§ 4) checks out; before any lookup, so whether a
+        fingerprint is authorized is told only to whoever holds its key."""
+        try:
+            cert = base64.b64decode(get_str(msg, "cert", 8192), validate=True)
+            sig = base64.b64decode(get_str(msg, "sig", 512), validate=True)
+        except ValueError:
+            raise ProtocolError("malformed authentication") from None
+        fp = identity.fingerprint_of(cert)
+        identity.verify_auth(cert, sig, identity.auth_message(nonce, self.ident.fingerprint, fp))
+        return fp
 
     def _serve(self, chan: Channel) -> None:
         state = states.READY

@@ -12,6 +12,7 @@ from fastxfer.errors import ProtocolError
 from fastxfer.protocol import states, wire
 from fastxfer.protocol.states import (
     CLIENT_CONTROL,
+    CLIENT_PAIRING,
     CLOSED,
     MACHINES,
     RESTORER_STREAM,
@@ -21,13 +22,15 @@ from fastxfer.protocol.states import (
 )
 
 CONTROL_TYPES = sorted(
-    {"challenge", "auth", "welcome", "bye", "error", "", "no-such-type", "x" * 100}
+    {"challenge", "auth", "welcome", "bye", "error", "", "no-such-type", "x" * 100,
+     "pair", "pair_ok", "pair_confirm", "paired"}
     | set(states.REPLIES) | set(states.REPLIES.values())
 )
 FRAME_KINDS = list(range(0, 13)) + [255]
 EVENTS = {
     SERVER_CONTROL: CONTROL_TYPES,
     CLIENT_CONTROL: CONTROL_TYPES,
+    CLIENT_PAIRING: CONTROL_TYPES,
     SERVER_STREAM: FRAME_KINDS,
     SENDER_STREAM: FRAME_KINDS,
     RESTORER_STREAM: FRAME_KINDS,
@@ -78,9 +81,33 @@ def test_server_control_takes_only_auth_first() -> None:
     assert SERVER_CONTROL.start == states.AUTH
     assert SERVER_CONTROL.step(states.AUTH, "auth") == states.READY
     for t in CONTROL_TYPES:
-        if t != "auth":
+        if t not in ("auth", "pair"):
             with pytest.raises(ProtocolError, match="expected a 'auth' message"):
                 SERVER_CONTROL.step(states.AUTH, t)
+
+
+def test_server_control_pairing_takes_one_confirmation_then_ends() -> None:
+    assert SERVER_CONTROL.step(states.AUTH, "pair") == states.PAIRING
+    assert SERVER_CONTROL.step(states.PAIRING, "pair_confirm") == CLOSED
+    for t in CONTROL_TYPES:
+        if t != "pair_confirm":  # no request of a session, no second pairing, no auth
+            with pytest.raises(ProtocolError, match="expected a 'pair_confirm' message"):
+                SERVER_CONTROL.step(states.PAIRING, t)
+    with pytest.raises(ProtocolError):
+        SERVER_CONTROL.step(states.READY, "pair")  # an authenticated session cannot pair
+
+
+def test_client_pairing_challenge_pair_ok_paired() -> None:
+    s = CLIENT_PAIRING.step(CLIENT_PAIRING.start, "challenge")
+    s = CLIENT_PAIRING.step(s, "pair_ok")
+    assert CLIENT_PAIRING.step(s, "paired") == CLOSED
+    for state in (states.CHALLENGE, states.PAIR_OK, states.PAIRED):
+        assert CLIENT_PAIRING.step(state, "error") == CLOSED
+    for wrong in ("welcome", "paired", "put_ok"):
+        with pytest.raises(ProtocolError, match="expected a 'pair_ok' message"):
+            CLIENT_PAIRING.step(states.PAIR_OK, wrong)
+    with pytest.raises(ProtocolError, match="expected a 'paired' message"):
+        CLIENT_PAIRING.step(states.PAIRED, "welcome")
 
 
 def test_server_control_requests_after_auth() -> None:

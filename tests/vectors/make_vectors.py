@@ -240,6 +240,12 @@ MESSAGES: list[dict[str, Any]] = [
     {"t": "forget_ok", "kept": [{"id": 12, "time_ns": 2, "paths": ["docs"], "why": ["last", "daily"]}],
      "forgotten": [{"id": 3, "time_ns": 1, "paths": ["docs"]}], "pruned_files": 4, "pruned_bytes": 4096,
      "min_age_ns": 604800000000000},
+    {"t": "pair", "invite": 7, "cert": "MIIBfake", "sig": "MEUCIQfake",
+     "pake": "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB"},
+    {"t": "pair_ok", "pake": "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJC", "name": "laptop",
+     "confirm": "U1NTU1NTU1NTU1NTU1NTU1NTU1NTU1NTU1NTU1NTU1M="},
+    {"t": "pair_confirm", "confirm": "Q0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0M="},
+    {"t": "paired", "name": "laptop"},
     {"t": "ping"},
     {"t": "pong"},
     {"t": "bye"},
@@ -252,6 +258,35 @@ def messages_vectors() -> dict[str, Any]:
         "messages": [{"t": m["t"], "message": m, "bytes": h(messages.encode_msg(m))} for m in MESSAGES],
         "have": {"count": 3, "chunks": {str(i): h(d) for i, d in HAVE.items()}, "text": messages.encode_have(HAVE)},
     }
+
+
+# ----------------------------------------------------------------- pairing
+
+
+def _fixed_entropy(seed: bytes):
+    """SPAKE2's random scalar from a counter-mode SHA-256 stream: the vector's run is the same every time."""
+    count = iter(range(1 << 20))
+    return lambda n: b"".join(sha(seed + b"%d" % next(count)) for _ in range((n + 31) // 32))[:n]
+
+
+def pairing_vectors() -> dict[str, Any]:
+    from fastxfer.protocol import pairing
+    from fastxfer.trust.pake import Pake
+
+    code = pairing.code_from(7, 0x2A5F3C)
+    client_fp, server_fp, nonce, name = sha(b"client cert"), sha(b"server cert"), sha(b"nonce"), "laptop"
+    client = Pake(True, code.password, client_fp, server_fp, _fixed_entropy(b"client"))
+    server = Pake(False, code.password, client_fp, server_fp, _fixed_entropy(b"server"))
+    key = client.finish(server.outbound)
+    assert key == server.finish(client.outbound)
+
+    def mac(role: bytes) -> str:
+        return h(pairing.confirmation(key, role, nonce, client.outbound, server.outbound, server_fp, client_fp, name))
+
+    return {"code": str(code), "number": 7, "secret": 0x2A5F3C, "client_fp": h(client_fp),
+            "server_fp": h(server_fp), "nonce": h(nonce), "name": name,
+            "client_msg": h(client.outbound), "server_msg": h(server.outbound), "key": h(key),
+            "server_confirm": mac(pairing.SERVER_ROLE), "client_confirm": mac(pairing.CLIENT_ROLE)}
 
 
 # ------------------------------------------------------------------ layout
@@ -324,6 +359,7 @@ def main() -> None:
         "frames.json": frames(),
         "messages.json": messages_vectors(),
         "layout.json": layout_vectors(),
+        "pairing.json": pairing_vectors(),
         "receipts.json": receipts_vectors(json.loads(old.read_text()) if old.exists() else None),
     }
     for name, value in outputs.items():

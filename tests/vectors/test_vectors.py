@@ -21,6 +21,7 @@ FRAMES = json.loads((HERE / "frames.json").read_text())
 MESSAGES = json.loads((HERE / "messages.json").read_text())
 LAYOUT = json.loads((HERE / "layout.json").read_text())
 RECEIPTS = json.loads((HERE / "receipts.json").read_text())
+PAIRING = json.loads((HERE / "pairing.json").read_text())
 u = bytes.fromhex
 
 
@@ -106,7 +107,7 @@ def test_a_sync_is_exactly_the_first_frame_size() -> None:
 CONTROL_TYPES = {"challenge", "auth", "welcome", "put", "put_ok", "probe", "probe_ok", "commit", "committed",
                  "dirs", "dirs_ok", "list", "list_ok", "receipts", "receipts_ok", "sums", "sums_ok", "snap_begin", "snap_begun",
                  "snap_add", "snap_added", "snap_end", "snap_ended", "snapshots", "snapshots_ok", "forget",
-                 "forget_ok", "ping",
+                 "forget_ok", "pair", "pair_ok", "pair_confirm", "paired", "ping",
                  "pong", "bye", "error"}
 
 
@@ -115,7 +116,7 @@ def test_every_control_message_type_has_a_vector() -> None:
 
     assert {m["t"] for m in MESSAGES["messages"]} == CONTROL_TYPES
     # Every type the state machines know is vectored.
-    known = {e for m in (states.SERVER_CONTROL, states.CLIENT_CONTROL) for e in m.events}
+    known = {e for m in (states.SERVER_CONTROL, states.CLIENT_CONTROL, states.CLIENT_PAIRING) for e in m.events}
     assert known <= CONTROL_TYPES
 
 
@@ -202,3 +203,21 @@ def test_receipt_signed_now_by_the_fixed_key(tmp_path: Path) -> None:
     signed = receipts.sign(identity.Identity(tmp_path, u(RECEIPTS["cert"])), RECEIPTS["body"])
     assert signed["body"].encode().hex() == RECEIPTS["canonical"]
     identity.verify_auth(u(RECEIPTS["cert"]), base64.b64decode(signed["sig"]), u(RECEIPTS["signed"]))
+
+
+# ----------------------------------------------------------------- pairing
+
+
+def test_pairing_run() -> None:
+    """The code's words, SPAKE2's messages and key (the library's wire format and
+    our identities), and both confirmation MACs, from fixed randomness."""
+    from fastxfer.protocol import pairing
+
+    p = PAIRING
+    assert str(pairing.code_from(p["number"], p["secret"])) == p["code"]
+    assert pairing.parse_code(p["code"]) == pairing.code_from(p["number"], p["secret"])
+    assert mv.pairing_vectors() == p
+    key, nonce, cfp, sfp = u(p["key"]), u(p["nonce"]), u(p["client_fp"]), u(p["server_fp"])
+    for role, want in ((pairing.SERVER_ROLE, p["server_confirm"]), (pairing.CLIENT_ROLE, p["client_confirm"])):
+        got = pairing.confirmation(key, role, nonce, u(p["client_msg"]), u(p["server_msg"]), sfp, cfp, p["name"])
+        assert got.hex() == want
