@@ -197,6 +197,6 @@ def deleted_note(walked, snap) -> str | None:
     the removed may be there at the source, only left out now."""
     if snap is None or not snap.removed or not (walked.excluded or walked.caches or walked.mounts):
         return None
-    return (f"note: the {snap.removed:,} deleted count entries an earlier snapshot held that are gone at the "
-            f"source or that the filters now leave out: both leave the current view; the earlier snapshots "
-            f"keep them (fastxfer diff, get --at)")
+    return (f"note: of the {snap.removed:,} deleted, some may still be at the source: an entry an earlier "
+            f"snapshot held that the filters now leave out leaves the current view as a deleted one does; "
+            f"the earlier snapshots keep it (fastxfer diff, get --at)")

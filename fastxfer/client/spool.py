@@ -20,6 +20,7 @@ import tempfile
 import time
 
 from fastxfer.client.walk import Entry
+from fastxfer.errors import LocalFileError
 
 COPY_BLOCK = 1 << 20
 STDIN_SOURCE = "(standard input)"  # what the snapshot names as the source of the stored file
@@ -37,6 +38,10 @@ class Spool:
             when = time.time_ns() if mtime_ns is None else mtime_ns
             os.utime(self.file.fileno(), ns=(when, when))  # what the sender's size-and-time checks compare
             st = os.fstat(self.file.fileno())
+        except OSError as exc:
+            self.close()
+            raise LocalFileError(f"standard input could not be spooled to {tempfile.gettempdir()}: "
+                                 f"{exc.strerror}; nothing was sent (TMPDIR chooses where the spool goes)") from None
         except BaseException:
             self.close()
             raise
@@ -59,7 +64,10 @@ class Spool:
 
     def close(self) -> None:
         if self.file is not None:
-            self.file.close()
+            try:
+                self.file.close()
+            except OSError:
+                pass  # the flush of a spool that did not fit: its bytes are dropped anyway, the file is closed
             self.file = None
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
