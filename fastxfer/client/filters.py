@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import warnings
 from dataclasses import dataclass, field
 
 from fastxfer.errors import UsageError
@@ -96,9 +97,14 @@ def rule(pattern: str, include: bool) -> Rule:
     anchored = body.startswith("/")
     body = body.lstrip("/")
     whole = anchored or "/" in body or "**" in body
-    regex = _translate(body)
-    regex = ("^" if anchored or not whole else "(?:^|/)") + regex + "$"
-    return Rule(include, pattern, re.compile(regex, re.DOTALL), folders_only, whole)
+    regex = ("^" if anchored or not whole else "(?:^|/)") + _translate(body) + "$"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # '[a--z]': a possible set operation in later Pythons
+        try:
+            compiled = re.compile(regex, re.DOTALL)
+        except re.error as exc:  # '[z-a]'
+            raise UsageError(f"pattern {pattern!r}: {exc.msg}") from None
+    return Rule(include, pattern, compiled, folders_only, whole)
 
 
 def read_rules(path: str) -> list[Rule]:
