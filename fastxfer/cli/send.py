@@ -8,6 +8,7 @@ import sys
 import time
 
 from fastxfer.cli.args import EPILOG, parse_size
+from fastxfer.cli.send_input import check_input
 from fastxfer.cli.report import human, plural, reopened_note
 from fastxfer.errors import FxError, LocalFileError, UsageError, aggregate
 
@@ -18,10 +19,13 @@ KIND_SHOWN = {"dir": "folder", "link": "link", "fifo": "FIFO", "socket": "socket
 
 
 def add_send(sub) -> None:
-    s = sub.add_parser("send", help="send files to a server", epilog=EPILOG,
+    from fastxfer.cli.send_input import FILTER_EPILOG, add_filter_options
+
+    s = sub.add_parser("send", help="send files to a server", epilog=FILTER_EPILOG + "\n\n" + EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("files", nargs="+", metavar="PATH",
-                   help="files and folders; DIR sends DIR/..., DIR/ sends what is inside DIR")
+                   help="files and folders; DIR sends DIR/..., DIR/ sends what is inside DIR; "
+                        "'-' sends standard input (with --name)")
     s.add_argument("--to", required=True, metavar="HOST[:PORT]", help="the server (pinned with `fastxfer pin`)")
     s.add_argument("--streams", type=int, default=None, help="parallel connections (default: automatic)")
     s.add_argument("--chunk-size", type=parse_size, default=None, metavar="SIZE",
@@ -29,8 +33,6 @@ def add_send(sub) -> None:
     s.add_argument("--dest", default=None, metavar="DIR", help="folder on the server, below this client's folder")
     s.add_argument("--sha256", action="store_true",
                    help="also print each file's plain SHA-256, as sha256sum shows it")
-    s.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
-                   help="skip names matching PATTERN (with a '/', paths from the top); repeatable")
     s.add_argument("--follow-links", action="store_true", help="send what symlinks point to, not the links")
     s.add_argument("-n", "--dry-run", action="store_true", help="show what would be sent; send nothing")
     s.add_argument("-c", "--checksum", action="store_true",
@@ -44,6 +46,7 @@ def add_send(sub) -> None:
     s.add_argument("-v", "--verbose", action="store_true", help="list every entry, however many")
     s.add_argument("--json", action="store_true",
                    help="print one JSON object (snapshot, counts, bytes) instead of the summary lines")
+    add_filter_options(s)
 
 
 
@@ -132,13 +135,14 @@ def check_args(args: argparse.Namespace) -> None:
         except RefusedError as exc:
             raise UsageError(f"--dest: {exc.message}") from None
     parse_address(args.to)
+    check_input(args)
 
 
 def cmd_send(args: argparse.Namespace) -> int:
     # Only what the walk needs is imported here; the session's modules (TLS,
     # cryptography: most of the start-up) load in the connecting thread while
     # the walk runs.
-    from fastxfer.client.walk import display, walk
+    from fastxfer.cli.send_input import gathered
 
     check_args(args)
     started = time.monotonic()
@@ -146,7 +150,16 @@ def cmd_send(args: argparse.Namespace) -> int:
     # they overlap. A walk that fails ends the command; the process's exit
     # closes a session that was still being opened.
     connecting = Background(lambda: _connect_for_send(args.to))
-    sources, skipped = walk(args.files, args.dest, args.exclude, args.follow_links)
+    with gathered(args) as walked:  # a spool of standard input is removed on leaving, however it is left
+        return send_walked(args, started, connecting, walked)
+
+
+def send_walked(args: argparse.Namespace, started: float, connecting: Background, walked) -> int:
+    from fastxfer.cli.send_input import deleted_note, filtered_line, print_notes
+    from fastxfer.client.walk import display
+
+    sources, skipped = walked.entries, walked.skipped
+    print_notes(walked, args.quiet)
     if skipped and not sources:  # nothing to send at all: most likely a mistyped path
         for s in skipped:
             print(f"ERROR: {display(s.local)}: {s.reason}", file=sys.stderr)
@@ -174,19 +187,27 @@ def cmd_send(args: argparse.Namespace) -> int:
         control.close()
     reopened_note(control)
     elapsed = time.monotonic() - started
+    filtered = filtered_line(walked)
     if args.dry_run:
-        return report_dry_run(results, skipped, welcome.name)
+        code = report_dry_run(results, skipped, welcome.name)
+        if filtered:
+            print(filtered)
+        return code
     code = exit_code(results, skipped)
     for r in results:
         if r.changed:
             print(f"WARNING: {display(r.src.local)}: changed while it was read, stored as last read "
                   f"(--allow-changing): the copy may mix old and new bytes", file=sys.stderr)
     if args.json:
-        print_json(results, skipped, sender, elapsed, snap, code)
+        print_json(results, skipped, sender, elapsed, snap, code, walked.excluded)
         return code
     report_results(results, welcome.name, args.verbose)
     print_summary(results, skipped, sender, elapsed)
+    if filtered:
+        print(filtered)
     print_snapshot(snap, welcome.name, results)
+    if note := deleted_note(walked, snap):
+        print(note, file=sys.stderr)
     return code
 
 
@@ -196,11 +217,11 @@ class SnapshotOfSend:
 
     def __init__(self, control, args: argparse.Namespace, sources: list) -> None:
         from fastxfer.client import snapshot
-        from fastxfer.client.walk import tops
+        from fastxfer.cli.send_input import tops_of
 
         self.control, self.names, self.begun = control, snapshot.Names(), None
         try:
-            self.begun = snapshot.begin(control.call, tops(args.files, args.dest), sources, self.names)
+            self.begun = snapshot.begin(control.call, tops_of(args), sources, self.names)
         except FxError as exc:
             print(f"WARNING: no snapshot will be recorded: {exc.message}", file=sys.stderr)
 
@@ -234,7 +255,7 @@ def print_snapshot(snap, name: str, results: list) -> None:
           f"{changed} changed, {snap.removed} deleted{partial}")
 
 
-def print_json(results: list, skipped: list, sender, elapsed: float, snap, code: int) -> None:
+def print_json(results: list, skipped: list, sender, elapsed: float, snap, code: int, excluded: int = 0) -> None:
     import json
 
     files = [r for r in results if r.src.kind == "file"]
@@ -247,6 +268,7 @@ def print_json(results: list, skipped: list, sender, elapsed: float, snap, code:
         "failed": sum(1 for r in results if r.status == "failed"),
         "recorded": sum(1 for r in results if r.status == "recorded"),
         "skipped": len(skipped),
+        "excluded": excluded,
         "deleted": snap.removed if snap else 0,
         "bytes": sum(r.src.size for r in files if r.status in ("stored", "unchanged")),
         "bytes_sent": sender.bytes_sent,
@@ -345,7 +367,7 @@ def report_results(results: list, name: str, verbose: bool) -> None:
         else:
             print(f"unchanged {name}/{display(r.src.remote)}{what or ' (same size and time as stored)'}")
         if r.sha256:
-            print(f"{r.sha256.hex()}  {display(r.src.local)}")
+            print(f"{r.sha256.hex()}  {display(r.src.shown or r.src.local)}")
 
 
 def print_summary(results: list, skipped: list, sender, elapsed: float) -> None:

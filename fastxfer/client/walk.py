@@ -12,10 +12,11 @@ UTF-8 round-trip unchanged.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from fastxfer.client.filters import Filters, is_cache_tag, rule
 
 
 def display(name: str) -> str:
@@ -41,6 +42,7 @@ class Entry:
     rdev: int = 0  # a device's numbers
     hardlink: str | None = None  # a file's other name met earlier in the walk: recorded, not sent
     inode: tuple[int, int] | None = None  # (device, inode) of a file with several names
+    shown: str = ""  # how messages name its source, when not as *local* (standard input: "-")
 
 
 @dataclass
@@ -49,27 +51,30 @@ class Skipped:
     reason: str
 
 
-class Excluder:
-    """rsync-like patterns: without '/', any name matches; with it, the path from the top."""
+@dataclass
+class Walked:
+    """What a walk found, what it could not read, and what the filters left out."""
 
-    def __init__(self, patterns: list[str]) -> None:
-        self.names = [p for p in patterns if "/" not in p.rstrip("/")]
-        self.paths = [p.lstrip("/").rstrip("/") for p in patterns if "/" in p.rstrip("/")]
-
-    def excluded(self, rel: str, name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, p.rstrip("/")) for p in self.names) or any(
-            fnmatch.fnmatchcase(rel, p) for p in self.paths
-        )
+    entries: list[Entry] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    excluded: int = 0  # entries left out by a pattern or as a cache's contents (a folder counts once)
+    caches: list[str] = field(default_factory=list)  # folders whose contents were left out (--exclude-caches)
+    mounts: list[str] = field(default_factory=list)  # other filesystems not entered (--one-file-system)
 
 
 def walk(args: list[str], dest: str | None, excludes: list[str] = (), follow_links: bool = False
          ) -> tuple[list[Entry], list[Skipped]]:
-    walker = _Walker(Excluder(list(excludes)), follow_links)
+    done = walk_filtered(args, dest, Filters([rule(p, False) for p in excludes]), follow_links)
+    return done.entries, done.skipped
+
+
+def walk_filtered(args: list[str], dest: str | None, filters: Filters, follow_links: bool = False) -> Walked:
+    walker = _Walker(filters, follow_links)
     for arg in args:
         top, remote, base, contents_only = _named(arg, dest)
         walker.top(top, remote, base, contents_only)
-    _pair_hard_links(walker.entries)
-    return walker.entries, walker.skipped
+    _pair_hard_links(walker.done.entries)
+    return walker.done
 
 
 def _pair_hard_links(entries: list[Entry]) -> None:
@@ -134,14 +139,17 @@ class _Walker:
     loops and are walked each time.
     """
 
-    def __init__(self, excluder: Excluder, follow: bool) -> None:
-        self.excluder, self.follow = excluder, follow
-        self.entries: list[Entry] = []
-        self.skipped: list[Skipped] = []
+    def __init__(self, filters: Filters, follow: bool) -> None:
+        self.filters, self.follow = filters, follow
+        self.done = Walked()
+        self.entries, self.skipped = self.done.entries, self.done.skipped
         self.inside: dict[tuple[int, int], str] = {}
+        self.device: int | None = None  # the top's filesystem, with --one-file-system
+        self.mounts_seen: set[tuple[int, int]] = set()
 
     def top(self, local: str, remote: str, base: str, contents_only: bool) -> None:
         self.inside = dict(_real_parents(local)) if self.follow else {}
+        self.device = None
         self.visit(local, remote, base, contents_only)
 
     def visit(self, local: str, remote: str, rel: str, contents_only: bool = False,
@@ -173,6 +181,19 @@ class _Walker:
         else:
             self._special(local, remote, st)
 
+    def _same_device(self, local: str, st: os.stat_result) -> bool:
+        """With --one-file-system: whether the folder *st* is on the top's
+        filesystem; one on another is noted once (a mount point) and kept as an
+        empty folder, as rsync -x does. Files are never mount-checked (rsync's rule)."""
+        if self.device is None:
+            self.device = st.st_dev
+        if st.st_dev == self.device:
+            return True
+        if (st.st_dev, st.st_ino) not in self.mounts_seen:
+            self.mounts_seen.add((st.st_dev, st.st_ino))
+            self.done.mounts.append(local)
+        return False
+
     def _folder(self, local: str, remote: str, rel: str, st: os.stat_result, contents_only: bool,
                 found: os.DirEntry | None) -> None:
         key = (st.st_dev, st.st_ino)
@@ -183,12 +204,16 @@ class _Walker:
         if remote and not contents_only:
             self.entries.append(Entry(local, remote, "dir", 0, st.st_mtime_ns, stat.S_IMODE(st.st_mode),
                                       uid=st.st_uid, gid=st.st_gid))
+        if self.filters.one_file_system and not self._same_device(local, st):
+            return
         try:
             with os.scandir(local) as scan:
                 children = sorted(scan, key=_name)
         except OSError as exc:
             self.skipped.append(Skipped(local, exc.strerror or "cannot be listed"))
             return
+        if self.filters.exclude_caches:
+            children = self._cache_cut(local, children)
         linked = found is not None and self.follow and found.is_symlink()
         entered = [(key, local)] + [h for h in (_real_parents(local) if linked else []) if h[0] not in self.inside]
         self.inside.update(entered)
@@ -198,13 +223,24 @@ class _Walker:
             for k, _ in entered:
                 self.inside.pop(k, None)
 
+    def _cache_cut(self, local: str, children: list[os.DirEntry]) -> list[os.DirEntry]:
+        """A cache folder's contents but its tag, left out (as tar's and restic's --exclude-caches)."""
+        tags = [c for c in children if c.name == "CACHEDIR.TAG" and is_cache_tag(c, self.follow)]
+        if not tags:
+            return children
+        self.done.caches.append(local)
+        self.done.excluded += len(children) - 1
+        return tags
+
     def _children(self, children: list[os.DirEntry], remote: str, rel: str) -> None:
-        excluder = self.excluder
-        patterns = excluder.names or excluder.paths
+        filters = self.filters
+        rules = filters.rules
+        follow = self.follow
         for child in children:
             name = child.name
             child_rel = f"{rel}/{name}" if rel else name
-            if patterns and excluder.excluded(child_rel, name):
+            if rules and filters.excluded(child_rel, name, lambda: child.is_dir(follow_symlinks=follow)):
+                self.done.excluded += 1
                 continue
             child_remote = f"{remote}/{name}" if remote else name
             self.visit(child.path, child_remote, child_rel, found=child)
