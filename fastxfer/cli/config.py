@@ -115,7 +115,7 @@ def load(path: str | None) -> ServerConfig:
                              f"{', '.join(sorted(options))}; and [quotas])")
         value = convert(action, value, f"{path}: {raw}")
         if key in PATH_KEYS:
-            value = os.path.join(os.path.dirname(os.path.abspath(path)), os.path.expanduser(value))
+            value = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), os.path.expanduser(value)))
         values[action.dest] = value
     return ServerConfig(path, values, quotas)
 
@@ -229,9 +229,9 @@ def warn_if_no_server(state: Path) -> None:
     from fastxfer.trust.identity import KEY_FILE
 
     if not (state / KEY_FILE).exists():
-        print(f"WARNING: no server has run with the state folder {state} yet (no {KEY_FILE} there); "
-              f"the server reads its clients from there only if started with the same --config "
-              f"(or ${ENV}, or FASTXFER_HOME)", file=sys.stderr)
+        print(f"WARNING: no server has run with the state folder {state} yet (no {KEY_FILE} there): "
+              f"a server reads these clients only if it runs with this folder (the same --config, "
+              f"or FASTXFER_HOME={state})", file=sys.stderr)
 
 
 def hand_over(state: Path, names: tuple[str, ...]) -> None:
