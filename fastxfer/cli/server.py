@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from fastxfer.cli import config
+from fastxfer.cli import config as conf  # `config` is cmd_serve's WorkerConfig
 from fastxfer.cli.args import parse_size
 from fastxfer.protocol import limits
 from fastxfer.errors import FxError, UsageError
@@ -17,7 +17,7 @@ def add_serve(sub) -> None:
     s = sub.add_parser("serve", help="run a backup server", epilog=SERVE_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--config", metavar="FILE", default=None,
-                   help=f"read the options from this TOML file (default: ${config.ENV} if set); "
+                   help=f"read the options from this TOML file (default: ${conf.ENV} if set); "
                         "options given here win over it")
     s.add_argument("--state-dir", default=None, metavar="DIR",
                    help="the server's identity (identity.key) and authorized clients (clients.json) "
@@ -60,7 +60,7 @@ def add_serve(sub) -> None:
                         "--frame-budget)")
     s.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                    help="the least severe messages logged (default: %(default)s)")
-    config.defer_defaults(s)  # last: so that a --config file can stand in for what is not given
+    conf.defer_defaults(s)  # last: so that a --config file can stand in for what is not given
 
 
 
@@ -75,7 +75,7 @@ Without --keep-*, every snapshot is kept until `fastxfer forget`. With them, eac
 snapshots are forgotten after each of its sends as `forget --prune` would, but never one
 younger than --min-age, so no number of sends can push history out.
 
---config FILE (or ${config.ENV}): a TOML file whose keys are these options' long names,
+--config FILE (or ${conf.ENV}): a TOML file whose keys are these options' long names,
 with dashes or underscores, and a [quotas] table of client name = size:
   root = "/srv/backup"
   state-dir = "/var/lib/fastxfer"
@@ -112,7 +112,7 @@ def share_percent(text: str) -> float:
 def add_check(sub) -> None:
     ck = sub.add_parser("check", help="server side: re-hash stored files, report any that changed on disk")
     ck.add_argument("--root", default=None, help="the server's root folder (default: the --config file's root)")
-    config.add_option(ck)
+    conf.add_option(ck)
     ck.add_argument("--client", default=None, metavar="NAME", help="only this client's files")
 
 
@@ -132,26 +132,9 @@ def check_bounds(args: argparse.Namespace) -> None:
                          "and --worker-frame-budget at least --frame-budget")
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    import sqlite3
-
-    from fastxfer.trust.identity import format_fp, load_or_create
-    from fastxfer.server.master import Master, bind, setup_logging
-    from fastxfer.store.facade import Policy, Store
-    from fastxfer.server.worker import WorkerConfig
-
-    settings = config.load(config.find(args.config))
-    config.apply(args, settings)
-    setup_logging(args.log_level)
-    check_bounds(args)
-    workers = args.workers
-    if workers is None:
-        import psutil
-
-        workers = psutil.cpu_count(logical=True) or 1
-    from fastxfer.protocol.retention import parse_age
-
+def serve_policy(args: argparse.Namespace):
     from fastxfer.protocol import retention
+    from fastxfer.store.facade import Policy
 
     counts = {k: getattr(args, f"keep_{k}") for k in ("last", *retention.BUCKETS)}
     if args.keep_versions is not None:
@@ -162,8 +145,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
         counts["last"] = args.keep_versions
     if any(n < 0 for n in counts.values()):
         raise UsageError("--keep-* counts cannot be negative")
-    policy = Policy(max_staging_bytes=args.max_staging, client_share=args.client_share,
-                    min_age_ns=parse_age(args.min_age), retention=retention.Policy(**counts))
+    return Policy(max_staging_bytes=args.max_staging, client_share=args.client_share,
+                  min_age_ns=retention.parse_age(args.min_age), retention=retention.Policy(**counts))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from fastxfer.trust.identity import format_fp, load_or_create
+    from fastxfer.server.master import Master, bind, setup_logging
+    from fastxfer.store.facade import Store
+    from fastxfer.server.worker import WorkerConfig
+
+    settings = conf.load(conf.find(args.config))
+    conf.apply(args, settings)
+    setup_logging(args.log_level)
+    try:
+        check_bounds(args)
+        policy = serve_policy(args)
+    except UsageError as exc:
+        if settings.path is None:
+            raise
+        raise UsageError(f"{exc.message} (what the command line does not give is from {settings.path})") from None
+    workers = args.workers
+    if workers is None:
+        import psutil
+
+        workers = psutil.cpu_count(logical=True) or 1
     state = settings.state_dir(args.state_dir)
     ident = load_or_create(state)
     try:
@@ -181,18 +189,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"root {os.path.abspath(args.root)}, state {os.path.abspath(state)}, {workers} workers"
           + (f", {cleaned} abandoned staging files removed" if cleaned else ""), flush=True)
     print(f"listening on {host}:{port}", flush=True)
-    worker_config = WorkerConfig(os.path.abspath(args.root), str(state), os.urandom(32), policy,
-                                 hash_budget=args.hash_per_reply, slots=args.connections,
-                                 frame_budget=args.frame_budget, worker_frame_budget=args.worker_frame_budget,
-                                 quotas=settings.quotas)
-    Master(listener, workers, worker_config, silence=args.worker_timeout).run()
+    config = WorkerConfig(os.path.abspath(args.root), str(state), os.urandom(32), policy,
+                          hash_budget=args.hash_per_reply, slots=args.connections,
+                          frame_budget=args.frame_budget, worker_frame_budget=args.worker_frame_budget,
+                          quotas=settings.quotas)
+    Master(listener, workers, config, silence=args.worker_timeout).run()
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from fastxfer.store.facade import STATE, Store
 
-    root = config.root_of(args)
+    root = conf.root_of(args)
     if not os.path.isfile(os.path.join(root, STATE, "manifest.sqlite")):
         raise UsageError(f"{root} is not a fastxfer root (no {STATE}/manifest.sqlite)")
     store = Store(root)

@@ -150,6 +150,10 @@ def test_a_bad_file_stops_serve_and_trust_with_exit_2(tmp_path: Path, capsys) ->
     assert f"ERROR: {path}: workers must be an integer" in capsys.readouterr().err
     assert main.main(["trust", "list", "--config", path]) == 2
     assert f"ERROR: {path}: workers must be an integer" in capsys.readouterr().err
+    path = write(tmp_path, "workers = 0\n", "range.toml")  # of the right type, out of range
+    assert main.main(["serve", "--config", path]) == 2
+    assert f"--workers must be between 1 and 256 (what the command line does not give is from {path})" \
+        in capsys.readouterr().err
 
 
 def test_forget_on_the_server_needs_a_root_or_a_file(monkeypatch, capsys) -> None:
