@@ -214,3 +214,46 @@ def test_roots_trust_change_goes_back_to_the_state_folders_owner(tmp_path: Path,
         assert (st.st_uid, st.st_gid) == (65534, 65534), name
     assert main.main(["id", "--config", path]) == 0
     assert os.stat(state / "identity.key").st_uid == 65534
+
+
+def sample(action) -> tuple[str, object] | None:
+    """A value of *action*'s kind, as command-line text and as a TOML value."""
+    from fastxfer.cli.args import parse_size
+
+    if action.nargs == 0:
+        return None
+    if action.choices:
+        return str(action.choices[-1]), action.choices[-1]
+    kind = action.type
+    if kind is int:
+        return "3", 3
+    if kind is float:
+        return "12.5", 12.5
+    if kind is None:
+        return "/srv/x", "/srv/x"
+    return ("64M", "64M") if kind is parse_size else ("3", 3)  # a percentage, an age, a count: a number
+
+
+def test_every_key_means_what_its_option_means(tmp_path: Path) -> None:
+    """Read from serve's parser, so an option added later is checked too."""
+    import tomllib
+
+    checked = 0
+    for key, action in config.serve_options().items():
+        given = sample(action)
+        if given is None:
+            continue
+        text, value = given
+        try:
+            by_option = main.build_parser("serve").parse_args(["serve", f"--{key}", text])
+        except SystemExit:
+            continue  # an option whose text the sample does not fit
+        toml = f"{key.replace('-', '_')} = {value!r}\n".replace("'", '"')
+        assert tomllib.loads(toml)
+        by_file = serve_args([], write(tmp_path, toml))
+        expected = getattr(by_option, action.dest)
+        if key in config.PATH_KEYS:
+            expected = os.path.normpath(os.path.join(tmp_path, expected))
+        assert getattr(by_file, action.dest) == expected, key
+        checked += 1
+    assert checked >= 18
