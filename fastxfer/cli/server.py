@@ -7,25 +7,26 @@ import os
 import sys
 import time
 
+from fastxfer.cli import config as conf  # `config` is cmd_serve's WorkerConfig
 from fastxfer.cli.args import parse_size
 from fastxfer.protocol import limits
 from fastxfer.errors import FxError, UsageError
 
 
 def add_serve(sub) -> None:
-    s = sub.add_parser("serve", help="run a backup server",
-                       epilog="examples:\n"
-                              "  fastxfer serve --root /srv/backup\n"
-                              "  fastxfer serve --root /srv/backup --keep-daily 14 --keep-weekly 8 --keep-monthly 12\n\n"
-                              "Without --keep-*, every snapshot is kept until `fastxfer forget`. With them, each "
-                              "client's\nsnapshots are forgotten after each of its sends as `forget --prune` would, "
-                              "but never one\nyounger than --min-age, so no number of sends can push history out.",
+    s = sub.add_parser("serve", help="run a backup server", epilog=SERVE_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--config", metavar="FILE", default=None,
+                   help=f"read the options from this TOML file (default: ${conf.ENV} if set); "
+                        "options given here win over it")
+    s.add_argument("--state-dir", default=None, metavar="DIR",
+                   help="the server's identity (identity.key) and authorized clients (clients.json) "
+                        "(default: $FASTXFER_HOME, else ~/.config/fastxfer)")
     s.add_argument("--root", default="./fastxfer-backup", help="folder the backups go to (default: %(default)s)")
     s.add_argument("--bind", default="0.0.0.0", metavar="ADDR", help="address to listen on (default: %(default)s)")
     s.add_argument("--port", type=int, default=4455, help="port (default: %(default)s; 0 picks a free one)")
     s.add_argument("--workers", type=int, default=None, help="worker processes (default: one per CPU)")
-    s.add_argument("--min-age", default="7d", metavar="AGE",
+    s.add_argument("--min-age", default="7d", metavar="AGE", type=age_text,
                    help="neither a client's own `forget` nor the --keep-* retention removes a snapshot younger "
                         "than this, so a stolen client cannot erase its history (default: 7d; s, m, h, d, w)")
     for kind, unit in (("last", "newest snapshots"), ("hourly", "hours"), ("daily", "days"),
@@ -57,7 +58,45 @@ def add_serve(sub) -> None:
     s.add_argument("--worker-frame-budget", type=parse_size, default=limits.FRAME_BUDGET_PER_WORKER, metavar="SIZE",
                    help="memory all streams of one worker may hold in frame buffers (default: 1G, at least "
                         "--frame-budget)")
+    s.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                   help="the least severe messages logged (default: %(default)s)")
+    conf.defer_defaults(s)  # last: so that a --config file can stand in for what is not given
 
+
+
+SERVE_EPILOG = f"""\
+examples:
+  fastxfer serve --root /srv/backup
+  fastxfer serve --root /srv/backup --keep-daily 14 --keep-weekly 8 --keep-monthly 12
+  fastxfer serve --config /etc/fastxfer/server.toml
+  fastxfer serve --config /etc/fastxfer/server.toml --port 0 --log-level debug
+
+Without --keep-*, every snapshot is kept until `fastxfer forget`. With them, each client's
+snapshots are forgotten after each of its sends as `forget --prune` would, but never one
+younger than --min-age, so no number of sends can push history out.
+
+--config FILE (or ${conf.ENV}): a TOML file whose keys are these options' long names,
+with dashes or underscores, and a [quotas] table of client name = size:
+  root = "/srv/backup"
+  state-dir = "/var/lib/fastxfer"
+  port = 4455
+  keep-daily = 14
+  min-age = "7d"
+  [quotas]
+  laptop = "500G"
+Relative paths are from the file's folder. `trust`, `staging`, `check` and `forget --root`
+take the same --config and find the same root and state folder. A quota in the file and
+one set by `trust quota` both hold: the smaller applies. The file is read at start."""
+
+
+def age_text(text: str) -> str:
+    from fastxfer.protocol.retention import parse_age
+
+    try:
+        parse_age(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+    return text
 
 
 def share_percent(text: str) -> float:
@@ -72,7 +111,8 @@ def share_percent(text: str) -> float:
 
 def add_check(sub) -> None:
     ck = sub.add_parser("check", help="server side: re-hash stored files, report any that changed on disk")
-    ck.add_argument("--root", required=True, help="the server's root folder")
+    ck.add_argument("--root", default=None, help="the server's root folder (default: the --config file's root)")
+    conf.add_option(ck)
     ck.add_argument("--client", default=None, metavar="NAME", help="only this client's files")
 
 
@@ -92,24 +132,9 @@ def check_bounds(args: argparse.Namespace) -> None:
                          "and --worker-frame-budget at least --frame-budget")
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    import sqlite3
-
-    from fastxfer.trust.identity import format_fp, home, load_or_create
-    from fastxfer.server.master import Master, bind, setup_logging
-    from fastxfer.store.facade import Policy, Store
-    from fastxfer.server.worker import WorkerConfig
-
-    setup_logging()
-    check_bounds(args)
-    workers = args.workers
-    if workers is None:
-        import psutil
-
-        workers = psutil.cpu_count(logical=True) or 1
-    from fastxfer.protocol.retention import parse_age
-
+def serve_policy(args: argparse.Namespace):
     from fastxfer.protocol import retention
+    from fastxfer.store.facade import Policy
 
     counts = {k: getattr(args, f"keep_{k}") for k in ("last", *retention.BUCKETS)}
     if args.keep_versions is not None:
@@ -120,9 +145,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
         counts["last"] = args.keep_versions
     if any(n < 0 for n in counts.values()):
         raise UsageError("--keep-* counts cannot be negative")
-    policy = Policy(max_staging_bytes=args.max_staging, client_share=args.client_share,
-                    min_age_ns=parse_age(args.min_age), retention=retention.Policy(**counts))
-    ident = load_or_create()
+    return Policy(max_staging_bytes=args.max_staging, client_share=args.client_share,
+                  min_age_ns=retention.parse_age(args.min_age), retention=retention.Policy(**counts))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from fastxfer.trust.identity import format_fp, load_or_create
+    from fastxfer.server.master import Master, bind, setup_logging
+    from fastxfer.store.facade import Store
+    from fastxfer.server.worker import WorkerConfig
+
+    settings = conf.load(conf.find(args.config))
+    conf.apply(args, settings)
+    setup_logging(args.log_level)
+    try:
+        check_bounds(args)
+        policy = serve_policy(args)
+    except UsageError as exc:
+        if settings.path is None:
+            raise
+        raise UsageError(f"{exc.message} (what the command line does not give is from {settings.path})") from None
+    workers = args.workers
+    if workers is None:
+        import psutil
+
+        workers = psutil.cpu_count(logical=True) or 1
+    state = settings.state_dir(args.state_dir)
+    ident = load_or_create(state)
     try:
         store = Store(args.root, policy)  # fails early, in the master, on an unusable root
         try:
@@ -135,12 +186,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     listener = bind(args.bind, args.port)
     host, port = listener.getsockname()[:2]
     print(f"fastxfer server fingerprint: {format_fp(ident.fingerprint)}", flush=True)
-    print(f"root {os.path.abspath(args.root)}, {workers} workers"
+    print(f"root {os.path.abspath(args.root)}, state {os.path.abspath(state)}, {workers} workers"
           + (f", {cleaned} abandoned staging files removed" if cleaned else ""), flush=True)
     print(f"listening on {host}:{port}", flush=True)
-    config = WorkerConfig(os.path.abspath(args.root), str(home()), os.urandom(32), policy,
+    config = WorkerConfig(os.path.abspath(args.root), str(state), os.urandom(32), policy,
                           hash_budget=args.hash_per_reply, slots=args.connections,
-                          frame_budget=args.frame_budget, worker_frame_budget=args.worker_frame_budget)
+                          frame_budget=args.frame_budget, worker_frame_budget=args.worker_frame_budget,
+                          quotas=settings.quotas)
     Master(listener, workers, config, silence=args.worker_timeout).run()
     return 0
 
@@ -148,9 +200,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from fastxfer.store.facade import STATE, Store
 
-    if not os.path.isfile(os.path.join(args.root, STATE, "manifest.sqlite")):
-        raise UsageError(f"{args.root} is not a fastxfer root (no {STATE}/manifest.sqlite)")
-    store = Store(args.root)
+    root = conf.root_of(args)
+    if not os.path.isfile(os.path.join(root, STATE, "manifest.sqlite")):
+        raise UsageError(f"{root} is not a fastxfer root (no {STATE}/manifest.sqlite)")
+    store = Store(root)
     counts = {"ok": 0, "changed": 0, "missing": 0}
     intact: set[tuple[str, bytes]] = set()  # (client, digest) of contents just re-hashed in the view
     for client, raw, digest in store.stored_files(args.client):

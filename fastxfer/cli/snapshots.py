@@ -125,12 +125,13 @@ FORGET_EPILOG = """\
 examples:
   fastxfer forget --from backup --keep-last 7 --keep-daily 14 --keep-weekly 8 --prune
   fastxfer forget --root /srv/backup --client laptop --keep-last 1 --min-age 0 --prune   (on the server)
+  fastxfer forget --config /etc/fastxfer/server.toml --client laptop --keep-daily 30      (on the server)
 
 A snapshot is kept when any --keep-* rule keeps it; each group of snapshots
 of the same paths is judged on its own. Snapshots younger than the minimum
 age are always kept: from a client, the server's (`serve --min-age`, 7 days
-unless set); on the server, --min-age (default 7d; 0 lets the administrator
-forget anything). --prune then removes the older copies no kept snapshot
+unless set); on the server, --min-age (default: the --config file's min-age,
+else 7d; 0 lets the administrator forget anything). --prune then removes the older copies no kept snapshot
 refers to; the current view (what `ls` shows) is never removed."""
 
 
@@ -138,9 +139,12 @@ def add_forget(sub) -> None:
     f = sub.add_parser("forget", help="forget old snapshots (and with --prune free their space)",
                        description="Forget the snapshots a retention policy does not keep.",
                        epilog=FORGET_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    where = f.add_mutually_exclusive_group(required=True)
+    where = f.add_mutually_exclusive_group()
     where.add_argument("--from", dest="server", metavar="HOST[:PORT]", help="this client's snapshots on that server")
     where.add_argument("--root", metavar="DIR", help="on the server: the server's root folder (with --client)")
+    where.add_argument("--config", metavar="FILE",
+                       help="on the server: the root and --min-age of the server this TOML file configures "
+                            "(with --client; default: $FASTXFER_CONFIG if set, when neither --from nor --root)")
     f.add_argument("--client", metavar="NAME", help="with --root: whose snapshots")
     for kind, unit in (("last", "newest snapshots"), ("hourly", "hours"), ("daily", "days"),
                        ("weekly", "weeks"), ("monthly", "months")):
@@ -167,7 +171,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
         raise UsageError("give at least one --keep-* rule: a forget that keeps nothing is refused")
     if args.server:
         if args.client or args.min_age is not None:
-            raise UsageError("--client and --min-age are for the server's administrator (with --root)")
+            raise UsageError("--client and --min-age are for the server's administrator (with --root or --config)")
         from fastxfer.client.connect import connect_control
 
         control, _ = connect_control(args.server)
@@ -177,10 +181,16 @@ def cmd_forget(args: argparse.Namespace) -> int:
         finally:
             control.close()
     else:
+        from fastxfer.cli import config
+
+        settings = config.ServerConfig() if args.root else config.for_command(args)
+        if settings.path is None and not args.root:
+            raise UsageError("give --from HOST (from a client) or, on the server, --root DIR or --config FILE")
         if not args.client:
             raise UsageError("--root needs --client NAME: whose snapshots to forget")
-        policy = retention.Policy(**counts, min_age_ns=retention.parse_age(args.min_age or "7d"))
-        store = open_root(args.root)
+        age = args.min_age or settings.get("min_age") or "7d"
+        policy = retention.Policy(**counts, min_age_ns=retention.parse_age(age))
+        store = open_root(args.root or config.root_of(args))
         done = store.forget(args.client, policy, time.time_ns(), args.dry_run, args.prune).as_message()
         done["min_age_ns"] = policy.min_age_ns
     if args.json:

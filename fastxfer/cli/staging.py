@@ -6,11 +6,13 @@ import argparse
 import os
 import time
 
+from fastxfer.cli import config
 from fastxfer.errors import UsageError
 from fastxfer.protocol.units import human
 
 EXAMPLES = """examples:
   fastxfer staging --root /srv/backup                   list every unfinished transfer
+  fastxfer staging --config /etc/fastxfer/server.toml   the same, for the server that file configures
   fastxfer staging --root /srv/backup --client laptop --clear
                                                         remove laptop's (they are sent again from the start)
 
@@ -23,7 +25,8 @@ or a commit holds at that moment is left alone and reported."""
 def add_staging(sub) -> None:
     sp = sub.add_parser("staging", help="server side: list or clear unfinished transfers",
                         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sp.add_argument("--root", required=True, help="the server's root folder")
+    sp.add_argument("--root", default=None, help="the server's root folder (default: the --config file's root)")
+    config.add_option(sp)
     sp.add_argument("--client", default=None, metavar="NAME", help="only this client's")
     sp.add_argument("--clear", action="store_true", help="remove them (space is freed at once)")
 
@@ -32,9 +35,10 @@ def cmd_staging(args: argparse.Namespace) -> int:
     from fastxfer.store.facade import STATE
     from fastxfer.store import unfinished
 
-    top = os.path.join(args.root, STATE, "staging")
+    root = config.root_of(args)
+    top = os.path.join(root, STATE, "staging")
     if not os.path.isdir(top):
-        raise UsageError(f"{args.root} is not a fastxfer root (no {STATE}/staging)")
+        raise UsageError(f"{root} is not a fastxfer root (no {STATE}/staging)")
     if args.client is not None and not os.path.isdir(os.path.join(top, args.client)):
         print(f"no unfinished transfers of {args.client}")
         return 0

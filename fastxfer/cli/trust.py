@@ -4,18 +4,36 @@ from __future__ import annotations
 
 import argparse
 
+from fastxfer.cli import config
 from fastxfer.cli.args import parse_size
 from fastxfer.errors import UsageError
 from fastxfer.protocol.units import human
 
 
 def add_id(sub) -> None:
-    sub.add_parser("id", help="print this identity's fingerprint (creates it on first use)")
+    i = sub.add_parser("id", help="print this identity's fingerprint (creates it on first use)",
+                       epilog="examples:\n  fastxfer id\n"
+                              "  fastxfer id --config /etc/fastxfer/server.toml     the server's, from its state folder",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    i.add_argument("--config", metavar="FILE", default=None,
+                   help="print the fingerprint of the server this TOML file configures (its state-dir)")
 
+
+
+TRUST_EPILOG = f"""\
+examples:
+  fastxfer trust add ABCD-EFGH-... --name laptop --config /etc/fastxfer/server.toml
+  fastxfer trust list --config /etc/fastxfer/server.toml
+  fastxfer trust quota laptop 500G
+
+The list is in the server's state folder: the --config file's state-dir (the file
+from ${config.ENV} without --config), else $FASTXFER_HOME, else ~/.config/fastxfer.
+Give the one the server runs with; a change where no server has run yet warns."""
 
 
 def add_trust(sub) -> None:
-    t = sub.add_parser("trust", help="server side: which clients may send")
+    t = sub.add_parser("trust", help="server side: which clients may send", epilog=TRUST_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     tsub = t.add_subparsers(dest="trust_cmd", metavar="ACTION", required=True)
     ta = tsub.add_parser("add", help="authorize a client fingerprint under a name (its folder)")
     ta.add_argument("fingerprint")
@@ -28,9 +46,11 @@ def add_trust(sub) -> None:
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     tq.add_argument("name")
     tq.add_argument("size", type=quota_size, metavar="SIZE|none")
-    tsub.add_parser("list", help="list authorized clients (name, fingerprint, quota)")
+    tl = tsub.add_parser("list", help="list authorized clients (name, fingerprint, quota)")
     tr = tsub.add_parser("remove", help="remove a client by fingerprint or name")
     tr.add_argument("who", metavar="FP|NAME")
+    for action in (ta, tq, tl, tr):
+        config.add_option(action)
 
 
 
@@ -56,18 +76,37 @@ def quota_size(text: str) -> int | None:
     return None if text.strip().lower() == "none" else parse_size(text)
 
 
-def cmd_id(_args: argparse.Namespace) -> int:
-    from fastxfer.trust.identity import format_fp, load_or_create
+def cmd_id(args: argparse.Namespace) -> int:
+    from fastxfer.trust.identity import CERT_FILE, KEY_FILE, format_fp, load_or_create
 
-    print(format_fp(load_or_create().fingerprint))
+    # Only an explicit --config: FASTXFER_CONFIG names the server's file, and a
+    # client's `fastxfer id` on the same machine must stay the client's.
+    state = config.load(args.config).state_dir()
+    print(format_fp(load_or_create(state).fingerprint))
+    if args.config:
+        config.hand_over(state, (KEY_FILE, CERT_FILE))
     return 0
 
 
 def cmd_trust(args: argparse.Namespace) -> int:
-    from fastxfer.trust.identity import format_fp, home, parse_fp
-    from fastxfer.trust.clients import ClientList
+    from fastxfer.trust.clients import CLIENTS_FILE, QUOTAS_FILE, ClientList
 
-    clients = ClientList(home())
+    settings = config.for_command(args)
+    state = settings.state_dir()
+    clients = ClientList(state, settings.quotas)
+    if args.trust_cmd != "list":
+        config.warn_if_no_server(state)
+    try:
+        _change(args, clients, settings)
+    finally:
+        if args.trust_cmd != "list":
+            config.hand_over(state, (CLIENTS_FILE, QUOTAS_FILE))
+    return 0
+
+
+def _change(args: argparse.Namespace, clients, settings: config.ServerConfig) -> None:
+    from fastxfer.trust.identity import format_fp, parse_fp
+
     if args.trust_cmd == "add":
         fp = parse_fp(args.fingerprint)
         others = [k for k, v in clients.all().items() if v == args.name and k != fp.hex()]
@@ -76,6 +115,7 @@ def cmd_trust(args: argparse.Namespace) -> int:
         if args.quota is not None:
             clients.set_quota(args.name, args.quota)
             print(f"quota of {args.name}: {human(args.quota)}")
+            _fixed_quota_note(args.name, args.quota, clients, settings)
         if others:
             # The lost-laptop case: a new identity takes over an old folder.
             print(f"note: {len(others)} other identity(ies) also write to {args.name}'s folder; "
@@ -85,10 +125,10 @@ def cmd_trust(args: argparse.Namespace) -> int:
         known = args.name in clients.all().values()
         print(f"quota of {args.name}: {'none' if args.size is None else human(args.size)}"
               + ("" if known else " (no authorized client has this name yet)"))
+        _fixed_quota_note(args.name, args.size, clients, settings)
     elif args.trust_cmd == "list":
-        quotas = clients.quotas()
         for fp, name in sorted(clients.all().items(), key=lambda kv: kv[1]):
-            quota = quotas.get(name)
+            quota = clients.quota_of(name)
             print(f"{name}\t{format_fp(bytes.fromhex(fp))}\t{'no quota' if quota is None else 'quota ' + human(quota)}")
     else:
         try:
@@ -98,7 +138,13 @@ def cmd_trust(args: argparse.Namespace) -> int:
         if not clients.remove(fp, name):
             raise UsageError(f"no authorized client matches {args.who!r}")
         print(f"removed {args.who}")
-    return 0
+
+
+def _fixed_quota_note(name: str, size: int | None, clients, settings: config.ServerConfig) -> None:
+    fixed = settings.quotas.get(name)
+    if fixed is not None and clients.quota_of(name) != size:
+        print(f"note: {settings.path} sets {name}'s quota to {human(fixed)}: the smaller, "
+              f"{human(clients.quota_of(name))}, applies")
 
 
 def cmd_pin(args: argparse.Namespace) -> int:

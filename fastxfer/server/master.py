@@ -272,9 +272,38 @@ def bind(address: str, port: int) -> socket.socket:
     return sock
 
 
-def setup_logging() -> None:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.INFO,
-        format="%(asctime)s fastxfer[%(process)d] %(levelname)s %(message)s",
-    )
+def setup_logging(level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JournalFormatter() if to_journal() else logging.Formatter(
+        "%(asctime)s fastxfer[%(process)d] %(levelname)s %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+
+
+def to_journal() -> bool:
+    """Whether standard error is the journal's stream: systemd sets
+    JOURNAL_STREAM to its device and inode (a redirected stderr is not)."""
+    try:
+        dev, ino = (int(n) for n in os.environ.get("JOURNAL_STREAM", "").split(":"))
+        st = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
+class JournalFormatter(logging.Formatter):
+    """Lines for journald: its own time and pid, so neither here; the level as
+    the syslog priority prefix of sd-daemon(3) on every line (a traceback's
+    too). The journal gives every line the master's pid (whose stream it is),
+    so a worker's lines say which process they come from."""
+
+    PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+    def __init__(self) -> None:
+        super().__init__("%(message)s")
+        self.master = os.getpid()
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{self.PRIORITY.get(record.levelno, 6)}>"
+        if record.process != self.master:
+            prefix += f"[{record.process}] "
+        return "\n".join(prefix + line for line in super().format(record).splitlines())

@@ -20,7 +20,7 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastxfer.server import fdpass, heartbeat
@@ -53,6 +53,7 @@ class WorkerConfig:
     slots: int = limits.MAX_CONNECTIONS_PER_WORKER  # connections served at once
     frame_budget: int = limits.FRAME_BUDGET_PER_CLIENT  # per client name, in this worker
     worker_frame_budget: int = limits.FRAME_BUDGET_PER_WORKER
+    quotas: dict[str, int] = field(default_factory=dict)  # the config file's, each with `trust quota`'s: the smaller holds
 
 
 class Worker:
@@ -70,7 +71,7 @@ class Worker:
     def boot(self) -> None:
         folder = Path(self.config.home)
         self.ident = identity.load_or_create(folder)
-        self.clients = ClientList(folder)
+        self.clients = ClientList(folder, self.config.quotas)
         self.keys = ServerKeys(self.config.server_secret)
         self.store = Store(self.config.root, self.config.policy, self.clients.quota_of)
         self.guard = Guard(bound=limits.unauth_per_worker(self.config.slots))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from fastxfer.errors import UsageError
@@ -48,10 +49,11 @@ class Cached:
 class ClientList:
     """Server side: fingerprint (hex) -> client name, and each name's quota."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, fixed_quotas: Mapping[str, int] | None = None) -> None:
         self.path = folder / CLIENTS_FILE
         self._clients = Cached(self.path)
         self._quotas = Cached(folder / QUOTAS_FILE)
+        self.fixed_quotas = dict(fixed_quotas or {})  # the server's config file's: both bounds hold
 
     def all(self) -> dict[str, str]:
         return self._clients.read()
@@ -60,8 +62,10 @@ class ClientList:
         return {k: int(v) for k, v in self._quotas.read().items() if v.isdigit()}  # JSON values are text
 
     def quota_of(self, name: str) -> int | None:
-        """Bytes *name* may hold on the server (stored, every older copy, unfinished); None: no quota."""
-        return self.quotas().get(name)
+        """Bytes *name* may hold on the server (stored, every older copy, unfinished); None: no quota.
+        The smaller of `trust quota`'s and the config file's, where both are set."""
+        bounds = [q for q in (self.quotas().get(name), self.fixed_quotas.get(name)) if q is not None]
+        return min(bounds) if bounds else None
 
     def set_quota(self, name: str, size: int | None) -> None:
         data = self.quotas()
