@@ -6,6 +6,8 @@ import argparse
 import re
 import sys
 
+from fastxfer.cli import config
+
 INVITE_EPILOG = """\
 The code is printed alone on standard output; read it to the person at the
 client, who runs `fastxfer pair`. It works once, for --valid-for (10
@@ -15,7 +17,8 @@ The running server takes it at once: no restart. A wrong code uses it up.
 examples:
   fastxfer invite --name laptop
   fastxfer invite --name laptop --valid-for 30m
-  fastxfer invite --name laptop --cancel"""
+  fastxfer invite --name laptop --cancel
+  fastxfer invite --name laptop --config /etc/fastxfer/server.toml   (the server's state folder)"""
 
 PAIR_EPILOG = """\
 Pins the server and gets this machine authorized on it, with the code that
@@ -37,6 +40,7 @@ def add_invite(sub) -> None:
     p.add_argument("--valid-for", type=parse_duration, default=600.0, metavar="DURATION",
                    help="how long the code stays valid (e.g. 90s, 10m, 2h; default 10m, at most 24h)")
     p.add_argument("--cancel", action="store_true", help="use up every open invitation for --name instead")
+    config.add_option(p)
 
 
 def add_pair(sub) -> None:
@@ -53,23 +57,24 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
 
 
-def state_folder():
+def state_folder(args: argparse.Namespace):
     """The server's state folder: where clients.json is, as `fastxfer trust` finds it."""
-    from fastxfer.trust.identity import home
-
-    return home()
+    return config.for_command(args).state_dir()
 
 
 def cmd_invite(args: argparse.Namespace) -> int:
     from fastxfer.trust.identity import CERT_FILE
-    from fastxfer.trust.invites import InviteBook
+    from fastxfer.trust.invites import INVITES_FILE, LOCK_FILE, InviteBook
 
-    folder = state_folder()
+    folder = state_folder(args)
     book = InviteBook(folder)
-    if args.cancel:
-        print(f"cancelled {book.cancel(args.name)} open invitation(s) for {args.name}")
-        return 0
-    invite = book.create(args.name, args.valid_for)
+    try:
+        if args.cancel:
+            print(f"cancelled {book.cancel(args.name)} open invitation(s) for {args.name}")
+            return 0
+        invite = book.create(args.name, args.valid_for)
+    finally:
+        config.hand_over(folder, (INVITES_FILE, LOCK_FILE))
     print(invite.code, flush=True)
     minutes = args.valid_for / 60
     shown = f"{minutes:g} minutes" if args.valid_for >= 60 else f"{args.valid_for:g} s"

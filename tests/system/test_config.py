@@ -80,6 +80,11 @@ def test_one_file_for_the_server_and_its_administrator(tmp_path: Path) -> None:
         assert fx(admin, "check", "--config", path).returncode == 0
         forget = fx(admin, "forget", "--client", "laptop", "--keep-last", "1", "--dry-run", env=by_env)
         assert forget.returncode == 0 and "none younger than 0 days" in forget.stdout  # the file's min-age
+
+        code = fx(admin, "invite", "--name", "phone", env=by_env, check=True).stdout.strip()
+        phone = fx(tmp_path / "phone", "pair", srv.address, code)  # the running server finds it in its state
+        assert phone.returncode == 0, phone.stderr
+        assert "phone\t" in fx(admin, "trust", "list", "--config", path, check=True).stdout
     finally:
         assert srv.stop() == 0
     text = log.read_text()
