@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from fastxfer.cli import restore, send, server, snapshots, staging, trust
+from fastxfer.cli import json_out, restore, send, server, snapshots, staging, trust
 from fastxfer.cli.args import EPILOG
 from fastxfer.errors import FxError
 
@@ -77,14 +77,17 @@ def entry() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(argv[0] if argv else None).parse_args(argv)
+    args = json_out.parse(build_parser(argv[0] if argv else None), argv)
     try:
         return COMMANDS[args.cmd](args)
     except FxError as exc:
         print(f"ERROR: {exc.message}", file=sys.stderr)
+        json_out.failed(args, exc.exit_code, exc.message)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"ERROR: interrupted; {INTERRUPTED.get(args.cmd, 'nothing was changed')}", file=sys.stderr)
+        said = f"interrupted; {INTERRUPTED.get(args.cmd, 'nothing was changed')}"
+        print(f"ERROR: {said}", file=sys.stderr)
+        json_out.failed(args, 130, said)
         return 130
 
 
