@@ -81,7 +81,10 @@ def add_get(sub) -> None:
 
 
 def add_sums(sub) -> None:
-    sm = sub.add_parser("sums", help="SHA256SUMS of this client's backup, for sha256sum -c")
+    sm = sub.add_parser("sums", help="SHA256SUMS of this client's backup, for sha256sum -c",
+                        epilog="examples:\n  fastxfer sums Documents --from backup > SHA256SUMS\n"
+                               "  fastxfer sums Documents --from backup --json | jq -r '.files[].sha256'",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     sm.add_argument("path", nargs="?", default="", metavar="PATH", help="a file or folder (default: everything)")
     sm.add_argument("--from", dest="server", required=True, metavar="HOST[:PORT]",
                     help="the server, as pinned (`fastxfer pins`); port 4455 if not given")
