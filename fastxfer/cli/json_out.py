@@ -15,14 +15,14 @@ except `check`'s loop, which is the store's own.
 
 from __future__ import annotations
 
+import _thread  # not threading: every command's start-up would pay for it
 import sys
-import threading
 
 VERSION = 1  # "fastxfer_json": raised when a field changes meaning or goes away, not when one is added
 KINDS = {1: "failure", 2: "usage", 3: "trust", 4: "connection", 5: "verification", 6: "refused",
          7: "local_file", 8: "protocol", 9: "partial", 10: "busy", 11: "worker_start", 130: "interrupted"}
 FLAGS = ("--json", "--json-lines")
-_LOCK = threading.Lock()  # lines come from the engine's threads and the main one
+_LOCK = _thread.allocate_lock()  # lines come from the engine's threads and the main one
 
 
 def wanted(args) -> bool:

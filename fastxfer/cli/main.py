@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from fastxfer.cli import json_out, restore, send, server, snapshots, staging, trust
+from fastxfer.cli import restore, send, server, snapshots, staging, trust
 from fastxfer.cli.args import EPILOG
 from fastxfer.errors import FxError
 
@@ -77,18 +77,31 @@ def entry() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = json_out.parse(build_parser(argv[0] if argv else None), argv)
+    parser = build_parser(argv[0] if argv else None)
+    if "--json" in argv or "--json-lines" in argv:  # only then is json_out loaded
+        from fastxfer.cli import json_out
+
+        args = json_out.parse(parser, argv)
+    else:
+        args = parser.parse_args(argv)
     try:
         return COMMANDS[args.cmd](args)
     except FxError as exc:
         print(f"ERROR: {exc.message}", file=sys.stderr)
-        json_out.failed(args, exc.exit_code, exc.message)
+        json_failed(args, exc.exit_code, exc.message)
         return exc.exit_code
     except KeyboardInterrupt:
         said = f"interrupted; {INTERRUPTED.get(args.cmd, 'nothing was changed')}"
         print(f"ERROR: {said}", file=sys.stderr)
-        json_out.failed(args, 130, said)
+        json_failed(args, 130, said)
         return 130
+
+
+def json_failed(args: argparse.Namespace, code: int, message: str) -> None:
+    if getattr(args, "json", False) or getattr(args, "json_lines", False):
+        from fastxfer.cli import json_out
+
+        json_out.failed(args, code, message)
 
 
 INTERRUPTED = {  # what an interrupted command leaves, and what to do next
