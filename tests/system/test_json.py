@@ -8,9 +8,10 @@ import hashlib
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
-from conftest import fx, make_client, make_file, sha256_file, start_send, wait_for
+from conftest import fx, held_send, make_client, make_file, sha256_file, start_send, wait_for
 from relay import Relay, throttled
 
 SIZES = {"a.bin": 300_000, "b.bin": 1_500_000, "sub/c.txt": 10, "sub/empty": 0}
@@ -87,6 +88,15 @@ def test_json_lines_give_a_line_per_entry_then_the_summary(tmp_path: Path, serve
         line = files[f"docs/{name}"]
         assert (line["status"], line["size"], line["sha256"]) == ("stored", SIZES[name], sha256_file(top / name))
     assert lines[-1]["stored"] == 4 and lines[-1]["command"] == "send"
+    # Each entry once again when both sides compare content, and in a dry run.
+    compared = lines_of(client.send(server, top, "--json-lines", "--checksum"))
+    assert len(compared) == len(lines) and {line["status"] for line in compared[:-1] if line["kind"] == "file"} \
+        == {"unchanged"}
+    make_file(top / "new.bin", 5000, seed=9)
+    dry = lines_of(client.send(server, top, "--json-lines", "-n"))
+    assert [line["path"] for line in dry[:-1] if line["status"] == "send" and line["kind"] == "file"] == ["docs/new.bin"]
+    assert len(dry) == len(lines) + 1  # one more file
+    (top / "new.bin").unlink()
 
     out = tmp_path / "restored"
     got = lines_of(fx(client.home, "get", "docs", "-o", out, "--json-lines", "--from", server.address))
@@ -198,3 +208,18 @@ def test_send_failures_are_grouped_by_cause(tmp_path: Path, server, client) -> N
     assert (group["kind"], group["exit_code"], group["count"]) == ("refused", 6, 3)
     assert group["cause"].startswith("over this client's quota") and "docs/" not in group["cause"]
     assert sorted(group["paths"]) == [f"docs/big{i}.bin" for i in range(3)]
+
+
+def test_a_file_changed_while_sent_has_one_line_with_its_last_outcome(tmp_path: Path, server, client) -> None:
+    src = make_file(tmp_path / "moving.bin", 8 << 20)
+    with held_send(client, server, src, "--streams", "1", "--chunk-size", "1M", "--json-lines") as (proc, gate):
+        with open(src, "r+b") as f:
+            f.seek(5 << 20)
+            f.write(b"new bytes in the middle of the file")
+        os.utime(src, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+        gate.set()
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err  # the first read was torn: it was read and sent again
+    [line, summary] = [json.loads(text) for text in out.splitlines()]
+    assert (line["path"], line["status"], summary["stored"], summary["failed"]) == ("moving.bin", "stored", 1, 0)
+    assert summary["bytes_sent"] >= 8 << 20  # what each round sent of it
