@@ -57,6 +57,7 @@ class Shared:
         self.bundles_left = 0
         self.bundle_results: list[Result] = []
         self.settled: set[int] = set()  # numbers of bundles the server answered
+        self.outcome_given = False  # bundle_outcome has counted the bundles not answered as lost
         self.bytes_sent = 0
         self.bytes_resumed = 0  # of chunks the server already held (an earlier send was cut short)
         self.bytes_linked = 0  # of files that are copies of what the server holds: not sent
@@ -215,12 +216,14 @@ class Shared:
                 results.append(Result(src, "stored" if status == 0 else "unchanged",
                                       sha256=bundle.digests.get(id(src)) if self.want_sha256 else None,
                                       changed=id(src) in bundle.changed, in_snapshot=bundle.snap != 0))
-        self.settle(results)
         with self.cond:
+            late = self.outcome_given  # the send's results already count it as lost: told once, as that
             self.bundle_results += results
             self.bundles_left -= 1
             self.settled.add(bundle.number)
             self.cond.notify_all()
+        if not late:
+            self.settle(results)
         self.files_finished(len(bundle.entries))
 
     def take_ready(self, timeout: float) -> list[FileJob] | None:
@@ -250,6 +253,7 @@ class Shared:
     def bundle_outcome(self, bundles: list[Bundle]) -> list[Result]:
         """Each bundled file's result; those of bundles that never got an answer fail."""
         with self.cond:
+            self.outcome_given = True
             results = list(self.bundle_results)
             lost = [Result(src, "failed", self.fatal or PartialError("not sent"))
                     for bundle in bundles if bundle.number not in self.settled for src in bundle.entries]
