@@ -175,6 +175,10 @@ def test_a_command_that_fails_still_prints_one_document(tmp_path: Path, server) 
         assert failed["error"]["message"] in done.stderr and done.stderr.startswith("ERROR: ")
     lines = fx(stranger.home, "send", src, "--to", server.address, "--json-lines")
     assert lines.returncode == 3 and json.loads(lines.stdout)["event"] == "error"
+    other = fx(tmp_path / "other", "id", check=True).stdout.strip()  # a fingerprint the server does not have
+    fx(stranger.home, "pin", server.address, other, check=True)
+    mismatch = doc(fx(stranger.home, "send", src, "--to", server.address, "--json"), code=3)
+    assert mismatch["error"]["kind"] == "trust"
 
     client = make_client(tmp_path, server, "laptop")
     missing = doc(fx(client.home, "ls", "nothing/here", "--json", "--from", server.address), code=6)
