@@ -50,8 +50,11 @@ def write(obj: dict, pretty: bool = False) -> bool:
 
 def document(args, body: dict) -> None:
     """The command's one document (with --json-lines: its last line, the summary)."""
-    lines = bool(getattr(args, "json_lines", False))
-    head = {"fastxfer_json": VERSION, "command": command_of(args), **({"event": "summary"} if lines else {})}
+    written(command_of(args), body, bool(getattr(args, "json_lines", False)))
+
+
+def written(command: str, body: dict, lines: bool = False) -> None:
+    head = {"fastxfer_json": VERSION, "command": command, **({"event": "summary"} if lines else {})}
     write({**head, **body}, pretty=not lines)
 
 

@@ -98,13 +98,10 @@ def add_sums(sub) -> None:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    import datetime
-
     from fastxfer.cli import json_out
     from fastxfer.client.connect import connect_control
     from fastxfer.protocol.snapshot import parse_at
     from fastxfer.client.listing import list_all
-    from fastxfer.client.walk import display
 
     at = parse_at(args.at) if args.at is not None else None
     if at is not None and args.versions:
@@ -119,13 +116,23 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.json:
         json_out.document(args, {"path": args.path, "at": args.at, "versions": args.versions, "entries": entries})
         return 0
+    print_listing(entries, args.versions)
+    return 0
+
+
+def print_listing(entries: list[dict], versions: bool) -> None:
+    """One line per listed entry (client/listing.py checked every field shown)."""
+    import datetime
+
+    from fastxfer.client.walk import display
+
     for e in entries:
-        when_ns = e.get("replaced_ns") if args.versions else e.get("mtime_ns")
+        when_ns = e.get("replaced_ns") if versions else e.get("mtime_ns")
         when = datetime.datetime.fromtimestamp((when_ns or 0) / 1e9).strftime("%Y-%m-%d %H:%M")
         sha = e.get("sha256") or "-" * 64
         name = display(e["path"])
-        if args.versions:
-            print(f"{human(e['size'] or 0):>11}  {when}  {sha}  {name}  ({e['version']})")
+        if versions:
+            print(f"{human(e['size'] or 0):>11}  {when}  {sha}  {name}  ({display(e['version'])})")
         elif e.get("kind") == "link":
             print(f"{'link':>11}  {when}  {'-' * 64}  {name} -> {display(e.get('target') or '')}")
         elif e.get("kind") == "dir":
@@ -134,7 +141,6 @@ def cmd_ls(args: argparse.Namespace) -> int:
             print(f"{KIND_SHOWN[e['kind']]:>11}  {when}  {'-' * 64}  {name}")
         else:
             print(f"{human(e['size']):>11}  {when}  {sha}  {name}")
-    return 0
 
 
 def cmd_get(args: argparse.Namespace) -> int:
@@ -143,7 +149,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     from fastxfer.client.connect import connect_control
     from fastxfer.client.get import Getter
     from fastxfer.client.listing import list_all, list_version
-    from fastxfer.client.restore_plan import plan
+    from fastxfer.client.restore_plan import plan, restorable
     from fastxfer.client.tuning import LONG_PATH_RTT, auto_streams
     from fastxfer.protocol.snapshot import parse_at
 
@@ -164,6 +170,7 @@ def cmd_get(args: argparse.Namespace) -> int:
                 entries = list_version(control, path, args.version)
             else:
                 entries = list_all(control, path, at=at)
+            restorable(entries)
             root, planned = plan(entries, path, dest, inside)
             if not os.path.isdir(root):
                 try:

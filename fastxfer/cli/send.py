@@ -80,16 +80,23 @@ def fetch_receipts(control, paths: list[str], target: str, snap: int = 0) -> Non
     import base64
     from pathlib import Path
 
+    from fastxfer.errors import ProtocolError
+    from fastxfer.protocol import messages
     from fastxfer.trust import identity
     from fastxfer.trust import receipts
 
     for start in range(0, len(paths), 2000):
-        message = {"t": "receipts", "paths": paths[start : start + 2000], **({"snap": snap} if snap else {})}
+        asked = paths[start : start + 2000]
+        message = {"t": "receipts", "paths": asked, **({"snap": snap} if snap else {})}
         reply = control.call(message, "receipts_ok")
-        cert = base64.b64decode(reply.get("cert") or "")
+        try:
+            cert = base64.b64decode(messages.get_str(reply, "cert", 16384), validate=True)
+        except ValueError:
+            raise ProtocolError("the server's receipts come with a malformed certificate") from None
         if identity.fingerprint_of(cert) != control.server_fp:
             raise FxError("the server signed receipts with another identity than the one it presented")
-        receipts.write(Path(target), cert, [r for r in reply.get("receipts") or [] if r])
+        signed = messages.get_list(reply, "receipts", len(asked)) if reply.get("receipts") is not None else []
+        receipts.write(Path(target), cert, [messages.get_obj(r) for r in signed if r])
 
 
 class Background:

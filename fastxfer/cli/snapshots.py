@@ -24,34 +24,58 @@ def add_snapshots(sub) -> None:
 
 
 def cmd_snapshots(args: argparse.Namespace) -> int:
-    import datetime
-
     from fastxfer.client.connect import connect_control
-    from fastxfer.protocol import messages
 
     control, _ = connect_control(args.server)
     try:
         reply = control.call({"t": "snapshots", "prefix": args.path}, "snapshots_ok")
     finally:
         control.close()
-    snaps = [messages.get_obj(s) for s in messages.get_list(reply, "snapshots", 1 << 20)]
-    if args.json:
+    print_snapshots(reply, args.path, args.json)
+    return 0
+
+
+def print_snapshots(reply: dict, path: str, as_json: bool) -> None:
+    import datetime
+
+    from fastxfer.client.walk import display
+    from fastxfer.protocol import messages
+
+    snaps = [listed(s) for s in messages.get_list(reply, "snapshots", 1 << 20)]
+    if as_json:
         from fastxfer.cli import json_out
 
-        json_out.document(args, {"path": args.path, "snapshots": snaps})
-        return 0
+        json_out.written("snapshots", {"path": path, "snapshots": snaps})
+        return
     if not snaps:
-        print("no snapshots yet" + (f" of {args.path!r}" if args.path else ""))
-        return 0
+        print("no snapshots yet" + (f" of {path!r}" if path else ""))
+        return
     print(f"{'id':>6}  {'time':16}  {'state':8}  {'files':>9}  {'bytes':>11}  {'changed':>8}  {'deleted':>8}  paths")
     for s in snaps:
-        when = datetime.datetime.fromtimestamp(messages.get_int(s, "time_ns") / 1e9).strftime("%Y-%m-%d %H:%M")
-        shown = ", ".join(str(p) or "(everything)" for p in messages.get_list(s, "paths", 1 << 16))
-        note = f"  ({s['note']})" if s.get("note") else ""
-        print(f"{messages.get_int(s, 'id'):>6}  {when:16}  {str(s.get('state'))[:8]:8}  "
-              f"{messages.get_int(s, 'files'):>9,}  {human(messages.get_int(s, 'bytes')):>11}  "
-              f"{int(s.get('changed') or 0):>8,}  {int(s.get('removed') or 0):>8,}  {shown}{note}")
-    return 0
+        when = datetime.datetime.fromtimestamp(s["time_ns"] / 1e9).strftime("%Y-%m-%d %H:%M")
+        shown = ", ".join(display(p) if p else "(everything)" for p in s["paths"])
+        note = f"  ({display(s['note'])})" if s.get("note") else ""
+        print(f"{s['id']:>6}  {when:16}  {display(s['state'])[:8]:8}  "
+              f"{s['files']:>9,}  {human(s['bytes']):>11}  "
+              f"{s.get('changed') or 0:>8,}  {s.get('removed') or 0:>8,}  {shown}{note}")
+
+
+def listed(value) -> dict:
+    """A snapshot as the server describes it, every field shown checked (ProtocolError otherwise)."""
+    from fastxfer.errors import ProtocolError
+    from fastxfer.protocol import messages
+    from fastxfer.client.listing import is_text
+
+    s = messages.get_obj(value)
+    for key in ("id", "time_ns", "files", "bytes"):
+        messages.get_int(s, key)
+    for key in ("changed", "removed"):
+        if s.get(key) is not None:
+            messages.get_int(s, key)
+    shown = [s.get("state"), s.get("note") or ""] + messages.get_list(s, "paths", 1 << 16)
+    if not all(is_text(t) for t in shown):
+        raise ProtocolError(f"the server described snapshot {s['id']} with a broken field")
+    return s
 
 
 def add_diff(sub) -> None:
@@ -190,12 +214,12 @@ def print_forget(done: dict, dry_run: bool, prune: bool) -> None:
 
     def line(s: dict) -> str:
         when = datetime.datetime.fromtimestamp(messages.get_int(s, "time_ns") / 1e9).strftime("%Y-%m-%d %H:%M")
-        return f"{messages.get_int(s, 'id'):>6}  {when}  {', '.join(map(str, s.get('paths') or [])) or '(everything)'}"
+        return f"{messages.get_int(s, 'id'):>6}  {when}  {', '.join(texts(s, 'paths')) or '(everything)'}"
 
-    kept = messages.get_list(done, "kept", 1 << 20)
-    gone = messages.get_list(done, "forgotten", 1 << 20)
+    kept = [messages.get_obj(s) for s in messages.get_list(done, "kept", 1 << 20)]
+    gone = [messages.get_obj(s) for s in messages.get_list(done, "forgotten", 1 << 20)]
     for s in kept:
-        print(f"keep    {line(s)}  ({', '.join(map(str, s.get('why') or []))})")
+        print(f"keep    {line(s)}  ({', '.join(texts(s, 'why'))})")
     for s in gone:
         print(f"{'would forget' if dry_run else 'forget':<7} {line(s)}")
     days = messages.get_int(done, "min_age_ns") / 86400e9
@@ -204,3 +228,16 @@ def print_forget(done: dict, dry_run: bool, prune: bool) -> None:
         summary += (f"; {'would prune' if dry_run else 'pruned'} {messages.get_int(done, 'pruned_files')} older "
                     f"copies ({human(messages.get_int(done, 'pruned_bytes'))})")
     print(summary)
+
+
+def texts(msg: dict, key: str) -> list[str]:
+    """A list of names in a server's answer, as shown (ProtocolError if it is not one)."""
+    from fastxfer.errors import ProtocolError
+    from fastxfer.protocol import messages
+    from fastxfer.client.listing import is_text
+    from fastxfer.client.walk import display
+
+    listed = messages.get_list(msg, key, 1 << 16) if msg.get(key) is not None else []
+    if not all(is_text(t) for t in listed):
+        raise ProtocolError(f"the server's answer has a broken {key!r}")
+    return [display(t) for t in listed]

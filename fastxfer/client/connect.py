@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import time
 from dataclasses import dataclass
 
@@ -29,6 +30,9 @@ REPLY_LIMIT = messages.MAX_REPLY
 # Calls that may have taken effect although their answer was lost: not
 # repeated blindly (the caller finds out what happened).
 NOT_REPEATED = frozenset({"commit"})
+# What the server may call this client: its folder there (trust/clients.py's rule).
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
+SECRET_BYTES = 32  # a session secret: what keys.hkdf derives
 
 
 @dataclass
@@ -45,6 +49,34 @@ def features_of(welcome: dict) -> frozenset[str]:
     if not isinstance(listed, list):
         return frozenset()
     return frozenset(f for f in listed[:64] if isinstance(f, str))
+
+
+def parse_challenge(msg: dict) -> bytes:
+    """The nonce of the server's challenge, or ProtocolError."""
+    challenge = messages.expect(msg, "challenge")
+    try:
+        nonce = base64.b64decode(messages.get_str(challenge, "nonce", 64), validate=True)
+    except ValueError:
+        raise ProtocolError("malformed challenge") from None
+    if len(nonce) != 32:
+        raise ProtocolError("malformed challenge")
+    return nonce
+
+
+def parse_welcome(msg: dict) -> Welcome:
+    """The server's welcome, or ProtocolError: the name is printed before every
+    stored path, and a ticket or secret that no stream opening can carry
+    would fail later, in a stream thread, with no word the user could read."""
+    welcome = messages.expect(msg, "welcome")
+    try:
+        ticket = base64.b64decode(messages.get_str(welcome, "ticket", 1024), validate=True)
+        secret = base64.b64decode(messages.get_str(welcome, "secret", 64), validate=True)
+    except ValueError:
+        raise ProtocolError("malformed welcome") from None
+    name = messages.get_str(welcome, "name", 64)
+    if not NAME.fullmatch(name) or not 0 < len(ticket) <= wire.MAX_TICKET or len(secret) != SECRET_BYTES:
+        raise ProtocolError("malformed welcome")
+    return Welcome(name, ticket, secret, features_of(welcome))
 
 
 class ControlClient:
@@ -103,31 +135,20 @@ class ControlClient:
             )
         self.server_fp = server_fp
         chan = Channel(conn, limit=REPLY_LIMIT)
-        challenge = messages.expect(chan.recv(CONNECT_TIMEOUT), "challenge")
-        try:
-            nonce = base64.b64decode(messages.get_str(challenge, "nonce", 64), validate=True)
-        except ValueError:
-            raise ProtocolError("malformed challenge") from None
-        if len(nonce) != 32:
-            raise ProtocolError("malformed challenge")
+        nonce = parse_challenge(chan.recv(CONNECT_TIMEOUT))
         sig = self.ident.sign(identity.auth_message(nonce, server_fp, self.ident.fingerprint))
         chan.send({
             "t": "auth",
             "cert": base64.b64encode(self.ident.cert_der).decode(),
             "sig": base64.b64encode(sig).decode(),
         })
-        welcome = messages.expect(chan.recv(CONNECT_TIMEOUT), "welcome")
-        try:
-            ticket = base64.b64decode(messages.get_str(welcome, "ticket", 1024), validate=True)
-            secret = base64.b64decode(messages.get_str(welcome, "secret", 64), validate=True)
-        except ValueError:
-            raise ProtocolError("malformed welcome") from None
+        welcome = parse_welcome(chan.recv(CONNECT_TIMEOUT))
         self.chan = chan
         # The least round trip the kernel saw during the handshakes: the path's
         # delay, which a send's tuning starts from (0 where it cannot be read: near).
         # The smoothed one would include the server's think time (signatures).
         self.rtt = self.rtt or conn.min_rtt() or 0.0
-        self.welcome = Welcome(messages.get_str(welcome, "name", 64), ticket, secret, features_of(welcome))
+        self.welcome = welcome
         return self.welcome
 
     def call(self, msg: dict, reply: str) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from fastxfer.client.connect import ControlClient
@@ -16,6 +17,7 @@ NUMBERS = {"size": (0, 2**63 - 1), "mtime_ns": (-(2**62), 2**62), "mode": (0, 0o
            "chunk": (0, 2**31), "stored_ns": (0, 2**63 - 1), "replaced_ns": (0, 2**63 - 1),
            "uid": (0, 2**32 - 1), "gid": (0, 2**32 - 1), "rdev": (0, 2**64 - 1)}
 TEXTS = ("target", "hardlink", "sha256", "digest", "ref", "user", "group", "version")
+HEXES = ("sha256", "digest")
 
 
 def list_all(control: ControlClient, prefix: str, versions: bool = False, at: int | str | None = None) -> list[dict]:
@@ -28,12 +30,14 @@ def list_all(control: ControlClient, prefix: str, versions: bool = False, at: in
         if at is not None:
             msg["at"] = at
         reply = control.call(msg, "list_ok")
-        if at is not None and isinstance(reply.get("snapshot"), int):
+        if at is not None and type(reply.get("snapshot")) is int:  # noqa: E721 - a bool is no snapshot
             at = reply["snapshot"]  # 'latest' or a time, held to what the first page meant
         page = messages.get_list(reply, "entries", MAX_ENTRIES)
         if len(entries) + len(page) > MAX_LISTED:
             raise ProtocolError(f"the server's listing goes on past {MAX_LISTED:,} entries")
         entries += [checked(e) for e in page]
+        if versions and not all(isinstance(e.get("version"), str) for e in page):
+            raise ProtocolError("the server listed an older copy without its version")
         cursor = next_cursor(reply, cursor)
         if not cursor:
             return entries
@@ -71,9 +75,26 @@ def checked(entry: Any) -> dict:
         raise ProtocolError(f"the server listed the file {path!r} without a size")
     for key in TEXTS:
         value = entry.get(key)
-        if value is not None and (not isinstance(value, str) or len(value) > paths.MAX_TOTAL):
+        if value is not None and not (is_text(value) and (key not in HEXES or is_hex(value))):
             raise ProtocolError(f"the server listed {path!r} with a broken {key}")
     return entry
+
+
+def is_text(value: Any) -> bool:
+    """A string the store can have written: bounded, and bytes as a name is (no lone surrogate,
+    which no byte string has, and which get would meet when making it, and ls when showing it)."""
+    if not isinstance(value, str) or len(value) > paths.MAX_TOTAL:
+        return False
+    try:
+        os.fsencode(value)
+    except UnicodeError:
+        return False
+    return True
+
+
+def is_hex(value: str) -> bool:
+    """A SHA-256 as the server writes it (ls prints it as it comes)."""
+    return len(value) == 64 and all(c in "0123456789abcdefABCDEF" for c in value)
 
 
 def list_version(control: ControlClient, path: str, version: str) -> list[dict]:

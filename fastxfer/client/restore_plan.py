@@ -109,6 +109,23 @@ def plan(entries: list[dict], prefix: str, dest: str, inside: bool = False
     return root, out
 
 
+# What get reads of a listed entry of each kind, beyond its path (client/listing.py
+# checked the type and range of whatever is there): an entry without them is
+# a broken server's, refused before anything is made.
+NEEDED = {"file": ("size", "mtime_ns", "mode"), "dir": ("mtime_ns", "mode"), "fifo": ("mtime_ns", "mode"),
+          "chardev": ("mtime_ns", "mode"), "blockdev": ("mtime_ns", "mode")}
+
+
+def restorable(entries: list[dict]) -> None:
+    """ProtocolError unless every entry carries what get reads of one of its kind."""
+    for entry in entries:
+        kind = entry.get("kind", "file")
+        needed = NEEDED.get(kind, ()) + (("chunk",) if kind == "file" and entry.get("digest") else ())
+        for key in needed:
+            if not isinstance(entry.get(key), int):
+                raise ProtocolError(f"the server listed {entry.get('path')!r} without its {key}")
+
+
 def wave_size() -> int:
     """Entries per wave: OPEN_MAX, or fewer where the descriptor limit cannot be
     raised enough (a wave holds one descriptor per file and one per folder)."""

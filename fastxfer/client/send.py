@@ -575,6 +575,9 @@ def commit(call, batch: list[FileJob], snap: int = 0) -> list[Result]:
             results.append(Result(job.src, "unchanged", sha256=job.sha256, by_other=True))
         elif answer.get("t") == "error":
             results.append(Result(job.src, "failed", wire_failure(answer)))
+        elif answer.get("status") not in ("stored", "unchanged"):
+            raise ProtocolError(f"the server committed {job.src.remote!r} with an unknown status "
+                                f"{str(answer.get('status'))[:20]!r}")
         else:
             results.append(Result(job.src, str(answer.get("status")), sha256=job.sha256,
                                   version=answer.get("version"), changed=job.changed, in_snapshot=joins))

@@ -5,13 +5,17 @@ tree as it was walked (protocol/snapshot.py)."""
 from __future__ import annotations
 
 import grp
+import os
 import pwd
 import socket
 from collections import Counter
 from dataclasses import dataclass, field
 
 from fastxfer.client.jobs import Result, Source
-from fastxfer.protocol import snapshot
+from fastxfer.errors import ProtocolError
+from fastxfer.protocol import messages, paths, snapshot
+
+MAX_SNAPSHOT = 2**32 - 1  # a snapshot's id, as a stream's BUNDLE header carries it
 
 
 @dataclass
@@ -82,9 +86,22 @@ def begin(call, tops: list[tuple[str, str]], sources: list[Source], names: Names
     if owner:
         message["owner"] = owner
     begun = call(message, "snap_begun")
-    moved = [(p, was, now) for (p, now), was in zip(tops, begun.get("previous") or [])
-             if isinstance(was, str) and was != snapshot.storable(now)]
-    return Begun(int(begun["id"]), moved, owner)
+    previous = messages.get_list(begun, "previous", len(tops)) if begun.get("previous") is not None else []
+    moved = [(p, was, now) for (p, now), was in zip(tops, previous) if is_name(was) and was != snapshot.storable(now)]
+    return Begun(messages.get_int(begun, "id", 1, MAX_SNAPSHOT), moved, owner)
+
+
+def is_name(value: object) -> bool:
+    """Whether a server's *value* is a name this client can show (a string of bytes)."""
+    try:
+        return isinstance(value, str) and len(value) <= paths.MAX_TOTAL and bool(os.fsencode(value))
+    except UnicodeError:
+        return False
+
+
+def count(msg: dict, key: str) -> int:
+    """A count the server's answer may leave out (0)."""
+    return messages.get_int(msg, key) if msg.get(key) is not None else 0
 
 
 def reported(r: Result, owner: dict | None) -> bool:
@@ -102,8 +119,12 @@ def finish(call, begun: Begun, results: list[Result], incomplete: bool, names: N
     for start in range(0, len(report), snapshot.ENTRIES_PER_MESSAGE):
         batch = [entry_of(r.src, names) for r in report[start : start + snapshot.ENTRIES_PER_MESSAGE]]
         answer = call({"t": "snap_add", "id": begun.id, "entries": batch}, "snap_added")
-        dropped += [p for p in answer.get("dropped") or [] if isinstance(p, str)]
+        if answer.get("dropped") is not None:
+            dropped += [p for p in messages.get_list(answer, "dropped", len(batch)) if is_name(p)]
     failed = incomplete or len(kept) < len(results)
     ended = call({"t": "snap_end", "id": begun.id, "partial": failed}, "snap_ended")
-    return Recorded(begun.id, str(ended.get("state")), int(ended.get("files") or 0), int(ended.get("bytes") or 0),
-                    int(ended.get("removed") or 0), dropped, begun.moved)
+    state = ended.get("state")
+    if state not in ("complete", "partial"):
+        raise ProtocolError(f"the server ended snapshot {begun.id} in an unknown state {str(state)[:20]!r}")
+    return Recorded(begun.id, state, count(ended, "files"), count(ended, "bytes"), count(ended, "removed"),
+                    dropped, begun.moved)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from fastxfer.client.listing import is_text
 from fastxfer.errors import ProtocolError
 from fastxfer.protocol import messages
 
@@ -35,7 +36,8 @@ def sums_pages(call: Callable[[dict, str], dict], names: list[str]) -> Iterator[
 def checked(answer: Any) -> dict:
     """One answer with the fields sums prints, or ProtocolError."""
     answer = messages.get_obj(answer)
-    messages.get_str(answer, "path")
+    if not is_text(messages.get_str(answer, "path")):
+        raise ProtocolError("the server's sums answer names a path no file can have")
     if answer.get("status") not in STATUSES:
         raise ProtocolError("the server's sums answer has an unknown status")
     if answer["status"] == "ok":
