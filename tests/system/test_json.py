@@ -149,18 +149,20 @@ def recorded_chunks(server) -> int:
 def test_resumed_bytes_count_what_an_interrupted_send_left_on_the_server(tmp_path: Path, server, client) -> None:
     size, chunk = 32 << 20, 1 << 20
     src = make_file(tmp_path / "big.bin", size)
-    relay = Relay(server.port, throttled(20 << 20))  # 1.6 s: the kill lands mid-transfer
+    relay = Relay(server.port, throttled(8 << 20))  # seconds: the kill lands mid-transfer
     try:
         fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
         proc = start_send(client, relay, src, "--streams", "2", "--chunk-size", "1M")
-        assert wait_for(lambda: recorded_chunks(server) >= 8)
+        assert wait_for(lambda: relay.upstream >= 8 << 20 or proc.poll() is not None)
+        assert proc.poll() is None, proc.communicate()
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        assert wait_for(lambda: recorded_chunks(server) >= 4, timeout=10)  # what arrived whole is kept
     finally:
         relay.close()
     sent = doc(client.send(server, src, "--json", "--streams", "2", "--chunk-size", "1M"))
     assert sent["stored"] == 1 and sent["bytes"] == size
-    assert sent["resumed_bytes"] >= 8 * chunk and sent["resumed_bytes"] % chunk == 0, sent
+    assert sent["resumed_bytes"] >= 4 * chunk and sent["resumed_bytes"] % chunk == 0, sent
     assert sent["resumed_bytes"] + sent["bytes_sent"] == size, sent
     assert sha256_file(server.root / "laptop" / "big.bin") == sha256_file(src)
 
