@@ -229,3 +229,14 @@ def test_a_file_changed_while_sent_has_one_line_with_its_last_outcome(tmp_path: 
     [line, summary] = [json.loads(text) for text in out.splitlines()]
     assert (line["path"], line["status"], summary["stored"], summary["failed"]) == ("moving.bin", "stored", 1, 0)
     assert summary["bytes_sent"] >= 8 << 20  # what each round sent of it
+
+
+def test_an_interrupted_send_still_prints_one_document(tmp_path: Path, server, client) -> None:
+    src = make_file(tmp_path / "big.bin", 4 << 20)
+    with held_send(client, server, src, "--streams", "1", "--chunk-size", "1M", "--json") as (proc, gate):
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    failed = json.loads(out)
+    assert (failed["exit_code"], failed["error"]["kind"]) == (130, "interrupted")
+    assert "run the same send again" in failed["error"]["message"] and "ERROR: interrupted" in err
