@@ -18,11 +18,15 @@ KIND_SHOWN = {"fifo": "fifo", "socket": "socket", "chardev": "char dev", "blockd
 
 
 def add_ls(sub) -> None:
-    ls = sub.add_parser("ls", help="list what the server holds for this client")
+    ls = sub.add_parser("ls", help="list what the server holds for this client",
+                        epilog="examples:\n  fastxfer ls Documents --from backup\n"
+                               "  fastxfer ls Documents --from backup --json | jq -r '.entries[].path'",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ls.add_argument("path", nargs="?", default="", metavar="PATH", help="a file or folder (default: everything)")
     ls.add_argument("--from", dest="server", required=True, metavar="HOST[:PORT]",
                     help="the server, as pinned (`fastxfer pins`); port 4455 if not given")
-    ls.add_argument("--json", action="store_true", help="one JSON array instead of a table")
+    ls.add_argument("--json", action="store_true",
+                    help="one JSON document, its entries as the server lists them (docs/JSON.md)")
     ls.add_argument("--versions", action="store_true", help="list the older copies kept instead")
     ls.add_argument("--at", default=None, metavar="SNAPSHOT", help=AT_HELP)
 
@@ -37,7 +41,8 @@ def add_get(sub) -> None:
                               "  fastxfer get Documents --from backup                 ./Documents\n"
                               "  fastxfer get Documents --from backup -o /tmp/docs    /tmp/docs is the copy\n"
                               "  fastxfer get Documents --from backup --at 11 -o /tmp/tuesday\n"
-                              "  fastxfer get Documents/a.pdf Mail --from backup -o /tmp/r   /tmp/r/a.pdf, /tmp/r/Mail\n\n"
+                              "  fastxfer get Documents/a.pdf Mail --from backup -o /tmp/r   /tmp/r/a.pdf, /tmp/r/Mail\n"
+                              "  fastxfer get Documents --from backup --json | jq .restored\n\n"
                               "Links are made exactly as stored (absolute and '..' targets too: a link's "
                               "target is data);\n--safe-links leaves out those whose target leaves the "
                               "restore. A local file is never replaced\nwithout --force; one of the same "
@@ -66,11 +71,20 @@ def add_get(sub) -> None:
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the result")
     g.add_argument("-v", "--verbose", action="store_true",
                    help=f"list every entry not restored (default: the first {LISTED_ERRORS})")
+    g.add_argument("--json", action="store_true",
+                   help="print one JSON document (counts, bytes received, failures, exit_code) instead "
+                        "of the summary line; fields: docs/JSON.md")
+    g.add_argument("--json-lines", action="store_true",
+                   help="print a JSON object per entry as it is restored (or found there, or fails), then "
+                        "the --json document as the last line")
 
 
 
 def add_sums(sub) -> None:
-    sm = sub.add_parser("sums", help="SHA256SUMS of this client's backup, for sha256sum -c")
+    sm = sub.add_parser("sums", help="SHA256SUMS of this client's backup, for sha256sum -c",
+                        epilog="examples:\n  fastxfer sums Documents --from backup > SHA256SUMS\n"
+                               "  fastxfer sums Documents --from backup --json | jq -r '.files[].sha256'",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     sm.add_argument("path", nargs="?", default="", metavar="PATH", help="a file or folder (default: everything)")
     sm.add_argument("--from", dest="server", required=True, metavar="HOST[:PORT]",
                     help="the server, as pinned (`fastxfer pins`); port 4455 if not given")
@@ -78,12 +92,13 @@ def add_sums(sub) -> None:
                     help="the files of that snapshot (an id, 'latest' or a time such as 2026-12-01T18:00) "
                          "instead of the current view")
     sm.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sm.add_argument("--json", action="store_true",
+                    help="one JSON document listing each file's path and SHA-256 instead of SHA256SUMS lines")
 
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    import json
-
+    from fastxfer.cli import json_out
     from fastxfer.client.connect import connect_control
     from fastxfer.protocol.snapshot import parse_at
     from fastxfer.client.listing import list_all
@@ -96,11 +111,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
         entries = list_all(control, args.path, args.versions, at)
     finally:
         control.close()
-    if args.json:
-        print(json.dumps(entries, indent=1, ensure_ascii=True))
-        return 0
     if not entries and args.path:
         raise RefusedError(f"nothing stored at {args.path!r}")
+    if args.json:
+        json_out.document(args, {"path": args.path, "at": args.at, "versions": args.versions, "entries": entries})
+        return 0
     print_listing(entries, args.versions)
     return 0
 
@@ -129,6 +144,7 @@ def print_listing(entries: list[dict], versions: bool) -> None:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
+    from fastxfer.cli import json_out
     from fastxfer.cli.report import Progress
     from fastxfer.client.connect import connect_control
     from fastxfer.client.get import Getter
@@ -162,7 +178,8 @@ def cmd_get(args: argparse.Namespace) -> int:
                 except OSError as exc:
                     raise LocalFileError(f"{root}: {exc.strerror}") from None
             streams = min(args.streams or auto_streams(len(planned), control.rtt >= LONG_PATH_RTT), 16)
-            getter = Getter(control, welcome, streams, args.force, Progress(sys.stderr.isatty() and not args.quiet),
+            show = sys.stderr.isatty() and not args.quiet and not json_out.wanted(args)
+            getter = Getter(control, welcome, streams, args.force, json_out.lines(args, root) or Progress(show),
                             safe_links=args.safe_links, devices=args.devices)
             try:
                 outcomes += getter.run(root, planned, copy_folders(entries, planned, path) if args.delete else None)
@@ -174,7 +191,8 @@ def cmd_get(args: argparse.Namespace) -> int:
     finally:
         control.close()
     reopened_note(control)
-    return report_get(args, outcomes, received, time.monotonic() - started, streams_used)
+    return (json_out.get if json_out.wanted(args) else report_get)(args, outcomes, received,
+                                                                   time.monotonic() - started, streams_used)
 
 
 def copy_folders(entries: list[dict], planned: list, path: str) -> list[list[bytes]]:
@@ -227,12 +245,14 @@ def cmd_sums(args: argparse.Namespace) -> int:
     from fastxfer.client.connect import connect_control
     from fastxfer.client.listing import list_all
     from fastxfer.client.sums import sums_pages
+    from fastxfer.cli import json_out
     from fastxfer.cli.report import make_progress
     from fastxfer.protocol.snapshot import parse_at
 
     at = parse_at(args.at) if args.at is not None else None
     control, _ = connect_control(args.server)
     bad = 0
+    collected: tuple[list, list] | None = ([], []) if args.json else None  # (files, problems) for --json
     try:
         listed = [e for e in list_all(control, args.path, at=at) if e.get("kind") == "file"]
         if not listed and args.path:
@@ -245,7 +265,7 @@ def cmd_sums(args: argparse.Namespace) -> int:
             asked = [(e["path"], e["size"]) for e in listed if not e.get("hardlink")]
         else:  # a snapshot's files name their content, held in the view or as older copies
             asked = [(e["path"] + "\x00" + e["ref"], e["size"]) for e in listed if isinstance(e.get("ref"), str)]
-        bar = make_progress(sum(size for _, size in asked), sys.stderr.isatty() and not args.quiet,
+        bar = make_progress(sum(size for _, size in asked), sys.stderr.isatty() and not args.quiet and not args.json,
                             "re-hashing on the server")
         answered = answered_bytes = shown = 0
         for page, partly in sums_pages(control.call, [name for name, _ in asked]):
@@ -257,12 +277,19 @@ def cmd_sums(args: argparse.Namespace) -> int:
             for item in page:
                 if item.get("status") == "ok":
                     for name in [item["path"], *later.get(item["path"], [])]:
-                        sys.stdout.buffer.write(os.fsencode(sums_line(item["sha256"], name)) + b"\n")
+                        if collected is not None:
+                            collected[0].append({"path": name, "sha256": item["sha256"]})
+                        else:
+                            sys.stdout.buffer.write(os.fsencode(sums_line(item["sha256"], name)) + b"\n")
                 else:
                     bad += 1
+                    if collected is not None:
+                        collected[1].append({"path": item["path"], "status": item.get("status")})
                     print(f"ERROR: {item['path']!r} is {item.get('status')} on the server", file=sys.stderr)
         if bar is not None:
             bar.close()
     finally:
         control.close()
+    if collected is not None:
+        return json_out.sums(args, *collected)
     return 5 if bad else 0

@@ -21,7 +21,7 @@ KIND_SHOWN = {"dir": "folder", "link": "link", "fifo": "FIFO", "socket": "socket
 def add_send(sub) -> None:
     from fastxfer.cli.send_input import FILTER_EPILOG, add_filter_options
 
-    s = sub.add_parser("send", help="send files to a server", epilog=FILTER_EPILOG + "\n\n" + EPILOG,
+    s = sub.add_parser("send", help="send files to a server", epilog=SEND_EXAMPLES + "\n" + FILTER_EPILOG + "\n\n" + EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("files", nargs="+", metavar="PATH",
                    help="files and folders; DIR sends DIR/..., DIR/ sends what is inside DIR; "
@@ -45,9 +45,21 @@ def add_send(sub) -> None:
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the result")
     s.add_argument("-v", "--verbose", action="store_true", help="list every entry, however many")
     s.add_argument("--json", action="store_true",
-                   help="print one JSON object (snapshot, counts, bytes) instead of the summary lines")
+                   help="print one JSON document (counts, bytes sent, resumed_bytes, snapshot, failures, "
+                        "exit_code) instead of the summary lines; fields: docs/JSON.md")
+    s.add_argument("--json-lines", action="store_true",
+                   help="print a JSON object per entry as it is stored (or found unchanged, or fails), "
+                        "then the --json document as the last line")
     add_filter_options(s)
 
+
+
+SEND_EXAMPLES = """examples:
+  fastxfer send ~/Documents --to backup
+  fastxfer send ~/Documents --to backup --json | jq .bytes_sent
+  fastxfer send ~/Documents --to backup --json-lines    one line per file, then the summary
+
+"""
 
 
 def report_dry_run(results: list, skipped: list, name: str) -> int:
@@ -155,6 +167,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def send_walked(args: argparse.Namespace, started: float, connecting: Background, walked) -> int:
+    from fastxfer.cli import json_out
     from fastxfer.cli.send_input import deleted_note, filtered_line, print_notes
     from fastxfer.client.walk import display
 
@@ -163,6 +176,8 @@ def send_walked(args: argparse.Namespace, started: float, connecting: Background
     if skipped and not sources:  # nothing to send at all: most likely a mistyped path
         for s in skipped:
             print(f"ERROR: {display(s.local)}: {s.reason}", file=sys.stderr)
+        json_out.failed(args, LocalFileError.exit_code, "nothing to send: every path was skipped",
+                        skipped_paths=[{"path": s.local, "reason": s.reason} for s in skipped])
         return LocalFileError.exit_code
     for s in skipped:
         print(f"WARNING: {display(s.local)}: {s.reason}", file=sys.stderr)
@@ -188,7 +203,7 @@ def send_walked(args: argparse.Namespace, started: float, connecting: Background
     reopened_note(control)
     elapsed = time.monotonic() - started
     filtered = filtered_line(walked)
-    if args.dry_run:
+    if args.dry_run and not json_out.wanted(args):
         code = report_dry_run(results, skipped, welcome.name)
         if filtered:
             print(filtered)
@@ -198,9 +213,8 @@ def send_walked(args: argparse.Namespace, started: float, connecting: Background
         if r.changed:
             print(f"WARNING: {display(r.src.local)}: changed while it was read, stored as last read "
                   f"(--allow-changing): the copy may mix old and new bytes", file=sys.stderr)
-    if args.json:
-        print_json(results, skipped, sender, elapsed, snap, code, walked.excluded)
-        return code
+    if json_out.wanted(args):
+        return json_out.send(args, results, skipped, sender, elapsed, snap, welcome.name, code, walked.excluded)
     report_results(results, welcome.name, args.verbose)
     print_summary(results, skipped, sender, elapsed)
     if filtered:
@@ -255,33 +269,6 @@ def print_snapshot(snap, name: str, results: list) -> None:
           f"{changed} changed, {snap.removed} deleted{partial}")
 
 
-def print_json(results: list, skipped: list, sender, elapsed: float, snap, code: int, excluded: int = 0) -> None:
-    import json
-
-    files = [r for r in results if r.src.kind == "file"]
-    print(json.dumps({
-        "snapshot": snap.id if snap else None,
-        "snapshot_state": snap.state if snap else None,
-        "files": len(files),
-        "stored": sum(1 for r in files if r.status == "stored"),
-        "unchanged": sum(1 for r in files if r.status == "unchanged"),
-        "failed": sum(1 for r in results if r.status == "failed"),
-        "recorded": sum(1 for r in results if r.status == "recorded"),
-        "skipped": len(skipped),
-        "excluded": excluded,
-        "deleted": snap.removed if snap else 0,
-        "bytes": sum(r.src.size for r in files if r.status in ("stored", "unchanged")),
-        "bytes_sent": sender.bytes_sent,
-        "resumed_bytes": sender.bytes_resumed,
-        "linked_bytes": sender.bytes_linked,
-        "changed_while_read": [r.src.remote for r in results if r.changed],
-        "streams": sender.streams_opened,
-        "seconds": round(elapsed, 3),
-        "exit_code": code,
-        "errors": [r.error.message for r in results if r.status == "failed" and r.error],
-    }))
-
-
 class Rounds:
     """The senders of one send, counted as one: the first round sends everything,
     later ones only the files that changed while they were read."""
@@ -298,16 +285,18 @@ class Rounds:
 
 def run_sender(args: argparse.Namespace, control, welcome, sources: list, snap: int = 0):
     """Send, and send again what changed while it was read (ATTEMPTS in all)."""
+    from fastxfer.cli import json_out
     from fastxfer.cli.report import Progress
     from fastxfer.client.send import Sender
     from fastxfer.errors import ChangedError
 
-    show = sys.stderr.isatty() and not args.quiet
+    show = sys.stderr.isatty() and not args.quiet and not json_out.wanted(args)
+    lines = json_out.lines(args)
     rounds = Rounds()
     results: list = []
     for attempt in range(1 if args.dry_run else ATTEMPTS):
         last = attempt == ATTEMPTS - 1
-        sender = Sender(control, welcome, args.streams, args.chunk_size, args.sha256, Progress(show),
+        sender = Sender(control, welcome, args.streams, args.chunk_size, args.sha256, lines or Progress(show),
                         checksum=args.checksum, dry_run=args.dry_run, allow_changing=args.allow_changing and last,
                         snap=snap)
         rounds.senders.append(sender)
@@ -319,6 +308,8 @@ def run_sender(args: argparse.Namespace, control, welcome, sources: list, snap: 
         time.sleep(0.2 * (attempt + 1))  # let a burst of writes end
         sources = [a.src for a in again if refresh(a.src)]
         results += [a for a in again if not any(a.src is s for s in sources)]
+    if lines:
+        lines.flush(results)
     return rounds, results
 
 

@@ -110,10 +110,19 @@ def share_percent(text: str) -> float:
 
 
 def add_check(sub) -> None:
-    ck = sub.add_parser("check", help="server side: re-hash stored files, report any that changed on disk")
+    ck = sub.add_parser("check", help="server side: re-hash stored files, report any that changed on disk",
+                        epilog="examples:\n  fastxfer check --root /srv/backup\n"
+                               "  fastxfer check --config /etc/fastxfer/server.toml\n"
+                               "  fastxfer check --root /srv/backup --json | jq '.problems[].path'",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ck.add_argument("--root", default=None, help="the server's root folder (default: the --config file's root)")
     conf.add_option(ck)
     ck.add_argument("--client", default=None, metavar="NAME", help="only this client's files")
+    ck.add_argument("--json", action="store_true",
+                    help="one JSON document (counts, and each file changed or missing) instead of lines; "
+                         "fields: docs/JSON.md")
+    ck.add_argument("--json-lines", action="store_true",
+                    help="a JSON object per file re-hashed, then the --json document as the last line")
 
 
 
@@ -204,6 +213,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     if not os.path.isfile(os.path.join(root, STATE, "manifest.sqlite")):
         raise UsageError(f"{root} is not a fastxfer root (no {STATE}/manifest.sqlite)")
     store = Store(root)
+    if args.json or args.json_lines:
+        from fastxfer.cli import json_out
+
+        return json_out.check(args, store)
     counts = {"ok": 0, "changed": 0, "missing": 0}
     intact: set[tuple[str, bytes]] = set()  # (client, digest) of contents just re-hashed in the view
     for client, raw, digest in store.stored_files(args.client):

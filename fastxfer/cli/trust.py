@@ -46,7 +46,10 @@ def add_trust(sub) -> None:
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     tq.add_argument("name")
     tq.add_argument("size", type=quota_size, metavar="SIZE|none")
-    tl = tsub.add_parser("list", help="list authorized clients (name, fingerprint, quota)")
+    tl = tsub.add_parser("list", help="list authorized clients (name, fingerprint, quota)",
+                         epilog="example:\n  fastxfer trust list --json | jq -r '.clients[].name'",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    tl.add_argument("--json", action="store_true", help="one JSON document instead of lines (docs/JSON.md)")
     tr = tsub.add_parser("remove", help="remove a client by fingerprint or name")
     tr.add_argument("who", metavar="FP|NAME")
     for action in (ta, tq, tl, tr):
@@ -58,7 +61,10 @@ def add_pins(sub) -> None:
     pn = sub.add_parser("pin", help="client side: trust a server fingerprint at HOST[:PORT]")
     pn.add_argument("address", metavar="HOST[:PORT]")
     pn.add_argument("fingerprint")
-    sub.add_parser("pins", help="list pinned servers")
+    ps = sub.add_parser("pins", help="list pinned servers",
+                        epilog="example:\n  fastxfer pins --json | jq -r '.pins[].address'",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ps.add_argument("--json", action="store_true", help="one JSON document instead of lines (docs/JSON.md)")
     up = sub.add_parser("unpin", help="forget the pin for HOST[:PORT]")
     up.add_argument("address", metavar="HOST[:PORT]")
 
@@ -126,6 +132,10 @@ def _change(args: argparse.Namespace, clients, settings: config.ServerConfig) ->
         print(f"quota of {args.name}: {'none' if args.size is None else human(args.size)}"
               + ("" if known else " (no authorized client has this name yet)"))
         _fixed_quota_note(args.name, args.size, clients, settings)
+    elif args.trust_cmd == "list" and args.json:
+        from fastxfer.cli import json_out
+
+        json_out.trust_list(args, clients)
     elif args.trust_cmd == "list":
         for fp, name in sorted(clients.all().items(), key=lambda kv: kv[1]):
             quota = clients.quota_of(name)
@@ -152,6 +162,11 @@ def cmd_pin(args: argparse.Namespace) -> int:
     from fastxfer.trust.pins import PinList, address_key, parse_address
 
     pins = PinList(home())
+    if args.cmd == "pins" and args.json:
+        from fastxfer.cli import json_out
+
+        json_out.pins(args, pins.all())
+        return 0
     if args.cmd == "pins":
         for addr, fp in sorted(pins.all().items()):
             print(f"{addr}\t{format_fp(bytes.fromhex(fp))}")

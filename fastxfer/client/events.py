@@ -41,11 +41,19 @@ class FilesDone(NamedTuple):
     total: int
 
 
+class Settled(NamedTuple):
+    """One entry's outcome is final: a send's Result (client/jobs.py) or a
+    get's Outcome (client/restore_plan.py), once, as soon as it is known
+    (what --json-lines writes a line for)."""
+
+    result: object
+
+
 class Finished(NamedTuple):
     """The run is over: the bar, if any, can go."""
 
 
-Event = Planned | Unneeded | Moved | FilesDone | Finished
+Event = Planned | Unneeded | Moved | FilesDone | Settled | Finished
 Sink = Callable[[Event], None]
 
 

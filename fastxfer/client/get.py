@@ -136,7 +136,7 @@ class Getter:
             for entry, parts in planned:
                 outcome = self._prepare(root_fd, entry, parts, fetches)
                 if outcome is not None:
-                    self.places.outcomes.append(outcome)
+                    self.places.record(outcome)
             self.places.pending = len(fetches)
             for f in fetches:
                 if f.left == 0:

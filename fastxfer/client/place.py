@@ -151,4 +151,12 @@ class Places:
                 f.closing = True
             elif f.fd >= 0:
                 os.close(f.fd)
-            self.outcomes.append(Outcome(os.fsdecode(b"/".join(f.parts)), status, error))
+            outcome = Outcome(os.fsdecode(b"/".join(f.parts)), status, error)
+            self.outcomes.append(outcome)  # with the status: whoever sees one sees the other
+        self.sink(events.Settled(outcome))  # not under the lock: a sink may write
+
+    def record(self, outcome: Outcome) -> None:
+        """An entry's outcome, final: kept, and told to the sink."""
+        with self.cond:
+            self.outcomes.append(outcome)
+        self.sink(events.Settled(outcome))

@@ -57,6 +57,7 @@ class Shared:
         self.bundles_left = 0
         self.bundle_results: list[Result] = []
         self.settled: set[int] = set()  # numbers of bundles the server answered
+        self.outcome_given = False  # bundle_outcome has counted the bundles not answered as lost
         self.bytes_sent = 0
         self.bytes_resumed = 0  # of chunks the server already held (an earlier send was cut short)
         self.bytes_linked = 0  # of files that are copies of what the server holds: not sent
@@ -193,6 +194,12 @@ class Shared:
             done, total = self.files_done, self.files_total
         self.sink(events.FilesDone(done, total))
 
+    def settle(self, results: list[Result]) -> list[Result]:
+        """Results now final, told to the sink one by one (and returned)."""
+        for r in results:
+            self.sink(events.Settled(r))
+        return results
+
     def add_bundle(self) -> None:
         with self.cond:
             self.bundles_left += 1
@@ -210,10 +217,13 @@ class Shared:
                                       sha256=bundle.digests.get(id(src)) if self.want_sha256 else None,
                                       changed=id(src) in bundle.changed, in_snapshot=bundle.snap != 0))
         with self.cond:
+            late = self.outcome_given  # the send's results already count it as lost: told once, as that
             self.bundle_results += results
             self.bundles_left -= 1
             self.settled.add(bundle.number)
             self.cond.notify_all()
+        if not late:
+            self.settle(results)
         self.files_finished(len(bundle.entries))
 
     def take_ready(self, timeout: float) -> list[FileJob] | None:
@@ -243,12 +253,11 @@ class Shared:
     def bundle_outcome(self, bundles: list[Bundle]) -> list[Result]:
         """Each bundled file's result; those of bundles that never got an answer fail."""
         with self.cond:
+            self.outcome_given = True
             results = list(self.bundle_results)
-            for bundle in bundles:
-                if bundle.number not in self.settled:
-                    results += [Result(src, "failed", self.fatal or PartialError("not sent"))
-                                for src in bundle.entries]
-        return results
+            lost = [Result(src, "failed", self.fatal or PartialError("not sent"))
+                    for bundle in bundles if bundle.number not in self.settled for src in bundle.entries]
+        return results + self.settle(lost)
 
 
 class Sender:
@@ -307,6 +316,8 @@ class Sender:
         sources, results = refuse_bad_names(sources)  # a name the server would refuse fails alone, here
         # FIFOs, sockets, devices and a file's later names: the snapshot records them, nothing is sent.
         results += [Result(s, "recorded") for s in sources if s.kind in SPECIAL or s.hardlink]
+        settle = self.shared.settle
+        settle(results)
         sources = [s for s in sources if s.kind not in SPECIAL and not s.hardlink]
         dirs = [s for s in sources if s.kind == "dir"]
         if self.dry_run or self.planner.checksum:
@@ -316,8 +327,8 @@ class Sender:
             verdicts = self.planner.ask(sources)
             self.sink(events.Finished())
             if self.dry_run:
-                return results + verdicts
-            results += [r for r in verdicts if r.status != "send"]
+                return results + settle(verdicts)
+            results += settle([r for r in verdicts if r.status != "send"])
             sources = [r.src for r in verdicts if r.status == "send"]
             self.planner.forced = {id(s) for s in sources}
         small = [s for s in sources if is_small(s)]
@@ -348,7 +359,7 @@ class Sender:
         files: list[FileJob] = []
         for batch in batches(large):
             settled, jobs = self.planner.put(batch)
-            results += settled
+            results += self.shared.settle(settled)
             for job in jobs:
                 job.allow_changing = self.allow_changing
                 find_copy(job)
@@ -383,6 +394,7 @@ class Sender:
         settled, groups = self.planner.probe(batch)
         for r in settled:
             self.shared.discount(r.src)
+        self.shared.settle(settled)
         for entries in groups:
             bundle = Bundle(next(self.bundle_numbers), entries, allow_changing=self.allow_changing, snap=self.snap)
             self.bundles.append(bundle)
@@ -411,6 +423,7 @@ class Sender:
 
     def _commit_loop(self, files: list[FileJob]) -> list[Result]:
         results: list[Result] = []
+        settle = self.shared.settle
         left = set(files)
         while left:
             ready = self.shared.take_ready(self._tend_wait())
@@ -427,16 +440,16 @@ class Sender:
                     if isinstance(job.error, ChangedError) and self.allow_changing:
                         job.error, job.changed = None, True  # stored as read, and said so
                 if isinstance(job.error, GoneError):
-                    results.append(settle_gone(self.control.call, job, job.error))
+                    results += settle([settle_gone(self.control.call, job, job.error)])
                 elif job.error is not None:
-                    results.append(Result(job.src, "failed", job.error))
+                    results += settle([Result(job.src, "failed", job.error)])
                 else:
                     batch.append(job)
             for start in range(0, len(batch), messages.MAX_BATCH):
-                results += commit(self.control.call, batch[start : start + messages.MAX_BATCH], self.snap)
+                results += settle(commit(self.control.call, batch[start : start + messages.MAX_BATCH], self.snap))
                 self.shared.files_finished(len(batch[start : start + messages.MAX_BATCH]))
         fatal = self.shared.fatal
-        results += [Result(job.src, "failed", fatal or PartialError("not sent")) for job in left]
+        results += settle([Result(job.src, "failed", fatal or PartialError("not sent")) for job in left])
         return results
 
     def _tend(self) -> None:

@@ -527,7 +527,7 @@ def test_keep_versions_is_keep_last_and_frees_what_no_kept_snapshot_holds(tmp_pa
         # The two newest snapshots are kept (5: version 4, in the view; 4: version 3, an older copy).
         assert kept == ["version 3\n"]
         assert (root / "laptop" / "doc.txt").read_text() == "version 4\n"
-        listed = json.loads(fx(c.home, "snapshots", "--from", s.address, "--json").stdout)
+        listed = json.loads(fx(c.home, "snapshots", "--from", s.address, "--json").stdout)["snapshots"]
         assert [snap["id"] for snap in listed] == [4, 5]
     finally:
         srv.send_signal(signal.SIGTERM)

@@ -319,7 +319,7 @@ def test_listing(tmp_path: Path, server, client) -> None:
     assert client.send(server, top).returncode == 0
     table = fx(client.home, "ls", "t", "--from", server.address, check=True).stdout
     assert "t/x.bin" in table and "t/l -> x.bin" in table
-    entries = json.loads(fx(client.home, "ls", "--json", "--from", server.address, check=True).stdout)
+    entries = json.loads(fx(client.home, "ls", "--json", "--from", server.address, check=True).stdout)["entries"]
     by_path = {e["path"]: e for e in entries}
     assert by_path["t/x.bin"]["sha256"] == sha256_file(top / "x.bin")
     assert by_path["t/x.bin"]["size"] == 123 and by_path["t/l"]["kind"] == "link"
@@ -371,7 +371,7 @@ def test_older_version_is_listed_and_restored(tmp_path: Path, server, client) ->
     listed = fx(client.home, "ls", "plan.txt", "--versions", "--json", "--from", server.address)
     import json
 
-    versions = json.loads(listed.stdout)
+    versions = json.loads(listed.stdout)["entries"]
     assert len(versions) == 1 and versions[0]["size"] == len("first plan\n")
     out = tmp_path / "old.txt"
     done = get(client, server, "plan.txt", "--version", versions[0]["version"], "-o", out)

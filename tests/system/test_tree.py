@@ -266,7 +266,7 @@ def test_follow_links_skips_loops_once_and_stores_every_real_file_once(tmp_path:
     assert "4 files stored and verified, 0 unchanged, 0 failed, 2 skipped" in done.stdout, done.stdout
 
     listed = fx(client.home, "ls", "--json", "--from", server.address, check=True)
-    stored = {e["path"]: e for e in json.loads(listed.stdout)}
+    stored = {e["path"]: e for e in json.loads(listed.stdout)["entries"]}
     want = {"tree/loop/f.txt": top / "loop" / "f.txt", "tree/big.bin": top / "big.bin",
             "tree/sib/o.txt": src / "other" / "o.txt", "tree/sib/o.bin": src / "other" / "o.bin"}
     assert sorted(p for p, e in stored.items() if e.get("kind", "file") == "file") == sorted(want)
