@@ -6,11 +6,12 @@ import os
 import resource
 import signal
 import subprocess
+import threading
 from pathlib import Path
 
 
 from conftest import FX, fx, make_client, make_file, restart_while, sha256_file, start_server, wait_for
-from relay import Relay, throttled
+from relay import Relay, throttled, throttled_then_held
 from test_tree import snapshot
 
 
@@ -28,11 +29,13 @@ def start_get(client, relay, out: Path, env: dict[str, str] | None = None) -> su
 
 def get_interrupted(tmp_path: Path, server, client, top: Path, interrupt,
                     env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str, Path]:
-    """Send *top*, then get it through a relay that trickles the requests; once
-    the first files are placed, interrupt(proc) does something to the run and
-    returns its stderr.  (the get process, its stderr, where it restores)"""
+    """Send *top*, then get it through a relay that trickles the requests and
+    then holds them (so the get cannot finish first); once the first files
+    are placed, interrupt(proc) does something to the run and returns its
+    stderr.  (the get process, its stderr, where it restores)"""
     assert client.send(server, top, "--chunk-size", "1M").returncode == 0
-    relay = Relay(server.port, throttled(20_000))
+    gate = threading.Event()
+    relay = Relay(server.port, throttled_then_held(20_000, gate, 12_000))
     out = tmp_path / "restored"
     out.mkdir()
     try:
@@ -41,6 +44,7 @@ def get_interrupted(tmp_path: Path, server, client, top: Path, interrupt,
         assert wait_for(lambda: len(list(out.rglob("f*.bin"))) > 0, timeout=60)
         err = interrupt(proc)
     finally:
+        gate.set()
         relay.close()
     return proc, err, out
 
