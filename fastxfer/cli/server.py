@@ -8,6 +8,7 @@ import sys
 import time
 
 from fastxfer.cli.args import parse_size
+from fastxfer.cli.report import add_verbosity, make_progress, plural, print_groups, verbosity
 from fastxfer.protocol import limits
 from fastxfer.errors import FxError, UsageError
 
@@ -74,6 +75,7 @@ def add_check(sub) -> None:
     ck = sub.add_parser("check", help="server side: re-hash stored files, report any that changed on disk")
     ck.add_argument("--root", required=True, help="the server's root folder")
     ck.add_argument("--client", default=None, metavar="NAME", help="only this client's files")
+    add_verbosity(ck, quiet="only what is damaged: no progress bar, no summary")
 
 
 
@@ -150,27 +152,46 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     if not os.path.isfile(os.path.join(args.root, STATE, "manifest.sqlite")):
         raise UsageError(f"{args.root} is not a fastxfer root (no {STATE}/manifest.sqlite)")
+    level = verbosity(args)
     store = Store(args.root)
+    found: dict[str, dict[str, list[tuple[str, str]]]] = {"changed": {}, "missing": {}}
     counts = {"ok": 0, "changed": 0, "missing": 0}
     intact: set[tuple[str, bytes]] = set()  # (client, digest) of contents just re-hashed in the view
-    for client, raw, digest in store.stored_files(args.client):
+    stored = store.stored_files(args.client)
+    bar = make_progress(len(stored), sys.stderr.isatty() and level >= 0, "checking stored files", unit="files")
+    for client, raw, digest in stored:
         status, _ = store.verify_stored(client, raw)
         counts[status] += 1
         if status == "ok":
             intact.add((client, bytes(digest)))
         else:
-            print(f"{status.upper()}: {client}/{os.fsdecode(raw)!r}")
+            shown = f"{client}/{os.fsdecode(raw)!r}"
+            found[status].setdefault("in the current view", []).append((shown, shown))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     # Then what every kept snapshot refers to: each content once, wherever it is held.
     kept = {"ok": 0, "changed": 0, "missing": 0}
-    for client, digest, raw, snaps in store.snapshot_contents(args.client):
+    contents = store.snapshot_contents(args.client)
+    bar = make_progress(len(contents), sys.stderr.isatty() and level >= 0, "checking snapshots' contents", unit="files")
+    for client, digest, raw, snaps in contents:
         status = "ok" if (client, digest) in intact else store.verify_content(client, digest, raw)[0]
         kept[status] += 1
         if status != "ok":
-            print(f"{status.upper()}: {client}/{os.fsdecode(raw)!r} as snapshot{'s' if len(snaps) > 1 else ''} "
-                  f"{', '.join(map(str, snaps))} holds it")
-    print(f"{counts['ok']} files intact, {counts['changed']} changed on disk, {counts['missing']} missing; "
-          f"of what kept snapshots hold, {kept['ok']} contents intact, {kept['changed']} changed, "
-          f"{kept['missing']} missing")
+            shown = f"{client}/{os.fsdecode(raw)!r}"
+            found[status].setdefault("as kept snapshots hold them", []).append(
+                (shown, f"{shown} as snapshot{'s' if len(snaps) > 1 else ''} {', '.join(map(str, snaps))} holds it"))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    for status, groups in found.items():  # damage is what check reports: on standard output, even with -q
+        print_groups(groups, level >= 1, status.upper(), sys.stdout)
+    if level >= 0:
+        print(f"{plural(counts['ok'], 'file')} intact, {counts['changed']} changed on disk, {counts['missing']} missing; "
+              f"of what kept snapshots hold, {kept['ok']} contents intact, {kept['changed']} changed, "
+              f"{kept['missing']} missing")
     if counts["changed"] or counts["missing"]:
         print("to repair them, send those files again from the client with --checksum", file=sys.stderr)
     return 0 if counts["changed"] == counts["missing"] == kept["changed"] == kept["missing"] == 0 else 5

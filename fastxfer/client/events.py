@@ -34,6 +34,13 @@ class Moved(NamedTuple):
     size: int
 
 
+class Requeued(NamedTuple):
+    """Bytes counted as moved that must move again: their stream was lost before
+    the server acknowledged them.  They are counted once more when they do move."""
+
+    size: int
+
+
 class FilesDone(NamedTuple):
     """Files finished so far, of how many."""
 
@@ -45,7 +52,7 @@ class Finished(NamedTuple):
     """The run is over: the bar, if any, can go."""
 
 
-Event = Planned | Unneeded | Moved | FilesDone | Finished
+Event = Planned | Unneeded | Moved | Requeued | FilesDone | Finished
 Sink = Callable[[Event], None]
 
 

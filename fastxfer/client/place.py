@@ -151,4 +151,5 @@ class Places:
                 f.closing = True
             elif f.fd >= 0:
                 os.close(f.fd)
-            self.outcomes.append(Outcome(os.fsdecode(b"/".join(f.parts)), status, error))
+            self.outcomes.append(Outcome(os.fsdecode(b"/".join(f.parts)), status, error,
+                                         how="changed" if f.replaced else "new"))

@@ -132,8 +132,13 @@ class Shared:
             self.cond.notify_all()
 
     def requeue(self, pieces: list) -> None:
+        """A lost stream's unacknowledged chunks and bundles, to be sent again."""
+        size = 0
         for job, index, _ in pieces:
             self.work.put((job, index))
+            size += job.size if isinstance(job, Bundle) else layout.chunk_span(job.src.size, job.chunk, index)[1]
+        if size:
+            self.sink(events.Requeued(size))
 
     def add_streams(self, count: int) -> None:
         with self.cond:
@@ -205,8 +210,8 @@ class Shared:
         for src, (status, code, message) in zip(sent, statuses):
             if status == 2:
                 results.append(Result(src, "failed", from_wire_number(code, message)))
-            else:
-                results.append(Result(src, "stored" if status == 0 else "unchanged",
+            else:  # 1: sent, and the server held this very content (a new time or mode, or a repair)
+                results.append(Result(src, "stored", how="" if status == 0 else "same",
                                       sha256=bundle.digests.get(id(src)) if self.want_sha256 else None,
                                       changed=id(src) in bundle.changed, in_snapshot=bundle.snap != 0))
         with self.cond:
@@ -334,6 +339,9 @@ class Sender:
         while self.shared.bundles_pending(self._tend_wait()):
             self._tend()
         results += self.shared.bundle_outcome(self.bundles)
+        for r in results:
+            if r.status == "stored" and r.src.kind == "file":
+                r.how = itemized(r, self.planner)
         for _ in self.threads:  # wake idle streams now rather than at their next poll
             self.shared.work.put((None, -1))
         for t in self.threads + background:
@@ -479,6 +487,15 @@ class Sender:
             self.shared.fail_all(exc)
 
 
+def itemized(r: Result, planner: Planner) -> str:
+    """What a stored file's line says changed (client/jobs.py Result.how)."""
+    if r.how == "same":
+        return "repaired" if id(r.src) in planner.forced else "touched"
+    if r.how:
+        return r.how
+    return "new" if id(r.src) in planner.new else "changed"
+
+
 def each(work, shared: Shared, files: list[FileJob]) -> None:
     for job in files:
         work(shared, job)
@@ -551,7 +568,8 @@ def commit(call, batch: list[FileJob], snap: int = 0) -> list[Result]:
         # records with exactly this content (the hash list's digest); commit
         # the others again: their chunks are still staged.
         again = [i for i, job in enumerate(batch) if not holds(call, job, items[i]["digest"])]
-        answers = [{"t": "ok", "path": job.src.remote, "status": "stored", "version": None} for job in batch]
+        answers = [{"t": "ok", "path": job.src.remote, "status": "stored", "version": None, "lost": True}
+                   for job in batch]
         joined = [False] * len(batch)  # whether the lost answer's commit recorded them is not known
         if again:
             for i, a in zip(again, call_batch(call, "commit", "committed", [items[i] for i in again], extra)):
@@ -566,6 +584,12 @@ def commit(call, batch: list[FileJob], snap: int = 0) -> list[Result]:
             raise ProtocolError(f"the server committed {job.src.remote!r} with an unknown status "
                                 f"{str(answer.get('status'))[:20]!r}")
         else:
-            results.append(Result(job.src, str(answer.get("status")), sha256=job.sha256,
-                                  version=answer.get("version"), changed=job.changed, in_snapshot=joins))
+            # Sent, so stored, even when the server found the content it held ("unchanged"): that
+            # is a new time or mode, or (send --checksum) a copy that no longer matched its record.
+            status, version = str(answer.get("status")), answer.get("version")
+            how = "linked" if job.linked else "same" if status == "unchanged" else \
+                "stored" if answer.get("lost") else "changed" if version else "new"
+            results.append(Result(job.src, "stored" if status in ("stored", "unchanged") else status,
+                                  sha256=job.sha256, version=version, changed=job.changed,
+                                  in_snapshot=joins, how=how))
     return results

@@ -164,9 +164,9 @@ def test_dry_run_sends_nothing_and_checksum_finds_same_time_changes(tmp_path: Pa
     top = tmp_path / "t"
     make_file(top / "small.txt", 100, seed=1)
     make_file(top / "large.bin", 2 << 20, seed=2)
-    dry = client.send(server, top, "--dry-run")
+    dry = client.send(server, top, "--dry-run", "-v")
     assert dry.returncode == 0, dry.stderr
-    assert "would send laptop/t/small.txt" in dry.stdout and "nothing was sent" in dry.stdout
+    assert "new       t/small.txt  (100 B, would be stored)" in dry.stdout and "nothing was sent" in dry.stdout
     assert files_under(server.root) == []
     assert client.send(server, top).returncode == 0
     # change content but keep size and time: only --checksum notices
