@@ -30,12 +30,13 @@ def verbosity(args) -> int:
     return min(getattr(args, "verbose", 0) or 0, 2)
 
 
-def add_verbosity(parser, quiet: str = "errors only: no progress bar, no summary, no warnings") -> None:
+def add_verbosity(parser, quiet: str = "errors only: no progress bar, no summary, no warnings",
+                  verbose: str = "one line per entry that changed, with a code (new, changed, touched, repaired, "
+                                 "linked, deleted...), its path as `get` takes it; -vv lists the unchanged ones too"
+                  ) -> None:
     """-q, -v/--itemize and -vv, the same on every command that moves or checks files."""
     parser.add_argument("-q", "--quiet", action="store_true", help=quiet)
-    parser.add_argument("-v", "--verbose", "--itemize", action="count", default=0,
-                        help="one line per entry that changed, with a code (new, changed, touched, repaired, "
-                             "linked, deleted...); -vv lists the unchanged ones too")
+    parser.add_argument("-v", "--verbose", "--itemize", action="count", default=0, help=verbose)
 
 
 def item(code: str, path: str, note: str = "") -> str:

@@ -36,7 +36,9 @@ def add_get(sub) -> None:
                               "  fastxfer get Documents --from backup                 ./Documents\n"
                               "  fastxfer get Documents --from backup -o /tmp/docs    /tmp/docs is the copy\n"
                               "  fastxfer get Documents --from backup --at 11 -o /tmp/tuesday\n"
-                              "  fastxfer get Documents/a.pdf Mail --from backup -o /tmp/r   /tmp/r/a.pdf, /tmp/r/Mail\n\n"
+                              "  fastxfer get Documents/a.pdf Mail --from backup -o /tmp/r   /tmp/r/a.pdf, /tmp/r/Mail\n"
+                              "  fastxfer get Documents --from backup -v      a line per entry restored, made or deleted\n"
+                              "  fastxfer get Documents --from backup -q      errors only\n\n"
                               "Links are made exactly as stored (absolute and '..' targets too: a link's "
                               "target is data);\n--safe-links leaves out those whose target leaves the "
                               "restore. A local file is never replaced\nwithout --force; one of the same "
@@ -234,7 +236,8 @@ def print_get_summary(outcomes: list, bad: int, unsafe: int, received: int, elap
     made = ", ".join(x for x in (plural(folders, "folder") if folders else "",
                                  plural(others, "link") if others else "") if x)
     print(f"{plural(count('restored', True), 'file')} restored and verified, "
-          f"{count('unchanged', True)} already there (same size and time), "
+          f"{sum(1 for o in outcomes if o.status == 'unchanged' and o.kind != 'dir')} already there "
+          f"(same size and time), "
           + (f"{made} made, " if made else "")
           + (f"{recorded} recorded only (sockets, devices), " if recorded else "")
           + (f"{unsafe} unsafe links left out, " if unsafe else "")

@@ -13,12 +13,25 @@ from fastxfer.errors import FxError, LocalFileError, UsageError, aggregate
 
 
 ATTEMPTS = 3  # reads of a file that keeps changing while it is read, before it is reported
+OUTPUT_EXAMPLES = """examples:
+  fastxfer send ~/Documents --to backup          a summary line, a progress bar on a terminal
+  fastxfer send ~/Documents --to backup -v       and a line per entry that changed:
+      new       Documents/todo.txt  (1.20 KiB)
+      changed   Documents/report.pdf  (2.31 MiB)
+  fastxfer send ~/Documents --to backup -n -v    what would change, counted as the real run counts
+  fastxfer send ~/Documents --to backup -q       errors only (cron, systemd timers)
+
+codes (-v): new, changed, touched (same content, new time or mode), repaired (--checksum: the
+server's copy no longer matched its record), linked (a copy the server holds: not sent);
+-vv also lists unchanged entries. The paths are those `fastxfer get` takes.
+
+"""
 KIND_SHOWN = {"dir": "folder", "link": "link", "fifo": "FIFO", "socket": "socket",
               "chardev": "character device", "blockdev": "block device"}
 
 
 def add_send(sub) -> None:
-    s = sub.add_parser("send", help="send files to a server", epilog=EPILOG,
+    s = sub.add_parser("send", help="send files to a server", epilog=OUTPUT_EXAMPLES + EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("files", nargs="+", metavar="PATH",
                    help="files and folders; DIR sends DIR/..., DIR/ sends what is inside DIR")

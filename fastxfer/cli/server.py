@@ -72,10 +72,16 @@ def share_percent(text: str) -> float:
 
 
 def add_check(sub) -> None:
-    ck = sub.add_parser("check", help="server side: re-hash stored files, report any that changed on disk")
+    ck = sub.add_parser("check", help="server side: re-hash stored files, report any that changed on disk",
+                        epilog="examples:\n"
+                               "  fastxfer check --root /srv/backup              damage grouped, a summary line\n"
+                               "  fastxfer check --root /srv/backup -v           every damaged copy named\n"
+                               "  fastxfer check --root /srv/backup --client laptop -q   only what is damaged",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ck.add_argument("--root", required=True, help="the server's root folder")
     ck.add_argument("--client", default=None, metavar="NAME", help="only this client's files")
-    add_verbosity(ck, quiet="only what is damaged: no progress bar, no summary")
+    add_verbosity(ck, quiet="only what is damaged: no progress bar, no summary",
+                  verbose="name every damaged copy (by default a cause met more than 3 times shows 3 of them)")
 
 
 

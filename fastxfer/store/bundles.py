@@ -64,8 +64,10 @@ class Bundles:
         with self.manifest.connect() as db:
             for key, members in by_folder.items():
                 folder = self._probe_folder(client, members[0][1])
-                if folder is None:
-                    continue  # nothing stored there yet: every file is sent
+                if folder is None:  # nothing stored there yet: every file is sent
+                    for i, _parts in members:
+                        out[i] = "new"
+                    continue
                 if isinstance(folder, FxError):
                     for i, _parts in members:
                         out[i] = folder
