@@ -228,3 +228,24 @@ def test_progress_bars_use_binary_units(tmp_path: Path, server, client) -> None:
     assert "listing: 2 entries" in bar and "re-hashing on the server:" in bar and "24.00 MiB/24.00 MiB" in bar, bar
     code, _, bar = on_a_terminal(server.home, "check", "--root", server.root)
     assert code == 0 and "checking stored files:" in bar and "1/1 files" in bar, bar
+
+
+def test_a_bar_keeps_its_total_through_cut_streams(tmp_path: Path, server, client) -> None:
+    import re
+
+    from relay import Relay, cut_at
+
+    src = make_file(tmp_path / "big.bin", 24 << 20, seed=6)
+    relay = Relay(server.port, cut_at(6 << 20, times=2))  # both streams cut once, mid-file: chunks sent again
+    try:
+        fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
+        code, out, bar = on_a_terminal(client.home, "send", src, "--to", f"127.0.0.1:{relay.port}",
+                                       "--streams", "2", "--chunk-size", "1M")
+    finally:
+        relay.close()
+    assert code == 0, bar
+    frames = [f for f in bar.split("\r") if f.startswith("sending:")]
+    numbers = [re.search(r"\| ([\d.]+ \w+)/([\d.]+ \w+),", f) for f in frames]
+    assert frames and all(numbers), frames  # a frame without its total is a bar that lost it
+    assert {m.group(2) for m in numbers} == {"24.00 MiB"}, frames
+    assert numbers[-1].group(1) == "24.00 MiB" and "100%" in frames[-1], frames
