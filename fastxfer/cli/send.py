@@ -350,8 +350,7 @@ def item_line(r, path: str, level: int) -> str | None:
     if r.status == "send":  # a dry run: files compared by size and time; folders and links are not asked about
         if kind == "file":
             return item(r.how or "changed", path, f"{human(r.src.size)}, would be stored")
-        return item(kind if kind in ("dir", "link") else "send", path, f"{what}, not compared in a dry run") \
-            if level >= 2 else None
+        return item(what, path, "not compared in a dry run") if level >= 2 else None
     if r.status == "recorded":
         note = f"hard link to {display(r.src.hardlink)}" if r.src.hardlink else what
         return item("recorded", path, f"{note}, in the snapshot only") if level >= 2 else None

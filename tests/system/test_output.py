@@ -23,7 +23,7 @@ from conftest import FX, fx, make_file
 def items(out: str) -> dict[str, str]:
     """The itemized lines of a run: {path: code}."""
     codes = ("new", "changed", "touched", "repaired", "linked", "deleted", "unchanged", "recorded", "restored",
-             "dir", "link")
+             "folder", "link")
     found = {}
     for line in out.splitlines():
         code, _, rest = line.partition(" ")
