@@ -103,3 +103,26 @@ def test_verbosity_levels() -> None:
     assert [report.verbosity(p.parse_args(a)) for a in ([], ["-q"], ["-v"], ["--itemize"], ["-vv"], ["-vvv"])] \
         == [0, -1, 1, 1, 2, 2]
     assert report.item("new", "docs/a.txt", "1.00 KiB") == "new       docs/a.txt  (1.00 KiB)"
+
+
+def test_what_a_stored_entrys_line_calls_the_change() -> None:
+    from fastxfer.client.jobs import Result
+    from fastxfer.client.plan import Planner, take_put_answer, verdict
+    from fastxfer.client.send import itemized
+
+    f = Entry("/x/a", "a", "file", 10, 0, 0o644)
+    assert (verdict(f, {"t": "ok", "status": "new"}).how, verdict(f, {"t": "ok", "status": "send"}).how) \
+        == ("new", "changed")
+    d = Entry("/x/d", "d", "dir", 0, 0, 0o755)
+    answers = [{"t": "ok", "status": s} for s in ("new", "stored", "unchanged")]
+    assert [(r.status, r.how) for r in (take_put_answer(FileJob(d, (0, 0, 0, 0)), a) for a in answers)] \
+        == [("stored", "new"), ("stored", "touched"), ("unchanged", "")]
+    planner = Planner(lambda *_: {}, lambda _size: MIB)
+    planner.forced, planner.new = {id(f)}, set()
+    assert itemized(Result(f, "stored", how="same"), planner) == "repaired"  # --checksum found the server's copy bad
+    g = Entry("/x/g", "g", "file", 10, 0, 0o644)
+    planner.new = {id(g)}
+    assert itemized(Result(g, "stored", how="same"), planner) == "touched"  # the same content, a new time
+    assert itemized(Result(g, "stored"), planner) == "new"
+    assert itemized(Result(f, "stored"), planner) == "changed"
+    assert itemized(Result(f, "stored", how="linked"), planner) == "linked"
