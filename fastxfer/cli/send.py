@@ -240,7 +240,7 @@ def print_snapshot(snap, name: str, results: list) -> None:
     if snap is None:
         return
     for path, was, now in snap.moved:
-        print(f"WARNING: {name}/{display(path)} was last sent from {display(was)}, now from {display(now)}; "
+        print(f"WARNING: {display(path)} was last sent from {display(was)}, now from {display(now)}; "
               f"both are kept as snapshots of one path: to keep them apart, send with --dest", file=sys.stderr)
     changed = sum(1 for r in results if r.status == "stored" and r.src.kind == "file")
     partial = " (partial: not everything walked was stored)" if snap.state == "partial" else ""
