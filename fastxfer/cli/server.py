@@ -9,6 +9,7 @@ import time
 
 from fastxfer.cli import config as conf  # `config` is cmd_serve's WorkerConfig
 from fastxfer.cli.args import parse_size
+from fastxfer.cli.report import add_verbosity, make_progress, plural, print_groups, verbosity
 from fastxfer.protocol import limits
 from fastxfer.errors import FxError, UsageError
 
@@ -111,13 +112,18 @@ def share_percent(text: str) -> float:
 
 def add_check(sub) -> None:
     ck = sub.add_parser("check", help="server side: re-hash stored files, report any that changed on disk",
-                        epilog="examples:\n  fastxfer check --root /srv/backup\n"
+                        epilog="examples:\n"
+                               "  fastxfer check --root /srv/backup              damage grouped, a summary line\n"
+                               "  fastxfer check --root /srv/backup -v           every damaged copy named\n"
+                               "  fastxfer check --root /srv/backup --client laptop -q   only what is damaged\n"
                                "  fastxfer check --config /etc/fastxfer/server.toml\n"
                                "  fastxfer check --root /srv/backup --json | jq '.problems[].path'",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     ck.add_argument("--root", default=None, help="the server's root folder (default: the --config file's root)")
     conf.add_option(ck)
     ck.add_argument("--client", default=None, metavar="NAME", help="only this client's files")
+    add_verbosity(ck, quiet="only what is damaged: no progress bar, no summary",
+                  verbose="name every damaged copy (by default a cause met more than 3 times shows 3 of them)")
     ck.add_argument("--json", action="store_true",
                     help="one JSON document (counts, and each file changed or missing) instead of lines; "
                          "fields: docs/JSON.md")
@@ -217,26 +223,45 @@ def cmd_check(args: argparse.Namespace) -> int:
         from fastxfer.cli import json_out
 
         return json_out.check(args, store)
+    level = verbosity(args)
+    found: dict[str, dict[str, list[tuple[str, str]]]] = {"changed": {}, "missing": {}}
     counts = {"ok": 0, "changed": 0, "missing": 0}
     intact: set[tuple[str, bytes]] = set()  # (client, digest) of contents just re-hashed in the view
-    for client, raw, digest in store.stored_files(args.client):
+    stored = store.stored_files(args.client)
+    bar = make_progress(len(stored), sys.stderr.isatty() and level >= 0, "checking stored files", unit="files")
+    for client, raw, digest in stored:
         status, _ = store.verify_stored(client, raw)
         counts[status] += 1
         if status == "ok":
             intact.add((client, bytes(digest)))
         else:
-            print(f"{status.upper()}: {client}/{os.fsdecode(raw)!r}")
+            shown = f"{client}/{os.fsdecode(raw)!r}"
+            found[status].setdefault("in the current view", []).append((shown, shown))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     # Then what every kept snapshot refers to: each content once, wherever it is held.
     kept = {"ok": 0, "changed": 0, "missing": 0}
-    for client, digest, raw, snaps in store.snapshot_contents(args.client):
+    contents = store.snapshot_contents(args.client)
+    bar = make_progress(len(contents), sys.stderr.isatty() and level >= 0, "checking snapshots' contents", unit="files")
+    for client, digest, raw, snaps in contents:
         status = "ok" if (client, digest) in intact else store.verify_content(client, digest, raw)[0]
         kept[status] += 1
         if status != "ok":
-            print(f"{status.upper()}: {client}/{os.fsdecode(raw)!r} as snapshot{'s' if len(snaps) > 1 else ''} "
-                  f"{', '.join(map(str, snaps))} holds it")
-    print(f"{counts['ok']} files intact, {counts['changed']} changed on disk, {counts['missing']} missing; "
-          f"of what kept snapshots hold, {kept['ok']} contents intact, {kept['changed']} changed, "
-          f"{kept['missing']} missing")
+            shown = f"{client}/{os.fsdecode(raw)!r}"
+            found[status].setdefault("as kept snapshots hold them", []).append(
+                (shown, f"{shown} as snapshot{'s' if len(snaps) > 1 else ''} {', '.join(map(str, snaps))} holds it"))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    for status, groups in found.items():  # damage is what check reports: on standard output, even with -q
+        print_groups(groups, level >= 1, status.upper(), sys.stdout)
+    if level >= 0:
+        print(f"{plural(counts['ok'], 'file')} intact, {counts['changed']} changed on disk, {counts['missing']} missing; "
+              f"of what kept snapshots hold, {kept['ok']} contents intact, {kept['changed']} changed, "
+              f"{kept['missing']} missing")
     if counts["changed"] or counts["missing"]:
         print("to repair them, send those files again from the client with --checksum", file=sys.stderr)
     return 0 if counts["changed"] == counts["missing"] == kept["changed"] == kept["missing"] == 0 else 5

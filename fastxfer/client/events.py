@@ -34,6 +34,13 @@ class Moved(NamedTuple):
     size: int
 
 
+class Requeued(NamedTuple):
+    """Bytes counted as moved that must move again: their stream was lost before
+    the server acknowledged them.  They are counted once more when they do move."""
+
+    size: int
+
+
 class FilesDone(NamedTuple):
     """Files finished so far, of how many."""
 
@@ -53,7 +60,7 @@ class Finished(NamedTuple):
     """The run is over: the bar, if any, can go."""
 
 
-Event = Planned | Unneeded | Moved | FilesDone | Settled | Finished
+Event = Planned | Unneeded | Moved | Requeued | FilesDone | Settled | Finished
 Sink = Callable[[Event], None]
 
 

@@ -82,7 +82,7 @@ class Getter:
         keep = {tuple(parts) for _e, parts in planned}
         planned, linked = hard_links(planned)
         files = [e for e, _ in planned if e.get("kind", "file") == "file"]
-        self.places.sink(events.Planned(sum(int(e.get("size") or 0) for e in files), len(files), "getting"))
+        self.places.sink(events.Planned(sum(int(e.get("size") or 0) for e in files), len(files), "receiving"))
         try:
             root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:  # removed or replaced since it was prepared
@@ -238,22 +238,28 @@ class Getter:
             try:
                 self._folder(root_fd, parts)
             except (OSError, FxError) as exc:
-                return Outcome(shown, "failed", LocalFileError(f"{shown}: cannot create the folder ({exc})"))
+                return Outcome(shown, "failed", LocalFileError(f"{shown}: cannot create the folder ({exc})"),
+                               kind="dir")
             mode, ids = int(entry["mode"]) & 0o777, self.owners.ids(entry)
             if here is not None and stat.S_ISDIR(here.st_mode) and not self.force:
                 mode &= stat.S_IMODE(here.st_mode)  # a folder that was there: never opened wider
                 ids = None  # nor given away
             self.dirs.append((parts, mode, int(entry["mtime_ns"]), ids))
-            return Outcome(shown, "restored")
+            # Made by this run (now or as a parent of what came first), or there already: not "restored".
+            made = tuple(parts) in self.made
+            return Outcome(shown, "restored" if made else "unchanged", kind="dir", how="new" if made else "")
         if exists and not self.force:
             if already_there(entry, here, parts, parent):
-                return Outcome(shown, "unchanged")
+                return Outcome(shown, "unchanged", kind=entry.get("kind", "file"))
             return Outcome(shown, "skipped", LocalFileError(f"{shown}: exists locally; not replaced (use --force)"))
         if entry.get("kind", "file") != "file":
-            return self._make_other(parent, entry, parts, shown)
+            other = self._make_other(parent, entry, parts, shown)
+            if exists and other.status == "restored":
+                other.how = "changed"
+            return other
         if not entry.get("digest") or not layout.valid_layout(int(entry["size"]), int(entry["chunk"])):
             return Outcome(shown, "failed", ProtocolError(f"{shown}: the server's record of it is incomplete"))
-        f = Fetch(entry, parts, parent=parent, born=self.born.get(folder))
+        f = Fetch(entry, parts, parent=parent, born=self.born.get(folder), replaced=exists)
         f.tmp = self.temp_prefix + b"%d" % next(self.temp_numbers)
         f.tag = hashlib.sha256(f.tmp).digest()[:16]
         f.left = layout.chunk_count(f.size, f.chunk)
@@ -271,7 +277,7 @@ class Getter:
         kind = entry.get("kind")
         device = kind in DEVICES and self.devices and isinstance(entry.get("rdev"), int) and entry["rdev"] > 0
         if kind in SPECIAL and kind != "fifo" and not device:  # a socket is made by its program
-            return Outcome(shown, "recorded")
+            return Outcome(shown, "recorded", kind=str(kind))
         if kind not in ("link", "fifo") and not device:
             return Outcome(shown, "failed", ProtocolError(f"{shown}: unknown kind {str(kind)[:20]!r}"))
         target = entry.get("target") or ""
@@ -296,7 +302,7 @@ class Getter:
         except OSError:
             os.unlink(tmp, dir_fd=parent)
             raise
-        return Outcome(shown, "restored")
+        return Outcome(shown, "restored", kind=str(kind), how="new")
 
     def stop(self, exc: FxError) -> None:
         with self.places.cond:

@@ -1,4 +1,4 @@
-"""``fastxfer send``: plan, stream, acknowledge, commit.
+"""``fastxfer send``: plan, stream, acknowledge, commit (client/commit.py).
 
 Theory of operation.  The control session names every file (put, probe:
 client/plan.py) and learns, per file, its transfer id, the chunk size the
@@ -30,9 +30,10 @@ from fastxfer.client.connect import ControlClient, Welcome, keep_alive
 from fastxfer.protocol.snapshot import SPECIAL
 from fastxfer.client.jobs import (Bundle, FileJob, Result, Source, changed_since, hash_list, job_sha256,
                                   read_chunk)
-from fastxfer.client.plan import (BUNDLE_BYTES, BUNDLE_FILES, Planner, batches, call_batch, is_small,
-                                  refuse_bad_names, tops_of, wire_failure)
-from fastxfer.client.gone import gone, holds, settle as settle_gone
+from fastxfer.client.plan import (BUNDLE_BYTES, BUNDLE_FILES, Planner, batches, is_small, refuse_bad_names,
+                                  tops_of)
+from fastxfer.client.commit import commit
+from fastxfer.client.gone import settle as settle_gone
 from fastxfer.client.send_stream import SendStream
 from fastxfer.client.tuning import LONG_PATH_RTT, TEND_WAIT, Tuner, auto_chunk, auto_streams, control_rtts
 
@@ -133,8 +134,13 @@ class Shared:
             self.cond.notify_all()
 
     def requeue(self, pieces: list) -> None:
+        """A lost stream's unacknowledged chunks and bundles, to be sent again."""
+        size = 0
         for job, index, _ in pieces:
             self.work.put((job, index))
+            size += job.size if isinstance(job, Bundle) else layout.chunk_span(job.src.size, job.chunk, index)[1]
+        if size:
+            self.sink(events.Requeued(size))
 
     def add_streams(self, count: int) -> None:
         with self.cond:
@@ -212,8 +218,8 @@ class Shared:
         for src, (status, code, message) in zip(sent, statuses):
             if status == 2:
                 results.append(Result(src, "failed", from_wire_number(code, message)))
-            else:
-                results.append(Result(src, "stored" if status == 0 else "unchanged",
+            else:  # 1: sent, and the server held this very content (a new time or mode, or a repair)
+                results.append(Result(src, "stored", how="" if status == 0 else "same",
                                       sha256=bundle.digests.get(id(src)) if self.want_sha256 else None,
                                       changed=id(src) in bundle.changed, in_snapshot=bundle.snap != 0))
         with self.cond:
@@ -345,6 +351,9 @@ class Sender:
         while self.shared.bundles_pending(self._tend_wait()):
             self._tend()
         results += self.shared.bundle_outcome(self.bundles)
+        for r in results:
+            if r.status == "stored" and r.src.kind == "file":
+                r.how = itemized(r, self.planner)
         for _ in self.threads:  # wake idle streams now rather than at their next poll
             self.shared.work.put((None, -1))
         for t in self.threads + background:
@@ -492,6 +501,15 @@ class Sender:
             self.shared.fail_all(exc)
 
 
+def itemized(r: Result, planner: Planner) -> str:
+    """What a stored file's line says changed (client/jobs.py Result.how)."""
+    if r.how == "same":
+        return "repaired" if id(r.src) in planner.forced else "touched"
+    if r.how:
+        return r.how
+    return "new" if id(r.src) in planner.new else "changed"
+
+
 def each(work, shared: Shared, files: list[FileJob]) -> None:
     for job in files:
         work(shared, job)
@@ -542,43 +560,3 @@ def hash_whole(shared: Shared, job: FileJob) -> None:
         shared.fail_file(job, exc)
         return
     shared.hashed(job, digest)
-
-
-def commit(call, batch: list[FileJob], snap: int = 0) -> list[Result]:
-    """Commit files whose every chunk is durable, each with its hash list's digest;
-    each joins the open snapshot *snap* (if not 0) as the server commits it."""
-    items = []
-    for job in batch:
-        digest = job.linked or layout.file_digest(job.src.size, job.chunk, job.digests)  # type: ignore[arg-type]
-        item = {"fid": job.fid.hex(), "digest": digest.hex(), "sha256": job.sha256.hex() if job.sha256 else None}
-        if job.linked is not None:
-            item["same"] = True  # nothing sent: the server puts its copy with this digest in place
-        items.append(item)
-    extra = {"snap": snap} if snap else None
-    joined = [bool(snap)] * len(batch)
-    try:
-        answers = call_batch(call, "commit", "committed", items, extra)
-    except ConnectError:
-        # The answer was lost with the connection: the server may have
-        # committed.  Ask (on a new connection) which files its manifest now
-        # records with exactly this content (the hash list's digest); commit
-        # the others again: their chunks are still staged.
-        again = [i for i, job in enumerate(batch) if not holds(call, job, items[i]["digest"])]
-        answers = [{"t": "ok", "path": job.src.remote, "status": "stored", "version": None} for job in batch]
-        joined = [False] * len(batch)  # whether the lost answer's commit recorded them is not known
-        if again:
-            for i, a in zip(again, call_batch(call, "commit", "committed", [items[i] for i in again], extra)):
-                answers[i], joined[i] = a, bool(snap)
-    results = []
-    for job, answer, joins, item in zip(batch, answers, joined, items):
-        if gone(answer, job) and holds(call, job, item["digest"]):  # another send committed it first
-            results.append(Result(job.src, "unchanged", sha256=job.sha256, by_other=True))
-        elif answer.get("t") == "error":
-            results.append(Result(job.src, "failed", wire_failure(answer)))
-        elif answer.get("status") not in ("stored", "unchanged"):
-            raise ProtocolError(f"the server committed {job.src.remote!r} with an unknown status "
-                                f"{str(answer.get('status'))[:20]!r}")
-        else:
-            results.append(Result(job.src, str(answer.get("status")), sha256=job.sha256,
-                                  version=answer.get("version"), changed=job.changed, in_snapshot=joins))
-    return results

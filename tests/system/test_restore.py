@@ -100,7 +100,7 @@ def test_a_tree_of_several_waves_comes_back_whole(tmp_path: Path, server, client
                           env=dict(os.environ, FASTXFER_HOME=str(client.home)), capture_output=True,
                           text=True, timeout=300, preexec_fn=few_descriptors)
     assert done.returncode == 0, done.stderr
-    assert "708 restored and verified" in done.stdout  # 701 files and 7 folders (DEST itself is made)
+    assert "701 files restored and verified" in done.stdout  # and 7 folders made, not counted as verified
     assert snapshot(out) == snapshot(top)
 
 
@@ -204,7 +204,7 @@ def test_a_second_get_skips_what_is_already_there(tmp_path: Path, server, client
         (out / f"f{i}.bin").unlink()
     again = get(client, server, "data", "-o", out)
     assert again.returncode == 0, again.stderr
-    assert "10 restored and verified, 21 already there" in again.stdout  # 10 files
+    assert "10 files restored and verified, 21 already there" in again.stdout
     assert "received 9.81 KiB" in again.stdout  # their 10,045 bytes only
     assert snapshot(out) == snapshot(top)
     (out / "f20.bin").write_bytes(b"a local edit")  # not what the server holds: never replaced
@@ -359,7 +359,8 @@ def test_check_finds_what_changed_on_disk_and_sums_match_sha256sum(tmp_path: Pat
     # Sending again by content replaces the rotten copies with the verified new ones.
     repaired = client.send(server, top, "--checksum")
     assert repaired.returncode == 0, repaired.stderr
-    assert "3 unchanged" in repaired.stdout  # the same content as recorded: no older version kept
+    # Counted as stored (they were sent), not as unchanged; the same content as recorded: no older version kept.
+    assert "2 files stored and verified, 1 unchanged" in repaired.stdout, repaired.stdout
     assert fx(server.home, "check", "--root", server.root).returncode == 0
     assert victim.read_bytes() == (top / "big.bin").read_bytes()
     assert small.read_bytes() == (top / "a.bin").read_bytes()

@@ -263,7 +263,7 @@ def test_sums_check_and_receipts_know_snapshots(tmp_path: Path, server, client) 
     checked = fx(server.home, "check", "--root", server.root)
     assert checked.returncode == 5, checked.stdout
     assert "CHANGED: laptop/'docs/big.bin' as snapshot 1 holds it" in checked.stdout
-    assert "1 files intact" in checked.stdout  # the current view is whole
+    assert "1 file intact" in checked.stdout  # the current view is whole
     damaged = fx(client.home, "sums", "docs", "--at", "1", "--from", server.address)
     assert damaged.returncode == 5 and "docs/big.bin" in damaged.stderr
     assert damaged.stdout.strip() == f"{first_sums['a.txt']}  docs/a.txt"
