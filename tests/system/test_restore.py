@@ -31,8 +31,9 @@ def get_interrupted(tmp_path: Path, server, client, top: Path, interrupt,
                     env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str, Path]:
     """Send *top*, then get it through a relay that trickles the requests and
     then holds them (so the get cannot finish first); once the first files
-    are placed, interrupt(proc) does something to the run and returns its
-    stderr.  (the get process, its stderr, where it restores)"""
+    are placed, interrupt(proc, release) does something to the run, calls
+    release() if the run is to go on, and returns its stderr.  (the get
+    process, its stderr, where it restores)"""
     assert client.send(server, top, "--chunk-size", "1M").returncode == 0
     gate = threading.Event()
     relay = Relay(server.port, throttled_then_held(20_000, gate, 12_000))
@@ -42,7 +43,7 @@ def get_interrupted(tmp_path: Path, server, client, top: Path, interrupt,
         fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
         proc = start_get(client, relay, out, env)  # small waves: the first is placed early
         assert wait_for(lambda: len(list(out.rglob("f*.bin"))) > 0, timeout=60)
-        err = interrupt(proc)
+        err = interrupt(proc, gate.set)
     finally:
         gate.set()
         relay.close()
@@ -109,7 +110,7 @@ def test_a_get_cut_off_leaves_only_whole_files(tmp_path: Path, server, client) -
     for i in range(600):
         make_file(top / f"d{i % 6}" / f"f{i}.bin", 2000 + i, seed=i)
 
-    def kill(proc: subprocess.Popen) -> str:
+    def kill(proc: subprocess.Popen, release) -> str:
         os.killpg(server.proc.pid, signal.SIGKILL)  # master and workers: every connection drops
         return proc.communicate(timeout=120)[1]
 
@@ -128,7 +129,7 @@ def test_ctrl_c_during_a_get_leaves_whole_files_and_a_rerun_finishes(tmp_path: P
     for i in range(600):
         make_file(top / f"d{i % 6}" / f"f{i}.bin", 2000 + i, seed=i)
 
-    def ctrl_c(proc: subprocess.Popen) -> str:
+    def ctrl_c(proc: subprocess.Popen, release) -> str:
         proc.send_signal(signal.SIGINT)
         return proc.communicate(timeout=20)[1]
 
@@ -145,7 +146,8 @@ def test_a_get_survives_a_server_restart(tmp_path: Path, server, client) -> None
     for i in range(400):
         make_file(top / f"d{i % 4}" / f"f{i}.bin", 2000 + i, seed=i)
     make_file(top / "big.bin", 8 << 20, seed=7)
-    proc, err, out = get_interrupted(tmp_path, server, client, top, lambda proc: restart_while(server, proc))
+    proc, err, out = get_interrupted(tmp_path, server, client, top,
+                                     lambda proc, release: restart_while(server, proc, release))
     assert proc.returncode == 0, err
     assert snapshot(out) == snapshot(top)
 
