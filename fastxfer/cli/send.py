@@ -7,18 +7,24 @@ import os
 import sys
 import time
 
-from fastxfer.cli.args import EPILOG, parse_size
+from fastxfer.cli.args import BWLIMIT_HELP, EPILOG, parse_rate, parse_size, pacer_for
 from fastxfer.cli.report import human, plural, reopened_note
 from fastxfer.errors import FxError, LocalFileError, UsageError, aggregate
 
 
 ATTEMPTS = 3  # reads of a file that keeps changing while it is read, before it is reported
+SEND_EXAMPLES = """examples:
+  fastxfer send ~/Documents --to backup-host
+  fastxfer send big.iso --to backup-host --bwlimit 8M     at most 8 MiB/s over all streams
+  fastxfer send ~/Photos --to backup-host --bwlimit 500K  at most 500 KiB/s
+
+"""
 KIND_SHOWN = {"dir": "folder", "link": "link", "fifo": "FIFO", "socket": "socket",
               "chardev": "character device", "blockdev": "block device"}
 
 
 def add_send(sub) -> None:
-    s = sub.add_parser("send", help="send files to a server", epilog=EPILOG,
+    s = sub.add_parser("send", help="send files to a server", epilog=SEND_EXAMPLES + EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("files", nargs="+", metavar="PATH",
                    help="files and folders; DIR sends DIR/..., DIR/ sends what is inside DIR")
@@ -26,6 +32,7 @@ def add_send(sub) -> None:
     s.add_argument("--streams", type=int, default=None, help="parallel connections (default: automatic)")
     s.add_argument("--chunk-size", type=parse_size, default=None, metavar="SIZE",
                    help="chunk size, e.g. 4M (default: automatic)")
+    s.add_argument("--bwlimit", type=parse_rate, default=0, metavar="RATE", help=BWLIMIT_HELP)
     s.add_argument("--dest", default=None, metavar="DIR", help="folder on the server, below this client's folder")
     s.add_argument("--sha256", action="store_true",
                    help="also print each file's plain SHA-256, as sha256sum shows it")
@@ -276,11 +283,12 @@ def run_sender(args: argparse.Namespace, control, welcome, sources: list, snap: 
     show = sys.stderr.isatty() and not args.quiet
     rounds = Rounds()
     results: list = []
+    pacer = pacer_for(args.bwlimit)  # one limit over every round
     for attempt in range(1 if args.dry_run else ATTEMPTS):
         last = attempt == ATTEMPTS - 1
         sender = Sender(control, welcome, args.streams, args.chunk_size, args.sha256, Progress(show),
                         checksum=args.checksum, dry_run=args.dry_run, allow_changing=args.allow_changing and last,
-                        snap=snap)
+                        snap=snap, pacer=pacer)
         rounds.senders.append(sender)
         results += sender.run(sources)
         again = [r for r in results if r.status == "failed" and isinstance(r.error, ChangedError)]

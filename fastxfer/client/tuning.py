@@ -17,6 +17,16 @@ the time they had data to send (TCP_INFO's rwnd_limited), the server reads
 slower than the path delivers (its disk syncs, or its CPUs are busy), and
 more streams would only hold more unsynced data there.  Chunk sizes are
 never raised either: a long path gets smaller ones (auto_chunk).
+
+Under a bandwidth limit (``--bwlimit``) the limit, not the path, may set the
+pace; then the rate stays flat however many streams there are, which the
+looks would read as "more streams do not pay" and stop at once, so a limit
+is never taken for a slow network that more streams would beat.  What it
+would still do is double the streams at the first look (that look needs no
+rate); it does not when the streams spent LIMIT_BOUND of their time waiting
+for the limit's credit (``limit_bound``).  Near the server a limited send
+starts with one stream per LIMITED_STREAM_RATE of the limit, not one per
+core: one stream carries far more than such a limit there.
 """
 
 from __future__ import annotations
@@ -40,12 +50,17 @@ TUNE_PINGS = 3  # pings on the control connection per look at most; the least co
 LONG_PATH_MIN_CHUNK = 1 << 20
 TEND_WAIT = 0.5  # seconds the main thread waits at most between two turns of its chores
 SERVER_BOUND = 0.5  # share of the streams' busy time the server's receive windows held them back
+LIMIT_BOUND = 0.5  # share of the streams' time spent waiting for a bandwidth limit's credit
+LIMITED_STREAM_RATE = 128 << 20  # bytes a second one stream carries near the server with CPU to spare
 
 
-def auto_streams(work: int, long_path: bool) -> int:
-    """Streams to start with for *work* pieces (chunks and bundles)."""
+def auto_streams(work: int, long_path: bool, limit: int = 0) -> int:
+    """Streams to start with for *work* pieces (chunks and bundles), under a
+    bandwidth *limit* in bytes a second (0: none)."""
     cpus = os.cpu_count() or 2
     wanted = LONG_PATH_STREAMS if long_path else min(8, max(2, cpus))
+    if limit and not long_path:
+        wanted = min(wanted, -(-limit // LIMITED_STREAM_RATE))
     return max(1, min(wanted, work))
 
 
@@ -109,6 +124,12 @@ def server_bound(busy: float, held: float) -> bool:
     return busy > 0 and held >= SERVER_BOUND * busy
 
 
+def limit_bound(streams: int, seconds: float, waited: float) -> bool:
+    """Whether *streams* spent LIMIT_BOUND of *seconds* waiting for a bandwidth
+    limit's credit (*waited*: seconds so spent, all streams)."""
+    return seconds > 0 and waited >= LIMIT_BOUND * streams * seconds
+
+
 def cpu_busy(cpu_seconds: float, seconds: float) -> bool:
     """Whether this process kept (nearly) every core busy over the span."""
     return cpu_seconds / seconds >= 0.8 * (os.cpu_count() or 1)
@@ -116,6 +137,7 @@ def cpu_busy(cpu_seconds: float, seconds: float) -> bool:
 
 Pings = Callable[[int, float], list[float]]  # (at most, enough) -> round trips of control pings
 Stalls = Callable[[], tuple[float, float]]  # -> (busy, held) seconds, all streams so far (Conn.window_stalls)
+Waited = Callable[[], float]  # -> seconds the streams waited for a bandwidth limit so far (Pacer.waited)
 
 
 class Tuner:
@@ -130,26 +152,26 @@ class Tuner:
         self.active = active  # may still add streams
         self.clock = clock
         self.cpu_clock = cpu_clock
-        self.mark: tuple[float, int, float, tuple[float, float]] | None = None  # (time, sent, CPU, stalls)
+        self.mark: tuple[float, int, float, tuple[float, float], float] | None = None  # (time, sent, CPU, stalls, waited)
         self.rate = 0.0  # rate before the last growth
         self.skip = 0  # looks to let pass: new streams are still in TCP slow start
         self.every = look_interval(base_rtt)
 
     def look(self, sent: int, all_open: bool, streams: int, waiting: int, pings: Pings,
-             stalls: Stalls = lambda: (0.0, 0.0)) -> int:
+             stalls: Stalls = lambda: (0.0, 0.0), waited: Waited = lambda: 0.0) -> int:
         """Streams to add now, given *sent* bytes so far, whether every stream
         opened, the streams started and the pieces waiting (0: none, now)."""
         if not self.active:
             return 0
-        now, cpu, stalled = self.clock(), self.cpu_clock(), stalls()
+        now, cpu, stalled, paced = self.clock(), self.cpu_clock(), stalls(), waited()
         if self.mark is None or not all_open:
-            self.mark = (now, sent, cpu, stalled)  # the span starts once every stream is open
+            self.mark = (now, sent, cpu, stalled, paced)  # the span starts once every stream is open
             return 0
-        then, sent_then, cpu_then, stalled_then = self.mark
+        then, sent_then, cpu_then, stalled_then, paced_then = self.mark
         if now - then < self.every:
             return 0
         rate = (sent - sent_then) / (now - then)
-        self.mark = (now, sent, cpu, stalled)
+        self.mark = (now, sent, cpu, stalled, paced)
         if self.skip:
             self.skip -= 1
             return 0
@@ -158,7 +180,8 @@ class Tuner:
         # per stream.  The quiet control connection can (up to TUNE_PINGS pings a
         # look, until one comes back in time).
         full = link_full(self.base_rtt, pings(TUNE_PINGS, full_rtt(self.base_rtt)))
-        held_back = server_bound(stalled[0] - stalled_then[0], stalled[1] - stalled_then[1])
+        held_back = (server_bound(stalled[0] - stalled_then[0], stalled[1] - stalled_then[1])
+                     or limit_bound(streams, now - then, paced - paced_then))
         more = more_streams(rate, self.rate, streams, waiting, cpu_busy(cpu - cpu_then, now - then), full,
                             held_back)
         if not more:
