@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from fastxfer.cli.args import parse_size
+from fastxfer.cli.args import parse_rate, parse_size
 from fastxfer.protocol import limits
 from fastxfer.errors import FxError, UsageError
 
@@ -16,7 +16,8 @@ def add_serve(sub) -> None:
     s = sub.add_parser("serve", help="run a backup server",
                        epilog="examples:\n"
                               "  fastxfer serve --root /srv/backup\n"
-                              "  fastxfer serve --root /srv/backup --keep-daily 14 --keep-weekly 8 --keep-monthly 12\n\n"
+                              "  fastxfer serve --root /srv/backup --keep-daily 14 --keep-weekly 8 --keep-monthly 12\n"
+                              "  fastxfer serve --root /srv/backup --client-bwlimit 20M   each client at most 20 MiB/s\n\n"
                               "Without --keep-*, every snapshot is kept until `fastxfer forget`. With them, each "
                               "client's\nsnapshots are forgotten after each of its sends as `forget --prune` would, "
                               "but never one\nyounger than --min-age, so no number of sends can push history out.",
@@ -54,6 +55,10 @@ def add_serve(sub) -> None:
                    help="memory one client's streams may hold in frame buffers, per worker; a stream that "
                         f"finds no room within {limits.FRAME_BUDGET_WAIT:g} s is refused as busy and the client "
                         "goes on with fewer streams (default: 256M, at least 33M)")
+    s.add_argument("--client-bwlimit", type=parse_rate, default=0, metavar="RATE",
+                   help="at most RATE bytes a second per client name, over all its streams in every worker, "
+                        "both ways (what it sends, what it restores); binary suffixes: 20M = 20 MiB/s "
+                        "(default, or 0: no limit); bursts of at most 1 MiB")
     s.add_argument("--worker-frame-budget", type=parse_size, default=limits.FRAME_BUDGET_PER_WORKER, metavar="SIZE",
                    help="memory all streams of one worker may hold in frame buffers (default: 1G, at least "
                         "--frame-budget)")
@@ -138,9 +143,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"root {os.path.abspath(args.root)}, {workers} workers"
           + (f", {cleaned} abandoned staging files removed" if cleaned else ""), flush=True)
     print(f"listening on {host}:{port}", flush=True)
+    from fastxfer.server.rates import ClientRates
+
     config = WorkerConfig(os.path.abspath(args.root), str(home()), os.urandom(32), policy,
                           hash_budget=args.hash_per_reply, slots=args.connections,
-                          frame_budget=args.frame_budget, worker_frame_budget=args.worker_frame_budget)
+                          frame_budget=args.frame_budget, worker_frame_budget=args.worker_frame_budget,
+                          client_rates=ClientRates(args.client_bwlimit) if args.client_bwlimit else None)
     Master(listener, workers, config, silence=args.worker_timeout).run()
     return 0
 
