@@ -20,7 +20,7 @@ def parse_size(text: str) -> int:
 
 
 BWLIMIT_HELP = ("at most RATE bytes a second over all streams, with binary suffixes: 8M = 8 MiB/s, 500K, "
-                "1G (default, or 0: no limit); bursts of at most 1 MiB")
+                "1G (default: none, as 0); bursts of at most 1 MiB")
 
 
 def parse_rate(text: str) -> int:

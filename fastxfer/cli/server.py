@@ -58,7 +58,7 @@ def add_serve(sub) -> None:
     s.add_argument("--client-bwlimit", type=parse_rate, default=0, metavar="RATE",
                    help="at most RATE bytes a second per client name, over all its streams in every worker, "
                         "both ways (what it sends, what it restores); binary suffixes: 20M = 20 MiB/s "
-                        "(default, or 0: no limit); bursts of at most 1 MiB")
+                        "(default: none, as 0); bursts of at most 1 MiB")
     s.add_argument("--worker-frame-budget", type=parse_size, default=limits.FRAME_BUDGET_PER_WORKER, metavar="SIZE",
                    help="memory all streams of one worker may hold in frame buffers (default: 1G, at least "
                         "--frame-budget)")
