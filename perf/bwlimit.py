@@ -7,8 +7,9 @@ A real server (2 workers) on 127.0.0.1 and one client; one random file
 then with the server's ``serve --client-bwlimit`` and no client limit
 (server-send, server-get); and once without any limit, for what the machine
 does unlimited.  Every send lands under a folder of its own (``--dest``) and
-every get in an empty folder, so each run moves the whole file; each copy's
-SHA-256 is checked against the source's.
+every get in an empty folder, and every send sends new bytes (a copy of what
+the server already holds would be linked there, not sent), so each run moves
+the whole file; each copy's SHA-256 is checked against its source's.
 
 The time is the command's own (send's ``--json`` ``seconds``, get's summary
 line: from its connection to its end, without the interpreter's start-up),
@@ -84,7 +85,12 @@ def measure(work: Path, src: Path, size: int, limit: int, side: str, runs: int, 
             results = []
             for run in range(runs):
                 if direction == "send":
-                    results.append(one_send(client, server, src, f"run-{run}", flags))
+                    # New bytes every run: a copy of what the server holds would be linked, not sent.
+                    # (this server's first run sends src itself, which the gets then bring back)
+                    fresh = src if run == 0 else make_file(work / f"send-{run}" / src.name, size, seed=run + 100)
+                    results.append(one_send(client, server, fresh, f"run-{run}", flags))
+                    if run:
+                        shutil.rmtree(fresh.parent)
                 else:
                     out = work / f"get-{side}-{limit}-{run}" / src.name
                     out.parent.mkdir()
