@@ -275,7 +275,7 @@ class Sender:
         self.planner = Planner(control.call, lambda size: chunk or auto_chunk(size, self.long_path), checksum,
                                compared=lambda size: sink(events.Moved(size)))
         # On a long path, with the stream count left to us, streams may be added while sending.
-        self.tuner = Tuner(getattr(control, "rtt", 0.0), streams is None and self.long_path)
+        self.tuner = Tuner(getattr(control, "rtt", 0.0), streams is None and self.long_path, limit=self.bwlimit)
         self.threads: list[threading.Thread] = []
         self.streams_used = 0
         self.max_chunk = layout.MIN_CHUNK
@@ -455,13 +455,9 @@ class Sender:
                 f"the server ended the session ({exc.message}); run the same send again to resume"))
         if self.threads:
             more = self.tuner.look(self.shared.bytes_sent, self.shared.all_open(), self.streams_used,
-                                   self.shared.work.qsize(), self._pings, self.shared.window_stalls,
-                                   self._waited)
+                                   self.shared.work.qsize(), self._pings, self.shared.window_stalls)
             if more:
                 self._spawn_streams(more)
-
-    def _waited(self) -> float:
-        return self.shared.pacer.waited if self.shared.pacer else 0.0
 
     def _tend_wait(self) -> float:
         return self.tuner.wait(self.shared.all_open()) if self.threads else TEND_WAIT

@@ -105,5 +105,4 @@ class SharedPacer(Pacer):
     def take(self, size: int) -> None:
         delay = self.rates.reserve(self.index, self.bucket, size)
         if delay > 0:
-            self.waited += delay
             self.sleep(delay)
