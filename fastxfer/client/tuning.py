@@ -25,8 +25,8 @@ taken for a slow network that more streams would beat.  The first look needs
 no rate and would double the streams; it does not once the rate is within
 LIMIT_SHARE of the limit (``at_limit``), the limit being what holds the
 streams back.  Below that share the path is, and streams are added as
-without a limit (perf/README.md: on a lossy long path 8 streams carried 1.6
-MiB/s of a 2 MiB/s limit, 16 carried 1.86).  How long the streams waited for
+without a limit (perf/README.md, "Bandwidth limits": a lossy long path
+whose 8 streams carried less than the limit).  How long the streams waited for
 the limit's credit cannot tell this: each stream waits its turn whether or
 not the path could carry more.  A slow limit's first look may still double
 the streams, as a span then holds one whole chunk or none; the extra streams
