@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+from fastxfer.cli.args import BWLIMIT_HELP, pacer_for, parse_rate
 from fastxfer.cli.report import add_verbosity, human, item, plural, print_failures, reopened_note, verbosity
 from fastxfer.errors import FxError, LocalFileError, RefusedError, UsageError, aggregate
 
@@ -43,7 +44,8 @@ def add_get(sub) -> None:
                               "  fastxfer get Documents/a.pdf Mail --from backup -o /tmp/r   /tmp/r/a.pdf, /tmp/r/Mail\n"
                               "  fastxfer get Documents --from backup -v      a line per entry restored, made or deleted\n"
                               "  fastxfer get Documents --from backup -q      errors only\n"
-                              "  fastxfer get Documents --from backup --json | jq .restored\n\n"
+                              "  fastxfer get Documents --from backup --json | jq .restored\n"
+                              "  fastxfer get Photos --from backup --bwlimit 8M       at most 8 MiB/s over all streams\n\n"
                               "Links are made exactly as stored (absolute and '..' targets too: a link's "
                               "target is data);\n--safe-links leaves out those whose target leaves the "
                               "restore. A local file is never replaced\nwithout --force; one of the same "
@@ -58,6 +60,7 @@ def add_get(sub) -> None:
                         "(default: PATH's last part in the current folder)")
     g.add_argument("--at", default=None, metavar="SNAPSHOT", help=AT_HELP)
     g.add_argument("--streams", type=int, default=None, help="parallel connections (default: automatic)")
+    g.add_argument("--bwlimit", type=parse_rate, default=0, metavar="RATE", help=BWLIMIT_HELP)
     g.add_argument("--force", action="store_true",
                    help="replace local files that exist, and give existing folders the stored mode")
     g.add_argument("--safe-links", action="store_true",
@@ -161,6 +164,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     dest = "." if args.output is None else args.output
     control, welcome = connect_control(args.server)
     started = time.monotonic()
+    pacer = pacer_for(args.bwlimit)  # one limit over every PATH's streams
     outcomes = []
     received = streams_used = 0
     try:
@@ -176,10 +180,10 @@ def cmd_get(args: argparse.Namespace) -> int:
                     os.mkdir(root)
                 except OSError as exc:
                     raise LocalFileError(f"{root}: {exc.strerror}") from None
-            streams = min(args.streams or auto_streams(len(planned), control.rtt >= LONG_PATH_RTT), 16)
+            streams = min(args.streams or auto_streams(len(planned), control.rtt >= LONG_PATH_RTT, args.bwlimit), 16)
             show = sys.stderr.isatty() and verbosity(args) >= 0 and not json_out.wanted(args)
             getter = Getter(control, welcome, streams, args.force, json_out.lines(args, root) or Progress(show),
-                            safe_links=args.safe_links, devices=args.devices)
+                            safe_links=args.safe_links, devices=args.devices, pacer=pacer)
             try:
                 outcomes += getter.run(root, planned, copy_folders(entries, planned, path) if args.delete else None)
                 if getter.delete_held_back:

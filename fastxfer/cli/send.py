@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from fastxfer.cli.args import EPILOG, parse_size
+from fastxfer.cli.args import BWLIMIT_HELP, EPILOG, parse_rate, parse_size, pacer_for
 from fastxfer.cli.send_input import check_input
 from fastxfer.cli.report import add_verbosity, human, item, plural, print_failures, reopened_note, verbosity
 from fastxfer.errors import FxError, LocalFileError, UsageError, aggregate
@@ -23,6 +23,8 @@ OUTPUT_EXAMPLES = """examples:
   fastxfer send ~/Documents --to backup -q       errors only (cron, systemd timers)
   fastxfer send ~/Documents --to backup --json | jq .bytes_sent
   fastxfer send ~/Documents --to backup --json-lines    one line per file, then the summary
+  fastxfer send big.iso --to backup --bwlimit 8M       at most 8 MiB/s over all streams
+  fastxfer send ~/Photos --to backup --bwlimit 500K    at most 500 KiB/s
 
 codes (-v): new, changed, touched (same content, new time or mode), repaired (--checksum: the
 server's copy no longer matched its record), linked (a copy the server holds: not sent);
@@ -45,6 +47,7 @@ def add_send(sub) -> None:
     s.add_argument("--streams", type=int, default=None, help="parallel connections (default: automatic)")
     s.add_argument("--chunk-size", type=parse_size, default=None, metavar="SIZE",
                    help="chunk size, e.g. 4M (default: automatic)")
+    s.add_argument("--bwlimit", type=parse_rate, default=0, metavar="RATE", help=BWLIMIT_HELP)
     s.add_argument("--dest", default=None, metavar="DIR", help="folder on the server, below this client's folder")
     s.add_argument("--sha256", action="store_true",
                    help="also print each file's plain SHA-256, as sha256sum shows it")
@@ -302,11 +305,12 @@ def run_sender(args: argparse.Namespace, control, welcome, sources: list, snap: 
     lines = json_out.lines(args)
     rounds = Rounds()
     results: list = []
+    pacer = pacer_for(args.bwlimit)  # one limit over every round
     for attempt in range(1 if args.dry_run else ATTEMPTS):
         last = attempt == ATTEMPTS - 1
         sender = Sender(control, welcome, args.streams, args.chunk_size, args.sha256, lines or Progress(show),
                         checksum=args.checksum, dry_run=args.dry_run, allow_changing=args.allow_changing and last,
-                        snap=snap)
+                        snap=snap, pacer=pacer)
         rounds.senders.append(sender)
         results += sender.run(sources)
         again = [r for r in results if r.status == "failed" and isinstance(r.error, ChangedError)]

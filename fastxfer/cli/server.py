@@ -8,7 +8,7 @@ import sys
 import time
 
 from fastxfer.cli import config as conf  # `config` is cmd_serve's WorkerConfig
-from fastxfer.cli.args import parse_size
+from fastxfer.cli.args import parse_rate, parse_size
 from fastxfer.cli.report import add_verbosity, make_progress, plural, print_groups, verbosity
 from fastxfer.protocol import limits
 from fastxfer.errors import FxError, UsageError
@@ -56,6 +56,10 @@ def add_serve(sub) -> None:
                    help="memory one client's streams may hold in frame buffers, per worker; a stream that "
                         f"finds no room within {limits.FRAME_BUDGET_WAIT:g} s is refused as busy and the client "
                         "goes on with fewer streams (default: 256M, at least 33M)")
+    s.add_argument("--client-bwlimit", type=parse_rate, default=0, metavar="RATE",
+                   help="at most RATE bytes a second per client name, over all its streams in every worker, "
+                        "both ways (what it sends, what it restores); binary suffixes: 20M = 20 MiB/s "
+                        "(default: none, as 0); bursts of at most 1 MiB")
     s.add_argument("--worker-frame-budget", type=parse_size, default=limits.FRAME_BUDGET_PER_WORKER, metavar="SIZE",
                    help="memory all streams of one worker may hold in frame buffers (default: 1G, at least "
                         "--frame-budget)")
@@ -71,6 +75,7 @@ examples:
   fastxfer serve --root /srv/backup --keep-daily 14 --keep-weekly 8 --keep-monthly 12
   fastxfer serve --config /etc/fastxfer/server.toml
   fastxfer serve --config /etc/fastxfer/server.toml --port 0 --log-level debug
+  fastxfer serve --root /srv/backup --client-bwlimit 20M   each client at most 20 MiB/s
 
 Without --keep-*, every snapshot is kept until `fastxfer forget`. With them, each client's
 snapshots are forgotten after each of its sends as `forget --prune` would, but never one
@@ -204,10 +209,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"root {os.path.abspath(args.root)}, state {os.path.abspath(state)}, {workers} workers"
           + (f", {cleaned} abandoned staging files removed" if cleaned else ""), flush=True)
     print(f"listening on {host}:{port}", flush=True)
+    from fastxfer.server.rates import ClientRates
+
     config = WorkerConfig(os.path.abspath(args.root), str(state), os.urandom(32), policy,
                           hash_budget=args.hash_per_reply, slots=args.connections,
                           frame_budget=args.frame_budget, worker_frame_budget=args.worker_frame_budget,
-                          quotas=settings.quotas)
+                          quotas=settings.quotas,
+                          client_rates=ClientRates(args.client_bwlimit) if args.client_bwlimit else None)
     Master(listener, workers, config, silence=args.worker_timeout).run()
     return 0
 

@@ -37,6 +37,7 @@ from fastxfer.client.place import Places
 from fastxfer.client.restore_plan import Fetch, Outcome, already_there, chunks_of, link_stays_inside, wave_size
 from fastxfer.errors import ConnectError, FxError, LocalFileError, ProtocolError
 from fastxfer.localfs import make_chain, open_chain
+from fastxfer.net.pace import Pacer
 from fastxfer.protocol import layout
 from fastxfer.protocol.snapshot import SPECIAL
 
@@ -45,8 +46,10 @@ DEVICES = {"chardev": stat.S_IFCHR, "blockdev": stat.S_IFBLK}
 
 class Getter:
     def __init__(self, control: ControlClient, welcome: Welcome, streams: int, force: bool,
-                 sink: events.Sink = events.ignore, safe_links: bool = False, devices: bool = False) -> None:
+                 sink: events.Sink = events.ignore, safe_links: bool = False, devices: bool = False,
+                 pacer: Pacer | None = None) -> None:
         self.control = control
+        self.pacer = pacer  # --bwlimit: one bucket over every stream (and every Getter) of the command
         self.welcome = welcome
         self.streams = streams
         self.force = force

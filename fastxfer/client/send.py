@@ -26,6 +26,7 @@ from fastxfer.errors import (ChangedError, ConnectError, FxError, GoneError, Par
 from fastxfer.protocol import layout, messages
 from fastxfer.client import events
 from fastxfer.net.conn import Conn
+from fastxfer.net.pace import Pacer
 from fastxfer.client.connect import ControlClient, Welcome, keep_alive
 from fastxfer.protocol.snapshot import SPECIAL
 from fastxfer.client.jobs import (Bundle, FileJob, Result, Source, changed_since, hash_list, job_sha256,
@@ -67,6 +68,7 @@ class Shared:
         self.conns: set[Conn] = set()  # the open streams' connections, for their TCP stalls
         self.stalls_closed = (0.0, 0.0)  # what the closed ones had seen
         self.files_done = self.files_total = 0
+        self.pacer: Pacer | None = None  # --bwlimit: one bucket over every stream
 
     def add_file(self, job: FileJob) -> None:
         """A file to send: its missing chunks are queued (before any stream runs)."""
@@ -272,7 +274,7 @@ class Sender:
     def __init__(self, control: ControlClient, welcome: Welcome, streams: int | None,
                  chunk: int | None, want_sha256: bool, sink: events.Sink = events.ignore,
                  checksum: bool = False, dry_run: bool = False, allow_changing: bool = False,
-                 snap: int = 0) -> None:
+                 snap: int = 0, pacer: Pacer | None = None) -> None:
         self.control = control
         self.snap = snap  # the open snapshot whose entries the server records as it stores each file
         self.welcome = welcome
@@ -282,11 +284,13 @@ class Sender:
         self.allow_changing = allow_changing  # a file that changed while read is stored as read
         self.sink = sink
         self.shared = Shared(sink, want_sha256)
+        self.shared.pacer = pacer  # --bwlimit: one bucket over every stream (and every round) of the command
+        self.bwlimit = pacer.rate if pacer else 0
         self.long_path = getattr(control, "rtt", 0.0) >= LONG_PATH_RTT
         self.planner = Planner(control.call, lambda size: chunk or auto_chunk(size, self.long_path), checksum,
                                compared=lambda size: sink(events.Moved(size)))
         # On a long path, with the stream count left to us, streams may be added while sending.
-        self.tuner = Tuner(getattr(control, "rtt", 0.0), streams is None and self.long_path)
+        self.tuner = Tuner(getattr(control, "rtt", 0.0), streams is None and self.long_path, limit=self.bwlimit)
         self.threads: list[threading.Thread] = []
         self.streams_used = 0
         self.max_chunk = layout.MIN_CHUNK
@@ -391,7 +395,8 @@ class Sender:
         queued = self.shared.work.qsize()
         estimate = queued + (max(sum(s.size for s in small) // BUNDLE_BYTES,
                                  len(small) // BUNDLE_FILES) + 1 if small else 0)
-        self.streams_wanted = min(self.streams_wanted or auto_streams(estimate, self.long_path), max(1, estimate))
+        self.streams_wanted = min(self.streams_wanted or auto_streams(estimate, self.long_path, self.bwlimit),
+                                  max(1, estimate))
         # At least one stream while resumed chunks are being checked: one that
         # differs from the server's record has to be sent again.
         if queued or any(f.have for f in files):
