@@ -76,7 +76,7 @@ def test_send_ls_sums_snapshots_get_report_what_they_did(tmp_path: Path, server,
     assert (got["command"], got["restored"], got["not_restored"], got["bytes_received"]) == ("get", 6, 0, total)
     assert all(sha256_file(out / n) == sha256_file(top / n) for n in SIZES)
     there = doc(fx(client.home, "get", "docs", "-o", out, "--json", "--from", server.address))
-    assert (there["unchanged"], there["bytes_received"]) == (5, 0)  # the files and the link; a folder is restored
+    assert (there["unchanged"], there["bytes_received"]) == (6, 0)  # the files, the link and the folder: all there
 
 
 def test_json_lines_give_a_line_per_entry_then_the_summary(tmp_path: Path, server, client) -> None:
