@@ -1,10 +1,19 @@
-"""The trust files: small JSON objects in the identity folder, written atomically."""
+"""The trust files: small JSON objects in the identity folder, written atomically.
+
+A server's state folder belongs to the account the server runs as, and
+root may change its files (`trust`, `invite`): nothing written here follows
+a link that account planted, and no two writers (worker processes pairing
+clients, an administrator's `trust add`) share a temporary file or undo
+each other's change."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from fastxfer.errors import UsageError
@@ -20,12 +29,42 @@ def load(path: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()}
 
 
-def save(path: Path, data: Mapping[str, object]) -> None:
+def write_private(path: Path, data: bytes) -> None:
+    """Replace *path* by a new file of *data*, mode 0600.
+
+    The temporary file is new and has a name of its own (mkstemp opens it
+    O_EXCL, which follows no link): a link or a wider-moded file left under
+    a fixed name is neither written through nor inherited, and concurrent
+    writers cannot interleave their bytes in one file."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save(path: Path, data: Mapping[str, object]) -> None:
+    write_private(path, json.dumps(data, indent=1, sort_keys=True).encode())
+
+
+@contextmanager
+def locked(lock: Path) -> Iterator[None]:
+    """An exclusive flock on *lock* (created 0600, never through a link) for
+    a read-change-write of a file several processes write."""
+    lock.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise UsageError(f"cannot open the lock file {lock}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
