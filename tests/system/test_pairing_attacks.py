@@ -232,3 +232,20 @@ def test_a_stale_temporary_file_does_not_widen_the_invitations_mode(server) -> N
     os.chmod(stale, 0o644)
     assert fx(server.home, "invite", "--name", "laptop").returncode == 0
     assert stat.S_IMODE(os.stat(server.home / "invites.json").st_mode) == 0o600
+
+
+def test_an_existing_name_or_an_authorized_client_is_said(tmp_path: Path, server) -> None:
+    """The administrator hears that an invitation's name already has a folder
+    someone writes to; a client paired again hears that it moved."""
+    home = tmp_path / "laptop"
+    fx(home, "id", check=True)
+    mine = identity.load_or_create(home).fingerprint
+    fx(server.home, "trust", "add", mine.hex(), "--name", "alice", check=True)
+    done = fx(server.home, "invite", "--name", "alice", check=True)
+    assert "1 authorized identity(ies) already write to alice's folder" in done.stderr
+    fresh = fx(server.home, "invite", "--name", "bob", check=True)
+    assert "note:" not in fresh.stderr
+    paired = fx(home, "pair", server.address, fresh.stdout.strip())
+    assert paired.returncode == 0, paired.stderr
+    assert "was authorized there as alice" in paired.stderr and "backups stay under that name" in paired.stderr
+    assert authorized(server) == {mine.hex(): "bob"}
