@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import stat
 import struct
 import threading
@@ -69,6 +70,13 @@ class Pairer:
         self.conn.close()
 
 
+def assert_no_secret_logged(server, *codes: pairing.Code) -> None:
+    log = server.log_text()
+    assert "Traceback" not in log
+    for code in codes:
+        assert str(code) not in log and not any(re.search(rf"\b{w}\b", log) for w in code.words), code
+
+
 def idents(tmp_path: Path, n: int) -> list[identity.Identity]:
     return [identity.load_or_create(tmp_path / f"id{i}") for i in range(n)]
 
@@ -99,6 +107,7 @@ def test_racing_connections_get_one_pake_run_per_invitation(tmp_path: Path, serv
     for p in pairers:
         p.close()
     assert list(authorized(server).values()) == ["laptop"]
+    assert_no_secret_logged(server, code)
 
 
 def test_a_client_that_vanishes_or_replays_its_confirmation_gets_nothing(tmp_path: Path, server) -> None:
@@ -147,7 +156,7 @@ def test_a_client_that_vanishes_or_replays_its_confirmation_gets_nothing(tmp_pat
     assert "already used" in right.recv()["message"]
     right.close()
     assert authorized(server) == {}
-    assert "Traceback" not in server.log_text()
+    assert_no_secret_logged(server, code, fresh, third, wrong)
 
 
 def test_probes_that_prove_no_key_tell_and_use_up_nothing(tmp_path: Path, server) -> None:
@@ -163,6 +172,14 @@ def test_probes_that_prove_no_key_tell_and_use_up_nothing(tmp_path: Path, server
         answers.append(p.recv())
         p.close()
     assert answers[0]["message"] == answers[1]["message"] and answers[0]["code"] == "trust", answers
+    # A pair message signed for another connection's challenge: the same refusal.
+    first = Pairer(server, me)
+    replayed = first.pair_msg(code)
+    first.close()
+    p = Pairer(server, me)
+    p.send(replayed)
+    assert p.recv()["message"] == answers[0]["message"]
+    p.close()
     p = Pairer(server, me)
     big = p.pair_msg(code)
     big["pad"] = "x" * (20 << 10)
