@@ -18,6 +18,7 @@ from fastxfer.errors import UsageError
 from fastxfer.trust.clients import ClientList
 from fastxfer.trust.invites import InviteBook
 from fastxfer.trust.jsonfile import save
+from fastxfer.trust.pins import PinList
 
 WRITERS, EACH = 4, 30
 
@@ -80,3 +81,20 @@ def test_hand_over_gives_only_a_file_of_one_link(tmp_path: Path) -> None:
     hand_over(state, ("clients.json", "quotas.json", "invites.json", "absent.json"))
     assert os.stat(victim).st_uid == 0 and os.lstat(state / "quotas.json").st_uid == 0
     assert os.stat(state / "invites.json").st_uid == 65534
+
+
+def _pin_many(folder: str, k: int) -> None:
+    pins = PinList(Path(folder))
+    for i in range(EACH):
+        pins.add(f"host{k}", 4000 + i, bytes([k, i]) + bytes(30))
+
+
+def test_concurrent_pins_are_all_kept(tmp_path: Path) -> None:
+    procs = [multiprocessing.get_context("fork").Process(target=_pin_many, args=(str(tmp_path), k))
+             for k in range(WRITERS)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * WRITERS
+    assert len(PinList(tmp_path).all()) == WRITERS * EACH
