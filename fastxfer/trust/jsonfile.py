@@ -48,6 +48,13 @@ def write_private(path: Path, data: bytes) -> None:
         with suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    # The rename itself made durable: an invitation marked used before its
+    # PAKE runs must not come back open after a crash (a second guess).
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 def save(path: Path, data: Mapping[str, object]) -> None:
