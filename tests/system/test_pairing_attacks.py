@@ -266,3 +266,69 @@ def test_an_existing_name_or_an_authorized_client_is_said(tmp_path: Path, server
     assert paired.returncode == 0, paired.stderr
     assert "was authorized there as alice" in paired.stderr and "backups stay under that name" in paired.stderr
     assert authorized(server) == {mine.hex(): "bob"}
+
+
+class Impostor:
+    """A server of its own on 127.0.0.1 that knows *code* (or not), for one
+    `fastxfer pair`: it answers as *script* says and records what it gets."""
+
+    def __init__(self, tmp_path: Path, code: pairing.Code, script: str) -> None:
+        import socket
+
+        self.ident = identity.load_or_create(tmp_path / "impostor")
+        self.code, self.script = code, script
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.got: list[str] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from fastxfer.net.conn import Conn
+
+        sock, _ = self.listener.accept()
+        conn = tls_wrap(Conn(sock), self.ident.server_context(), 10, server_side=True)
+        chan = Channel(conn)
+        try:
+            nonce = os.urandom(32)
+            chan.send({"t": "challenge", "v": 1, "nonce": base64.b64encode(nonce).decode()})
+            msg = chan.recv(10)
+            self.got.append(msg["t"])
+            client_fp = identity.fingerprint_of(base64.b64decode(msg["cert"]))
+            pake = Pake(False, self.code.password, client_fp, self.ident.fingerprint)
+            x = base64.b64decode(msg["pake"])
+            key = pake.finish(x)
+            name = "laptop"
+            mac = pairing.confirmation(key, pairing.SERVER_ROLE, nonce, x, pake.outbound,
+                                       self.ident.fingerprint, client_fp, name)
+            if self.script == "paired-first":
+                chan.send({"t": "paired", "name": name})
+            chan.send({"t": "pair_ok", "pake": base64.b64encode(pake.outbound).decode(), "name": name,
+                       "confirm": base64.b64encode(mac).decode()})
+            self.got.append(chan.recv(10)["t"])
+            chan.send({"error": {"t": "error", "code": "trust", "message": "no"},
+                       "other-name": {"t": "paired", "name": "desktop"},
+                       "bad-was": {"t": "paired", "name": name, "was": "../x"}}[self.script])
+        except (FxError, KeyError):
+            pass
+        finally:
+            conn.close()
+            self.listener.close()
+
+
+def test_the_client_pins_nothing_before_paired_and_confirms_only_a_proven_server(tmp_path: Path) -> None:
+    code = pairing.code_from(7, 12345)
+    wrong = pairing.code_from(7, 12346)
+    home = tmp_path / "laptop"
+    for script, knows, sent in (("error", code, ["pair", "pair_confirm"]),
+                                ("other-name", code, ["pair", "pair_confirm"]),
+                                ("bad-was", code, ["pair", "pair_confirm"]),
+                                ("paired-first", code, ["pair"]),
+                                ("error", wrong, ["pair"])):
+        imp = Impostor(tmp_path, knows, script)
+        done = fx(home, "pair", f"127.0.0.1:{imp.port}", str(code), timeout=30)
+        imp.thread.join(10)
+        assert done.returncode in (3, 8), (script, done.stderr)  # trust, protocol
+        assert "Traceback" not in done.stderr
+        assert imp.got == sent, (script, imp.got)
+        assert not (home / "pins.json").exists() or json.loads((home / "pins.json").read_text()) == {}
