@@ -25,7 +25,7 @@ from pathlib import Path
 from fastxfer.errors import TrustError, UsageError
 from fastxfer.protocol import pairing
 from fastxfer.trust.clients import check_name
-from fastxfer.trust.jsonfile import locked, save
+from fastxfer.trust.jsonfile import locked, read_text, save
 
 INVITES_FILE = "invites.json"
 LOCK_FILE = "invites.lock"
@@ -83,11 +83,12 @@ class InviteBook:
                     save(self.path, {str(n): inv.to_json() for n, inv in sorted(book.items())})
 
     def _read(self) -> dict[int, Invitation]:
-        try:
-            raw = json.loads(self.path.read_text())
-        except FileNotFoundError:
+        text = read_text(self.path)
+        if text is None:
             return {}
-        except (OSError, ValueError) as exc:
+        try:
+            raw = json.loads(text)
+        except ValueError as exc:
             raise UsageError(f"cannot read {self.path}: {exc}") from exc
         if not isinstance(raw, dict):
             return {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -19,13 +20,39 @@ from pathlib import Path
 from fastxfer.errors import UsageError
 
 
-def load(path: Path) -> dict[str, str]:
+def read_text(path: Path) -> str | None:
+    """The text of trust file *path*, None if there is none.  A link (or a
+    second name of another file) is refused: root changing it would copy
+    what it points to into a file that goes back to the folder's owner."""
     try:
-        data = json.loads(path.read_text())
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if os.path.islink(path):
+            raise UsageError(f"cannot read {path}: it is a link (a trust file must be a file of its own)") from exc
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            raise UsageError(f"cannot read {path}: not a regular file of one link (a trust file must be a file "
+                             "of its own)")
+        try:
+            return f.read().decode()
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read {path}: {exc}") from exc
+
+
+def load(path: Path) -> dict[str, str]:
+    text = read_text(path)
+    if text is None:
         return {}
-    except (OSError, ValueError) as exc:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
         raise UsageError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UsageError(f"cannot read {path}: not a JSON object")
     return {str(k): str(v) for k, v in data.items()}
 
 

@@ -17,7 +17,7 @@ from fastxfer.cli.config import hand_over
 from fastxfer.errors import UsageError
 from fastxfer.trust.clients import ClientList
 from fastxfer.trust.invites import InviteBook
-from fastxfer.trust.jsonfile import save
+from fastxfer.trust.jsonfile import load, save
 from fastxfer.trust.pins import PinList
 
 WRITERS, EACH = 4, 30
@@ -98,3 +98,27 @@ def test_concurrent_pins_are_all_kept(tmp_path: Path) -> None:
         p.join(60)
     assert [p.exitcode for p in procs] == [0] * WRITERS
     assert len(PinList(tmp_path).all()) == WRITERS * EACH
+
+
+def test_a_trust_file_that_is_a_link_is_not_read(tmp_path: Path) -> None:
+    """root's `trust add` in a folder whose owner made clients.json a link to a
+    file of root's must not copy that file into the new clients.json (which
+    hand_over then gives to that owner)."""
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps({"token": "hunter2"}))
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "clients.json").symlink_to(secret)
+    (state / "quotas.json").symlink_to(secret)
+    (state / "invites.json").symlink_to(secret)
+    (state / "pins.json").symlink_to(secret)
+    for change in (lambda: ClientList(state).add(bytes(32), "laptop"),
+                   lambda: ClientList(state).set_quota("laptop", 5),
+                   lambda: InviteBook(state).create("laptop"),
+                   lambda: PinList(state).add("host", 1, bytes(32))):
+        with pytest.raises(UsageError, match="link"):
+            change()
+    os.link(secret, state / "hard.json")
+    with pytest.raises(UsageError, match="link"):
+        load(state / "hard.json")
+    assert not any("hunter2" in p.read_text() for p in state.iterdir() if not p.is_symlink() and p.name != "hard.json")
