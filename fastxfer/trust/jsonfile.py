@@ -20,10 +20,18 @@ from pathlib import Path
 from fastxfer.errors import UsageError
 
 
-def read_text(path: Path) -> str | None:
+def read_text(path: Path, own: bool = True) -> str | None:
     """The text of trust file *path*, None if there is none.  A link (or a
     second name of another file) is refused: root changing it would copy
-    what it points to into a file that goes back to the folder's owner."""
+    what it points to into a file that goes back to the folder's owner.
+    *own* False (the client's pins, in its user's own folder): a link is read."""
+    if not own:
+        try:
+            return path.read_text()
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read {path}: {exc}") from exc
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -43,8 +51,8 @@ def read_text(path: Path) -> str | None:
             raise UsageError(f"cannot read {path}: {exc}") from exc
 
 
-def load(path: Path) -> dict[str, str]:
-    text = read_text(path)
+def load(path: Path, own: bool = True) -> dict[str, str]:
+    text = read_text(path, own)
     if text is None:
         return {}
     try:

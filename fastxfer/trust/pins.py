@@ -52,7 +52,7 @@ class PinList:
         self.lock = folder / LOCK_FILE
 
     def all(self) -> dict[str, str]:
-        return load(self.path)
+        return load(self.path, own=False)  # the user's own folder: a dotfile manager's link is fine
 
     def get(self, host: str, port: int) -> bytes | None:
         value = self.all().get(address_key(host, port))

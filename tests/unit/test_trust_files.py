@@ -111,14 +111,20 @@ def test_a_trust_file_that_is_a_link_is_not_read(tmp_path: Path) -> None:
     (state / "clients.json").symlink_to(secret)
     (state / "quotas.json").symlink_to(secret)
     (state / "invites.json").symlink_to(secret)
-    (state / "pins.json").symlink_to(secret)
     for change in (lambda: ClientList(state).add(bytes(32), "laptop"),
                    lambda: ClientList(state).set_quota("laptop", 5),
-                   lambda: InviteBook(state).create("laptop"),
-                   lambda: PinList(state).add("host", 1, bytes(32))):
+                   lambda: InviteBook(state).create("laptop")):
         with pytest.raises(UsageError, match="link"):
             change()
     os.link(secret, state / "hard.json")
     with pytest.raises(UsageError, match="link"):
         load(state / "hard.json")
     assert not any("hunter2" in p.read_text() for p in state.iterdir() if not p.is_symlink() and p.name != "hard.json")
+
+    # The client's pins are in its user's own folder: a link there is read.
+    home = tmp_path / "home"
+    home.mkdir()
+    kept = tmp_path / "dotfiles-pins.json"
+    kept.write_text(json.dumps({"host:1": "ab" * 32}))
+    (home / "pins.json").symlink_to(kept)
+    assert PinList(home).get("host", 1) == bytes.fromhex("ab" * 32)
