@@ -9,13 +9,13 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import stat
 import struct
 import threading
 from pathlib import Path
 
 from conftest import fx
+from test_pairing import assert_code_not_in
 
 from fastxfer.errors import FxError
 from fastxfer.net.conn import Channel, connect, tls_wrap
@@ -74,7 +74,7 @@ def assert_no_secret_logged(server, *codes: pairing.Code) -> None:
     log = server.log_text()
     assert "Traceback" not in log
     for code in codes:
-        assert str(code) not in log and not any(re.search(rf"\b{w}\b", log) for w in code.words), code
+        assert_code_not_in(log, str(code))
 
 
 def idents(tmp_path: Path, n: int) -> list[identity.Identity]:
