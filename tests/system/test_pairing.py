@@ -12,7 +12,7 @@ import stat
 import threading
 from pathlib import Path
 
-from conftest import fx, make_file
+from conftest import assert_code_not_in, fx, make_file
 
 from fastxfer.errors import FxError
 from fastxfer.net.conn import Channel, Conn, connect, tls_wrap
@@ -36,26 +36,6 @@ def authorized(server) -> dict[str, str]:
 def pins(home: Path) -> dict[str, str]:
     path = home / "pins.json"
     return json.loads(path.read_text()) if path.exists() else {}
-
-
-def _message_words() -> set[str]:
-    """Code words that fastxfer's own messages use ("already used", "wrong
-    code"): a log may hold them whatever the code."""
-    text = " ".join(p.read_text() for p in Path(pairing.__file__).parents[1].rglob("*.py")
-                    if p.name != "words.py")
-    return set(pairing.WORDS) & set(re.findall(r"[a-z]+", text.lower()))
-
-
-MESSAGE_WORDS = _message_words()
-
-
-def assert_code_not_in(log: str, code: str) -> None:
-    """Neither the code nor its words, together or (those no message uses) alone."""
-    number, first, second = code.split("-")
-    for shown in (code, f"{first}-{second}", f"{first} {second}", f"{number}-{first}", repr((first, second))):
-        assert shown not in log, shown
-    for word in (first, second):
-        assert word in MESSAGE_WORDS or not re.search(rf"\b{word}\b", log), word
 
 
 def assert_code_not_logged(server, code: str) -> None:

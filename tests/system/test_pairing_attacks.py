@@ -14,8 +14,7 @@ import struct
 import threading
 from pathlib import Path
 
-from conftest import fx
-from test_pairing import assert_code_not_in
+from conftest import assert_code_not_in, fx
 
 from fastxfer.errors import FxError
 from fastxfer.net.conn import Channel, connect, tls_wrap
