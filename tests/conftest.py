@@ -166,12 +166,14 @@ def wait_for(predicate, timeout: float = 30.0) -> bool:
     return False
 
 
-def restart_while(server: Server, proc: subprocess.Popen, timeout: float = 120) -> str:
+def restart_while(server: Server, proc: subprocess.Popen, release=lambda: None, timeout: float = 120) -> str:
     """Kill the whole server (master and workers: its tickets die with it),
-    start it again on the same port and root, and let *proc* end; its stderr."""
+    start it again on the same port and root, release() what held *proc*
+    back, and let it end; its stderr."""
     os.killpg(server.proc.pid, signal.SIGKILL)
     server.proc.wait()
     again = start_server(server.home, server.root, port=server.port)
+    release()
     try:
         _, err = proc.communicate(timeout=timeout)
     finally:

@@ -142,6 +142,26 @@ def throttled(bytes_per_second: float):
     return mutate
 
 
+def throttled_then_held(bytes_per_second: float, gate: threading.Event, budget: int):
+    """throttled(), and once *budget* bytes of stream data have passed (over all
+    connections), held until *gate* is set: the run cannot finish before the
+    test has done what it does mid-transfer, however slow the machine."""
+    passed = [0]
+    lock = threading.Lock()
+
+    def mutate(index: int, first: bytes, offset: int, data: bytes) -> bytes:
+        if first[:4] == b"FXS1":
+            time.sleep(len(data) / bytes_per_second)
+            with lock:
+                passed[0] += len(data)
+                held = passed[0] > budget
+            if held:
+                gate.wait(30)
+        return data
+
+    return mutate
+
+
 def stalling(gate: threading.Event, stalled: threading.Event):
     def mutate(index: int, first: bytes, offset: int, data: bytes) -> bytes:
         if first[:4] == b"FXS1" and offset > 0:

@@ -80,15 +80,31 @@ def entry() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(argv[0] if argv else None).parse_args(argv)
+    parser = build_parser(argv[0] if argv else None)
+    if "--json" in argv or "--json-lines" in argv:  # only then is json_out loaded
+        from fastxfer.cli import json_out
+
+        args = json_out.parse(parser, argv)
+    else:
+        args = parser.parse_args(argv)
     try:
         return COMMANDS[args.cmd](args)
     except FxError as exc:
         print(f"ERROR: {exc.message}", file=sys.stderr)
+        json_failed(args, exc.exit_code, exc.message)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"ERROR: interrupted; {INTERRUPTED.get(args.cmd, 'nothing was changed')}", file=sys.stderr)
+        said = f"interrupted; {INTERRUPTED.get(args.cmd, 'nothing was changed')}"
+        print(f"ERROR: {said}", file=sys.stderr)
+        json_failed(args, 130, said)
         return 130
+
+
+def json_failed(args: argparse.Namespace, code: int, message: str) -> None:
+    if getattr(args, "json", False) or getattr(args, "json_lines", False):
+        from fastxfer.cli import json_out
+
+        json_out.failed(args, code, message)
 
 
 INTERRUPTED = {  # what an interrupted command leaves, and what to do next

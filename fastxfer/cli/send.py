@@ -7,13 +7,30 @@ import os
 import sys
 import time
 
-from fastxfer.cli.args import EPILOG, parse_size
+from fastxfer.cli.args import BWLIMIT_HELP, EPILOG, parse_rate, parse_size, pacer_for
 from fastxfer.cli.send_input import check_input
-from fastxfer.cli.report import human, plural, reopened_note
+from fastxfer.cli.report import add_verbosity, human, item, plural, print_failures, reopened_note, verbosity
 from fastxfer.errors import FxError, LocalFileError, UsageError, aggregate
 
 
 ATTEMPTS = 3  # reads of a file that keeps changing while it is read, before it is reported
+OUTPUT_EXAMPLES = """examples:
+  fastxfer send ~/Documents --to backup          a summary line, a progress bar on a terminal
+  fastxfer send ~/Documents --to backup -v       and a line per entry that changed:
+      new       Documents/todo.txt  (1.20 KiB)
+      changed   Documents/report.pdf  (2.31 MiB)
+  fastxfer send ~/Documents --to backup -n -v    what would change, counted as the real run counts
+  fastxfer send ~/Documents --to backup -q       errors only (cron, systemd timers)
+  fastxfer send ~/Documents --to backup --json | jq .bytes_sent
+  fastxfer send ~/Documents --to backup --json-lines    one line per file, then the summary
+  fastxfer send big.iso --to backup --bwlimit 8M       at most 8 MiB/s over all streams
+  fastxfer send ~/Photos --to backup --bwlimit 500K    at most 500 KiB/s
+
+codes (-v): new, changed, touched (same content, new time or mode), repaired (--checksum: the
+server's copy no longer matched its record), linked (a copy the server holds: not sent);
+-vv also lists unchanged entries. The paths are those `fastxfer get` takes.
+
+"""
 KIND_SHOWN = {"dir": "folder", "link": "link", "fifo": "FIFO", "socket": "socket",
               "chardev": "character device", "blockdev": "block device"}
 
@@ -21,7 +38,7 @@ KIND_SHOWN = {"dir": "folder", "link": "link", "fifo": "FIFO", "socket": "socket
 def add_send(sub) -> None:
     from fastxfer.cli.send_input import FILTER_EPILOG, add_filter_options
 
-    s = sub.add_parser("send", help="send files to a server", epilog=FILTER_EPILOG + "\n\n" + EPILOG,
+    s = sub.add_parser("send", help="send files to a server", epilog=OUTPUT_EXAMPLES + FILTER_EPILOG + "\n\n" + EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("files", nargs="+", metavar="PATH",
                    help="files and folders; DIR sends DIR/..., DIR/ sends what is inside DIR; "
@@ -30,6 +47,7 @@ def add_send(sub) -> None:
     s.add_argument("--streams", type=int, default=None, help="parallel connections (default: automatic)")
     s.add_argument("--chunk-size", type=parse_size, default=None, metavar="SIZE",
                    help="chunk size, e.g. 4M (default: automatic)")
+    s.add_argument("--bwlimit", type=parse_rate, default=0, metavar="RATE", help=BWLIMIT_HELP)
     s.add_argument("--dest", default=None, metavar="DIR", help="folder on the server, below this client's folder")
     s.add_argument("--sha256", action="store_true",
                    help="also print each file's plain SHA-256, as sha256sum shows it")
@@ -42,28 +60,28 @@ def add_send(sub) -> None:
     s.add_argument("--allow-changing", action="store_true",
                    help=f"a file still changing after {ATTEMPTS} reads (a log, a live database) is stored "
                         f"as last read and reported as changed while read, instead of failing")
-    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the result")
-    s.add_argument("-v", "--verbose", action="store_true", help="list every entry, however many")
+    add_verbosity(s)
     s.add_argument("--json", action="store_true",
-                   help="print one JSON object (snapshot, counts, bytes) instead of the summary lines")
+                   help="print one JSON document (counts, bytes sent, resumed_bytes, snapshot, failures, "
+                        "exit_code) instead of the summary lines; fields: docs/JSON.md")
+    s.add_argument("--json-lines", action="store_true",
+                   help="print a JSON object per entry as it is stored (or found unchanged, or fails), "
+                        "then the --json document as the last line")
     add_filter_options(s)
 
 
 
-def report_dry_run(results: list, skipped: list, name: str) -> int:
-    from fastxfer.client.walk import display
-
-    send = [r for r in results if r.status == "send"]
-    for r in results:
-        if r.status == "failed":
-            print(f"ERROR: {r.error.message}", file=sys.stderr)
-        elif r.status == "send":
-            print(f"would send {name}/{display(r.src.remote)}"
-                  + (f" ({human(r.src.size)})" if r.src.kind == "file" else f" ({r.src.kind})"))
-    unchanged = sum(1 for r in results if r.status == "unchanged")
-    total = sum(r.src.size for r in send if r.src.kind == "file")
-    print(f"dry run: {len(send)} entries would be sent ({human(total)}), {unchanged} unchanged, "
-          f"{len(skipped)} skipped; nothing was sent")
+def report_dry_run(results: list, skipped: list, level: int) -> int:
+    """What a real run would do, counted as a real run counts (files), listed as it lists them."""
+    files = [r for r in results if r.src.kind == "file"]
+    send = [r for r in files if r.status == "send"]
+    report_results(results, level)
+    if level >= 0:
+        total = sum(r.src.size for r in send)
+        unchanged = sum(1 for r in files if r.status == "unchanged")
+        failed = sum(1 for r in results if r.status == "failed")
+        print(f"dry run: {plural(len(send), 'file')} would be stored ({human(total)}), {unchanged} unchanged, "
+              f"{failed} failed, {len(skipped)} skipped; nothing was sent")
     return 0 if not skipped and all(r.status != "failed" for r in results) else 9
 
 
@@ -155,6 +173,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def send_walked(args: argparse.Namespace, started: float, connecting: Background, walked) -> int:
+    from fastxfer.cli import json_out
     from fastxfer.cli.send_input import deleted_note, filtered_line, print_notes
     from fastxfer.client.walk import display
 
@@ -163,8 +182,11 @@ def send_walked(args: argparse.Namespace, started: float, connecting: Background
     if skipped and not sources:  # nothing to send at all: most likely a mistyped path
         for s in skipped:
             print(f"ERROR: {display(s.local)}: {s.reason}", file=sys.stderr)
+        json_out.failed(args, LocalFileError.exit_code, "nothing to send: every path was skipped",
+                        skipped_paths=[{"path": s.local, "reason": s.reason} for s in skipped])
         return LocalFileError.exit_code
-    for s in skipped:
+    level = verbosity(args)
+    for s in skipped:  # printed even with -q: a skipped entry makes the exit code 9
         print(f"WARNING: {display(s.local)}: {s.reason}", file=sys.stderr)
     control, welcome = connecting.result()
     from fastxfer.client.connect import KEEP_ALIVE
@@ -176,7 +198,7 @@ def send_walked(args: argparse.Namespace, started: float, connecting: Background
         welcome = control.welcome or welcome
     snap = None
     try:
-        snapshot = None if args.dry_run else SnapshotOfSend(control, args, sources)
+        snapshot = None if args.dry_run else SnapshotOfSend(control, args, sources, level)
         sender, results = run_sender(args, control, welcome, sources, snapshot.id if snapshot else 0)
         if snapshot:
             snap = snapshot.finish(results, skipped)
@@ -185,29 +207,30 @@ def send_walked(args: argparse.Namespace, started: float, connecting: Background
                                      and r.status in ("stored", "unchanged")], args.receipts, snap.id if snap else 0)
     finally:
         control.close()
-    reopened_note(control)
+    reopened_note(control, level)
     elapsed = time.monotonic() - started
     filtered = filtered_line(walked)
-    if args.dry_run:
-        code = report_dry_run(results, skipped, welcome.name)
-        if filtered:
+    if args.dry_run and not json_out.wanted(args):
+        code = report_dry_run(results, skipped, level)
+        if filtered and level >= 0:
             print(filtered)
         return code
     code = exit_code(results, skipped)
-    for r in results:
+    for r in results if level >= 0 else []:
         if r.changed:
             print(f"WARNING: {display(r.src.local)}: changed while it was read, stored as last read "
                   f"(--allow-changing): the copy may mix old and new bytes", file=sys.stderr)
-    if args.json:
-        print_json(results, skipped, sender, elapsed, snap, code, walked.excluded)
-        return code
-    report_results(results, welcome.name, args.verbose)
-    print_summary(results, skipped, sender, elapsed)
-    if filtered:
-        print(filtered)
-    print_snapshot(snap, welcome.name, results)
-    if note := deleted_note(walked, snap):
-        print(note, file=sys.stderr)
+    if json_out.wanted(args):
+        return json_out.send(args, results, skipped, sender, elapsed, snap, welcome.name, code, walked.excluded)
+    report_results(results, level)
+    print_sha256(results, args.sha256)
+    if level >= 0:
+        print_summary(results, skipped, sender, elapsed)
+        if filtered:
+            print(filtered)
+        print_snapshot(snap, welcome.name, results)
+        if note := deleted_note(walked, snap):
+            print(note, file=sys.stderr)
     return code
 
 
@@ -215,15 +238,16 @@ class SnapshotOfSend:
     """The send's snapshot: opened before the first file is stored, ended after
     the last; with a warning and no snapshot when the session cannot."""
 
-    def __init__(self, control, args: argparse.Namespace, sources: list) -> None:
+    def __init__(self, control, args: argparse.Namespace, sources: list, level: int = 0) -> None:
         from fastxfer.client import snapshot
         from fastxfer.cli.send_input import tops_of
 
-        self.control, self.names, self.begun = control, snapshot.Names(), None
+        self.control, self.names, self.begun, self.level = control, snapshot.Names(), None, level
         try:
             self.begun = snapshot.begin(control.call, tops_of(args), sources, self.names)
         except FxError as exc:
-            print(f"WARNING: no snapshot will be recorded: {exc.message}", file=sys.stderr)
+            if level >= 0:
+                print(f"WARNING: no snapshot will be recorded: {exc.message}", file=sys.stderr)
 
     @property
     def id(self) -> int:
@@ -237,7 +261,8 @@ class SnapshotOfSend:
         try:
             return snapshot.finish(self.control.call, self.begun, results, bool(skipped), self.names)
         except FxError as exc:
-            print(f"WARNING: no snapshot was recorded: {exc.message}", file=sys.stderr)
+            if self.level >= 0:
+                print(f"WARNING: no snapshot was recorded: {exc.message}", file=sys.stderr)
             return None
 
 
@@ -247,39 +272,12 @@ def print_snapshot(snap, name: str, results: list) -> None:
     if snap is None:
         return
     for path, was, now in snap.moved:
-        print(f"WARNING: {name}/{display(path)} was last sent from {display(was)}, now from {display(now)}; "
+        print(f"WARNING: {display(path)} was last sent from {display(was)}, now from {display(now)}; "
               f"both are kept as snapshots of one path: to keep them apart, send with --dest", file=sys.stderr)
     changed = sum(1 for r in results if r.status == "stored" and r.src.kind == "file")
     partial = " (partial: not everything walked was stored)" if snap.state == "partial" else ""
     print(f"snapshot {snap.id} of {name}: {plural(snap.files, 'file')}, {human(snap.bytes)}, "
           f"{changed} changed, {snap.removed} deleted{partial}")
-
-
-def print_json(results: list, skipped: list, sender, elapsed: float, snap, code: int, excluded: int = 0) -> None:
-    import json
-
-    files = [r for r in results if r.src.kind == "file"]
-    print(json.dumps({
-        "snapshot": snap.id if snap else None,
-        "snapshot_state": snap.state if snap else None,
-        "files": len(files),
-        "stored": sum(1 for r in files if r.status == "stored"),
-        "unchanged": sum(1 for r in files if r.status == "unchanged"),
-        "failed": sum(1 for r in results if r.status == "failed"),
-        "recorded": sum(1 for r in results if r.status == "recorded"),
-        "skipped": len(skipped),
-        "excluded": excluded,
-        "deleted": snap.removed if snap else 0,
-        "bytes": sum(r.src.size for r in files if r.status in ("stored", "unchanged")),
-        "bytes_sent": sender.bytes_sent,
-        "resumed_bytes": sender.bytes_resumed,
-        "linked_bytes": sender.bytes_linked,
-        "changed_while_read": [r.src.remote for r in results if r.changed],
-        "streams": sender.streams_opened,
-        "seconds": round(elapsed, 3),
-        "exit_code": code,
-        "errors": [r.error.message for r in results if r.status == "failed" and r.error],
-    }))
 
 
 class Rounds:
@@ -298,18 +296,21 @@ class Rounds:
 
 def run_sender(args: argparse.Namespace, control, welcome, sources: list, snap: int = 0):
     """Send, and send again what changed while it was read (ATTEMPTS in all)."""
+    from fastxfer.cli import json_out
     from fastxfer.cli.report import Progress
     from fastxfer.client.send import Sender
     from fastxfer.errors import ChangedError
 
-    show = sys.stderr.isatty() and not args.quiet
+    show = sys.stderr.isatty() and verbosity(args) >= 0 and not json_out.wanted(args)
+    lines = json_out.lines(args)
     rounds = Rounds()
     results: list = []
+    pacer = pacer_for(args.bwlimit)  # one limit over every round
     for attempt in range(1 if args.dry_run else ATTEMPTS):
         last = attempt == ATTEMPTS - 1
-        sender = Sender(control, welcome, args.streams, args.chunk_size, args.sha256, Progress(show),
+        sender = Sender(control, welcome, args.streams, args.chunk_size, args.sha256, lines or Progress(show),
                         checksum=args.checksum, dry_run=args.dry_run, allow_changing=args.allow_changing and last,
-                        snap=snap)
+                        snap=snap, pacer=pacer)
         rounds.senders.append(sender)
         results += sender.run(sources)
         again = [r for r in results if r.status == "failed" and isinstance(r.error, ChangedError)]
@@ -319,6 +320,8 @@ def run_sender(args: argparse.Namespace, control, welcome, sources: list, snap: 
         time.sleep(0.2 * (attempt + 1))  # let a burst of writes end
         sources = [a.src for a in again if refresh(a.src)]
         results += [a for a in again if not any(a.src is s for s in sources)]
+    if lines:
+        lines.flush(results)
     return rounds, results
 
 
@@ -337,35 +340,48 @@ def refresh(src) -> bool:
     return True
 
 
-def report_results(results: list, name: str, verbose: bool) -> None:
+def report_results(results: list, level: int) -> None:
+    """Failures by cause (always), then with -v a line per entry that changed, with -vv every entry."""
     from fastxfer.client.walk import display
 
-    # One line per cause: a session that ended takes every file not yet sent with it.
-    causes: dict[str, int] = {}
-    for r in results:
-        if r.status == "failed":
-            assert r.error is not None
-            causes[r.error.message] = causes.get(r.error.message, 0) + 1
-    for message, count in causes.items():
-        print(f"ERROR: {message}" + (f" ({count} files)" if count > 1 else ""), file=sys.stderr)
-    if not (verbose or len(results) <= 100):
-        return
-    for r in results:
-        if r.status == "failed":
-            continue
-        what = "" if r.src.kind == "file" else f" ({KIND_SHOWN.get(r.src.kind, r.src.kind)})"
-        if r.src.hardlink:
-            what = f" (hard link to {display(r.src.hardlink)})"
-        if r.status == "recorded":
-            print(f"recorded {name}/{display(r.src.remote)}{what}, in the snapshot only")
-        elif r.status == "stored":
-            size = f" ({human(r.src.size)}, verified)" if r.src.kind == "file" else what
-            print(f"stored {name}/{display(r.src.remote)}{size}")
-        elif r.by_other:
-            print(f"unchanged {name}/{display(r.src.remote)} (stored meanwhile by another send of it; "
-                  f"the server holds this very content)")
-        else:
-            print(f"unchanged {name}/{display(r.src.remote)}{what or ' (same size and time as stored)'}")
+    print_failures([(display(r.src.local), r.error.message) for r in results
+                    if r.status == "failed" and r.error is not None], level >= 1)
+    for r in results if level >= 1 else []:
+        line = item_line(r, display(r.src.remote), level)
+        if line:
+            print(line)
+
+
+def item_line(r, path: str, level: int) -> str | None:
+    """One entry's itemized line (cli/report.py item), or None when -v leaves it out."""
+    from fastxfer.client.walk import display
+
+    kind = r.src.kind
+    what = "" if kind == "file" else KIND_SHOWN.get(kind, kind)
+    if r.status == "send":  # a dry run: files compared by size and time; folders and links are not asked about
+        if kind == "file":
+            return item(r.how or "changed", path, f"{human(r.src.size)}, would be stored")
+        return item(what, path, "not compared in a dry run") if level >= 2 else None
+    if r.status == "recorded":
+        note = f"hard link to {display(r.src.hardlink)}" if r.src.hardlink else what
+        return item("recorded", path, f"{note}, in the snapshot only") if level >= 2 else None
+    if r.status == "stored":
+        note = {"touched": "the same content, a new time or mode",
+                "repaired": "the server's copy no longer matched its record: sent again",
+                "linked": "a copy of content the server holds: not sent"}.get(r.how, "")
+        size = human(r.src.size) if kind == "file" else what
+        return item(r.how or "stored", path, ", ".join(x for x in (size, note) if x))
+    if r.status == "unchanged" and level >= 2:
+        return item("unchanged", path, "stored meanwhile by another send of it: the server holds this very content"
+                    if r.by_other else what)
+    return None
+
+
+def print_sha256(results: list, asked: bool) -> None:
+    """send --sha256: each file's plain SHA-256, as sha256sum prints it (asked for, so shown even with -q)."""
+    from fastxfer.client.walk import display
+
+    for r in results if asked else []:
         if r.sha256:
             print(f"{r.sha256.hex()}  {display(r.src.shown or r.src.local)}")
 

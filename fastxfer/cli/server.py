@@ -8,7 +8,8 @@ import sys
 import time
 
 from fastxfer.cli import config as conf  # `config` is cmd_serve's WorkerConfig
-from fastxfer.cli.args import parse_size
+from fastxfer.cli.args import parse_rate, parse_size
+from fastxfer.cli.report import add_verbosity, make_progress, plural, print_groups, verbosity
 from fastxfer.protocol import limits
 from fastxfer.errors import FxError, UsageError
 
@@ -55,6 +56,10 @@ def add_serve(sub) -> None:
                    help="memory one client's streams may hold in frame buffers, per worker; a stream that "
                         f"finds no room within {limits.FRAME_BUDGET_WAIT:g} s is refused as busy and the client "
                         "goes on with fewer streams (default: 256M, at least 33M)")
+    s.add_argument("--client-bwlimit", type=parse_rate, default=0, metavar="RATE",
+                   help="at most RATE bytes a second per client name, over all its streams in every worker, "
+                        "both ways (what it sends, what it restores); binary suffixes: 20M = 20 MiB/s "
+                        "(default: none, as 0); bursts of at most 1 MiB")
     s.add_argument("--worker-frame-budget", type=parse_size, default=limits.FRAME_BUDGET_PER_WORKER, metavar="SIZE",
                    help="memory all streams of one worker may hold in frame buffers (default: 1G, at least "
                         "--frame-budget)")
@@ -70,6 +75,7 @@ examples:
   fastxfer serve --root /srv/backup --keep-daily 14 --keep-weekly 8 --keep-monthly 12
   fastxfer serve --config /etc/fastxfer/server.toml
   fastxfer serve --config /etc/fastxfer/server.toml --port 0 --log-level debug
+  fastxfer serve --root /srv/backup --client-bwlimit 20M   each client at most 20 MiB/s
 
 Without --keep-*, every snapshot is kept until `fastxfer forget`. With them, each client's
 snapshots are forgotten after each of its sends as `forget --prune` would, but never one
@@ -110,10 +116,24 @@ def share_percent(text: str) -> float:
 
 
 def add_check(sub) -> None:
-    ck = sub.add_parser("check", help="server side: re-hash stored files, report any that changed on disk")
+    ck = sub.add_parser("check", help="server side: re-hash stored files, report any that changed on disk",
+                        epilog="examples:\n"
+                               "  fastxfer check --root /srv/backup              damage grouped, a summary line\n"
+                               "  fastxfer check --root /srv/backup -v           every damaged copy named\n"
+                               "  fastxfer check --root /srv/backup --client laptop -q   only what is damaged\n"
+                               "  fastxfer check --config /etc/fastxfer/server.toml\n"
+                               "  fastxfer check --root /srv/backup --json | jq '.problems[].path'",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ck.add_argument("--root", default=None, help="the server's root folder (default: the --config file's root)")
     conf.add_option(ck)
     ck.add_argument("--client", default=None, metavar="NAME", help="only this client's files")
+    add_verbosity(ck, quiet="only what is damaged: no progress bar, no summary",
+                  verbose="name every damaged copy (by default a cause met more than 3 times shows 3 of them)")
+    ck.add_argument("--json", action="store_true",
+                    help="one JSON document (counts, and each file changed or missing) instead of lines; "
+                         "fields: docs/JSON.md")
+    ck.add_argument("--json-lines", action="store_true",
+                    help="a JSON object per file re-hashed, then the --json document as the last line")
 
 
 
@@ -189,10 +209,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"root {os.path.abspath(args.root)}, state {os.path.abspath(state)}, {workers} workers"
           + (f", {cleaned} abandoned staging files removed" if cleaned else ""), flush=True)
     print(f"listening on {host}:{port}", flush=True)
+    from fastxfer.server.rates import ClientRates
+
     config = WorkerConfig(os.path.abspath(args.root), str(state), os.urandom(32), policy,
                           hash_budget=args.hash_per_reply, slots=args.connections,
                           frame_budget=args.frame_budget, worker_frame_budget=args.worker_frame_budget,
-                          quotas=settings.quotas)
+                          quotas=settings.quotas,
+                          client_rates=ClientRates(args.client_bwlimit) if args.client_bwlimit else None)
     Master(listener, workers, config, silence=args.worker_timeout).run()
     return 0
 
@@ -204,26 +227,49 @@ def cmd_check(args: argparse.Namespace) -> int:
     if not os.path.isfile(os.path.join(root, STATE, "manifest.sqlite")):
         raise UsageError(f"{root} is not a fastxfer root (no {STATE}/manifest.sqlite)")
     store = Store(root)
+    if args.json or args.json_lines:
+        from fastxfer.cli import json_out
+
+        return json_out.check(args, store)
+    level = verbosity(args)
+    found: dict[str, dict[str, list[tuple[str, str]]]] = {"changed": {}, "missing": {}}
     counts = {"ok": 0, "changed": 0, "missing": 0}
     intact: set[tuple[str, bytes]] = set()  # (client, digest) of contents just re-hashed in the view
-    for client, raw, digest in store.stored_files(args.client):
+    stored = store.stored_files(args.client)
+    bar = make_progress(len(stored), sys.stderr.isatty() and level >= 0, "checking stored files", unit="files")
+    for client, raw, digest in stored:
         status, _ = store.verify_stored(client, raw)
         counts[status] += 1
         if status == "ok":
             intact.add((client, bytes(digest)))
         else:
-            print(f"{status.upper()}: {client}/{os.fsdecode(raw)!r}")
+            shown = f"{client}/{os.fsdecode(raw)!r}"
+            found[status].setdefault("in the current view", []).append((shown, shown))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     # Then what every kept snapshot refers to: each content once, wherever it is held.
     kept = {"ok": 0, "changed": 0, "missing": 0}
-    for client, digest, raw, snaps in store.snapshot_contents(args.client):
+    contents = store.snapshot_contents(args.client)
+    bar = make_progress(len(contents), sys.stderr.isatty() and level >= 0, "checking snapshots' contents", unit="files")
+    for client, digest, raw, snaps in contents:
         status = "ok" if (client, digest) in intact else store.verify_content(client, digest, raw)[0]
         kept[status] += 1
         if status != "ok":
-            print(f"{status.upper()}: {client}/{os.fsdecode(raw)!r} as snapshot{'s' if len(snaps) > 1 else ''} "
-                  f"{', '.join(map(str, snaps))} holds it")
-    print(f"{counts['ok']} files intact, {counts['changed']} changed on disk, {counts['missing']} missing; "
-          f"of what kept snapshots hold, {kept['ok']} contents intact, {kept['changed']} changed, "
-          f"{kept['missing']} missing")
+            shown = f"{client}/{os.fsdecode(raw)!r}"
+            found[status].setdefault("as kept snapshots hold them", []).append(
+                (shown, f"{shown} as snapshot{'s' if len(snaps) > 1 else ''} {', '.join(map(str, snaps))} holds it"))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    for status, groups in found.items():  # damage is what check reports: on standard output, even with -q
+        print_groups(groups, level >= 1, status.upper(), sys.stdout)
+    if level >= 0:
+        print(f"{plural(counts['ok'], 'file')} intact, {counts['changed']} changed on disk, {counts['missing']} missing; "
+              f"of what kept snapshots hold, {kept['ok']} contents intact, {kept['changed']} changed, "
+              f"{kept['missing']} missing")
     if counts["changed"] or counts["missing"]:
         print("to repair them, send those files again from the client with --checksum", file=sys.stderr)
     return 0 if counts["changed"] == counts["missing"] == kept["changed"] == kept["missing"] == 0 else 5

@@ -12,14 +12,15 @@ def add_snapshots(sub) -> None:
                        description="One line per snapshot, oldest first: its id (for --at), when it was "
                                    "taken, whether it is complete, its files and bytes, and the paths it "
                                    "holds. A partial snapshot is one whose send did not store every file.",
-                       epilog="example:\n  fastxfer snapshots --from backup\n"
+                       epilog="examples:\n  fastxfer snapshots --from backup\n"
+                              "  fastxfer snapshots --from backup --json | jq '.snapshots[-1].id'\n"
                               "  fastxfer get Documents --from backup --at 11 -o /tmp/restore",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("path", nargs="?", default="", metavar="PATH",
                    help="only the snapshots holding this path (default: all)")
     s.add_argument("--from", dest="server", required=True, metavar="HOST[:PORT]",
                    help="the server, as pinned (`fastxfer pins`); port 4455 if not given")
-    s.add_argument("--json", action="store_true", help="one JSON array instead of a table")
+    s.add_argument("--json", action="store_true", help="one JSON document instead of a table (docs/JSON.md)")
 
 
 def cmd_snapshots(args: argparse.Namespace) -> int:
@@ -36,14 +37,15 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
 
 def print_snapshots(reply: dict, path: str, as_json: bool) -> None:
     import datetime
-    import json
 
     from fastxfer.client.walk import display
     from fastxfer.protocol import messages
 
     snaps = [listed(s) for s in messages.get_list(reply, "snapshots", 1 << 20)]
     if as_json:
-        print(json.dumps(snaps, indent=1, ensure_ascii=True))
+        from fastxfer.cli import json_out
+
+        json_out.written("snapshots", {"path": path, "snapshots": snaps})
         return
     if not snaps:
         print("no snapshots yet" + (f" of {path!r}" if path else ""))
@@ -93,7 +95,6 @@ def add_diff(sub) -> None:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    import json
     import os
     import sys
 
@@ -110,8 +111,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
         control.close()
     counts = {kind: sum(1 for k, _ in changes if k == kind) for kind in DIFF_CODES}
     if args.json:
-        print(json.dumps({"a": args.a, "b": args.b, "changes": [{"change": k, "path": p} for k, p in changes],
-                          "counts": counts}, indent=1, ensure_ascii=True))
+        from fastxfer.cli import json_out
+
+        json_out.document(args, {"a": args.a, "b": args.b, "changes": [{"change": k, "path": p} for k, p in changes],
+                                 "counts": counts})
         return 0
     for kind, path in changes:
         sys.stdout.buffer.write(os.fsencode(f"{DIFF_CODES[kind]}  {display(path)}") + b"\n")
@@ -158,7 +161,6 @@ def add_forget(sub) -> None:
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
-    import json
     import time
 
     from fastxfer.errors import UsageError
@@ -194,7 +196,9 @@ def cmd_forget(args: argparse.Namespace) -> int:
         done = store.forget(args.client, policy, time.time_ns(), args.dry_run, args.prune).as_message()
         done["min_age_ns"] = policy.min_age_ns
     if args.json:
-        print(json.dumps({"dry_run": args.dry_run, **done}, indent=1, ensure_ascii=True))
+        from fastxfer.cli import json_out
+
+        json_out.document(args, {"dry_run": args.dry_run, **done})
     else:
         print_forget(done, args.dry_run, args.prune)
     return 0

@@ -35,7 +35,12 @@ def add_trust(sub) -> None:
     t = sub.add_parser("trust", help="server side: which clients may send", epilog=TRUST_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     tsub = t.add_subparsers(dest="trust_cmd", metavar="ACTION", required=True)
-    ta = tsub.add_parser("add", help="authorize a client fingerprint under a name (its folder)")
+    ta = tsub.add_parser("add", help="authorize a client fingerprint under a name (its folder)",
+                         epilog="examples (the fingerprint as `fastxfer id` prints it on the client):\n"
+                                "  fastxfer trust add ABCD-EFGH-... --name laptop\n"
+                                "  fastxfer trust add ABCD-EFGH-... --name laptop --quota 500G "
+                                "--config /etc/fastxfer/server.toml",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     ta.add_argument("fingerprint")
     ta.add_argument("--name", required=True)
     ta.add_argument("--quota", type=parse_size, metavar="SIZE",
@@ -46,8 +51,13 @@ def add_trust(sub) -> None:
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     tq.add_argument("name")
     tq.add_argument("size", type=quota_size, metavar="SIZE|none")
-    tl = tsub.add_parser("list", help="list authorized clients (name, fingerprint, quota)")
-    tr = tsub.add_parser("remove", help="remove a client by fingerprint or name")
+    tl = tsub.add_parser("list", help="list authorized clients (name, fingerprint, quota)",
+                         epilog="example:\n  fastxfer trust list --json | jq -r '.clients[].name'",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    tl.add_argument("--json", action="store_true", help="one JSON document instead of lines (docs/JSON.md)")
+    tr = tsub.add_parser("remove", help="remove a client by fingerprint or name",
+                         epilog="examples:\n  fastxfer trust remove laptop\n  fastxfer trust remove ABCD-EFGH-...",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     tr.add_argument("who", metavar="FP|NAME")
     for action in (ta, tq, tl, tr):
         config.add_option(action)
@@ -55,19 +65,33 @@ def add_trust(sub) -> None:
 
 
 def add_pins(sub) -> None:
-    pn = sub.add_parser("pin", help="client side: trust a server fingerprint at HOST[:PORT]")
+    pn = sub.add_parser("pin", help="client side: trust a server fingerprint at HOST[:PORT]",
+                        epilog="example (the fingerprint as `fastxfer id` prints it on the server):\n"
+                               "  fastxfer pin backup-host ABCD-EFGH-...\n"
+                               "  fastxfer pin 192.168.1.20:4455 ABCD-EFGH-...\n"
+                               "or, without copying it: fastxfer invite on the server, fastxfer pair here",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     pn.add_argument("address", metavar="HOST[:PORT]")
     pn.add_argument("fingerprint")
-    sub.add_parser("pins", help="list pinned servers")
-    up = sub.add_parser("unpin", help="forget the pin for HOST[:PORT]")
+    ps = sub.add_parser("pins", help="list pinned servers",
+                        epilog="example:\n  fastxfer pins --json | jq -r '.pins[].address'",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ps.add_argument("--json", action="store_true", help="one JSON document instead of lines (docs/JSON.md)")
+    up = sub.add_parser("unpin", help="forget the pin for HOST[:PORT]",
+                        epilog="example:\n  fastxfer unpin backup-host:4455",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     up.add_argument("address", metavar="HOST[:PORT]")
 
 
 
 def add_receipt(sub) -> None:
-    rc = sub.add_parser("receipt", help="check signed receipts offline")
+    example = ("example:\n  fastxfer send ~/Documents --to backup --receipts receipts.jsonl\n"
+               "  fastxfer receipt verify receipts.jsonl")
+    rc = sub.add_parser("receipt", help="check signed receipts offline", epilog=example,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     rsub = rc.add_subparsers(dest="receipt_cmd", metavar="ACTION", required=True)
-    rv = rsub.add_parser("verify", help="check every receipt in FILE against the pinned servers")
+    rv = rsub.add_parser("verify", help="check every receipt in FILE against the pinned servers", epilog=example,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     rv.add_argument("file")
 
 
@@ -126,6 +150,10 @@ def _change(args: argparse.Namespace, clients, settings: config.ServerConfig) ->
         print(f"quota of {args.name}: {'none' if args.size is None else human(args.size)}"
               + ("" if known else " (no authorized client has this name yet)"))
         _fixed_quota_note(args.name, args.size, clients, settings)
+    elif args.trust_cmd == "list" and args.json:
+        from fastxfer.cli import json_out
+
+        json_out.trust_list(args, clients)
     elif args.trust_cmd == "list":
         for fp, name in sorted(clients.all().items(), key=lambda kv: kv[1]):
             quota = clients.quota_of(name)
@@ -152,6 +180,11 @@ def cmd_pin(args: argparse.Namespace) -> int:
     from fastxfer.trust.pins import PinList, address_key, parse_address
 
     pins = PinList(home())
+    if args.cmd == "pins" and args.json:
+        from fastxfer.cli import json_out
+
+        json_out.pins(args, pins.all())
+        return 0
     if args.cmd == "pins":
         for addr, fp in sorted(pins.all().items()):
             print(f"{addr}\t{format_fp(bytes.fromhex(fp))}")

@@ -38,7 +38,7 @@ def delete_extra(getter: Getter, root_fd: int, folders: list[list[bytes]], keep:
                     shutil.rmtree(name, dir_fd=fd)  # fd-based: never follows a link out of the copy
                 else:
                     os.unlink(name, dir_fd=fd)
-                getter.places.outcomes.append(Outcome(shown, "deleted"))
+                getter.places.record(Outcome(shown, "deleted"))
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -52,13 +52,13 @@ def link_all(getter: Getter, root_fd: int, linked: list[tuple[dict, list[bytes],
         for entry, parts, first in linked:
             shown = os.fsdecode(b"/".join(parts))
             if done.get(os.fsdecode(b"/".join(first))) not in ("restored", "unchanged"):
-                getter.places.outcomes.append(Outcome(shown, "failed", LocalFileError(
+                getter.places.record(Outcome(shown, "failed", LocalFileError(
                     f"{shown}: not linked: its other name {os.fsdecode(b'/'.join(first))} was not restored")))
                 continue
             try:
-                getter.places.outcomes.append(link_one(getter, root_fd, parts, first, shown, touched))
+                getter.places.record(link_one(getter, root_fd, parts, first, shown, touched))
             except (OSError, FxError) as exc:
-                getter.places.outcomes.append(Outcome(shown, "failed", LocalFileError(f"{shown}: not linked ({exc})")))
+                getter.places.record(Outcome(shown, "failed", LocalFileError(f"{shown}: not linked ({exc})")))
         for fd in touched.values():
             os.fsync(fd)
     finally:

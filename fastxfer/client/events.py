@@ -34,6 +34,13 @@ class Moved(NamedTuple):
     size: int
 
 
+class Requeued(NamedTuple):
+    """Bytes counted as moved that must move again: their stream was lost before
+    the server acknowledged them.  They are counted once more when they do move."""
+
+    size: int
+
+
 class FilesDone(NamedTuple):
     """Files finished so far, of how many."""
 
@@ -41,11 +48,19 @@ class FilesDone(NamedTuple):
     total: int
 
 
+class Settled(NamedTuple):
+    """One entry's outcome is final: a send's Result (client/jobs.py) or a
+    get's Outcome (client/restore_plan.py), once, as soon as it is known
+    (what --json-lines writes a line for)."""
+
+    result: object
+
+
 class Finished(NamedTuple):
     """The run is over: the bar, if any, can go."""
 
 
-Event = Planned | Unneeded | Moved | FilesDone | Finished
+Event = Planned | Unneeded | Moved | Requeued | FilesDone | Settled | Finished
 Sink = Callable[[Event], None]
 
 

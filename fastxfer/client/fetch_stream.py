@@ -89,7 +89,9 @@ class FetchStream:
                         if not g.jobs:  # the next wave's work, or the end
                             self.places.cond.wait(0.5)
                     continue
-                self._receive(fc.receive(), window)
+                # Under --bwlimit the answers are read at the rate: the server's
+                # sends wait on TCP's closed window, so the path carries no more.
+                self._receive(fc.receive(pacer=g.pacer), window)
         finally:
             fc.close()
 

@@ -37,6 +37,7 @@ from fastxfer.client.place import Places
 from fastxfer.client.restore_plan import Fetch, Outcome, already_there, chunks_of, link_stays_inside, wave_size
 from fastxfer.errors import ConnectError, FxError, LocalFileError, ProtocolError
 from fastxfer.localfs import make_chain, open_chain
+from fastxfer.net.pace import Pacer
 from fastxfer.protocol import layout
 from fastxfer.protocol.snapshot import SPECIAL
 
@@ -45,8 +46,10 @@ DEVICES = {"chardev": stat.S_IFCHR, "blockdev": stat.S_IFBLK}
 
 class Getter:
     def __init__(self, control: ControlClient, welcome: Welcome, streams: int, force: bool,
-                 sink: events.Sink = events.ignore, safe_links: bool = False, devices: bool = False) -> None:
+                 sink: events.Sink = events.ignore, safe_links: bool = False, devices: bool = False,
+                 pacer: Pacer | None = None) -> None:
         self.control = control
+        self.pacer = pacer  # --bwlimit: one bucket over every stream (and every Getter) of the command
         self.welcome = welcome
         self.streams = streams
         self.force = force
@@ -82,7 +85,7 @@ class Getter:
         keep = {tuple(parts) for _e, parts in planned}
         planned, linked = hard_links(planned)
         files = [e for e, _ in planned if e.get("kind", "file") == "file"]
-        self.places.sink(events.Planned(sum(int(e.get("size") or 0) for e in files), len(files), "getting"))
+        self.places.sink(events.Planned(sum(int(e.get("size") or 0) for e in files), len(files), "receiving"))
         try:
             root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:  # removed or replaced since it was prepared
@@ -136,7 +139,7 @@ class Getter:
             for entry, parts in planned:
                 outcome = self._prepare(root_fd, entry, parts, fetches)
                 if outcome is not None:
-                    self.places.outcomes.append(outcome)
+                    self.places.record(outcome)
             self.places.pending = len(fetches)
             for f in fetches:
                 if f.left == 0:
@@ -238,22 +241,28 @@ class Getter:
             try:
                 self._folder(root_fd, parts)
             except (OSError, FxError) as exc:
-                return Outcome(shown, "failed", LocalFileError(f"{shown}: cannot create the folder ({exc})"))
+                return Outcome(shown, "failed", LocalFileError(f"{shown}: cannot create the folder ({exc})"),
+                               kind="dir")
             mode, ids = int(entry["mode"]) & 0o777, self.owners.ids(entry)
             if here is not None and stat.S_ISDIR(here.st_mode) and not self.force:
                 mode &= stat.S_IMODE(here.st_mode)  # a folder that was there: never opened wider
                 ids = None  # nor given away
             self.dirs.append((parts, mode, int(entry["mtime_ns"]), ids))
-            return Outcome(shown, "restored")
+            # Made by this run (now or as a parent of what came first), or there already: not "restored".
+            made = tuple(parts) in self.made
+            return Outcome(shown, "restored" if made else "unchanged", kind="dir", how="new" if made else "")
         if exists and not self.force:
             if already_there(entry, here, parts, parent):
-                return Outcome(shown, "unchanged")
+                return Outcome(shown, "unchanged", kind=entry.get("kind", "file"))
             return Outcome(shown, "skipped", LocalFileError(f"{shown}: exists locally; not replaced (use --force)"))
         if entry.get("kind", "file") != "file":
-            return self._make_other(parent, entry, parts, shown)
+            other = self._make_other(parent, entry, parts, shown)
+            if exists and other.status == "restored":
+                other.how = "changed"
+            return other
         if not entry.get("digest") or not layout.valid_layout(int(entry["size"]), int(entry["chunk"])):
             return Outcome(shown, "failed", ProtocolError(f"{shown}: the server's record of it is incomplete"))
-        f = Fetch(entry, parts, parent=parent, born=self.born.get(folder))
+        f = Fetch(entry, parts, parent=parent, born=self.born.get(folder), replaced=exists)
         f.tmp = self.temp_prefix + b"%d" % next(self.temp_numbers)
         f.tag = hashlib.sha256(f.tmp).digest()[:16]
         f.left = layout.chunk_count(f.size, f.chunk)
@@ -271,7 +280,7 @@ class Getter:
         kind = entry.get("kind")
         device = kind in DEVICES and self.devices and isinstance(entry.get("rdev"), int) and entry["rdev"] > 0
         if kind in SPECIAL and kind != "fifo" and not device:  # a socket is made by its program
-            return Outcome(shown, "recorded")
+            return Outcome(shown, "recorded", kind=str(kind))
         if kind not in ("link", "fifo") and not device:
             return Outcome(shown, "failed", ProtocolError(f"{shown}: unknown kind {str(kind)[:20]!r}"))
         target = entry.get("target") or ""
@@ -296,7 +305,7 @@ class Getter:
         except OSError:
             os.unlink(tmp, dir_fd=parent)
             raise
-        return Outcome(shown, "restored")
+        return Outcome(shown, "restored", kind=str(kind), how="new")
 
     def stop(self, exc: FxError) -> None:
         with self.places.cond:

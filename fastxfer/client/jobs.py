@@ -63,6 +63,11 @@ class Result:
     changed: bool = False  # stored as read while it changed (--allow-changing)
     in_snapshot: bool = False  # the server recorded it in the send's snapshot as it stored it
     by_other: bool = False  # unchanged because another send of the same file stored it meanwhile
+    # What changed, for an itemized list (cli/report.py): new, changed, touched (sent, and the
+    # server found the content it held: a new time or mode), repaired (so, with --checksum:
+    # its copy had stopped matching its record), linked (a copy of content it holds, not sent);
+    # "" where it is not known.
+    how: str = ""
 
 
 def file_identity(st: os.stat_result) -> tuple[int, int, int, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from fastxfer.client.connect import ControlClient
@@ -20,9 +21,11 @@ TEXTS = ("target", "hardlink", "sha256", "digest", "ref", "user", "group", "vers
 HEXES = ("sha256", "digest")
 
 
-def list_all(control: ControlClient, prefix: str, versions: bool = False, at: int | str | None = None) -> list[dict]:
+def list_all(control: ControlClient, prefix: str, versions: bool = False, at: int | str | None = None,
+             listed: Callable[[int], None] = lambda _count: None) -> list[dict]:
     """Every entry at or below *prefix*, page after page: in the current view,
-    in the snapshot *at* names (protocol/snapshot.parse_at), or every older copy kept."""
+    in the snapshot *at* names (protocol/snapshot.parse_at), or every older copy kept.
+    *listed* is told each page's count of entries (a long listing's progress)."""
     entries: list[dict] = []
     cursor = None
     while True:
@@ -38,6 +41,7 @@ def list_all(control: ControlClient, prefix: str, versions: bool = False, at: in
         entries += [checked(e) for e in page]
         if versions and not all(isinstance(e.get("version"), str) for e in page):
             raise ProtocolError("the server listed an older copy without its version")
+        listed(len(page))
         cursor = next_cursor(reply, cursor)
         if not cursor:
             return entries

@@ -135,7 +135,13 @@ class Places:
             os.unlink(f.tmp, dir_fd=f.parent)
         except OSError:
             pass
+        with self.cond:
+            pending = f.status == "pending"
+            left = sum(layout.chunk_span(f.size, f.chunk, i)[1] for i, d in enumerate(f.digests) if d is None) \
+                if pending else 0
         self.close(f, "failed", error)
+        if left:  # what will never come leaves the bar's total, so the bar still ends at 100%
+            self.sink(events.Unneeded(left))
 
     def close(self, f: Fetch, status: str, error: FxError | None) -> None:
         """The end of a file's restore (its folder stays open: the wave owns it)."""
@@ -151,4 +157,13 @@ class Places:
                 f.closing = True
             elif f.fd >= 0:
                 os.close(f.fd)
-            self.outcomes.append(Outcome(os.fsdecode(b"/".join(f.parts)), status, error))
+            outcome = Outcome(os.fsdecode(b"/".join(f.parts)), status, error,
+                              how="changed" if f.replaced else "new")
+            self.outcomes.append(outcome)  # with the status: whoever sees one sees the other
+        self.sink(events.Settled(outcome))  # not under the lock: a sink may write
+
+    def record(self, outcome: Outcome) -> None:
+        """An entry's outcome, final: kept, and told to the sink."""
+        with self.cond:
+            self.outcomes.append(outcome)
+        self.sink(events.Settled(outcome))

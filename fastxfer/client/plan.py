@@ -135,7 +135,12 @@ def take_put_answer(job: FileJob, answer: dict) -> Result | None:
         return Result(job.src, "failed", wire_failure(answer))
     if job.src.kind != "file" or answer.get("status") == "unchanged":
         status = str(answer.get("status"))
-        return Result(job.src, "unchanged" if status == "unchanged" else "stored")
+        if status == "unchanged":
+            return Result(job.src, "unchanged")
+        # A folder: "new", or "stored" when its recorded mode or time changed; a link: its older copy kept or not.
+        how = "new" if status == "new" or (job.src.kind == "link" and answer.get("version") is None) \
+            else "touched" if job.src.kind == "dir" else "changed"
+        return Result(job.src, "stored", how=how)
     job.fid = messages.get_hex(answer, "fid", 16)
     chunk = messages.get_int(answer, "chunk", layout.MIN_CHUNK, wire.MAX_CHUNK)
     if chunk != job.chunk or answer.get("status") != "new":
@@ -162,7 +167,10 @@ def verdict(src: Source, answer: dict) -> Result:
     """A probe's answer as a result: failed, unchanged, or "send"."""
     if answer.get("t") == "error":
         return Result(src, "failed", wire_failure(answer))
-    return Result(src, "unchanged" if answer.get("status") == "unchanged" else "send")
+    if answer.get("status") == "unchanged":
+        return Result(src, "unchanged")
+    # "new": nothing is recorded at the path (a server from before says "send" for both).
+    return Result(src, "send", how="new" if answer.get("status") == "new" else "changed")
 
 
 def group_bundles(sources: list[Source]) -> list[list[Source]]:
@@ -196,6 +204,7 @@ class Planner:
         self.forced: set[int] = set()  # files the server must not skip by size and time
         self.tops: list[str] | None = None  # asked with the first probe, then None
         self.nothing_stored = False  # the server has no file below any top: no probe needed
+        self.new: set[int] = set()  # small files at whose path nothing is recorded (for the itemized list)
 
     def ask(self, sources: list[Source]) -> list[Result]:
         """What would move: "send", "unchanged" or "failed" per entry, nothing sent.
@@ -262,12 +271,16 @@ class Planner:
             answers = {id(s): messages.get_obj(a) for s, a in zip(ask, got)}
             self.nothing_stored = reply.get("empty") is True
         if not answers:  # nothing asked: every file goes
+            if self.nothing_stored:
+                self.new.update(id(s) for s in batch)
             return [], group_bundles(batch)
         settled, send = [], []
         for src in batch:
             answer = answers.get(id(src))
             result = verdict(src, answer) if answer is not None else None
             if result is None or result.status == "send":
+                if result is not None and result.how == "new" or self.nothing_stored:
+                    self.new.add(id(src))
                 send.append(src)
             else:
                 settled.append(result)

@@ -39,6 +39,7 @@ class Fetch:
     closing: bool = False
     status: str = "pending"  # verified (all in, waiting for its wave's sync), restored, failed
     error: FxError | None = None
+    replaced: bool = False  # something was at its place (--force): "changed", not "new"
 
     @property
     def size(self) -> int:
@@ -71,6 +72,8 @@ class Outcome:
     # unsafe (a link left out by --safe-links), skipped, failed
     status: str
     error: FxError | None = None
+    kind: str = "file"  # as listed: file, dir, link, fifo...
+    how: str = ""  # for an itemized list: new (nothing was there), changed (replaced, --force)
 
 
 def plan(entries: list[dict], prefix: str, dest: str, inside: bool = False

@@ -1,4 +1,4 @@
-"""``fastxfer send``: plan, stream, acknowledge, commit.
+"""``fastxfer send``: plan, stream, acknowledge, commit (client/commit.py).
 
 Theory of operation.  The control session names every file (put, probe:
 client/plan.py) and learns, per file, its transfer id, the chunk size the
@@ -26,13 +26,15 @@ from fastxfer.errors import (ChangedError, ConnectError, FxError, GoneError, Par
 from fastxfer.protocol import layout, messages
 from fastxfer.client import events
 from fastxfer.net.conn import Conn
+from fastxfer.net.pace import Pacer
 from fastxfer.client.connect import ControlClient, Welcome, keep_alive
 from fastxfer.protocol.snapshot import SPECIAL
 from fastxfer.client.jobs import (Bundle, FileJob, Result, Source, changed_since, hash_list, job_sha256,
                                   read_chunk)
-from fastxfer.client.plan import (BUNDLE_BYTES, BUNDLE_FILES, Planner, batches, call_batch, is_small,
-                                  refuse_bad_names, tops_of, wire_failure)
-from fastxfer.client.gone import gone, holds, settle as settle_gone
+from fastxfer.client.plan import (BUNDLE_BYTES, BUNDLE_FILES, Planner, batches, is_small, refuse_bad_names,
+                                  tops_of)
+from fastxfer.client.commit import commit
+from fastxfer.client.gone import settle as settle_gone
 from fastxfer.client.send_stream import SendStream
 from fastxfer.client.tuning import LONG_PATH_RTT, TEND_WAIT, Tuner, auto_chunk, auto_streams, control_rtts
 
@@ -57,6 +59,7 @@ class Shared:
         self.bundles_left = 0
         self.bundle_results: list[Result] = []
         self.settled: set[int] = set()  # numbers of bundles the server answered
+        self.outcome_given = False  # bundle_outcome has counted the bundles not answered as lost
         self.bytes_sent = 0
         self.bytes_resumed = 0  # of chunks the server already held (an earlier send was cut short)
         self.bytes_linked = 0  # of files that are copies of what the server holds: not sent
@@ -65,6 +68,7 @@ class Shared:
         self.conns: set[Conn] = set()  # the open streams' connections, for their TCP stalls
         self.stalls_closed = (0.0, 0.0)  # what the closed ones had seen
         self.files_done = self.files_total = 0
+        self.pacer: Pacer | None = None  # --bwlimit: one bucket over every stream
 
     def add_file(self, job: FileJob) -> None:
         """A file to send: its missing chunks are queued (before any stream runs)."""
@@ -132,8 +136,13 @@ class Shared:
             self.cond.notify_all()
 
     def requeue(self, pieces: list) -> None:
+        """A lost stream's unacknowledged chunks and bundles, to be sent again."""
+        size = 0
         for job, index, _ in pieces:
             self.work.put((job, index))
+            size += job.size if isinstance(job, Bundle) else layout.chunk_span(job.src.size, job.chunk, index)[1]
+        if size:
+            self.sink(events.Requeued(size))
 
     def add_streams(self, count: int) -> None:
         with self.cond:
@@ -193,6 +202,12 @@ class Shared:
             done, total = self.files_done, self.files_total
         self.sink(events.FilesDone(done, total))
 
+    def settle(self, results: list[Result]) -> list[Result]:
+        """Results now final, told to the sink one by one (and returned)."""
+        for r in results:
+            self.sink(events.Settled(r))
+        return results
+
     def add_bundle(self) -> None:
         with self.cond:
             self.bundles_left += 1
@@ -205,15 +220,18 @@ class Shared:
         for src, (status, code, message) in zip(sent, statuses):
             if status == 2:
                 results.append(Result(src, "failed", from_wire_number(code, message)))
-            else:
-                results.append(Result(src, "stored" if status == 0 else "unchanged",
+            else:  # 1: sent, and the server held this very content (a new time or mode, or a repair)
+                results.append(Result(src, "stored", how="" if status == 0 else "same",
                                       sha256=bundle.digests.get(id(src)) if self.want_sha256 else None,
                                       changed=id(src) in bundle.changed, in_snapshot=bundle.snap != 0))
         with self.cond:
+            late = self.outcome_given  # the send's results already count it as lost: told once, as that
             self.bundle_results += results
             self.bundles_left -= 1
             self.settled.add(bundle.number)
             self.cond.notify_all()
+        if not late:
+            self.settle(results)
         self.files_finished(len(bundle.entries))
 
     def take_ready(self, timeout: float) -> list[FileJob] | None:
@@ -243,12 +261,11 @@ class Shared:
     def bundle_outcome(self, bundles: list[Bundle]) -> list[Result]:
         """Each bundled file's result; those of bundles that never got an answer fail."""
         with self.cond:
+            self.outcome_given = True
             results = list(self.bundle_results)
-            for bundle in bundles:
-                if bundle.number not in self.settled:
-                    results += [Result(src, "failed", self.fatal or PartialError("not sent"))
-                                for src in bundle.entries]
-        return results
+            lost = [Result(src, "failed", self.fatal or PartialError("not sent"))
+                    for bundle in bundles if bundle.number not in self.settled for src in bundle.entries]
+        return results + self.settle(lost)
 
 
 class Sender:
@@ -257,7 +274,7 @@ class Sender:
     def __init__(self, control: ControlClient, welcome: Welcome, streams: int | None,
                  chunk: int | None, want_sha256: bool, sink: events.Sink = events.ignore,
                  checksum: bool = False, dry_run: bool = False, allow_changing: bool = False,
-                 snap: int = 0) -> None:
+                 snap: int = 0, pacer: Pacer | None = None) -> None:
         self.control = control
         self.snap = snap  # the open snapshot whose entries the server records as it stores each file
         self.welcome = welcome
@@ -267,11 +284,13 @@ class Sender:
         self.allow_changing = allow_changing  # a file that changed while read is stored as read
         self.sink = sink
         self.shared = Shared(sink, want_sha256)
+        self.shared.pacer = pacer  # --bwlimit: one bucket over every stream (and every round) of the command
+        self.bwlimit = pacer.rate if pacer else 0
         self.long_path = getattr(control, "rtt", 0.0) >= LONG_PATH_RTT
         self.planner = Planner(control.call, lambda size: chunk or auto_chunk(size, self.long_path), checksum,
                                compared=lambda size: sink(events.Moved(size)))
         # On a long path, with the stream count left to us, streams may be added while sending.
-        self.tuner = Tuner(getattr(control, "rtt", 0.0), streams is None and self.long_path)
+        self.tuner = Tuner(getattr(control, "rtt", 0.0), streams is None and self.long_path, limit=self.bwlimit)
         self.threads: list[threading.Thread] = []
         self.streams_used = 0
         self.max_chunk = layout.MIN_CHUNK
@@ -307,6 +326,8 @@ class Sender:
         sources, results = refuse_bad_names(sources)  # a name the server would refuse fails alone, here
         # FIFOs, sockets, devices and a file's later names: the snapshot records them, nothing is sent.
         results += [Result(s, "recorded") for s in sources if s.kind in SPECIAL or s.hardlink]
+        settle = self.shared.settle
+        settle(results)
         sources = [s for s in sources if s.kind not in SPECIAL and not s.hardlink]
         dirs = [s for s in sources if s.kind == "dir"]
         if self.dry_run or self.planner.checksum:
@@ -316,8 +337,8 @@ class Sender:
             verdicts = self.planner.ask(sources)
             self.sink(events.Finished())
             if self.dry_run:
-                return results + verdicts
-            results += [r for r in verdicts if r.status != "send"]
+                return results + settle(verdicts)
+            results += settle([r for r in verdicts if r.status != "send"])
             sources = [r.src for r in verdicts if r.status == "send"]
             self.planner.forced = {id(s) for s in sources}
         small = [s for s in sources if is_small(s)]
@@ -334,6 +355,9 @@ class Sender:
         while self.shared.bundles_pending(self._tend_wait()):
             self._tend()
         results += self.shared.bundle_outcome(self.bundles)
+        for r in results:
+            if r.status == "stored" and r.src.kind == "file":
+                r.how = itemized(r, self.planner)
         for _ in self.threads:  # wake idle streams now rather than at their next poll
             self.shared.work.put((None, -1))
         for t in self.threads + background:
@@ -348,7 +372,7 @@ class Sender:
         files: list[FileJob] = []
         for batch in batches(large):
             settled, jobs = self.planner.put(batch)
-            results += settled
+            results += self.shared.settle(settled)
             for job in jobs:
                 job.allow_changing = self.allow_changing
                 find_copy(job)
@@ -371,7 +395,8 @@ class Sender:
         queued = self.shared.work.qsize()
         estimate = queued + (max(sum(s.size for s in small) // BUNDLE_BYTES,
                                  len(small) // BUNDLE_FILES) + 1 if small else 0)
-        self.streams_wanted = min(self.streams_wanted or auto_streams(estimate, self.long_path), max(1, estimate))
+        self.streams_wanted = min(self.streams_wanted or auto_streams(estimate, self.long_path, self.bwlimit),
+                                  max(1, estimate))
         # At least one stream while resumed chunks are being checked: one that
         # differs from the server's record has to be sent again.
         if queued or any(f.have for f in files):
@@ -383,6 +408,7 @@ class Sender:
         settled, groups = self.planner.probe(batch)
         for r in settled:
             self.shared.discount(r.src)
+        self.shared.settle(settled)
         for entries in groups:
             bundle = Bundle(next(self.bundle_numbers), entries, allow_changing=self.allow_changing, snap=self.snap)
             self.bundles.append(bundle)
@@ -411,6 +437,7 @@ class Sender:
 
     def _commit_loop(self, files: list[FileJob]) -> list[Result]:
         results: list[Result] = []
+        settle = self.shared.settle
         left = set(files)
         while left:
             ready = self.shared.take_ready(self._tend_wait())
@@ -427,16 +454,16 @@ class Sender:
                     if isinstance(job.error, ChangedError) and self.allow_changing:
                         job.error, job.changed = None, True  # stored as read, and said so
                 if isinstance(job.error, GoneError):
-                    results.append(settle_gone(self.control.call, job, job.error))
+                    results += settle([settle_gone(self.control.call, job, job.error)])
                 elif job.error is not None:
-                    results.append(Result(job.src, "failed", job.error))
+                    results += settle([Result(job.src, "failed", job.error)])
                 else:
                     batch.append(job)
             for start in range(0, len(batch), messages.MAX_BATCH):
-                results += commit(self.control.call, batch[start : start + messages.MAX_BATCH], self.snap)
+                results += settle(commit(self.control.call, batch[start : start + messages.MAX_BATCH], self.snap))
                 self.shared.files_finished(len(batch[start : start + messages.MAX_BATCH]))
         fatal = self.shared.fatal
-        results += [Result(job.src, "failed", fatal or PartialError("not sent")) for job in left]
+        results += settle([Result(job.src, "failed", fatal or PartialError("not sent")) for job in left])
         return results
 
     def _tend(self) -> None:
@@ -477,6 +504,15 @@ class Sender:
                 f"the server ended the session ({exc.message}); run the same send again to resume"))
         except FxError as exc:
             self.shared.fail_all(exc)
+
+
+def itemized(r: Result, planner: Planner) -> str:
+    """What a stored file's line says changed (client/jobs.py Result.how)."""
+    if r.how == "same":
+        return "repaired" if id(r.src) in planner.forced else "touched"
+    if r.how:
+        return r.how
+    return "new" if id(r.src) in planner.new else "changed"
 
 
 def each(work, shared: Shared, files: list[FileJob]) -> None:
@@ -529,43 +565,3 @@ def hash_whole(shared: Shared, job: FileJob) -> None:
         shared.fail_file(job, exc)
         return
     shared.hashed(job, digest)
-
-
-def commit(call, batch: list[FileJob], snap: int = 0) -> list[Result]:
-    """Commit files whose every chunk is durable, each with its hash list's digest;
-    each joins the open snapshot *snap* (if not 0) as the server commits it."""
-    items = []
-    for job in batch:
-        digest = job.linked or layout.file_digest(job.src.size, job.chunk, job.digests)  # type: ignore[arg-type]
-        item = {"fid": job.fid.hex(), "digest": digest.hex(), "sha256": job.sha256.hex() if job.sha256 else None}
-        if job.linked is not None:
-            item["same"] = True  # nothing sent: the server puts its copy with this digest in place
-        items.append(item)
-    extra = {"snap": snap} if snap else None
-    joined = [bool(snap)] * len(batch)
-    try:
-        answers = call_batch(call, "commit", "committed", items, extra)
-    except ConnectError:
-        # The answer was lost with the connection: the server may have
-        # committed.  Ask (on a new connection) which files its manifest now
-        # records with exactly this content (the hash list's digest); commit
-        # the others again: their chunks are still staged.
-        again = [i for i, job in enumerate(batch) if not holds(call, job, items[i]["digest"])]
-        answers = [{"t": "ok", "path": job.src.remote, "status": "stored", "version": None} for job in batch]
-        joined = [False] * len(batch)  # whether the lost answer's commit recorded them is not known
-        if again:
-            for i, a in zip(again, call_batch(call, "commit", "committed", [items[i] for i in again], extra)):
-                answers[i], joined[i] = a, bool(snap)
-    results = []
-    for job, answer, joins, item in zip(batch, answers, joined, items):
-        if gone(answer, job) and holds(call, job, item["digest"]):  # another send committed it first
-            results.append(Result(job.src, "unchanged", sha256=job.sha256, by_other=True))
-        elif answer.get("t") == "error":
-            results.append(Result(job.src, "failed", wire_failure(answer)))
-        elif answer.get("status") not in ("stored", "unchanged"):
-            raise ProtocolError(f"the server committed {job.src.remote!r} with an unknown status "
-                                f"{str(answer.get('status'))[:20]!r}")
-        else:
-            results.append(Result(job.src, str(answer.get("status")), sha256=job.sha256,
-                                  version=answer.get("version"), changed=job.changed, in_snapshot=joins))
-    return results

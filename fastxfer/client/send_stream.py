@@ -169,7 +169,8 @@ class Link:
         offset = index * job.chunk
         # In the window before it is sent: its acknowledgement may come at once.
         self.window.add((job.fid, offset), (job, index, digest), length)
-        self.fc.send(wire.DATA, wire.data_header(job.fid, offset, length), plain[: length + wire.DIGEST])
+        self.fc.send(wire.DATA, wire.data_header(job.fid, offset, length), plain[: length + wire.DIGEST],
+                     pacer=self.shared.pacer)
         self.synced = False
         self.last_sent = time.monotonic()
         self.shared.sent(length)
@@ -183,7 +184,7 @@ class Link:
             return
         self.window.add((BUNDLE_KEY, bundle.number), (bundle, -1, failed), used)
         with memoryview(self.stream.packed) as packed:
-            self.fc.send(wire.BUNDLE, header, packed[:used])
+            self.fc.send(wire.BUNDLE, header, packed[:used], pacer=self.shared.pacer)
         self.last_sent = time.monotonic()
         self.shared.sent(bundle.size)  # file bytes, as the bar counts them
 

@@ -17,6 +17,22 @@ the time they had data to send (TCP_INFO's rwnd_limited), the server reads
 slower than the path delivers (its disk syncs, or its CPUs are busy), and
 more streams would only hold more unsynced data there.  Chunk sizes are
 never raised either: a long path gets smaller ones (auto_chunk).
+
+Under a bandwidth limit (``--bwlimit``) the limit, not the path, may set the
+pace.  The rate then stays flat however many streams there are, which the
+looks read as "more streams do not pay": they stop, so a limit is never
+taken for a slow network that more streams would beat.  The first look needs
+no rate and would double the streams; it does not once the rate is within
+LIMIT_SHARE of the limit (``at_limit``), the limit being what holds the
+streams back.  Below that share the path is, and streams are added as
+without a limit (perf/README.md, "Bandwidth limits": a lossy long path
+whose 8 streams carried less than the limit).  How long the streams waited for
+the limit's credit cannot tell this: each stream waits its turn whether or
+not the path could carry more.  A slow limit's first look may still double
+the streams, as a span then holds one whole chunk or none; the extra streams
+only wait their turn, and the limit holds.  Near the server a limited send
+starts with one stream per LIMITED_STREAM_RATE of the limit, not one per
+core: there one stream carries far more than such a limit.
 """
 
 from __future__ import annotations
@@ -40,12 +56,17 @@ TUNE_PINGS = 3  # pings on the control connection per look at most; the least co
 LONG_PATH_MIN_CHUNK = 1 << 20
 TEND_WAIT = 0.5  # seconds the main thread waits at most between two turns of its chores
 SERVER_BOUND = 0.5  # share of the streams' busy time the server's receive windows held them back
+LIMIT_SHARE = 0.9  # a rate this close to the bandwidth limit is the limit's, not the path's
+LIMITED_STREAM_RATE = 128 << 20  # bytes a second one stream carries near the server with CPU to spare
 
 
-def auto_streams(work: int, long_path: bool) -> int:
-    """Streams to start with for *work* pieces (chunks and bundles)."""
+def auto_streams(work: int, long_path: bool, limit: int = 0) -> int:
+    """Streams to start with for *work* pieces (chunks and bundles), under a
+    bandwidth *limit* in bytes a second (0: none)."""
     cpus = os.cpu_count() or 2
     wanted = LONG_PATH_STREAMS if long_path else min(8, max(2, cpus))
+    if limit and not long_path:
+        wanted = min(wanted, -(-limit // LIMITED_STREAM_RATE))
     return max(1, min(wanted, work))
 
 
@@ -109,6 +130,11 @@ def server_bound(busy: float, held: float) -> bool:
     return busy > 0 and held >= SERVER_BOUND * busy
 
 
+def at_limit(rate: float, limit: int) -> bool:
+    """Whether *rate* (bytes a second) is the bandwidth *limit*'s doing (0: no limit)."""
+    return limit > 0 and rate >= LIMIT_SHARE * limit
+
+
 def cpu_busy(cpu_seconds: float, seconds: float) -> bool:
     """Whether this process kept (nearly) every core busy over the span."""
     return cpu_seconds / seconds >= 0.8 * (os.cpu_count() or 1)
@@ -125,8 +151,9 @@ class Tuner:
     """
 
     def __init__(self, base_rtt: float, active: bool, clock: Callable[[], float] = time.monotonic,
-                 cpu_clock: Callable[[], float] = time.process_time) -> None:
+                 cpu_clock: Callable[[], float] = time.process_time, limit: int = 0) -> None:
         self.base_rtt = base_rtt
+        self.limit = limit  # --bwlimit, bytes a second (0: none)
         self.active = active  # may still add streams
         self.clock = clock
         self.cpu_clock = cpu_clock
@@ -158,7 +185,8 @@ class Tuner:
         # per stream.  The quiet control connection can (up to TUNE_PINGS pings a
         # look, until one comes back in time).
         full = link_full(self.base_rtt, pings(TUNE_PINGS, full_rtt(self.base_rtt)))
-        held_back = server_bound(stalled[0] - stalled_then[0], stalled[1] - stalled_then[1])
+        held_back = (server_bound(stalled[0] - stalled_then[0], stalled[1] - stalled_then[1])
+                     or at_limit(rate, self.limit))
         more = more_streams(rate, self.rate, streams, waiting, cpu_busy(cpu - cpu_then, now - then), full,
                             held_back)
         if not more:

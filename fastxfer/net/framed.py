@@ -3,7 +3,9 @@ and sent, and the one place a frame is received and opened.
 
 The layout of a frame is protocol/wire.py's; the keys and nonces are
 protocol/keys.py's.  Large frames are sealed into a buffer kept for the
-connection and sent without joining header and body (sendmsg).
+connection and sent without joining header and body (sendmsg).  Under a
+bandwidth limit (a Pacer) a frame's bytes go out, or are read in, a slice at
+a time, each slice after its credit.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from fastxfer.net.conn import Buffer, Conn
+from fastxfer.net.pace import Pacer
 from fastxfer.protocol import wire
 from fastxfer.protocol.keys import Opener, Sealer
 
@@ -49,27 +52,47 @@ class FramedConn:
         self._plain = Buffer()
         self._sending = threading.Lock()
 
-    def send(self, kind: int, header: bytes = b"", body: bytes | memoryview = b"") -> None:
-        """Seal *body* with kind + header as associated data and send the frame."""
+    def send(self, kind: int, header: bytes = b"", body: bytes | memoryview = b"",
+             pacer: Pacer | None = None) -> None:
+        """Seal *body* with kind + header as associated data and send the frame
+        (at *pacer*'s rate when given)."""
         aad = bytes([kind]) + header
         with self._sending:
+            prefix = wire.frame_prefix(kind, header, len(body))
             if len(body) < 64 << 10:
-                self.conn.send(wire.frame_prefix(kind, header, len(body)), self.sealer.seal(aad, bytes(body)))
+                sealed: bytes | memoryview = self.sealer.seal(aad, bytes(body))
+            else:
+                sealed = self._out.view(len(body) + wire.TAG)
+                self.sealer.seal_into(aad, body, sealed)
+            if pacer is None:
+                self.conn.send(prefix, sealed)
                 return
-            out = self._out.view(len(body) + wire.TAG)
-            self.sealer.seal_into(aad, body, out)
-            self.conn.send(wire.frame_prefix(kind, header, len(body)), out)
+            with memoryview(sealed) as view:
+                for start, end in pacer.slices(len(view)):
+                    pacer.take(end - start + (len(prefix) if start == 0 else 0))
+                    if start == 0:
+                        self.conn.send(prefix, view[start:end])
+                    else:
+                        self.conn.send(view[start:end])
 
-    def receive(self, limit: int = wire.MAX_FRAME, reserve: Callable[[int], None] | None = None) -> Frame:
+    def receive(self, limit: int = wire.MAX_FRAME, reserve: Callable[[int], None] | None = None,
+                pacer: Pacer | None = None) -> Frame:
         """The next frame, read whole and opened (ProtocolError if it does not open).
 
         *reserve* is told the bytes the frame and its plaintext will hold,
-        before any of its body is read; it may wait, or raise to refuse it."""
+        before any of its body is read; it may wait, or raise to refuse it.
+        With a *pacer*, the body is read a slice at a time at its rate: the
+        sender's TCP window closes meanwhile, which holds it to the rate."""
         kind, rest = wire.parse_prefix(self.conn.recv_exact(wire.FRAME_PREFIX), limit)
         if reserve is not None:
             reserve(2 * rest - wire.header_size(kind) - wire.TAG)
         sealed = self._sealed.view(rest)
-        self.conn.recv_into_exact(sealed)
+        if pacer is None:
+            self.conn.recv_into_exact(sealed)
+        else:
+            for start, end in pacer.slices(rest):
+                pacer.take(end - start + (wire.FRAME_PREFIX if start == 0 else 0))
+                self.conn.recv_into_exact(sealed[start:end])
         head = wire.split_rest(kind, sealed)
         plain = self._plain.view(head.sealed_len - wire.TAG)
         self.opener.open_into(head.aad, sealed[len(head.header):], plain)

@@ -214,7 +214,9 @@ class ControlSession:
 
     def _put_other(self, kind: str, path: str, item: dict[str, Any]) -> dict[str, Any]:
         if kind == "dir":
-            return {"t": "ok", "status": self.store.make_dir(self.name, path)}
+            mtime_ns = get_int(item, "mtime_ns", -(2**62), 2**62) if "mtime_ns" in item else None
+            mode = get_int(item, "mode", 0, 0o7777) if "mode" in item else None
+            return {"t": "ok", "status": self.store.make_dir(self.name, path, mtime_ns, mode)}
         if kind == "link":
             stored = self.store.make_link(self.name, path, get_str(item, "target"),
                                           get_int(item, "mtime_ns", -(2**62), 2**62))

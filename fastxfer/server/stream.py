@@ -25,6 +25,8 @@ from fastxfer.net.conn import Buffer, Conn
 from fastxfer.net.framed import Frame, FramedConn
 from fastxfer.server import durable
 from fastxfer.server.buffers import FrameBudget, Room
+from fastxfer.server.rates import ClientRates
+from fastxfer.net.pace import Pacer
 from fastxfer.store.facade import Store
 from fastxfer.store.seam import Receiving
 from fastxfer.trust.clients import ClientList
@@ -34,8 +36,10 @@ log = logging.getLogger("fastxfer.server")
 
 class StreamSession:
     def __init__(self, conn: Conn, server_keys: ServerKeys, store: Store, clients: ClientList,
-                 proven: Callable[[str], None], budget: FrameBudget) -> None:
+                 proven: Callable[[str], None], budget: FrameBudget, rates: ClientRates | None = None) -> None:
         self.clients = clients
+        self.rates = rates  # serve --client-bwlimit
+        self.pacer: Pacer | None = None  # this stream's client's limit, once the client is known
         self.proven = proven
         self.conn = conn
         self.keys = server_keys
@@ -121,6 +125,8 @@ class StreamSession:
         self.proven(session.client_name)
         self.client = self.room.client = session.client_name
         self.client_fp = session.client_fp
+        if self.rates is not None:
+            self.pacer = self.rates.pacer(self.client)
 
     def _run(self) -> None:
         self._open()
@@ -135,7 +141,9 @@ class StreamSession:
 
     def _next_frame(self) -> None:
         # Its own function: the frame's views into the buffers end when it returns.
-        frame = self.fc.receive(reserve=self._room_for_frame)
+        # Under --client-bwlimit a body is read at the client's rate: its TCP
+        # window closes meanwhile, which holds the client's streams to it.
+        frame = self.fc.receive(reserve=self._room_for_frame, pacer=self.pacer)
         self.state = states.SERVER_STREAM.step(self.state, frame.kind)
         HANDLERS[frame.kind](self, frame)
 
@@ -192,7 +200,7 @@ class StreamSession:
             self.fc.send(wire.ZEROS, wire.zeros_header(tag, offset, length), b"")
             return
         plain[length:] = hashlib.sha256(plain[:length]).digest()
-        self.fc.send(wire.DATA, wire.data_header(tag, offset, length), plain)
+        self.fc.send(wire.DATA, wire.data_header(tag, offset, length), plain, pacer=self.pacer)
 
     def _requests(self, frame: Frame) -> None:
         """Restore of many small files: each read whole and hashed, all sealed in one DATAS frame."""
@@ -222,7 +230,7 @@ class StreamSession:
         finally:
             for fd in folders.values():
                 os.close(fd)
-        self.fc.send(wire.DATAS, wire.datas_header(batch, len(asks)), plain[:pos])
+        self.fc.send(wire.DATAS, wire.datas_header(batch, len(asks)), plain[:pos], pacer=self.pacer)
 
     def _bundle(self, frame: Frame) -> None:
         self._still_authorized()

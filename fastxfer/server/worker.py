@@ -30,6 +30,7 @@ from fastxfer.server.control import ControlSession
 from fastxfer.errors import BusyError, FxError
 from fastxfer.server.buffers import FrameBudget
 from fastxfer.server.guard import Guard
+from fastxfer.server.rates import ClientRates
 from fastxfer.server.stream import StreamSession
 from fastxfer.protocol.keys import ServerKeys
 from fastxfer.net.conn import Conn
@@ -54,6 +55,7 @@ class WorkerConfig:
     frame_budget: int = limits.FRAME_BUDGET_PER_CLIENT  # per client name, in this worker
     worker_frame_budget: int = limits.FRAME_BUDGET_PER_WORKER
     quotas: dict[str, int] = field(default_factory=dict)  # the config file's, each with `trust quota`'s: the smaller holds
+    client_rates: ClientRates | None = None  # serve --client-bwlimit: shared by every worker
 
 
 class Worker:
@@ -136,7 +138,8 @@ class Worker:
                 ControlSession(conn, self.ident, self.clients, self.keys, self.store,
                                proven, lambda: self.draining, self.config.hash_budget).run()
             elif first == b"F":
-                StreamSession(conn, self.keys, self.store, self.clients, proven, self.frames).run()
+                StreamSession(conn, self.keys, self.store, self.clients, proven, self.frames,
+                              self.config.client_rates).run()
             elif first:
                 log.warning("dropped %s: not a fastxfer connection", peer)
         except socket.timeout:

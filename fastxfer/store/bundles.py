@@ -64,8 +64,10 @@ class Bundles:
         with self.manifest.connect() as db:
             for key, members in by_folder.items():
                 folder = self._probe_folder(client, members[0][1])
-                if folder is None:
-                    continue  # nothing stored there yet: every file is sent
+                if folder is None:  # nothing stored there yet: every file is sent
+                    for i, _parts in members:
+                        out[i] = "new"
+                    continue
                 if isinstance(folder, FxError):
                     for i, _parts in members:
                         out[i] = folder
@@ -96,7 +98,9 @@ class Bundles:
     def _probe_one(self, client: str, parts: list[bytes], folder: int, row: tuple[int, int] | None,
                    size: int, mtime_ns: int, sha256: bytes | None) -> str:
         raw = b"/".join(parts)
-        if not row or row[0] != size:
+        if not row:
+            return "new"  # nothing recorded at the path (a client from before takes it as "send")
+        if row[0] != size:
             return "send"
         try:
             if not stat.S_ISREG(os.stat(parts[-1], dir_fd=folder, follow_symlinks=False).st_mode):

@@ -164,12 +164,21 @@ class Folders:
         finally:
             os.close(fd)
 
-    def make_dir(self, client: str, path: str) -> str:
-        """Create the folder (and its parents); its mode and time come with finish_dirs."""
+    def make_dir(self, client: str, path: str, mtime_ns: int | None = None, mode: int | None = None) -> str:
+        """Create the folder (and its parents); its mode and time come with finish_dirs.
+        "new" if it was not there, "unchanged" if it was, recorded with this time and
+        mode, else "stored"."""
         parts = paths.split(path)
         self.check_parents(client, parts, folder=True)
-        fd = open_chain(self.root_fd, [client.encode()] + parts, create=True)
-        os.close(fd)
+        try:
+            os.close(open_chain(self.root_fd, [client.encode()] + parts, create=False))
+        except (OSError, FxError):
+            os.close(open_chain(self.root_fd, [client.encode()] + parts, create=True))
+            return "new"
+        if mtime_ns is not None and mode is not None:
+            with self.manifest.connect() as db:
+                if manifest.dir_record(db, client, b"/".join(parts)) == (mtime_ns, mode & 0o777):
+                    return "unchanged"
         return "stored"
 
     def finish_dirs(self, client: str, items: list[tuple[str, int, int]]) -> None:

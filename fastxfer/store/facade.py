@@ -119,8 +119,8 @@ class Store:
                snap: int = 0) -> Stored:
         return self.committer.commit(client, fid, digest, sha256, same, snap)
 
-    def make_dir(self, client: str, path: str) -> str:
-        return self.folders.make_dir(client, path)
+    def make_dir(self, client: str, path: str, mtime_ns: int | None = None, mode: int | None = None) -> str:
+        return self.folders.make_dir(client, path, mtime_ns, mode)
 
     def finish_dirs(self, client: str, items: list[tuple[str, int, int]]) -> None:
         self.folders.finish_dirs(client, items)

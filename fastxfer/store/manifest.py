@@ -171,6 +171,13 @@ def record_dir(db: sqlite3.Connection, client: str, raw: bytes, mtime_ns: int, m
                (client, raw, mtime_ns, mode, stored_ns))
 
 
+def dir_record(db: sqlite3.Connection, client: str, raw: bytes) -> tuple[int, int] | None:
+    """(mtime_ns, mode) recorded for the folder at the path, None if none is."""
+    row = db.execute("SELECT mtime_ns, mode FROM files WHERE client=? AND path=? AND kind='dir'",
+                     (client, raw)).fetchone()
+    return (row[0], row[1]) if row else None
+
+
 def record_link(db: sqlite3.Connection, client: str, raw: bytes, mtime_ns: int, stored_ns: int,
                 target: bytes) -> None:
     db.execute("INSERT OR REPLACE INTO files VALUES (?,?,0,?,511,0,NULL,NULL,?,'link',?)",

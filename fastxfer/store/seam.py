@@ -68,7 +68,8 @@ class StoreSeam(Protocol):
         with *digest* is put in place instead.  The file (stored or unchanged) joins
         the open snapshot *snap* if not 0, in the same transaction."""
 
-    def make_dir(self, client: str, path: str) -> str: ...
+    def make_dir(self, client: str, path: str, mtime_ns: int | None = None, mode: int | None = None) -> str:
+        """Create the folder: "new", "unchanged" (there, recorded with this time and mode) or "stored"."""
 
     def finish_dirs(self, client: str, items: list[tuple[str, int, int]]) -> None:
         """(path, mode, mtime_ns) of folders, once everything inside them is in place."""

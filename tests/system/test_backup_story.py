@@ -101,7 +101,7 @@ def test_every_kind_of_change_comes_back_exactly_and_forget_ends_it(tmp_path: Pa
     forget = fx(server.home, "forget", "--root", str(server.root), "--client", "laptop", "--keep-last", "1",
                 "--min-age", "0", "--prune", timeout=120)
     assert forget.returncode == 0, forget.stdout + forget.stderr
-    listed = json.loads(fx(client.home, "snapshots", "--json", "--from", server.address).stdout)
+    listed = json.loads(fx(client.home, "snapshots", "--json", "--from", server.address).stdout)["snapshots"]
     assert [s["id"] for s in listed] == [2]
     gone = get(client, server, "t", "--at", "1", "-o", tmp_path / "too-late")
     assert gone.returncode == 6 and "no snapshot 1" in gone.stderr, gone.stderr

@@ -527,7 +527,7 @@ def test_keep_versions_is_keep_last_and_frees_what_no_kept_snapshot_holds(tmp_pa
         # The two newest snapshots are kept (5: version 4, in the view; 4: version 3, an older copy).
         assert kept == ["version 3\n"]
         assert (root / "laptop" / "doc.txt").read_text() == "version 4\n"
-        listed = json.loads(fx(c.home, "snapshots", "--from", s.address, "--json").stdout)
+        listed = json.loads(fx(c.home, "snapshots", "--from", s.address, "--json").stdout)["snapshots"]
         assert [snap["id"] for snap in listed] == [4, 5]
     finally:
         srv.send_signal(signal.SIGTERM)
@@ -565,15 +565,15 @@ def test_a_second_send_of_a_file_another_send_commits_meanwhile_says_so_at_once(
     # so its put is made and none of its chunks has arrived when the second,
     # direct, sends the whole file and commits it, taking the staging with it.
     src = make_file(tmp_path / "shared.bin", 32 << 20, seed=8)
-    with held_send(client, server, src, "--streams", "2", "--chunk-size", "1M") as (held, gate):
-        other = client.send(server, src, "--streams", "2", "--chunk-size", "1M", timeout=60)
+    with held_send(client, server, src, "--streams", "2", "--chunk-size", "1M", "-vv") as (held, gate):
+        other = client.send(server, src, "--streams", "2", "--chunk-size", "1M", "-v", timeout=60)
         other_end = time.monotonic()
         gate.set()
         out, err = held.communicate(timeout=60)
         held_end = time.monotonic()
-    assert other.returncode == 0 and "stored laptop/shared.bin (32.00 MiB, verified)" in other.stdout, other.stderr
+    assert other.returncode == 0 and "new       shared.bin  (32.00 MiB)" in other.stdout, other.stderr
     assert held.returncode == 0, err  # not 38 s of reconnects to an unknown transfer and exit 4
-    assert ("unchanged laptop/shared.bin (stored meanwhile by another send of it; the server holds this very "
+    assert ("unchanged shared.bin  (stored meanwhile by another send of it: the server holds this very "
             "content)") in out, out
     assert "0 files stored and verified, 1 unchanged, 0 failed" in out
     assert held_end - other_end < 5, held_end - other_end
@@ -602,23 +602,23 @@ def test_a_commit_after_another_send_committed_the_file_is_unchanged(tmp_path: P
     relay = Relay(server.port, hold_the_commit)
     try:
         fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
-        first = start_send(client, relay, src, "--streams", "2", "--chunk-size", "1M")
+        first = start_send(client, relay, src, "--streams", "2", "--chunk-size", "1M", "-vv")
         assert held.wait(60)
-        other = client.send(server, src, "--streams", "2", "--chunk-size", "1M", timeout=60)
+        other = client.send(server, src, "--streams", "2", "--chunk-size", "1M", "-v", timeout=60)
         gate.set()
         out, err = first.communicate(timeout=60)
     finally:
         gate.set()
         relay.close()
-    assert other.returncode == 0 and "stored laptop/late.bin (32.00 MiB, verified)" in other.stdout, other.stderr
+    assert other.returncode == 0 and "new       late.bin  (32.00 MiB)" in other.stdout, other.stderr
     assert first.returncode == 0, err  # not exit 6, "unknown transfer"
-    assert "unchanged laptop/late.bin (stored meanwhile by another send of it" in out, out
+    assert "unchanged late.bin  (stored meanwhile by another send of it" in out, out
     assert sha256_file(server.root / "laptop" / "late.bin") == sha256_file(src)
 
 
 def test_two_sends_of_one_file_at_once_both_end_stored_or_unchanged(tmp_path: Path, server, client) -> None:
     src = make_file(tmp_path / "twice.bin", 64 << 20, seed=9)
-    args = [*FX, "send", str(src), "--to", server.address, "--streams", "2", "--chunk-size", "1M"]
+    args = [*FX, "send", str(src), "--to", server.address, "--streams", "2", "--chunk-size", "1M", "-vv"]
     env = dict(os.environ, FASTXFER_HOME=str(client.home))
     sends = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
@@ -629,6 +629,8 @@ def test_two_sends_of_one_file_at_once_both_end_stored_or_unchanged(tmp_path: Pa
     assert [p.returncode for p in sends] == [0, 0], done
     assert abs(ends[1] - ends[0]) < 5, ends
     outs = sorted(out for out, _ in done)  # which one stores it is a race; one does
-    assert "stored laptop/twice.bin (64.00 MiB, verified)" in outs[0] + outs[1], outs
-    assert any(line.startswith("unchanged laptop/twice.bin (") for out in outs for line in out.splitlines()), outs
+    assert "new       twice.bin  (64.00 MiB)" in outs[0] + outs[1], outs
+    # The other found it stored meanwhile, or sent it too: the same content, stored again.
+    assert any(line.startswith(("unchanged twice.bin  (", "touched   twice.bin  ("))
+               for out in outs for line in out.splitlines()), outs
     assert sha256_file(server.root / "laptop" / "twice.bin") == sha256_file(src)

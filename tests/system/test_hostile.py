@@ -205,5 +205,5 @@ def test_small_files_that_never_went_through_are_each_reported(tmp_path: Path, s
         relay.close()
     assert done.returncode == 9, done.stderr  # the folder itself was made
     assert "0 files stored and verified, 0 unchanged, 20 failed" in done.stdout
-    assert "(20 files)" in done.stderr and len(done.stderr.splitlines()) == 1
+    assert "(20 entries: " in done.stderr and len(done.stderr.splitlines()) == 1  # one cause, one line
     assert not (server.root / "laptop" / "smalls" / "f0").exists()

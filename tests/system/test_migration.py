@@ -96,7 +96,8 @@ def test_a_root_of_the_release_before_snapshots_is_migrated(tmp_path: Path) -> N
         def js(*args) -> list[dict]:
             done = fx(client.home, *args, "--json", "--from", server.address)
             assert done.returncode == 0, done.stderr
-            return json.loads(done.stdout)
+            doc = json.loads(done.stdout)
+            return doc["snapshots"] if args[0] == "snapshots" else doc["entries"]
 
         def get(*args) -> subprocess.CompletedProcess:
             return fx(client.home, "get", *args, "--from", server.address, timeout=60)

@@ -6,11 +6,12 @@ import os
 import resource
 import signal
 import subprocess
+import threading
 from pathlib import Path
 
 
 from conftest import FX, fx, make_client, make_file, restart_while, sha256_file, start_server, wait_for
-from relay import Relay, throttled
+from relay import Relay, throttled, throttled_then_held
 from test_tree import snapshot
 
 
@@ -28,19 +29,23 @@ def start_get(client, relay, out: Path, env: dict[str, str] | None = None) -> su
 
 def get_interrupted(tmp_path: Path, server, client, top: Path, interrupt,
                     env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str, Path]:
-    """Send *top*, then get it through a relay that trickles the requests; once
-    the first files are placed, interrupt(proc) does something to the run and
-    returns its stderr.  (the get process, its stderr, where it restores)"""
+    """Send *top*, then get it through a relay that trickles the requests and
+    then holds them (so the get cannot finish first); once the first files
+    are placed, interrupt(proc, release) does something to the run, calls
+    release() if the run is to go on, and returns its stderr.  (the get
+    process, its stderr, where it restores)"""
     assert client.send(server, top, "--chunk-size", "1M").returncode == 0
-    relay = Relay(server.port, throttled(20_000))
+    gate = threading.Event()
+    relay = Relay(server.port, throttled_then_held(20_000, gate, 12_000))
     out = tmp_path / "restored"
     out.mkdir()
     try:
         fx(client.home, "pin", f"127.0.0.1:{relay.port}", server.fingerprint, check=True)
         proc = start_get(client, relay, out, env)  # small waves: the first is placed early
         assert wait_for(lambda: len(list(out.rglob("f*.bin"))) > 0, timeout=60)
-        err = interrupt(proc)
+        err = interrupt(proc, gate.set)
     finally:
+        gate.set()
         relay.close()
     return proc, err, out
 
@@ -96,7 +101,7 @@ def test_a_tree_of_several_waves_comes_back_whole(tmp_path: Path, server, client
                           env=dict(os.environ, FASTXFER_HOME=str(client.home)), capture_output=True,
                           text=True, timeout=300, preexec_fn=few_descriptors)
     assert done.returncode == 0, done.stderr
-    assert "708 restored and verified" in done.stdout  # 701 files and 7 folders (DEST itself is made)
+    assert "701 files restored and verified" in done.stdout  # and 7 folders made, not counted as verified
     assert snapshot(out) == snapshot(top)
 
 
@@ -105,7 +110,7 @@ def test_a_get_cut_off_leaves_only_whole_files(tmp_path: Path, server, client) -
     for i in range(600):
         make_file(top / f"d{i % 6}" / f"f{i}.bin", 2000 + i, seed=i)
 
-    def kill(proc: subprocess.Popen) -> str:
+    def kill(proc: subprocess.Popen, release) -> str:
         os.killpg(server.proc.pid, signal.SIGKILL)  # master and workers: every connection drops
         return proc.communicate(timeout=120)[1]
 
@@ -124,7 +129,7 @@ def test_ctrl_c_during_a_get_leaves_whole_files_and_a_rerun_finishes(tmp_path: P
     for i in range(600):
         make_file(top / f"d{i % 6}" / f"f{i}.bin", 2000 + i, seed=i)
 
-    def ctrl_c(proc: subprocess.Popen) -> str:
+    def ctrl_c(proc: subprocess.Popen, release) -> str:
         proc.send_signal(signal.SIGINT)
         return proc.communicate(timeout=20)[1]
 
@@ -141,7 +146,8 @@ def test_a_get_survives_a_server_restart(tmp_path: Path, server, client) -> None
     for i in range(400):
         make_file(top / f"d{i % 4}" / f"f{i}.bin", 2000 + i, seed=i)
     make_file(top / "big.bin", 8 << 20, seed=7)
-    proc, err, out = get_interrupted(tmp_path, server, client, top, lambda proc: restart_while(server, proc))
+    proc, err, out = get_interrupted(tmp_path, server, client, top,
+                                     lambda proc, release: restart_while(server, proc, release))
     assert proc.returncode == 0, err
     assert snapshot(out) == snapshot(top)
 
@@ -200,7 +206,7 @@ def test_a_second_get_skips_what_is_already_there(tmp_path: Path, server, client
         (out / f"f{i}.bin").unlink()
     again = get(client, server, "data", "-o", out)
     assert again.returncode == 0, again.stderr
-    assert "10 restored and verified, 21 already there" in again.stdout  # 10 files
+    assert "10 files restored and verified, 21 already there" in again.stdout
     assert "received 9.81 KiB" in again.stdout  # their 10,045 bytes only
     assert snapshot(out) == snapshot(top)
     (out / "f20.bin").write_bytes(b"a local edit")  # not what the server holds: never replaced
@@ -319,7 +325,7 @@ def test_listing(tmp_path: Path, server, client) -> None:
     assert client.send(server, top).returncode == 0
     table = fx(client.home, "ls", "t", "--from", server.address, check=True).stdout
     assert "t/x.bin" in table and "t/l -> x.bin" in table
-    entries = json.loads(fx(client.home, "ls", "--json", "--from", server.address, check=True).stdout)
+    entries = json.loads(fx(client.home, "ls", "--json", "--from", server.address, check=True).stdout)["entries"]
     by_path = {e["path"]: e for e in entries}
     assert by_path["t/x.bin"]["sha256"] == sha256_file(top / "x.bin")
     assert by_path["t/x.bin"]["size"] == 123 and by_path["t/l"]["kind"] == "link"
@@ -355,7 +361,8 @@ def test_check_finds_what_changed_on_disk_and_sums_match_sha256sum(tmp_path: Pat
     # Sending again by content replaces the rotten copies with the verified new ones.
     repaired = client.send(server, top, "--checksum")
     assert repaired.returncode == 0, repaired.stderr
-    assert "3 unchanged" in repaired.stdout  # the same content as recorded: no older version kept
+    # Counted as stored (they were sent), not as unchanged; the same content as recorded: no older version kept.
+    assert "2 files stored and verified, 1 unchanged" in repaired.stdout, repaired.stdout
     assert fx(server.home, "check", "--root", server.root).returncode == 0
     assert victim.read_bytes() == (top / "big.bin").read_bytes()
     assert small.read_bytes() == (top / "a.bin").read_bytes()
@@ -371,7 +378,7 @@ def test_older_version_is_listed_and_restored(tmp_path: Path, server, client) ->
     listed = fx(client.home, "ls", "plan.txt", "--versions", "--json", "--from", server.address)
     import json
 
-    versions = json.loads(listed.stdout)
+    versions = json.loads(listed.stdout)["entries"]
     assert len(versions) == 1 and versions[0]["size"] == len("first plan\n")
     out = tmp_path / "old.txt"
     done = get(client, server, "plan.txt", "--version", versions[0]["version"], "-o", out)

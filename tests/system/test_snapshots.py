@@ -24,7 +24,7 @@ def get(client, server, *args) -> subprocess.CompletedProcess:
 def snaps(client, server, *args) -> list[dict]:
     done = fx(client.home, "snapshots", *args, "--json", "--from", server.address)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return json.loads(done.stdout)["snapshots"]
 
 
 def test_a_deleted_file_leaves_the_view_and_comes_back_from_its_snapshot(tmp_path: Path, server, client) -> None:
@@ -47,11 +47,11 @@ def test_a_deleted_file_leaves_the_view_and_comes_back_from_its_snapshot(tmp_pat
 
     # The current view is the latest snapshot: on disk and in ls.
     assert files_under(server.root / "laptop") == ["Documents", "Documents/keep.txt", "Documents/new.txt"]
-    listed = json.loads(fx(client.home, "ls", "Documents", "--json", "--from", server.address).stdout)
+    listed = json.loads(fx(client.home, "ls", "Documents", "--json", "--from", server.address).stdout)["entries"]
     assert sorted(e["path"] for e in listed) == ["Documents", "Documents/keep.txt", "Documents/new.txt"]
 
     # The older tree is still whole, and get --at 1 gives it back exactly.
-    at1 = json.loads(fx(client.home, "ls", "Documents", "--at", "1", "--json", "--from", server.address).stdout)
+    at1 = json.loads(fx(client.home, "ls", "Documents", "--at", "1", "--json", "--from", server.address).stdout)["entries"]
     assert "Documents/old/gone.bin" in {e["path"] for e in at1}
     out = tmp_path / "restore"
     done = get(client, server, "Documents", "--at", "1", "-o", out)
@@ -117,7 +117,7 @@ def test_specials_are_recorded_and_a_fifo_comes_back(tmp_path: Path, server, cli
     done = client.send(server, top)
     assert done.returncode == 0, done.stderr
     at = {e["path"]: e for e in json.loads(fx(client.home, "ls", "s", "--at", "latest", "--json",
-                                                  "--from", server.address).stdout)}
+                                                  "--from", server.address).stdout)["entries"]}
     assert (at["s/pipe"]["kind"], at["s/pipe"]["mode"], at["s/sock"]["kind"]) == ("fifo", 0o640, "socket")
     assert at["s/a.txt"]["uid"] == os.getuid() and at["s/a.txt"]["size"] == 10
     assert not (server.root / "laptop" / "s" / "pipe").exists()  # recorded in the catalog only
@@ -263,7 +263,7 @@ def test_sums_check_and_receipts_know_snapshots(tmp_path: Path, server, client) 
     checked = fx(server.home, "check", "--root", server.root)
     assert checked.returncode == 5, checked.stdout
     assert "CHANGED: laptop/'docs/big.bin' as snapshot 1 holds it" in checked.stdout
-    assert "1 files intact" in checked.stdout  # the current view is whole
+    assert "1 file intact" in checked.stdout  # the current view is whole
     damaged = fx(client.home, "sums", "docs", "--at", "1", "--from", server.address)
     assert damaged.returncode == 5 and "docs/big.bin" in damaged.stderr
     assert damaged.stdout.strip() == f"{first_sums['a.txt']}  docs/a.txt"

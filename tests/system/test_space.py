@@ -20,13 +20,14 @@ MIB = 1 << 20
 @pytest.fixture
 def ext4_disk(tmp_path: Path):
     """A small real ext4 (loop-mounted): a memory filesystem is never preallocated."""
-    if shutil.which("mkfs.ext4") is None:
+    mkfs = shutil.which("mkfs.ext4", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")  # a bare PATH lacks sbin
+    if mkfs is None:
         pytest.skip("no mkfs.ext4 here")
     image, mnt = tmp_path / "disk.img", tmp_path / "disk"
     mnt.mkdir()
     with open(image, "wb") as f:
         f.truncate(96 * MIB)
-    made = subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", str(image)], capture_output=True, text=True)
+    made = subprocess.run([mkfs, "-q", "-F", "-m", "0", str(image)], capture_output=True, text=True)
     done = subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], capture_output=True, text=True)
     if made.returncode or done.returncode:
         pytest.skip(f"cannot mount a small ext4 here: {made.stderr.strip()} {done.stderr.strip()}")

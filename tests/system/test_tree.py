@@ -50,10 +50,10 @@ def snapshot(top: Path) -> dict[str, tuple]:
 def test_tree_round_trip(tmp_path: Path, server, client) -> None:
     top = tmp_path / "tree"
     build_tree(top)
-    done = client.send(server, top, "--exclude", "*.tmp")
+    done = client.send(server, top, "--exclude", "*.tmp", "-vv")
     assert done.returncode == 0, done.stderr  # the FIFO and the socket are recorded, not sent
-    assert "recorded laptop/tree/fifo (FIFO), in the snapshot only" in done.stdout
-    assert "recorded laptop/tree/sock (socket), in the snapshot only" in done.stdout
+    assert "recorded  tree/fifo  (FIFO, in the snapshot only)" in done.stdout
+    assert "recorded  tree/sock  (socket, in the snapshot only)" in done.stdout
     assert "0 skipped" in done.stdout
     want = snapshot(top)
     for skipped in ("fifo", "sock", "skip.tmp"):
@@ -164,9 +164,9 @@ def test_dry_run_sends_nothing_and_checksum_finds_same_time_changes(tmp_path: Pa
     top = tmp_path / "t"
     make_file(top / "small.txt", 100, seed=1)
     make_file(top / "large.bin", 2 << 20, seed=2)
-    dry = client.send(server, top, "--dry-run")
+    dry = client.send(server, top, "--dry-run", "-v")
     assert dry.returncode == 0, dry.stderr
-    assert "would send laptop/t/small.txt" in dry.stdout and "nothing was sent" in dry.stdout
+    assert "new       t/small.txt  (100 B, would be stored)" in dry.stdout and "nothing was sent" in dry.stdout
     assert files_under(server.root) == []
     assert client.send(server, top).returncode == 0
     # change content but keep size and time: only --checksum notices
@@ -266,7 +266,7 @@ def test_follow_links_skips_loops_once_and_stores_every_real_file_once(tmp_path:
     assert "4 files stored and verified, 0 unchanged, 0 failed, 2 skipped" in done.stdout, done.stdout
 
     listed = fx(client.home, "ls", "--json", "--from", server.address, check=True)
-    stored = {e["path"]: e for e in json.loads(listed.stdout)}
+    stored = {e["path"]: e for e in json.loads(listed.stdout)["entries"]}
     want = {"tree/loop/f.txt": top / "loop" / "f.txt", "tree/big.bin": top / "big.bin",
             "tree/sib/o.txt": src / "other" / "o.txt", "tree/sib/o.bin": src / "other" / "o.bin"}
     assert sorted(p for p, e in stored.items() if e.get("kind", "file") == "file") == sorted(want)

@@ -28,3 +28,15 @@ def test_an_unknown_or_missing_command_gets_every_choice() -> None:
     everything = commands_of(main.build_parser())
     assert commands_of(main.build_parser("sendx")) == everything
     assert commands_of(main.build_parser("--help")) == everything
+
+
+def test_every_command_and_action_shows_examples_in_its_help() -> None:
+    def parsers(parser: argparse.ArgumentParser, name: str):
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        for sub in subs:
+            for child_name, child in sub.choices.items():
+                yield f"{name} {child_name}".strip(), child
+                yield from parsers(child, f"{name} {child_name}")
+
+    missing = sorted(name for name, p in parsers(main.build_parser(), "") if "example" not in (p.epilog or ""))
+    assert missing == []

@@ -287,7 +287,7 @@ def job_of(path: Path, remote: str) -> FileJob:
 def use_commit(replies: list[dict]) -> None:
     results = commit(Replies(*replies).call, [job_of(BIG, "d/big"), job_of(BIG, "d/big2")], 3)
     with strict_stdout():
-        report_results(results, "laptop", True)
+        report_results(results, 2)  # -vv: every line
 
 
 def use_gone(replies: list[dict]) -> None:

@@ -60,3 +60,11 @@ def test_the_check_sees_a_lazy_import(tmp_path: Path) -> None:
     f = tmp_path / "m.py"
     f.write_text("def f():\n    from fastxfer.cli.report import human\n")
     assert rooms_imported(f) == {"cli"}
+
+
+def test_no_two_test_modules_share_a_name() -> None:
+    """pytest imports test files by their bare names (no packages): two of one
+    name stop the whole suite's collection, as they did twice."""
+    tests = Path(__file__).resolve().parents[1]
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []

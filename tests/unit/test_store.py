@@ -52,8 +52,9 @@ def test_probe_answers_each_name_for_itself(store: Store) -> None:
     asked.append(("a0/inside", 1, 0, None))                   # a file is in the way
     got = store.probe_many("c", asked)
     assert got[: len(entries)] == ["unchanged"] * len(entries)
-    # A file where a folder will be: the path changed kind at the source; it is sent.
-    assert got[len(entries) :] == ["send"] * 4
+    # Nothing recorded at a/b/y, nor in a folder that is missing or a file: "new"; a file of
+    # another size: "send".
+    assert got[len(entries) :] == ["new", "new", "send", "new"]
     assert (Path(store.root) / "c" / "a0").is_file()  # a probe changes nothing
 
 

@@ -109,7 +109,7 @@ def test_standard_input_is_stored_whole_under_its_name(tmp_path: Path, server, c
     assert st.st_mtime_ns == 1_700_000_000 * 10**9
     versions = fx(client.home, "ls", "dumps/db.dump", "--versions", "--from", server.address)
     assert versions.returncode == 0 and "dumps/db.dump" in versions.stdout  # the first copy is kept
-    snaps = json.loads(fx(client.home, "snapshots", "--json", "--from", server.address).stdout)
+    snaps = json.loads(fx(client.home, "snapshots", "--json", "--from", server.address).stdout)["snapshots"]
     assert [s["files"] for s in snaps] == [1, 1]
 
 
