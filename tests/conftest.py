@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -204,3 +205,25 @@ def held_send(client, server, *args):
     finally:
         gate.set()
         relay.close()
+
+
+# ---------------------------------------------------------------- pairing codes in logs
+
+_message_words: set[str] = set()
+
+
+def assert_code_not_in(log: str, code: str) -> None:
+    """Neither the pairing *code* nor its words, together, nor alone those of
+    its words that no message of fastxfer's uses ("already used"): a log may
+    hold those whatever the code."""
+    from fastxfer.protocol import pairing
+
+    if not _message_words:
+        text = " ".join(p.read_text() for p in Path(pairing.__file__).parents[1].rglob("*.py")
+                        if p.name != "words.py")
+        _message_words.update(set(pairing.WORDS) & set(re.findall(r"[a-z]+", text.lower())))
+    number, first, second = code.split("-")
+    for shown in (code, f"{first}-{second}", f"{first} {second}", f"{number}-{first}", repr((first, second))):
+        assert shown not in log, shown
+    for word in (first, second):
+        assert word in _message_words or not re.search(rf"\b{word}\b", log), word

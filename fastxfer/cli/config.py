@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,7 +248,16 @@ def hand_over(state: Path, names: tuple[str, ...]) -> None:
     if owner.st_uid == 0:
         return
     for name in names:
+        # The folder is that account's: what it holds under *name* may be a
+        # link, or a hard link to a file of root's; only a file of one link is
+        # given, through the descriptor that was checked.
         try:
-            os.chown(state / name, owner.st_uid, owner.st_gid, follow_symlinks=False)
-        except FileNotFoundError:
-            pass
+            fd = os.open(state / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                os.fchown(fd, owner.st_uid, owner.st_gid)
+        finally:
+            os.close(fd)

@@ -80,10 +80,23 @@ def cmd_invite(args: argparse.Namespace) -> int:
     shown = f"{minutes:g} minutes" if args.valid_for >= 60 else f"{args.valid_for:g} s"
     print(f"on the client run: fastxfer pair THIS-SERVER[:PORT] {invite.code}  "
           f"(once, within {shown}, to authorize it as {args.name})", file=sys.stderr)
+    _shared_folder_note(folder, args.name)
     if not (folder / CERT_FILE).exists():
         print(f"note: no server has run with its state in {folder} yet; the invitation waits there",
               file=sys.stderr)
     return 0
+
+
+def _shared_folder_note(folder, name: str) -> None:
+    """As `trust add` says it: the client that pairs will share (and read) the
+    folder of every identity already under *name*."""
+    from fastxfer.trust.clients import ClientList
+
+    others = [fp for fp, n in ClientList(folder).all().items() if n == name]
+    if others:
+        print(f"note: {len(others)} authorized identity(ies) already write to {name}'s folder; the client "
+              f"that pairs will share it, backups and all (`fastxfer trust remove FP` revokes one)",
+              file=sys.stderr)
 
 
 def cmd_pair(args: argparse.Namespace) -> int:
@@ -98,5 +111,8 @@ def cmd_pair(args: argparse.Namespace) -> int:
     done = pair(host, port, code, ident, PinList(home()))
     print(f"paired: {done.address} is pinned ({format_fp(done.server_fp)}) and this client "
           f"({format_fp(ident.fingerprint)}) is authorized there as {done.name}")
+    if done.was and done.was != done.name:
+        print(f"note: this client was authorized there as {done.was}; its backups stay under that name, "
+              f"and it now reads and writes {done.name}'s", file=sys.stderr)
     print(f"back up with: fastxfer send PATH --to {done.address}")
     return 0

@@ -113,7 +113,7 @@ def cmd_id(args: argparse.Namespace) -> int:
 
 
 def cmd_trust(args: argparse.Namespace) -> int:
-    from fastxfer.trust.clients import CLIENTS_FILE, QUOTAS_FILE, ClientList
+    from fastxfer.trust.clients import CLIENTS_FILE, LOCK_FILE, QUOTAS_FILE, ClientList
 
     settings = config.for_command(args)
     state = settings.state_dir()
@@ -124,7 +124,7 @@ def cmd_trust(args: argparse.Namespace) -> int:
         _change(args, clients, settings)
     finally:
         if args.trust_cmd != "list":
-            config.hand_over(state, (CLIENTS_FILE, QUOTAS_FILE))
+            config.hand_over(state, (CLIENTS_FILE, QUOTAS_FILE, LOCK_FILE))
     return 0
 
 

@@ -19,7 +19,7 @@ from fastxfer.errors import ProtocolError, TrustError, UsageError
 from fastxfer.net.conn import Channel, Conn, connect, peer_cert, tls_wrap
 from fastxfer.protocol import messages, pairing, states
 from fastxfer.trust import identity
-from fastxfer.trust.clients import check_name
+from fastxfer.trust.clients import NAME_RE, check_name
 from fastxfer.trust.pake import Pake
 from fastxfer.trust.pins import PinList, address_key
 
@@ -32,6 +32,7 @@ class Paired:
     address: str
     server_fp: bytes
     name: str
+    was: str | None = None  # the name this client's identity had on the server before, if another
 
 
 def pair(host: str, port: int, code: pairing.Code, ident: identity.Identity, pins: PinList) -> Paired:
@@ -43,11 +44,11 @@ def pair(host: str, port: int, code: pairing.Code, ident: identity.Identity, pin
         raw.close()
         raise
     try:
-        server_fp, name = _exchange(conn, where, code, ident, pins.get(host, port))
+        server_fp, name, was = _exchange(conn, where, code, ident, pins.get(host, port))
     finally:
         conn.close()
     pins.add(host, port, server_fp)
-    return Paired(where, server_fp, name)
+    return Paired(where, server_fp, name, was)
 
 
 def _recv(chan: Channel, state: str, kind: str) -> tuple[str, dict]:
@@ -56,7 +57,7 @@ def _recv(chan: Channel, state: str, kind: str) -> tuple[str, dict]:
 
 
 def _exchange(conn: Conn, where: str, code: pairing.Code, ident: identity.Identity,
-              pinned: bytes | None) -> tuple[bytes, str]:
+              pinned: bytes | None) -> tuple[bytes, str, str | None]:
     server_fp = identity.fingerprint_of(peer_cert(conn))
     if pinned is not None and pinned != server_fp:
         raise TrustError(
@@ -97,6 +98,7 @@ def _exchange(conn: Conn, where: str, code: pairing.Code, ident: identity.Identi
             f"`fastxfer invite --name {name}` again and pair with the new code")
     chan.send({"t": "pair_confirm", "confirm": base64.b64encode(mac(pairing.CLIENT_ROLE)).decode()})
     state, done = _recv(chan, state, "paired")
-    if done.get("name") != name:
+    was = done.get("was")  # this identity's name there before, when it had another
+    if done.get("name") != name or not (was is None or isinstance(was, str) and NAME_RE.fullmatch(was)):
         raise ProtocolError("malformed pairing answer")
-    return server_fp, name
+    return server_fp, name, was

@@ -66,6 +66,6 @@ def serve(session: ControlSession, chan: Channel, msg: dict[str, Any], nonce: by
                          "on the server run: fastxfer invite --name NAME, and pair with the new code")
     before = session.clients.name_of(client_fp)
     session.clients.add(client_fp, invite.name)
-    chan.send({"t": "paired", "name": invite.name})
+    chan.send({"t": "paired", "name": invite.name, **({"was": before} if before and before != invite.name else {})})
     log.info("paired: authorized %s as %s%s (invitation %s)", shown, invite.name,
              f" (was {before})" if before and before != invite.name else "", invite.code.shown)

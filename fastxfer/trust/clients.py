@@ -8,9 +8,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from fastxfer.errors import UsageError
-from fastxfer.trust.jsonfile import load, save
+from fastxfer.trust.jsonfile import load, locked, save
 
 CLIENTS_FILE = "clients.json"
+LOCK_FILE = "clients.lock"  # held by every change of clients.json or quotas.json
 QUOTAS_FILE = "quotas.json"  # client name -> bytes it may hold on the server
 
 # A client's name is its folder under the server's root: one path component,
@@ -51,6 +52,7 @@ class ClientList:
 
     def __init__(self, folder: Path, fixed_quotas: Mapping[str, int] | None = None) -> None:
         self.path = folder / CLIENTS_FILE
+        self.lock = folder / LOCK_FILE
         self._clients = Cached(self.path)
         self._quotas = Cached(folder / QUOTAS_FILE)
         self.fixed_quotas = dict(fixed_quotas or {})  # the server's config file's: both bounds hold
@@ -68,23 +70,32 @@ class ClientList:
         return min(bounds) if bounds else None
 
     def set_quota(self, name: str, size: int | None) -> None:
-        data = self.quotas()
-        if size is None:
-            data.pop(check_name(name), None)
-        else:
-            data[check_name(name)] = size
-        save(self._quotas.path, {k: str(v) for k, v in data.items()})
+        with locked(self.lock):
+            data = {k: v for k, v in load(self._quotas.path).items() if v.isdigit()}
+            if size is None:
+                data.pop(check_name(name), None)
+            else:
+                data[check_name(name)] = str(size)
+            save(self._quotas.path, data)
 
     def name_of(self, fp: bytes) -> str | None:
         return self.all().get(fp.hex())
 
+    # A change reads the file itself under the lock, not the cache: a server's
+    # workers (pairing) and `trust` write it at once, and a change made from a
+    # stale copy would drop another's (a client told "paired", not authorized).
+
     def add(self, fp: bytes, name: str) -> None:
-        data = self.all()
-        data[fp.hex()] = check_name(name)
-        save(self.path, data)
+        with locked(self.lock):
+            data = load(self.path)
+            data[fp.hex()] = check_name(name)
+            save(self.path, data)
 
     def remove(self, fp: bytes | None, name: str | None) -> int:
-        data = self.all()
+        with locked(self.lock):
+            return self._remove(load(self.path), fp, name)
+
+    def _remove(self, data: dict[str, str], fp: bytes | None, name: str | None) -> int:
         keep = {
             k: v
             for k, v in data.items()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastxfer.errors import FxError, TrustError, UsageError
+from fastxfer.trust.jsonfile import write_private
 
 KEY_FILE = "identity.key"
 CERT_FILE = "identity.crt"
@@ -134,8 +135,8 @@ def load_or_create(folder: Path | None = None) -> Identity:
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         key_pem, cert_pem = _generate()
-        _write_private(key_path, key_pem)
-        _write_private(cert_path, cert_pem)
+        write_private(key_path, key_pem)
+        write_private(cert_path, cert_pem)
     except OSError as exc:
         raise FxError(f"cannot create identity in {folder}: {exc.strerror}") from exc
     return Identity(folder, _load_cert_der(cert_path))
@@ -150,16 +151,6 @@ def _load_cert_der(path: Path) -> bytes:
         return load_cert_der_from_pem(path.read_bytes())
     except (OSError, ValueError) as exc:
         raise TrustError(f"identity certificate {path} is unreadable: {exc}") from exc
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _generate() -> tuple[bytes, bytes]:

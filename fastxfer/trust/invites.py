@@ -14,9 +14,7 @@ is forgotten ("no such invitation").
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -27,7 +25,7 @@ from pathlib import Path
 from fastxfer.errors import TrustError, UsageError
 from fastxfer.protocol import pairing
 from fastxfer.trust.clients import check_name
-from fastxfer.trust.jsonfile import save
+from fastxfer.trust.jsonfile import locked, read_text, save
 
 INVITES_FILE = "invites.json"
 LOCK_FILE = "invites.lock"
@@ -75,10 +73,7 @@ class InviteBook:
     def _locked(self) -> Iterator[dict[int, Invitation]]:
         """The invitations, under the lock; whatever the block leaves in the
         dict is written back, also when it refuses (the pruning stays)."""
-        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with locked(self.folder / LOCK_FILE):
             book = self._read()
             before = dict(book)
             try:
@@ -86,15 +81,14 @@ class InviteBook:
             finally:
                 if book != before:
                     save(self.path, {str(n): inv.to_json() for n, inv in sorted(book.items())})
-        finally:
-            os.close(fd)  # and with it the lock
 
     def _read(self) -> dict[int, Invitation]:
-        try:
-            raw = json.loads(self.path.read_text())
-        except FileNotFoundError:
+        text = read_text(self.path)
+        if text is None:
             return {}
-        except (OSError, ValueError) as exc:
+        try:
+            raw = json.loads(text)
+        except ValueError as exc:
             raise UsageError(f"cannot read {self.path}: {exc}") from exc
         if not isinstance(raw, dict):
             return {}

@@ -10,10 +10,11 @@ import re
 from pathlib import Path
 
 from fastxfer.errors import UsageError
-from fastxfer.trust.jsonfile import load, save
+from fastxfer.trust.jsonfile import load, locked, save
 
 DEFAULT_PORT = 4455
 PINS_FILE = "pins.json"
+LOCK_FILE = "pins.lock"  # two commands pinning at once (pair, pin) keep both pins
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -48,21 +49,24 @@ class PinList:
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / PINS_FILE
+        self.lock = folder / LOCK_FILE
 
     def all(self) -> dict[str, str]:
-        return load(self.path)
+        return load(self.path, own=False)  # the user's own folder: a dotfile manager's link is fine
 
     def get(self, host: str, port: int) -> bytes | None:
         value = self.all().get(address_key(host, port))
         return bytes.fromhex(value) if value else None
 
     def add(self, host: str, port: int, fp: bytes) -> None:
-        data = self.all()
-        data[address_key(host, port)] = fp.hex()
-        save(self.path, data)
+        with locked(self.lock):
+            data = self.all()
+            data[address_key(host, port)] = fp.hex()
+            save(self.path, data)
 
     def remove(self, host: str, port: int) -> bool:
-        data = self.all()
-        found = data.pop(address_key(host, port), None) is not None
-        save(self.path, data)
+        with locked(self.lock):
+            data = self.all()
+            found = data.pop(address_key(host, port), None) is not None
+            save(self.path, data)
         return found
