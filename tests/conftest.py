@@ -107,7 +107,11 @@ def start_server(home: Path, root: Path, workers: int = 2, port: int = 0, extra:
     deadline = time.monotonic() + 30
     for line in proc.stdout:
         if line.startswith("listening on "):
-            return Server(home, root, proc, int(line.rsplit(":", 1)[1]), fp, log)
+            server = Server(home, root, proc, int(line.rsplit(":", 1)[1]), fp, log)
+            # It listens before its workers have forked: a test that counts
+            # them (worker_pids) must not read an empty list as none.
+            wait_for(lambda: len(server.worker_pids()) >= workers or proc.poll() is not None, timeout=30)
+            return server
         if time.monotonic() > deadline:
             break
     proc.kill()
