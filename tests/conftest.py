@@ -16,6 +16,13 @@ from pathlib import Path
 
 import pytest
 
+# A suite run in the background of a shell without job control starts with
+# SIGINT ignored, and every process it starts would inherit that (Python
+# keeps an ignored SIGINT): the Ctrl-C tests' sends and gets then went on
+# and exited 0. A handler here is reset to the default in each child at exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 FX = [sys.executable, "-m", "fastxfer"]
 
 

@@ -51,12 +51,8 @@ def get_interrupted(tmp_path: Path, server, client, top: Path, interrupt,
 
 
 def few_descriptors() -> None:
-    """In a child before exec: a descriptor limit that makes get's waves small
-    (about 86 entries), and Ctrl-C as a terminal gives it: a suite run in the
-    background of a shell without job control inherits SIGINT ignored, and
-    Python then keeps it ignored (the Ctrl-C test's get went on to exit 0)."""
+    """In a child before exec: a descriptor limit that makes get's waves small (about 86 entries)."""
     resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300))
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_send_then_get_is_identical(tmp_path: Path, server, client) -> None:
