@@ -102,7 +102,10 @@ def start_server(home: Path, root: Path, workers: int = 2, port: int = 0, extra:
     log = home.parent / f"server-{time.monotonic_ns()}.log"
     env = dict(os.environ, FASTXFER_HOME=str(home), **({"PYTHONPATH": str(code)} if code else {}))
     # From the release's own folder: `-m` puts the current folder first on the path.
-    fp = subprocess.run(FX + ["id"], env=env, cwd=code, capture_output=True, text=True, check=True).stdout.strip()
+    if code is None:
+        fp = identity_of(home)
+    else:  # that release's own `fastxfer id`
+        fp = subprocess.run(FX + ["id"], env=env, cwd=code, capture_output=True, text=True, check=True).stdout.strip()
     with open(log, "w") as err:
         proc = subprocess.Popen(
             FX + ["serve", "--root", str(root), "--bind", "127.0.0.1", "--port", str(port),
@@ -136,13 +139,26 @@ class Client:
 
 
 def make_client(tmp: Path, server: Server, name: str, pin: bool = True, trust: bool = True) -> Client:
+    from fastxfer.trust.clients import ClientList
+    from fastxfer.trust.identity import parse_fp
+    from fastxfer.trust.pins import PinList
+
     home = tmp / f"client-{name}"
-    fp = fx(home, "id", check=True).stdout.strip()
+    fp = identity_of(home)
+    # What `fastxfer trust add` and `fastxfer pin` write, written here: a
+    # command's start-up for each was a fifth of the system tests' time.
     if trust:
-        fx(server.home, "trust", "add", fp, "--name", name, check=True)
+        ClientList(server.home).add(parse_fp(fp), name)
     if pin:
-        fx(home, "pin", server.address, server.fingerprint, check=True)
+        PinList(home).add("127.0.0.1", server.port, parse_fp(server.fingerprint))
     return Client(home, name, fp)
+
+
+def identity_of(home: Path) -> str:
+    """What `fastxfer id` prints for *home*, made in this process if need be."""
+    from fastxfer.trust.identity import format_fp, load_or_create
+
+    return format_fp(load_or_create(home).fingerprint)
 
 
 @pytest.fixture
