@@ -141,7 +141,7 @@ class Client:
 def make_client(tmp: Path, server: Server, name: str, pin: bool = True, trust: bool = True) -> Client:
     from fastxfer.trust.clients import ClientList
     from fastxfer.trust.identity import parse_fp
-    from fastxfer.trust.pins import PinList
+    from fastxfer.trust.pins import PinList, parse_address
 
     home = tmp / f"client-{name}"
     fp = identity_of(home)
@@ -150,7 +150,7 @@ def make_client(tmp: Path, server: Server, name: str, pin: bool = True, trust: b
     if trust:
         ClientList(server.home).add(parse_fp(fp), name)
     if pin:
-        PinList(home).add("127.0.0.1", server.port, parse_fp(server.fingerprint))
+        PinList(home).add(*parse_address(server.address), parse_fp(server.fingerprint))
     return Client(home, name, fp)
 
 

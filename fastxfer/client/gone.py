@@ -11,9 +11,13 @@ other send; otherwise it failed, to be sent again.
 
 from __future__ import annotations
 
+import time
+
 from fastxfer.errors import FxError, GoneError
 from fastxfer.protocol import messages
 from fastxfer.client.jobs import FileJob, Result, hash_list
+
+SETTLE_TRIES, SETTLE_PAUSE = 10, 0.2  # at most 2 s of asking again before a gone transfer is a failure
 
 
 def listed(call, job: FileJob) -> list[dict]:
@@ -37,6 +41,11 @@ def gone(answer: dict, job: FileJob) -> bool:
 def settle(call, job: FileJob, error: FxError) -> Result:
     """The result of a file whose transfer is gone (*error* says how it was met)."""
     held = listed(call, job)
+    for _ in range(SETTLE_TRIES):  # the other send's commit may be between its rename and its record
+        if held:
+            break
+        time.sleep(SETTLE_PAUSE)
+        held = listed(call, job)
     if held:  # only then is the whole file read, to compare
         try:
             mine = hash_list(job, job.chunk).hex()

@@ -47,7 +47,10 @@ class Budget:
         self.files = self.declared = self.unwritten = 0
         for entry in os.scandir(base):
             if entry.name.endswith(".data"):
-                st = entry.stat(follow_symlinks=False)
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:  # committed or discarded since the listing
+                    continue
                 self.files += 1
                 self.declared += st.st_size
                 # A staging is as long as declared from its creation (sparse): what is

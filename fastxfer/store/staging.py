@@ -300,6 +300,10 @@ class Staging:
                 return PutReply(fid, chunk, "unchanged", {})
         base = self.staging_fd(client, create=True)
         try:
+            # One put of this client at a time finds or makes a staging: two
+            # sends of one file (one fid) in two workers would otherwise both
+            # create it, truncating what the other's streams had written.
+            fcntl.flock(base, fcntl.LOCK_EX)
             existing = self._resume(base, fid, size, mtime_ns)
             if existing is not None:
                 return existing
@@ -371,8 +375,11 @@ class Staging:
                 unlink_quietly(name + ext, base)
             return None
         chunk = meta["chunk"]
-        have = layout.parse_record(read_file(base, name + REC), layout.chunk_count(size, chunk))
-        return PutReply(fid, chunk, "resume", have)
+        try:
+            record = read_file(base, name + REC)
+        except FileNotFoundError:  # committed by another send of it just now: its staging went
+            return None
+        return PutReply(fid, chunk, "resume", layout.parse_record(record, layout.chunk_count(size, chunk)))
 
     def _create(self, base: int, fid: bytes, meta: dict, holes: dict[int, bytes]) -> None:
         name = fid.hex().encode()
