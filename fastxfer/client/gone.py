@@ -38,10 +38,10 @@ def gone(answer: dict, job: FileJob) -> bool:
     return answer.get("t") == "error" and job.fid.hex() in str(answer.get("message", ""))
 
 
-def settle(call, job: FileJob, error: FxError) -> Result:
+def settle(call, job: FileJob, error: FxError, tries: int = SETTLE_TRIES) -> Result:
     """The result of a file whose transfer is gone (*error* says how it was met)."""
     held = listed(call, job)
-    for _ in range(SETTLE_TRIES):  # the other send's commit may be between its rename and its record
+    for _ in range(tries):  # the other send's commit may be between its rename and its record
         if held:
             break
         time.sleep(SETTLE_PAUSE)
