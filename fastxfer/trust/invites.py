@@ -14,7 +14,6 @@ is forgotten ("no such invitation").
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from pathlib import Path
 from fastxfer.errors import TrustError, UsageError
 from fastxfer.protocol import pairing
 from fastxfer.trust.clients import check_name
-from fastxfer.trust.jsonfile import locked, read_text, save
+from fastxfer.trust.jsonfile import locked, read_json, save
 
 INVITES_FILE = "invites.json"
 LOCK_FILE = "invites.lock"
@@ -83,13 +82,7 @@ class InviteBook:
                     save(self.path, {str(n): inv.to_json() for n, inv in sorted(book.items())})
 
     def _read(self) -> dict[int, Invitation]:
-        text = read_text(self.path)
-        if text is None:
-            return {}
-        try:
-            raw = json.loads(text)
-        except ValueError as exc:
-            raise UsageError(f"cannot read {self.path}: {exc}") from exc
+        raw = read_json(self.path)
         if not isinstance(raw, dict):
             return {}
         found = {}

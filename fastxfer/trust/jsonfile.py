@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 from fastxfer.errors import UsageError
 
@@ -51,14 +52,19 @@ def read_text(path: Path, own: bool = True) -> str | None:
             raise UsageError(f"cannot read {path}: {exc}") from exc
 
 
-def load(path: Path, own: bool = True) -> dict[str, str]:
+def read_json(path: Path, own: bool = True) -> Any:
+    """What the trust file *path* holds, parsed ({} if it is missing)."""
     text = read_text(path, own)
     if text is None:
         return {}
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except ValueError as exc:
         raise UsageError(f"cannot read {path}: {exc}") from exc
+
+
+def load(path: Path, own: bool = True) -> dict[str, str]:
+    data = read_json(path, own)
     if not isinstance(data, dict):
         raise UsageError(f"cannot read {path}: not a JSON object")
     return {str(k): str(v) for k, v in data.items()}
